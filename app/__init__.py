@@ -1,0 +1,1 @@
+"""The hwlab Streamlit dashboard."""

@@ -1,0 +1,3 @@
+"""faultlab: see README.md."""
+
+__all__: list[str] = []

@@ -1,0 +1,1 @@
+"""pytest plugin for fault campaigns (filled in by the faultlab issue)."""

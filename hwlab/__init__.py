@@ -1,0 +1,21 @@
+"""hwlab: the shared core of the hardware-aware DNN reliability and efficiency lab.
+
+Submodules are imported lazily (``hwlab.data``, ``hwlab.models``, ``hwlab.train``, ``hwlab.zoo``,
+``hwlab.meters``, ``hwlab.store``, ``hwlab.executors``, ``hwlab.studies``) so that ``import hwlab``
+stays cheap for the CLI.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBMODULES = ("data", "models", "train", "zoo", "meters", "store", "executors", "studies", "errors")
+__all__ = ["__version__", *_SUBMODULES]
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"hwlab.{name}")
+    raise AttributeError(f"module 'hwlab' has no attribute {name!r}")

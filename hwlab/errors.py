@@ -1,0 +1,49 @@
+"""One error template for every public function in hwlab and its method packages.
+
+Template: ``"PARAM of CALLER must be CONSTRAINT, got VALUE"`` (scikit-learn style). Tests pin the
+message with ``pytest.raises(ValueError, match=...)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["HwlabError", "check", "fail", "check_rate", "check_positive_int", "check_choice"]
+
+
+class HwlabError(ValueError):
+    """A bad value given to a public hwlab function (a ``ValueError``)."""
+
+
+def fail(param: str, caller: str, constraint: str, value: Any) -> HwlabError:
+    """Build (not raise) the error for ``param`` of ``caller``; use as ``raise fail(...)``."""
+    return HwlabError(f"{param} of {caller} must be {constraint}, got {value!r}")
+
+
+def check(cond: bool, param: str, caller: str, constraint: str, value: Any) -> None:
+    """Raise :class:`HwlabError` in the one template unless ``cond`` holds."""
+    if not cond:
+        raise fail(param, caller, constraint, value)
+
+
+def check_rate(value: Any, param: str, caller: str) -> float:
+    """A probability: a real number in [0, 1] (NaN, negatives and > 1 are rejected)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and not math.isnan(value) and 0.0 <= value <= 1.0
+    check(ok, param, caller, "a number in [0, 1]", value)
+    return float(value)
+
+
+def check_positive_int(value: Any, param: str, caller: str, minimum: int = 1) -> int:
+    """An integer >= ``minimum`` (bools rejected)."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+    check(ok, param, caller, f"an integer >= {minimum}", value)
+    return int(value)
+
+
+def check_choice(value: Any, choices, param: str, caller: str) -> Any:
+    """One of ``choices``."""
+    choices = tuple(choices)
+    check(value in choices, param, caller, f"one of {', '.join(map(str, choices))}", value)
+    return value

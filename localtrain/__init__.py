@@ -1,0 +1,3 @@
+"""localtrain: see README.md."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""quantum: see README.md."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""spiking: see README.md."""
+
+__all__: list[str] = []
