@@ -1,0 +1,390 @@
+"""The results store: one SQLite file (WAL mode) with a row per study run and a row per measurement.
+
+A measurement is keyed by ``(run_id, key)``; writing a key that is already stored is a no-op, so an
+interrupted study that is started again with the same config resumes where it stopped
+(:meth:`Store.open_run` reuses the run with the same study and config fingerprint).
+
+Safety: before SQLite ever opens a file, its 100-byte header is read as plain bytes and checked for
+the hwlab application id and schema version (``PRAGMA application_id`` / ``user_version``), so a
+foreign file, another program's SQLite database or a store written by a newer hwlab is refused with
+a clear error and left byte-for-byte untouched (even opening SQLite in WAL mode would create
+``-wal``/``-shm`` files and may rewrite the header). Every write runs in its own ``BEGIN IMMEDIATE``
+transaction on a short-lived connection with a busy timeout, so several processes can write to one
+store at once. All SQL is parameterised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import numbers
+import os
+import sqlite3
+import subprocess
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import closing, contextmanager
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from hwlab.errors import check, fail
+
+__all__ = ["APPLICATION_ID", "RESULT_COLUMNS", "SCHEMA_VERSION", "Store", "default_store_path"]
+
+log = logging.getLogger(__name__)
+
+APPLICATION_ID = 0x48574C42  # "HWLB": marks the file as an hwlab store (SQLite header offset 68)
+SCHEMA_VERSION = 1  # bumped on every incompatible schema change (SQLite header offset 60)
+BUSY_TIMEOUT_MS = 30_000  # writers from several processes wait this long for the write lock
+
+# Result columns and their SQLite types, in table order.
+_COLUMN_TYPES = {
+    "run_id": "TEXT", "key": "TEXT", "module": "TEXT", "method": "TEXT", "model": "TEXT",
+    "dataset": "TEXT", "variant": "TEXT", "fault_model": "TEXT", "fault_rate": "REAL",
+    "trial": "INTEGER", "seed": "INTEGER", "accuracy": "REAL", "latency_ms": "REAL",
+    "memory_bytes": "INTEGER", "timesteps": "REAL", "params": "INTEGER", "extra": "TEXT",
+}
+RESULT_COLUMNS = tuple(_COLUMN_TYPES)
+_INT_COLUMNS = tuple(c for c, t in _COLUMN_TYPES.items() if t == "INTEGER")
+_RUN_STATUSES = ("running", "done", "failed")
+
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS runs (
+        run_id TEXT PRIMARY KEY, study TEXT NOT NULL, config TEXT NOT NULL,
+        fingerprint TEXT NOT NULL, code_version TEXT, status TEXT NOT NULL,
+        started TEXT NOT NULL, finished TEXT, UNIQUE (study, fingerprint))""",
+    "CREATE TABLE IF NOT EXISTS results (\n"
+    + ",\n".join(
+        f"{c} {t} NOT NULL" if c in ("run_id", "key") else f"{c} {t}"
+        for c, t in _COLUMN_TYPES.items()
+    )
+    + ",\nFOREIGN KEY (run_id) REFERENCES runs (run_id), UNIQUE (run_id, key))",
+    # The UNIQUE (run_id, key) index also serves every lookup by run_id (it is its prefix).
+    "CREATE INDEX IF NOT EXISTS results_module ON results (module)",
+]
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def default_store_path() -> Path:
+    """``$HWLAB_HOME/hwlab.sqlite`` (``HWLAB_HOME`` read now; default ``./hwlab-runs``)."""
+    return Path(os.environ.get("HWLAB_HOME") or "hwlab-runs") / "hwlab.sqlite"
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """``hwlab.__version__`` plus ``+g<short hash>`` when git answers quickly (never fails)."""
+    import hwlab
+
+    version = hwlab.__version__
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
+            capture_output=True, text=True, timeout=2, check=False,
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            version += f"+g{out.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return version
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _check_header(path: Path) -> None:
+    """Refuse anything but a missing/empty file or an hwlab store of a known schema version.
+
+    Reads the SQLite header as plain bytes, so a refused file is never touched by SQLite.
+    """
+    if not path.exists():
+        return
+    check(path.is_file(), "path", "Store", "a file path (not a directory)", str(path))
+    with open(path, "rb") as f:
+        head = f.read(100)
+    if not head:
+        return  # an empty file is an empty SQLite database
+    what = f"an hwlab store (SQLite application id {APPLICATION_ID:#x})"
+    check(len(head) == 100 and head.startswith(_SQLITE_MAGIC), "path", "Store", what,
+          f"{path} (not an SQLite database)")
+    app_id = int.from_bytes(head[68:72], "big")
+    version = int.from_bytes(head[60:64], "big")
+    check(app_id == APPLICATION_ID, "path", "Store", what,
+          f"{path} (an SQLite database with application id {app_id:#x})")
+    check(version <= SCHEMA_VERSION, "path", "Store",
+          f"a store of schema version <= {SCHEMA_VERSION} (upgrade hwlab to read it)",
+          f"{path} (schema version {version})")
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item") and callable(value.item):  # NumPy / torch scalars
+        return value.item()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {value!r}")
+
+
+def _to_json(value: Any, param: str, caller: str) -> str:
+    try:
+        return json.dumps(value, sort_keys=True, default=_json_default, allow_nan=True)
+    except (TypeError, ValueError):
+        raise fail(param, caller, "JSON-serialisable", value) from None
+
+
+def _cell(column: str, value: Any) -> Any:
+    """Validate and convert one result value to its SQLite type (None stays NULL)."""
+    if value is None:
+        return None
+    kind = _COLUMN_TYPES[column]
+    caller = "Store.add_results"
+    if column == "extra":
+        if isinstance(value, str):
+            try:
+                json.loads(value)
+            except ValueError:
+                raise fail("extra", caller, "a dict or a JSON string", value) from None
+            return value
+        return _to_json(value, "extra", caller)
+    if kind == "TEXT":
+        check(isinstance(value, str), column, caller, "a str or None", value)
+        return value
+    check(isinstance(value, numbers.Real) and not isinstance(value, bool), column, caller,
+          "a number or None", value)
+    if kind == "REAL":
+        value = float(value)
+        return None if math.isnan(value) else value  # NaN is "missing": NULL
+    check(float(value).is_integer(), column, caller, "an integer or None", value)
+    return int(value)
+
+
+class Store:
+    """An SQLite results store (WAL mode); see the module docstring.
+
+    Parameters
+    ----------
+    path : path-like or None
+        The store file; ``None`` means ``$HWLAB_HOME/hwlab.sqlite`` (``HWLAB_HOME`` read at call
+        time, default ``./hwlab-runs``). Missing folders are created.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path is not None else default_store_path()
+        _check_header(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._initialise()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    # -- connections -------------------------------------------------------------------------
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        with closing(conn):
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = NORMAL")  # safe in WAL mode, much faster
+            yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: BEGIN IMMEDIATE takes the write lock up front (no deadlocks)."""
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _initialise(self) -> None:
+        # The header was checked above; re-check under the write lock, since another process may
+        # have created the file in between. Tables and ids are written in one rollback-journal
+        # transaction, and WAL mode is switched on only afterwards, so no reader ever sees a
+        # half-made store.
+        with self._write() as conn:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            n_tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if app_id == 0 and n_tables == 0:
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID:d}")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [("application", "hwlab"), ("schema_version", str(SCHEMA_VERSION)),
+                     ("created", _now()), ("code_version", code_version())],
+                )
+                log.info("created hwlab store %s", self.path)
+            else:
+                what = f"an hwlab store (SQLite application id {APPLICATION_ID:#x})"
+                check(app_id == APPLICATION_ID, "path", "Store", what, str(self.path))
+                check(version <= SCHEMA_VERSION, "path", "Store",
+                      f"a store of schema version <= {SCHEMA_VERSION}", str(self.path))
+                tables = {r[0] for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+                check({"meta", "runs", "results"} <= tables, "path", "Store",
+                      "an hwlab store with tables meta, runs and results",
+                      f"{self.path} (tables {sorted(tables)})")
+        # Switching to WAL needs the database to itself and does not wait on the busy handler,
+        # so retry while another process (also opening this store) holds a lock.
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        with self._connect() as conn:
+            while conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                try:
+                    conn.execute("PRAGMA journal_mode = WAL")
+                except sqlite3.OperationalError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
+
+    # -- runs --------------------------------------------------------------------------------
+    def open_run(self, study: str, config: Any, fingerprint: str | None = None) -> str:
+        """Start a run of ``study`` with ``config`` (a dict or a dataclass) and return its id.
+
+        ``fingerprint`` defaults to a SHA-256 of the config JSON. An existing run with the same
+        study and fingerprint is reused (resume): its status goes back to ``"running"``.
+        """
+        check(isinstance(study, str) and bool(study), "study", "Store.open_run",
+              "a non-empty str", study)
+        if dataclasses.is_dataclass(config) and not isinstance(config, type):
+            config = dataclasses.asdict(config)
+        check(isinstance(config, dict), "config", "Store.open_run", "a dict or a dataclass",
+              config)
+        config_json = _to_json(config, "config", "Store.open_run")
+        if fingerprint is None:
+            fingerprint = hashlib.sha256(config_json.encode()).hexdigest()[:16]
+        check(isinstance(fingerprint, str) and bool(fingerprint), "fingerprint",
+              "Store.open_run", "a non-empty str or None", fingerprint)
+        with self._write() as conn:
+            row = conn.execute("SELECT run_id FROM runs WHERE study = ? AND fingerprint = ?",
+                               (study, fingerprint)).fetchone()
+            if row is not None:
+                conn.execute("UPDATE runs SET status = 'running', finished = NULL, "
+                             "code_version = ? WHERE run_id = ?", (code_version(), row[0]))
+                log.info("resuming run %s of %s", row[0], study)
+                return row[0]
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+            run_id = f"{study}-{stamp}-{uuid.uuid4().hex[:6]}"
+            conn.execute(
+                "INSERT INTO runs (run_id, study, config, fingerprint, code_version, status, "
+                "started, finished) VALUES (?, ?, ?, ?, ?, 'running', ?, NULL)",
+                (run_id, study, config_json, fingerprint, code_version(), _now()),
+            )
+        return run_id
+
+    def _check_run(self, conn: sqlite3.Connection, run_id: Any, caller: str) -> None:
+        found = isinstance(run_id, str) and conn.execute(
+            "SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
+        check(found, "run_id", caller, "the id of a run in this store", run_id)
+
+    def finish_run(self, run_id: str, status: str = "done") -> None:
+        """Mark a run ``"done"`` or ``"failed"`` and record the finish time."""
+        check(status in ("done", "failed"), "status", "Store.finish_run", "'done' or 'failed'",
+              status)
+        with self._write() as conn:
+            self._check_run(conn, run_id, "Store.finish_run")
+            conn.execute("UPDATE runs SET status = ?, finished = ? WHERE run_id = ?",
+                         (status, _now(), run_id))
+
+    def config(self, run_id: str) -> dict:
+        """The config dict stored with a run."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT config FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        check(row is not None, "run_id", "Store.config", "the id of a run in this store", run_id)
+        return json.loads(row[0])
+
+    # -- results -----------------------------------------------------------------------------
+    def done_keys(self, run_id: str) -> set[str]:
+        """The keys already stored for a run (a re-run skips them)."""
+        with self._connect() as conn:
+            self._check_run(conn, run_id, "Store.done_keys")
+            return {r[0] for r in conn.execute("SELECT key FROM results WHERE run_id = ?",
+                                               (run_id,))}
+
+    def add_results(self, run_id: str, rows: Iterable[dict]) -> int:
+        """Write result rows of a run; keys already stored are skipped. Returns rows written.
+
+        Each row is a dict with a ``"key"`` and any of :data:`RESULT_COLUMNS` (missing ones are
+        NULL, never 0; a dict ``"extra"`` is stored as JSON). An unknown column is an error. All
+        rows are written in one transaction (all or none).
+        """
+        values = []
+        for i, row in enumerate(rows):
+            check(isinstance(row, dict), f"rows[{i}]", "Store.add_results", "a dict", row)
+            unknown = sorted(set(row) - set(RESULT_COLUMNS))
+            check(not unknown, f"column {unknown[0] if unknown else ''!r}", "Store.add_results",
+                  f"one of {', '.join(RESULT_COLUMNS)}", row)
+            check(isinstance(row.get("key"), str) and bool(row.get("key")), f"key of rows[{i}]",
+                  "Store.add_results", "a non-empty str", row.get("key"))
+            check(row.get("run_id", run_id) == run_id, f"run_id of rows[{i}]",
+                  "Store.add_results", f"absent or {run_id!r}", row.get("run_id"))
+            values.append((run_id, *(_cell(c, row.get(c)) for c in RESULT_COLUMNS[1:])))
+        if not values:
+            return 0
+        columns = ", ".join(RESULT_COLUMNS)
+        marks = ", ".join("?" * len(RESULT_COLUMNS))
+        with self._write() as conn:
+            self._check_run(conn, run_id, "Store.add_results")
+            before = conn.total_changes
+            # ON CONFLICT DO NOTHING: INSERT OR IGNORE restricted to the (run_id, key) constraint.
+            conn.executemany(f"INSERT INTO results ({columns}) VALUES ({marks}) "
+                             "ON CONFLICT (run_id, key) DO NOTHING", values)
+            return conn.total_changes - before
+
+    def results(self, study: str | None = None, run_id: str | None = None,
+                module: str | None = None):
+        """Result rows as a pandas DataFrame: :data:`RESULT_COLUMNS` plus ``study``."""
+        import pandas as pd
+
+        where, params = [], []
+        for column, value in (("runs.study", study), ("results.run_id", run_id),
+                              ("results.module", module)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = (f"SELECT {', '.join('results.' + c for c in RESULT_COLUMNS)}, runs.study "
+               "FROM results JOIN runs ON runs.run_id = results.run_id"
+               + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY runs.started, results.rowid")
+        with self._connect() as conn:
+            df = pd.read_sql_query(sql, conn, params=params)
+        for c in _INT_COLUMNS:
+            df[c] = df[c].astype("Int64")  # integers with NULLs stay integers
+        for c in ("fault_rate", "accuracy", "latency_ms", "timesteps"):
+            df[c] = df[c].astype("float64")
+        return df
+
+    def runs(self):
+        """The runs as a pandas DataFrame (config as JSON text, plus ``n_results``)."""
+        import pandas as pd
+
+        sql = ("SELECT runs.run_id, study, config, fingerprint, code_version, status, started, "
+               "finished, (SELECT count(*) FROM results WHERE results.run_id = runs.run_id) "
+               "AS n_results FROM runs ORDER BY started")
+        with self._connect() as conn:
+            return pd.read_sql_query(sql, conn)
+
+    def export(self, path: str | os.PathLike, study: str | None = None) -> Path:
+        """Write the results (of one study, or all) to ``.csv`` or ``.parquet`` by suffix."""
+        path = Path(path)
+        suffix = path.suffix.lower()
+        check(suffix in (".csv", ".parquet"), "path", "Store.export",
+              "a file name ending in .csv or .parquet", str(path))
+        df = self.results(study=study)
+        if suffix == ".csv":
+            df.to_csv(path, index=False)
+        else:
+            df.to_parquet(path, index=False)
+        return path
