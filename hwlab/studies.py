@@ -1,0 +1,316 @@
+"""Studies: named, configurable, resumable experiments that write result rows to a store.
+
+A study is a module-level constant instance of a :class:`Study` subclass, registered under the
+``hwlab.studies`` entry-point group (so ``hwlab`` imports no method package)::
+
+    @dataclass(frozen=True)
+    class Config:
+        model: str = "lenet5"   # the smallest CNN that passes 95% on mnist5k
+        trials: int = 10        # enough for a +-3% interval on accuracy
+
+    class MyStudy(Study):
+        name, module, description = "faultlab.demo", "faultlab", "One line for `hwlab list`."
+        Config = Config
+        quick = {"trials": 2}
+
+        def run(self, config, store, progress=None, executor=None):
+            with self.open_run(store, config) as run_id:
+                items = {f"trial={t}": (config.model, t) for t in range(config.trials)}
+                run_items(store, run_id, items, _one_trial, executor, progress)
+            return run_id
+
+    DEMO_STUDY = MyStudy()
+
+:func:`run_items` is the resumable engine: it skips the keys already stored, runs the rest on an
+executor and writes each row as soon as it completes, so a killed study loses at most the items
+that were running and, started again with the same config, ends with the same table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import logging
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+
+from hwlab.errors import check, fail
+
+__all__ = ["Study", "derive_seed", "get_study", "list_studies", "run_items", "run_study"]
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "hwlab.studies"
+Progress = Callable[..., None]  # progress(done: int, total: int, message: str = "")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+class Study:
+    """Base class of a study; subclasses set the class attributes and implement :meth:`run`."""
+
+    name: str = ""  # registry name, "<module>.<study>", e.g. "faultlab.campaign"
+    module: str = ""  # the package that contributes it: hwlab, faultlab, spiking, ...
+    description: str = ""  # one line, shown by `hwlab list`
+    Config: type = None  # a frozen dataclass whose every field has a default
+    quick: Mapping[str, Any] = types.MappingProxyType({})  # overrides for --quick (~1 min)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    # -- configuration -----------------------------------------------------------------------
+    def options(self) -> dict[str, Any]:
+        """Config field name -> resolved type (the CLI builds its flags from this)."""
+        hints = typing.get_type_hints(self.Config)
+        return {f.name: hints[f.name] for f in dataclasses.fields(self.Config)}
+
+    def make_config(self, quick: bool = False, **overrides):
+        """The Config with the quick overrides (if asked) and then ``overrides`` applied.
+
+        Values are checked against the field types; strings (from the CLI) are converted: ints,
+        floats, bools (true/false/1/0/yes/no), and tuples as comma-separated lists. ``model``,
+        ``dataset`` and ``seed`` may be given for a Config whose field is the plural tuple
+        (``models`` ...). An unknown name or a bad value is an error in the hwlab template.
+        """
+        options = self.options()
+        values = dict(self.quick) if quick else {}
+        for name, value in overrides.items():
+            if value is None and name in ("model", "dataset", "seed"):
+                continue  # a common CLI flag that was not given
+            if name not in options and f"{name}s" in options:
+                name, value = f"{name}s", value if isinstance(value, (tuple, list)) else (value,)
+            check(name in options, "option", f"study {self.name}",
+                  f"one of {', '.join(sorted(options))}", name)
+            values[name] = value
+        converted = {n: _convert(v, options[n], n, f"study {self.name}")
+                     for n, v in values.items()}
+        return self.Config(**converted)
+
+    # -- running -----------------------------------------------------------------------------
+    @contextmanager
+    def open_run(self, store, config) -> Iterator[str]:
+        """Open (or resume) this study's run for ``config``; mark it done, or failed on error."""
+        run_id = store.open_run(self.name, config)
+        try:
+            yield run_id
+        except BaseException:
+            store.finish_run(run_id, "failed")
+            raise
+        store.finish_run(run_id, "done")
+
+    def run(self, config, store, progress: Progress | None = None,
+            executor: Executor | None = None) -> str:
+        """Run the study for ``config``, write rows to ``store``, return the run id."""
+        raise NotImplementedError(f"{type(self).__name__} must implement run()")
+
+
+def _convert(value: Any, tp: Any, name: str, caller: str) -> Any:
+    """Check ``value`` against the type hint ``tp``, converting CLI strings."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "")
+                             and type(None) in args):
+            check(type(None) in args, name, caller, f"a {tp}", value)
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _convert(value, inner[0], name, caller)
+        for a in inner:  # first alternative that accepts the value
+            try:
+                return _convert(value, a, name, caller)
+            except ValueError:
+                continue
+        raise fail(name, caller, f"a {tp}", value)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        check(isinstance(value, (tuple, list)), name, caller,
+              "a tuple (comma-separated on the command line)", value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], name, caller) for v in value)
+        if args:
+            check(len(value) == len(args), name, caller, f"a tuple of {len(args)} values", value)
+            return tuple(_convert(v, a, name, caller) for v, a in zip(value, args))
+        return tuple(value)
+    if tp is bool:
+        if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+            return value.lower() in _TRUE
+        check(isinstance(value, bool), name, caller, "a bool (true or false)", value)
+        return value
+    if tp is int:
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                raise fail(name, caller, "an integer", value) from None
+        check(isinstance(value, int) and not isinstance(value, bool) or
+              hasattr(value, "dtype") and getattr(value.dtype, "kind", "x") in "iu",
+              name, caller, "an integer", value)
+        return int(value)
+    if tp is float:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise fail(name, caller, "a number", value) from None
+        check(isinstance(value, (int, float)) and not isinstance(value, bool)
+              or hasattr(value, "dtype") and getattr(value.dtype, "kind", "x") in "iuf",
+              name, caller, "a number", value)
+        return float(value)
+    if tp is str:
+        check(isinstance(value, str), name, caller, "a str", value)
+        return value
+    if origin is typing.Literal:
+        check(value in args, name, caller, f"one of {', '.join(map(repr, args))}", value)
+        return value
+    if isinstance(tp, type):
+        check(isinstance(value, tp), name, caller, f"a {tp.__name__}", value)
+    return value
+
+
+# -- registry --------------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    """The installed ``hwlab.studies`` entry points by name (discovered once per process)."""
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _load(name: str) -> Study:
+    """Load one entry point; raises whatever the import raises."""
+    study = _entry_points()[name].load()
+    if not isinstance(study, Study):
+        raise TypeError(f"entry point {name!r} is {type(study).__name__}, not a Study")
+    return study
+
+
+def list_studies() -> list[str]:
+    """Names of the registered studies that import; the others are skipped with a warning."""
+    names = []
+    for name in sorted(_entry_points()):
+        try:
+            _load(name)
+        except Exception as exc:  # noqa: BLE001 - a method package still being written, or broken
+            log.warning("skipping study %s: %s: %s", name, type(exc).__name__, exc)
+            continue
+        names.append(name)
+    return names
+
+
+def get_study(name: str | Study) -> Study:
+    """The registered study called ``name`` (a :class:`Study` instance is returned as is)."""
+    if isinstance(name, Study):
+        return name
+    known = sorted(_entry_points())
+    check(name in known, "name", "get_study", f"one of {', '.join(known)}", name)
+    try:
+        return _load(name)
+    except Exception as exc:
+        raise fail("name", "get_study", f"a study that loads ({type(exc).__name__}: {exc})",
+                   name) from exc
+
+
+def run_study(name: str | Study, store=None, quick: bool = False, executor=None,
+              progress: Progress | None = None, **overrides) -> str:
+    """Build the config of study ``name``, run it, return the run id.
+
+    ``store`` is a :class:`~hwlab.store.Store`, a path, or None (the default store);
+    ``executor`` an Executor, a spec for :func:`hwlab.executors.get_executor` (shut down after
+    the run), or None (the study runs inline).
+    """
+    from hwlab.executors import get_executor
+    from hwlab.store import Store
+
+    study = get_study(name)
+    config = study.make_config(quick=quick, **overrides)
+    if not isinstance(store, Store):
+        store = Store(store)
+    if isinstance(executor, str):
+        with get_executor(executor) as ex:
+            return study.run(config, store, progress=progress, executor=ex)
+    check(executor is None or isinstance(executor, Executor), "executor", "run_study",
+          "None, an executor spec string or a concurrent.futures.Executor", executor)
+    return study.run(config, store, progress=progress, executor=executor)
+
+
+# -- the resumable engine --------------------------------------------------------------------
+def derive_seed(seed: int, key: str) -> int:
+    """A 63-bit seed from a study seed and an item key: independent of executor and order."""
+    digest = hashlib.sha256(f"{int(seed)}|{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def run_items(store, run_id: str, items: Mapping[str, Any], fn: Callable[[Any], dict],
+              executor: Executor | None = None, progress: Progress | None = None,
+              defaults: Mapping[str, Any] | None = None, max_pending: int | None = None) -> int:
+    """Run ``fn(item)`` for every item whose key is not stored yet; write each row as it ends.
+
+    ``items`` maps a result key to the one argument of ``fn`` (a tuple, dict or dataclass when
+    there are several); ``fn`` must be a top-level function (picklable) returning one result
+    row dict. The row gets ``key`` (the item's) and the ``defaults`` it lacks. Rows are written
+    one by one as their items complete, so a kill loses at most the running items. With an
+    executor, at most ``max_pending`` items (default: all) are submitted at once. Progress is
+    reported as ``progress(done, total, key)``. An item that raises stops the run (pending items
+    are cancelled, finished ones are kept) and its key is named in the error.
+
+    Returns the number of rows newly written.
+    """
+    check(isinstance(items, Mapping), "items", "run_items", "a mapping of key -> argument",
+          items)
+    check(callable(fn), "fn", "run_items", "a callable", fn)
+    bad = [k for k in items if not (isinstance(k, str) and k)]
+    check(not bad, "items", "run_items", "keyed by non-empty strings", bad[:3])
+    total = len(items)
+    done = store.done_keys(run_id)
+    todo = [k for k in items if k not in done]
+    finished = total - len(todo)
+    if progress is not None:
+        progress(finished, total, f"{finished} stored")
+    written = 0
+
+    def record(key: str, row: Any) -> None:
+        nonlocal finished, written
+        check(isinstance(row, dict), f"result for {key!r}", "run_items", "a dict (one row)", row)
+        check(row.get("key", key) == key, f"key of the row for {key!r}", "run_items",
+              f"absent or {key!r}", row.get("key"))
+        row = {**(defaults or {}), **row, "key": key}
+        written += store.add_results(run_id, [row])
+        finished += 1
+        if progress is not None:
+            progress(finished, total, key)
+
+    if executor is None:
+        for key in todo:
+            record(key, _call(fn, items[key], key))
+        return written
+
+    window = len(todo) if max_pending is None else max(1, int(max_pending))
+    queue = iter(todo)
+    pending: dict[Future, str] = {}
+    try:
+        while True:
+            for key in queue:
+                pending[executor.submit(fn, items[key])] = key
+                if len(pending) >= window:
+                    break
+            if not pending:
+                return written
+            ready, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in ready:
+                key = pending.pop(fut)
+                record(key, _call(fut.result, None, key, call_bare=True))
+    finally:
+        for fut in pending:
+            fut.cancel()
+
+
+def _call(fn: Callable, arg: Any, key: str, call_bare: bool = False) -> Any:
+    try:
+        return fn() if call_bare else fn(arg)
+    except Exception as exc:
+        raise RuntimeError(f"item {key!r} of run_items failed: {type(exc).__name__}: {exc}") \
+            from exc
