@@ -1,3 +1,55 @@
-"""localtrain: see README.md."""
+"""localtrain: supervised local learning that saves training memory.
 
-__all__: list[str] = []
+A network from the hwlab zoo is cut into K gradient-isolated local modules (:func:`split`); each
+rule is an ``hwlab.train.Task`` (:func:`make_rule`) that trains them with local losses through the
+one training loop, ``hwlab.train.fit``:
+
+- ``e2e``: end-to-end backpropagation (the baseline);
+- ``dgl``: a small classifier head per module (Belilovsky et al. 2020);
+- ``infopro``: reconstruction decoder + classifier head, weights interpolated (Wang et al. 2021);
+- ``man``: InfoPro head fed through EMA(next block) + a learnable bias block (Su et al. 2024);
+- ``auglocal``: auxiliary nets from uniformly sampled later layers (Ma et al. 2024);
+- ``featrecon``: each module reconstructs its input features (Pathak et al. 2022), for ViTs.
+
+Memory is read with ``hwlab.meters.training_memory`` (:func:`measure_step`). The study
+``localtrain.compare`` compares the rules (see docs/localtrain.md).
+"""
+
+from localtrain._auglocal import AugLocal, auglocal_depths, auglocal_layer_indices
+from localtrain._base import LocalRule, interpolate_weight
+from localtrain._man import MAN, ema_update
+from localtrain._measure import measure_step
+from localtrain._rules import (
+    DGL,
+    E2E,
+    INFOPRO_LAMBDAS,
+    FeatRecon,
+    InfoPro,
+    infopro_lambdas,
+    list_rules,
+    make_rule,
+)
+from localtrain._split import Partition, partition, split, unit_saved_bytes
+
+__all__ = [
+    "DGL",
+    "E2E",
+    "INFOPRO_LAMBDAS",
+    "MAN",
+    "AugLocal",
+    "FeatRecon",
+    "InfoPro",
+    "LocalRule",
+    "Partition",
+    "auglocal_depths",
+    "auglocal_layer_indices",
+    "ema_update",
+    "infopro_lambdas",
+    "interpolate_weight",
+    "list_rules",
+    "make_rule",
+    "measure_step",
+    "partition",
+    "split",
+    "unit_saved_bytes",
+]

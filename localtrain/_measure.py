@@ -1,0 +1,34 @@
+"""Memory and latency of one training step of a rule, read with ``hwlab.meters``."""
+
+from __future__ import annotations
+
+import torch
+
+from hwlab.errors import check
+
+__all__ = ["measure_step"]
+
+
+def measure_step(rule, x: torch.Tensor, y: torch.Tensor, repeats: int = 5,
+                 warmup: int = 1) -> dict:
+    """Peak training memory and median latency of ``rule.step(x, y)``.
+
+    Memory is ``hwlab.meters.training_memory`` of one step: peak bytes saved for backward
+    (storage-deduplicated, parameters excluded; auxiliary nets included since they run inside the
+    step) plus parameter, gradient and optimizer bytes of every parameter the rule holds (model,
+    auxiliary nets and MAN's frozen EMA copies). Latency is ``hwlab.meters.latency`` of full steps.
+    The steps update the weights (they are real training steps).
+    """
+    from hwlab.meters import latency, training_memory
+
+    check(hasattr(rule, "step") and hasattr(rule, "memory_parameters"), "rule", "measure_step",
+          "a localtrain rule (make_rule)", type(rule).__name__)
+    rule.train(True)
+    opt = rule.optimizer
+    rule.step(x, y)  # creates the optimizer state, so its bytes are counted
+    mem = training_memory(lambda: rule.step(x, y), params=rule.memory_parameters(), optimizer=opt)
+    lat = latency(rule.step, x, y, warmup=warmup, repeats=repeats)
+    return {"memory_bytes": int(mem.total_bytes), "saved_peak_bytes": int(mem.saved_peak_bytes),
+            "param_bytes": int(mem.param_bytes), "grad_bytes": int(mem.grad_bytes),
+            "optimizer_bytes": int(mem.optimizer_bytes), "latency_ms": float(lat.median_ms),
+            "params": sum(p.numel() for p in rule.parameters())}

@@ -1,0 +1,193 @@
+"""Cut an ``nn.Sequential`` zoo network into K local modules.
+
+Every hwlab model is an ``nn.Sequential`` whose top-level children run in order (a residual or a
+transformer block is one child). A *unit* is one weight-bearing child (a conv, a linear, a block)
+together with the parameter-free children and normalisation layers that follow it (ReLU, pooling,
+BatchNorm after a stem conv). The *tail* is the classifier: the last weight-bearing child with the
+pooling / flatten / final-norm children just before it. Cuts go only between units; the tail always
+belongs to the last module. For ResNet-32 this gives 16 units (the stem and 15 residual blocks), the
+layer count InfoPro and AugLocal use, and ``balance="layers"`` with K = 4 reproduces InfoPro's
+published ResNet-32 split (4 units per module).
+
+``balance="memory"`` (InfoPro*, Wang et al. 2021, Sec. 5) measures, on a sample batch, the bytes that
+autograd saves for backward inside each unit (``torch.autograd.graph.saved_tensors_hooks``,
+deduplicated by storage, parameters excluded) and places the cuts to minimise the largest module
+(exact linear-partition dynamic programme). The probe runs on a deep copy, so BatchNorm running
+statistics of the model are untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from hwlab.errors import check, check_choice, check_positive_int
+
+__all__ = ["Partition", "partition", "split", "unit_saved_bytes"]
+
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Where the cuts of one split fall (indices into the model's children)."""
+
+    units: tuple[tuple[int, int], ...]  # (start, stop) child range of each body unit
+    tail: tuple[int, int]  # child range of the classifier tail
+    bounds: tuple[tuple[int, int], ...]  # (start, stop) child range of each local module
+    unit_bounds: tuple[tuple[int, int], ...]  # (first unit, stop unit) of each local module
+
+    @property
+    def last_units(self) -> tuple[int, ...]:
+        """Index of the last body unit of each module (AugLocal's layer index l)."""
+        return tuple(stop - 1 for _, stop in self.unit_bounds)
+
+
+def _has_params(m: nn.Module) -> bool:
+    return any(True for _ in m.parameters())
+
+
+def _is_weight_child(m: nn.Module) -> bool:
+    return _has_params(m) and not isinstance(m, _NORMS)
+
+
+def _units_and_tail(model: nn.Sequential) -> tuple[list[tuple[int, int]], tuple[int, int]]:
+    children = list(model.children())
+    weights = [i for i, c in enumerate(children) if _is_weight_child(c)]
+    check(len(weights) >= 1, "model", "split", "an nn.Sequential with a weight layer", model)
+    t = weights[-1]
+    while t > 0 and not _is_weight_child(children[t - 1]):
+        t -= 1  # pooling, flatten and the final norm belong to the classifier tail
+    starts = [i for i in weights if i < t]
+    if starts:
+        starts[0] = 0  # parameter-free children at the very start join the first unit
+    units = [(s, e) for s, e in zip(starts, starts[1:] + [t])]
+    return units, (t, len(children))
+
+
+def _check_model(model, caller: str) -> nn.Sequential:
+    check(isinstance(model, nn.Sequential), "model", caller, "an nn.Sequential (hwlab zoo model)",
+          type(model).__name__)
+    return model
+
+
+@torch.no_grad()
+def _probe_shapes(model: nn.Sequential, x: torch.Tensor) -> list[torch.Size]:
+    """Output shape (without batch) of every child on ``x``; model state is left untouched."""
+    probe = copy.deepcopy(model).eval()
+    shapes = []
+    for child in probe.children():
+        x = child(x)
+        shapes.append(x.shape[1:])
+    return shapes
+
+
+def unit_saved_bytes(model: nn.Sequential, x: torch.Tensor) -> tuple[list[int], int]:
+    """Bytes saved for backward inside each body unit and inside the tail on the batch ``x``.
+
+    Each saved storage is counted once, at the unit where autograd first saves it; parameters are
+    excluded. Runs on a deep copy in train mode (the caller's model is not modified).
+    """
+    model = _check_model(model, "unit_saved_bytes")
+    units, tail = _units_and_tail(model)
+    probe = copy.deepcopy(model).train()
+    children = list(probe.children())
+    param_ptrs = {p.untyped_storage().data_ptr() for p in probe.parameters()}
+    seen: set[int] = set()
+    counter = [0]
+
+    def pack(t: torch.Tensor):
+        st = t.untyped_storage()
+        ptr = st.data_ptr()
+        if ptr not in param_ptrs and ptr not in seen:
+            seen.add(ptr)
+            counter[0] += st.nbytes()
+        return t
+
+    sizes = []
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        for start, stop in [*units, tail]:
+            counter[0] = 0
+            for child in children[start:stop]:
+                x = child(x)
+            sizes.append(counter[0])
+    return sizes[:-1], sizes[-1]
+
+
+def _balanced_cuts(weights: list[int], k: int) -> list[int]:
+    """Split ``weights`` into ``k`` contiguous groups minimising the largest group sum (exact DP).
+
+    Returns the group stops. Ties go to the earliest cut (fewer units up front, where a CNN's
+    activations are largest).
+    """
+    n = len(weights)
+    prefix = [0]
+    for w in weights:
+        prefix.append(prefix[-1] + w)
+    inf = float("inf")
+    # best[j][i]: minimal max-group-sum splitting the first i weights into j groups
+    best = [[inf] * (n + 1) for _ in range(k + 1)]
+    arg = [[0] * (n + 1) for _ in range(k + 1)]
+    best[0][0] = 0
+    for j in range(1, k + 1):
+        for i in range(j, n + 1):
+            for s in range(j - 1, i):
+                cost = max(best[j - 1][s], prefix[i] - prefix[s])
+                if cost < best[j][i]:
+                    best[j][i], arg[j][i] = cost, s
+    stops, i = [], n
+    for j in range(k, 0, -1):
+        stops.append(i)
+        i = arg[j][i]
+    return stops[::-1]
+
+
+def _sample_batch(sample, caller: str) -> torch.Tensor:
+    """A probe batch: ``sample`` itself, or 8 seeded uniform inputs of shape ``sample = (C, H, W)``."""
+    if isinstance(sample, torch.Tensor):
+        return sample
+    ok = isinstance(sample, (tuple, list)) and len(sample) == 3 and all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sample)
+    check(ok, "sample", caller, "an input batch or a (C, H, W) tuple when balance='memory'", sample)
+    gen = torch.Generator().manual_seed(0)
+    return torch.rand(8, *sample, generator=gen)
+
+
+def partition(model: nn.Sequential, k: int, balance: str = "layers",
+              sample=None) -> Partition:
+    """Compute where :func:`split` cuts ``model`` (see the module docstring)."""
+    model = _check_model(model, "split")
+    check_choice(balance, ("layers", "memory"), "balance", "split")
+    units, tail = _units_and_tail(model)
+    k = check_positive_int(k, "K", "split")
+    check(k <= len(units), "K", "split", f"an integer in [1, {len(units)}] (the model's units)", k)
+    if balance == "layers":
+        n = len(units)
+        stops = [n * (j + 1) // k for j in range(k)]  # equal counts; InfoPro's ResNet-32/110 cuts
+    else:
+        sizes, tail_bytes = unit_saved_bytes(model, _sample_batch(sample, "split"))
+        sizes[-1] += tail_bytes  # the tail is trained with the last module
+        stops = _balanced_cuts(sizes, k)
+    starts = [0, *stops[:-1]]
+    unit_bounds = tuple(zip(starts, stops))
+    bounds = tuple((units[a][0], units[b - 1][1]) for a, b in unit_bounds)
+    bounds = bounds[:-1] + ((bounds[-1][0], tail[1]),)
+    return Partition(tuple(units), tail, bounds, unit_bounds)
+
+
+def split(model: nn.Sequential, K: int, balance: str = "layers",
+          sample=None) -> list[nn.Sequential]:
+    """Cut ``model`` into ``K`` local modules (``nn.Sequential`` views sharing the model's layers).
+
+    ``balance="layers"`` gives each module the same number of units (weight-bearing children);
+    ``balance="memory"`` needs ``sample`` (an input batch, or its ``(C, H, W)`` shape for a seeded
+    random batch) and balances the activation memory each
+    module saves for backward (InfoPro*). The modules share parameters with ``model``: training them
+    trains the model, and ``nn.Sequential(*split(model, K))`` computes the same function.
+    """
+    part = partition(model, K, balance, sample)
+    children = list(model.children())
+    return [nn.Sequential(*children[a:b]) for a, b in part.bounds]
