@@ -1,0 +1,13 @@
+"""Datasets as tensors: built-in (``digits``, ``mnist5k``, ``synthetic``) and local files.
+
+>>> from hwlab.data import load, batches
+>>> train = load("mnist5k", "train", seed=0)   # Split: x N x 1 x 28 x 28 in [0, 1], y int64
+>>> for x, y in batches(train, 128, shuffle=True, seed=0): ...
+
+Nothing is ever downloaded; file formats are parsed without pickle.
+"""
+
+from hwlab.data._load import DATASETS, load
+from hwlab.data._split import SPLITS, Split, batches
+
+__all__ = ["DATASETS", "SPLITS", "Split", "batches", "load"]

@@ -1,0 +1,76 @@
+"""``load(name, split, seed)``: one entry point for built-in and file datasets."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from hwlab.data import _builtin, _files
+from hwlab.data._split import SPLITS, Split, _split_indices
+from hwlab.errors import check, check_choice, check_positive_int, fail
+
+DATASETS = ("digits", "mnist5k", "synthetic")
+FILE_KINDS = ("mnist-idx", "cifar10", "npz")
+FRACTIONS = (0.8, 0.1, 0.1)  # train / val / test of a dataset without its own test set
+VAL_FRACTION = 0.1  # val share of the train part when the dataset ships its own test set
+_ALLOWED = "one of digits, mnist5k, synthetic, 'mnist-idx:DIR', 'cifar10:DIR', 'npz:FILE'"
+
+
+def load(name: str, split: str = "train", seed: int = 0, **kw) -> Split:
+    """Load one split of a dataset as float32 images in [0, 1] and int64 labels.
+
+    Names: ``digits`` (1x8x8, 1,797), ``mnist5k`` (1x28x28, 4,000/500/500), ``synthetic`` (kw:
+    ``shape=(1, 8, 8)``, ``n=512``, ``num_classes=4``, ``noise=0.5``), ``mnist-idx:DIR``,
+    ``cifar10:DIR`` (binary batches), ``npz:FILE``. Splits are stratified, disjoint and
+    deterministic for ``seed``: 80/10/10 % per class, or, for files with their own test set, that
+    test set plus a 90/10 % train/val cut of their train part.
+    """
+    check(isinstance(name, str), "name", "load", _ALLOWED, name)
+    check_choice(split, SPLITS, "split", "load")
+    check(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", "load",
+          "an integer >= 0", seed)
+    raw = _raw(name, kw)
+    if len(raw.y) == 0:
+        raise fail("name", "load", "a dataset with at least one sample", f"{name} (empty)")
+    return _load(raw, name, split, seed)
+
+
+def _raw(name: str, kw: dict) -> _builtin.Raw:
+    kind, sep, arg = name.partition(":")
+    if sep:
+        check(kind in FILE_KINDS and arg != "", "name", "load", _ALLOWED, name)
+        check(not kw, "keyword arguments", "load", f"empty for {kind}", kw)
+        return {"mnist-idx": _files.mnist_idx, "cifar10": _files.cifar10, "npz": _files.npz}[
+            kind](arg, name)
+    check(name in DATASETS, "name", "load", _ALLOWED, name)
+    if name == "synthetic":
+        return _builtin.synthetic(*_synthetic_args(**kw))
+    check(not kw, "keyword arguments", "load", f"empty for {name}", kw)
+    return _builtin.digits() if name == "digits" else _builtin.mnist5k()
+
+
+def _synthetic_args(shape=(1, 8, 8), n=512, num_classes=4, noise=0.5):
+    ok = isinstance(shape, (tuple, list)) and len(shape) == 3
+    ok = ok and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)
+    check(ok, "shape", "load", "a (C, H, W) tuple of positive integers", shape)
+    num_classes = check_positive_int(num_classes, "num_classes", "load", minimum=2)
+    n = check_positive_int(n, "n", "load", minimum=num_classes)
+    check(isinstance(noise, (int, float)) and 0 <= noise < float("inf"), "noise", "load",
+          "a finite number >= 0", noise)
+    return tuple(shape), n, num_classes, float(noise)
+
+
+def _load(raw: _builtin.Raw, name: str, split: str, seed: int) -> Split:
+    if raw.test is None:
+        parts = _split_indices(raw.y, seed, FRACTIONS)
+        x, y, idx = raw.x, raw.y, parts[SPLITS.index(split)]
+    elif split == "test":
+        x, y = raw.test
+        idx = np.arange(len(y))
+    else:
+        parts = _split_indices(raw.y, seed, (1 - VAL_FRACTION, VAL_FRACTION))
+        x, y, idx = raw.x, raw.y, parts[0 if split == "train" else 1]
+    xs = torch.from_numpy(x[idx].astype(np.float32))  # fancy indexing copies: cache stays intact
+    xs /= raw.scale  # N x C x H x W in [0, 1]
+    label = name.split(":", 1)[0]
+    return Split(xs, torch.from_numpy(y[idx].astype(np.int64)), raw.classes, f"{label}/{split}")

@@ -1,0 +1,43 @@
+"""Model registry and factory (timm style): ``register_model``, ``create_model``, ``list_models``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from hwlab.errors import check, check_positive_int
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}  # name -> factory, filled by @register_model
+
+
+def register_model(name: str):
+    """Decorator: register ``fn(in_shape=(C, H, W), num_classes=10, **kw) -> nn.Sequential``."""
+    check(isinstance(name, str) and name != "", "name", "register_model", "a non-empty string",
+          name)
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        check(name not in _MODELS or _MODELS[name] is fn, "name", "register_model",
+              "a name not registered yet", name)
+        _MODELS[name] = fn
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(_MODELS)
+
+
+def create_model(name: str, in_shape=(1, 28, 28), num_classes: int = 10, **kw) -> nn.Sequential:
+    """Build a fresh model (train mode, weights from the global torch RNG; seed it to reproduce)."""
+    check(name in _MODELS, "name", "create_model", f"one of {', '.join(list_models())}", name)
+    ok = isinstance(in_shape, (tuple, list)) and len(in_shape) == 3
+    ok = ok and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in in_shape)
+    check(ok, "in_shape", "create_model", "a (C, H, W) tuple of positive integers", in_shape)
+    num_classes = check_positive_int(num_classes, "num_classes", "create_model", minimum=2)
+    model = _MODELS[name](in_shape=tuple(in_shape), num_classes=num_classes, **kw)
+    check(isinstance(model, nn.Sequential), "factory", "create_model",
+          "a function returning nn.Sequential", type(model).__name__)
+    return model.train()

@@ -1,0 +1,332 @@
+"""The one training loop of hwlab: ``TrainConfig``, ``Task``, ``fit``, ``evaluate``, ``predict``.
+
+Methods plug in as tasks, never as copied loops. ``fit`` only does, per mini-batch::
+
+    optimizer.zero_grad(); losses = task.backward(x, y); optimizer.step(); task.after_step()
+
+so a local-learning rule is a ``Task`` whose ``backward`` runs module by module (a local loss and
+``.backward()`` per module, ``detach`` between modules).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hwlab.data import Split, batches
+from hwlab.data._split import _xy
+from hwlab.errors import check, check_choice, check_positive_int, fail
+
+__all__ = ["ClassificationTask", "History", "Task", "TrainConfig", "TrainState", "evaluate", "fit",
+           "predict", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10  # enough for the small models here to converge on 4k-50k images
+    batch_size: int = 128  # fits every model in CPU cache-friendly chunks; a common default
+    lr: float = 1e-3  # Adam's default step size (Kingma & Ba 2015)
+    optimizer: str = "adam"  # "adam", "adamw" or "sgd"; Adam needs no per-model tuning
+    momentum: float = 0.9  # SGD momentum (He et al. 2016); ignored by Adam
+    weight_decay: float = 0.0  # off: the short schedules here do not overfit much
+    schedule: str = "cosine"  # cosine decay to 0 per step (Loshchilov & Hutter 2017) or "none"
+    seed: int = 0  # seeds shuffling and any randomness inside the step (dropout)
+    device: str = "auto"  # "auto" = cuda if available else cpu
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("cosine", "none")
+
+
+def _check_config(cfg: TrainConfig, caller: str) -> TrainConfig:
+    check(isinstance(cfg, TrainConfig), "config", caller, "a TrainConfig", type(cfg).__name__)
+    check_positive_int(cfg.epochs, "epochs", caller)
+    check_positive_int(cfg.batch_size, "batch_size", caller)
+    for name in ("lr", "momentum", "weight_decay"):
+        v = getattr(cfg, name)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and (v > 0 if name == "lr" else v >= 0)
+        check(ok, name, caller, "a finite number > 0" if name == "lr" else "a finite number >= 0",
+              v)
+    check_choice(cfg.optimizer, OPTIMIZERS, "optimizer", caller)
+    check_choice(cfg.schedule, SCHEDULES, "schedule", caller)
+    check(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", caller, "an integer >= 0", cfg.seed)
+    check(isinstance(cfg.device, str) and (cfg.device == "auto" or _valid_device(cfg.device)),
+          "device", caller, "'auto', 'cpu', 'cuda' or 'cuda:N' (available)", cfg.device)
+    return cfg
+
+
+def _valid_device(spec: str) -> bool:
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        return False
+    return dev.type == "cpu" or (dev.type == "cuda" and torch.cuda.is_available())
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``"auto"`` -> cuda if available else cpu; anything else as ``torch.device``."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+class Task:
+    """What ``fit`` trains. Subclass and override ``backward`` and ``predict``.
+
+    The defaults of ``parameters``, ``train`` and ``to`` act on every ``nn.Module`` attribute of
+    the task (the model, auxiliary heads, decoders, ...).
+    """
+
+    def modules(self) -> list[nn.Module]:
+        return [v for v in vars(self).values() if isinstance(v, nn.Module)]
+
+    def parameters(self) -> Iterable[nn.Parameter]:
+        seen: set[int] = set()
+        for m in self.modules():
+            for p in m.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    yield p
+
+    def train(self, mode: bool = True) -> Task:
+        for m in self.modules():
+            m.train(mode)
+        return self
+
+    def to(self, device) -> Task:
+        for m in self.modules():
+            m.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def backward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Forward, loss(es) and ``.backward()``; return the losses as floats."""
+        raise NotImplementedError(f"{type(self).__name__} must implement backward(x, y)")
+
+    def after_step(self) -> None:
+        """Hook after ``optimizer.step()`` (e.g. an EMA update); no-op by default."""
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for evaluation; called under ``torch.no_grad()`` in eval mode."""
+        raise NotImplementedError(f"{type(self).__name__} must implement predict(x)")
+
+
+LOSSES: dict[str, Callable] = {"ce": F.cross_entropy}
+
+
+class ClassificationTask(Task):
+    """End-to-end classification: ``loss(model(x), y).backward()``; ``loss="ce"`` or a callable."""
+
+    def __init__(self, model: nn.Module, loss="ce"):
+        check(isinstance(model, nn.Module), "model", "ClassificationTask", "an nn.Module",
+              type(model).__name__)
+        check(callable(loss) or loss in LOSSES, "loss", "ClassificationTask",
+              f"a callable or one of {', '.join(LOSSES)}", loss)
+        self.model = model
+        self.loss_fn = loss if callable(loss) else LOSSES[loss]
+
+    def backward(self, x, y):
+        loss = self.loss_fn(self.model(x), y)  # scalar
+        loss.backward()
+        return {"loss": loss.item()}
+
+    def predict(self, x):
+        return self.model(x)  # B x num_classes
+
+
+def as_task(model_or_task, caller: str) -> Task:
+    if isinstance(model_or_task, Task):
+        return model_or_task
+    check(isinstance(model_or_task, nn.Module), "model_or_task", caller, "an nn.Module or a Task",
+          type(model_or_task).__name__)
+    return ClassificationTask(model_or_task)
+
+
+@dataclass
+class History:
+    """What ``fit`` returns: per-epoch mean losses, validation accuracy (if ``val``), seconds."""
+
+    losses: list[dict[str, float]] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    steps: int = 0
+
+
+@dataclass
+class TrainState:
+    """Handed to callbacks. Set ``stop = True`` to end training after the current step."""
+
+    epoch: int
+    step: int
+    losses: dict[str, float]
+    task: Task
+    optimizer: torch.optim.Optimizer
+    history: History
+    stop: bool = False
+
+
+def _make_optimizer(params: list, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def fit(model_or_task, data: Split, config: TrainConfig = TrainConfig(), val: Split | None = None,
+        callbacks=(), progress: bool = False) -> History:
+    """Train a model (as a ``ClassificationTask``) or a ``Task`` on ``data``, in place.
+
+    Deterministic for ``config.seed`` on a given device: shuffling uses a seeded
+    ``torch.Generator`` and the step runs inside ``torch.random.fork_rng`` seeded with
+    ``config.seed``, so the global RNG state is untouched. The task is moved to the device and
+    left in train mode. Callbacks are objects with optional ``on_step(state)`` and
+    ``on_epoch_end(state)`` methods (see ``TrainState``).
+    """
+    task = as_task(model_or_task, "fit")
+    check(isinstance(data, Split) and len(data) > 0, "data", "fit", "a non-empty Split",
+          type(data).__name__ if not isinstance(data, Split) else f"{data.name} (empty)")
+    check(val is None or isinstance(val, Split), "val", "fit", "a Split or None",
+          type(val).__name__)
+    cfg = _check_config(config, "fit")
+    check(isinstance(callbacks, (tuple, list)), "callbacks", "fit", "a tuple or list",
+          type(callbacks).__name__)
+    params = [p for p in task.parameters() if p.requires_grad]
+    check(len(params) > 0, "model_or_task", "fit", "a task with trainable parameters",
+          type(task).__name__)
+    return _fit(task, params, data, cfg, val, tuple(callbacks), progress)
+
+
+def _fit(task, params, data, cfg, val, callbacks, progress) -> History:
+    device = resolve_device(cfg.device)
+    threads = torch.get_num_threads()
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    start = time.perf_counter()
+    history = History()
+    try:
+        with torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(cfg.seed)
+            task.to(device)
+            x, y = data.x.to(device), data.y.to(device)
+            opt = _make_optimizer(params, cfg)
+            # BatchNorm cannot train on a batch of one: drop a trailing batch of size 1.
+            drop_last = len(y) % cfg.batch_size == 1 and len(y) > 1
+            steps_per_epoch = len(y) // cfg.batch_size + (len(y) % cfg.batch_size > int(drop_last))
+            sched = None
+            if cfg.schedule == "cosine":
+                sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+                    opt, T_max=cfg.epochs * steps_per_epoch)
+            state = TrainState(0, 0, {}, task, opt, history)
+            epochs = range(cfg.epochs)
+            if progress:
+                from tqdm.auto import tqdm
+
+                epochs = tqdm(epochs, desc=f"fit {data.name}", unit="epoch")
+            for epoch in epochs:
+                state.epoch = epoch
+                _run_epoch(task, opt, sched, x, y, cfg, epoch, drop_last, callbacks, state)
+                if val is not None:
+                    history.val_accuracy.append(evaluate(task, val))
+                    task.train(True)
+                for cb in callbacks:
+                    if hasattr(cb, "on_epoch_end"):
+                        cb.on_epoch_end(state)
+                if progress:
+                    epochs.set_postfix(history.losses[-1])
+                if state.stop:
+                    break
+    finally:
+        torch.set_num_threads(threads)
+        history.seconds = time.perf_counter() - start
+    return history
+
+
+def _run_epoch(task, opt, sched, x, y, cfg, epoch, drop_last, callbacks, state) -> None:
+    task.train(True)
+    sums: dict[str, float] = {}
+    seen = 0
+    # Distinct, reproducible shuffle per epoch (seed, epoch) without touching the global RNG.
+    seed = cfg.seed * 100_003 + epoch
+    for xb, yb in batches((x, y), cfg.batch_size, shuffle=True, seed=seed, drop_last=drop_last):
+        opt.zero_grad(set_to_none=True)
+        losses = task.backward(xb, yb)
+        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+        if bad:
+            raise FloatingPointError(
+                f"training diverged at epoch {epoch} step {state.step}: losses {bad} "
+                f"(lr={cfg.lr}); the weights were not updated by this step")
+        opt.step()
+        if sched is not None:
+            sched.step()
+        task.after_step()
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + v * len(yb)
+        seen += len(yb)
+        state.step += 1
+        state.losses = losses
+        state.history.steps = state.step
+        for cb in callbacks:
+            if hasattr(cb, "on_step"):
+                cb.on_step(state)
+        if state.stop:
+            break
+    state.history.losses.append({k: v / max(seen, 1) for k, v in sums.items()})
+
+
+def _predict(task: Task, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    modes = [m.training for m in task.modules()]
+    task.train(False)
+    device = task.device
+    try:
+        with torch.no_grad():
+            outs = [task.predict(xb.to(device)).float().cpu()
+                    for xb, _ in _batches_x(x, batch_size)]
+    finally:
+        for m, mode in zip(task.modules(), modes):
+            m.train(mode)
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def _batches_x(x, batch_size):
+    for i in range(0, len(x), batch_size):
+        yield x[i:i + batch_size], None
+
+
+def predict(model_or_task, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Logits (on the CPU, float32) for ``x`` in eval mode without gradients; modes restored."""
+    task = as_task(model_or_task, "predict")
+    check(isinstance(x, torch.Tensor) and x.dim() >= 1, "x", "predict", "a tensor with a batch "
+          "dimension", type(x).__name__)
+    batch_size = check_positive_int(batch_size, "batch_size", "predict")
+    return _predict(task, x, batch_size)
+
+
+def evaluate(model_or_task, data, batch_size: int = 512) -> float:
+    """Top-1 accuracy in [0, 1] of a model or task on a Split or an ``(x, y)`` pair."""
+    task = as_task(model_or_task, "evaluate")
+    x, y = _xy(data, "evaluate")
+    if len(y) == 0:
+        raise fail("data", "evaluate", "non-empty", getattr(data, "name", "(x, y)"))
+    batch_size = check_positive_int(batch_size, "batch_size", "evaluate")
+    logits = _predict(task, x, batch_size)  # N x num_classes
+    return (logits.argmax(dim=1) == y.cpu()).float().mean().item()
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    """The config as a plain dict (for stores and hashes)."""
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg)}
