@@ -25,7 +25,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 
 from hwlab.errors import fail
 
-__all__ = ["SPEC_FORMS", "DaskExecutor", "SerialExecutor", "get_executor"]
+__all__ = ["SPEC_FORMS", "DaskExecutor", "SerialExecutor", "get_executor", "parse_spec"]
 
 SPEC_FORMS = "'serial', 'process:N', 'dask-local:N' or 'dask:ADDRESS'"
 _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
@@ -86,40 +86,40 @@ class DaskExecutor(Executor):
                 self.cluster.close()
 
 
-def _count(text: str, spec: str) -> int:
-    if not re.fullmatch(r"[1-9][0-9]*", text):
-        raise fail("spec", "get_executor", f"one of {SPEC_FORMS} with N a positive integer",
-                   spec)
-    return int(text)
+def parse_spec(spec: str | None) -> tuple[str, str]:
+    """Validate an executor spec without starting anything: ``(kind, argument)``."""
+    if spec is None or spec == "serial":
+        return "serial", ""
+    kind, _, arg = spec.partition(":") if isinstance(spec, str) else ("", "", "")
+    if kind in ("process", "dask-local"):
+        if not re.fullmatch(r"[1-9][0-9]*", arg):
+            raise fail("spec", "get_executor",
+                       f"one of {SPEC_FORMS} with N a positive integer", spec)
+        return kind, arg
+    if kind == "dask" and arg:
+        return kind, arg
+    raise fail("spec", "get_executor", f"one of {SPEC_FORMS}", spec)
 
 
 def get_executor(spec: str | None = "serial") -> Executor:
     """An executor for ``spec`` (see the module docstring); ``None`` means ``"serial"``."""
-    if spec is None or spec == "serial":
+    kind, arg = parse_spec(spec)
+    if kind == "serial":
         return SerialExecutor()
-    if not isinstance(spec, str) or ":" not in spec:
-        raise fail("spec", "get_executor", f"one of {SPEC_FORMS}", spec)
-    kind, _, arg = spec.partition(":")
     if kind == "process":
-        return ProcessPoolExecutor(max_workers=_count(arg, spec),
+        return ProcessPoolExecutor(max_workers=int(arg),
                                    mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_single_thread_worker)
-    if kind == "dask-local":
-        from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster
 
-        # Worker processes get OMP/MKL/OPENBLAS_NUM_THREADS=1 from the Dask nanny's default
-        # pre-spawn environment, so torch starts with one thread in each.
-        cluster = LocalCluster(n_workers=_count(arg, spec), threads_per_worker=1,
-                               processes=True, host="127.0.0.1", dashboard_address=None)
-        try:
-            return DaskExecutor(Client(cluster), cluster)
-        except BaseException:
-            cluster.close()
-            raise
     if kind == "dask":
-        if not arg:
-            raise fail("spec", "get_executor", f"one of {SPEC_FORMS}", spec)
-        from distributed import Client
-
         return DaskExecutor(Client(arg))
-    raise fail("spec", "get_executor", f"one of {SPEC_FORMS}", spec)
+    # Worker processes get OMP/MKL/OPENBLAS_NUM_THREADS=1 from the Dask nanny's default
+    # pre-spawn environment, so torch starts with one thread in each.
+    cluster = LocalCluster(n_workers=int(arg), threads_per_worker=1, processes=True,
+                           host="127.0.0.1", dashboard_address=None)
+    try:
+        return DaskExecutor(Client(cluster), cluster)
+    except BaseException:
+        cluster.close()
+        raise

@@ -1,0 +1,221 @@
+"""The ``hwlab`` command line: list and run studies, show or export results, start the dashboard.
+
+::
+
+    hwlab list
+    hwlab run STUDY [--model M] [--dataset D] [--seed S] [--store PATH] [--executor SPEC]
+                    [--quick] [study options ...]
+    hwlab results [--study S] [--store PATH] [--format csv|parquet] [--out PATH]
+    hwlab dashboard [--port P] [--store PATH]
+
+Study options are built from the study's Config fields (``snake_case`` -> ``--snake-case``; tuples
+comma-separated; bools as ``--flag`` / ``--no-flag``). An unknown study or option, or a bad value,
+is a one-line error on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hwlab.errors import HwlabError, check
+
+__all__ = ["main"]
+
+_COMMON = ("model", "dataset", "seed")  # flags every study accepts (see Study.make_config)
+
+
+class _UsageError(Exception):
+    """A command-line mistake: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        raise _UsageError(f"{self.prog}: error: {message}")
+
+
+def _base_parser() -> _Parser:
+    parser = _Parser(prog="hwlab", description="Hardware-aware DNN reliability and efficiency "
+                     "lab: run studies, read results, open the dashboard.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="list the registered studies")
+    run = sub.add_parser("run", help="run a study (see `hwlab run STUDY --help`)")
+    run.add_argument("study")
+    res = sub.add_parser("results", help="print or export stored results")
+    res.add_argument("--study", help="only this study's results")
+    res.add_argument("--store", help="store file (default $HWLAB_HOME/hwlab.sqlite)")
+    res.add_argument("--format", choices=("csv", "parquet"),
+                     help="write this format (to --out, or CSV to stdout)")
+    res.add_argument("--out", help="file to write (format from --format or the suffix)")
+    dash = sub.add_parser("dashboard", help="start the Streamlit dashboard on 127.0.0.1")
+    dash.add_argument("--port", type=int, default=8501, help="port (default 8501)")
+    dash.add_argument("--store", help="store file the dashboard reads (sets HWLAB_STORE)")
+    return parser
+
+
+def _run_parser(study) -> _Parser:
+    """The parser of ``hwlab run STUDY``, with one flag per Config field."""
+    parser = _Parser(prog=f"hwlab run {study.name}", description=study.description,
+                     argument_default=argparse.SUPPRESS)
+    parser.add_argument("-v", "--verbose", action="store_true", default=False)
+    parser.add_argument("--store", default=None, help="store file (default "
+                        "$HWLAB_HOME/hwlab.sqlite)")
+    parser.add_argument("--executor", default="serial", help="serial (default), process:N, "
+                        "dask-local:N or dask:ADDRESS")
+    parser.add_argument("--quick", action="store_true", default=False,
+                        help=f"the quick configuration {dict(study.quick)}")
+    options = study.options()
+    defaults = {f.name: f.default for f in dataclasses.fields(study.Config)}
+    group = parser.add_argument_group(f"options of {study.name}")
+    for name, tp in options.items():
+        flag = "--" + name.replace("_", "-")
+        if tp is bool:
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                               help=f"default: {defaults[name]}")
+        else:
+            shown = defaults[name]
+            shown = ",".join(map(str, shown)) if isinstance(shown, tuple) else shown
+            group.add_argument(flag, dest=name, metavar=name.upper(), help=f"default: {shown}")
+    for name in _COMMON:  # --model for a Config with `models`, ...
+        if name not in options:
+            if f"{name}s" in options:
+                group.add_argument(f"--{name}", dest=name, help=f"same as --{name}s {name}")
+            else:
+                group.add_argument(f"--{name}", dest=name, help=argparse.SUPPRESS)
+    return parser
+
+
+def _progress_bar(desc: str):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=0, desc=desc, unit="item", dynamic_ncols=True, file=sys.stderr)
+
+    def progress(done: int, total: int, message: str = "") -> None:
+        bar.total = total
+        bar.n = done
+        if message:
+            bar.set_postfix_str(str(message)[-40:], refresh=False)
+        bar.refresh()
+
+    return bar, progress
+
+
+def _readable(df):
+    """Drop columns that are empty everywhere and the long ids, for printing."""
+    keep = [c for c in df.columns if c not in ("run_id", "extra") and df[c].notna().any()]
+    return df[keep]
+
+
+def _cmd_list() -> int:
+    from hwlab.studies import get_study, list_studies
+
+    names = list_studies()
+    width = max((len(n) for n in names), default=0)
+    for name in names:
+        print(f"{name:<{width}}  {get_study(name).description}")
+    return 0
+
+
+def _cmd_run(argv: list[str]) -> int:
+    from hwlab.executors import parse_spec
+    from hwlab.store import Store
+    from hwlab.studies import get_study, run_study
+
+    study = get_study(argv[0])
+    args = vars(_run_parser(study).parse_args(argv[1:]))
+    verbose, quick = args.pop("verbose"), args.pop("quick")
+    store, executor = Store(args.pop("store")), args.pop("executor")
+    if verbose:
+        logging.getLogger("hwlab").setLevel(logging.INFO)
+    study.make_config(quick=quick, **args)  # bad options fail here, before any work
+    parse_spec(executor)
+    bar, progress = _progress_bar(study.name)
+    try:
+        run_id = run_study(study, store=store, quick=quick, executor=executor,
+                           progress=progress, **args)
+    finally:
+        bar.close()
+    df = store.results(run_id=run_id)
+    print(f"run {run_id}: {len(df)} result rows in {store.path}")
+    if len(df):
+        print(_readable(df).to_string(index=False, max_rows=40))
+    return 0
+
+
+def _cmd_results(args) -> int:
+    import pandas as pd
+
+    from hwlab.store import Store
+
+    store = Store(args.store)
+    if args.out:
+        out = Path(args.out)
+        if args.format:
+            out = out if out.suffix.lower() == f".{args.format}" else Path(f"{out}.{args.format}")
+        path = store.export(out, study=args.study)
+        print(f"wrote {len(store.results(study=args.study))} rows to {path}")
+        return 0
+    df = store.results(study=args.study)
+    if args.format == "parquet":
+        raise _UsageError("hwlab results: error: --format parquet needs --out PATH")
+    if args.format == "csv":
+        df.to_csv(sys.stdout, index=False)
+        return 0
+    if df.empty:
+        print(f"no results in {store.path}" + (f" for study {args.study}" if args.study else ""))
+        return 0
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(_readable(df).to_string(index=False))
+    return 0
+
+
+def _cmd_dashboard(args) -> int:
+    check(1 <= args.port <= 65535, "--port", "hwlab dashboard", "an integer in [1, 65535]",
+          args.port)
+    spec = importlib.util.find_spec("app")  # locates the package without importing it
+    main_py = Path(spec.origin).parent / "main.py" if spec and spec.origin else None
+    check(main_py is not None and main_py.is_file(), "app", "hwlab dashboard",
+          "an installed package with main.py", str(main_py))
+    env = dict(os.environ)
+    if args.store:
+        from hwlab.store import Store
+
+        env["HWLAB_STORE"] = str(Store(args.store).path.resolve())  # refuses foreign files
+    cmd = [sys.executable, "-m", "streamlit", "run", str(main_py),
+           "--server.address", "127.0.0.1", "--server.port", str(args.port),
+           "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    print(f"hwlab dashboard on http://127.0.0.1:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hwlab`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="hwlab: %(levelname)s: %(message)s")
+    try:
+        if argv and argv[0] == "run" and len(argv) > 1 and not argv[1].startswith("-"):
+            return _cmd_run(argv[1:])
+        args = _base_parser().parse_args(argv)
+        if args.verbose:
+            logging.getLogger("hwlab").setLevel(logging.INFO)
+        if args.command == "list":
+            return _cmd_list()
+        if args.command == "results":
+            return _cmd_results(args)
+        if args.command == "dashboard":
+            return _cmd_dashboard(args)
+        raise _UsageError("hwlab run: error: a study name is required (see `hwlab list`)")
+    except (_UsageError, HwlabError) as exc:
+        msg = " ".join(str(exc).split())  # one line
+        print(f"hwlab: error: {msg}" if isinstance(exc, HwlabError) else msg, file=sys.stderr)
+        return 2
