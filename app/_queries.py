@@ -1,0 +1,175 @@
+"""Cached reads of the results store for the dashboard pages.
+
+Every page reads the store through these functions only. The store is
+``$HWLAB_STORE`` when set (``hwlab dashboard --store PATH`` sets it), else the embedded default
+``hwlab.store.Store()`` (``$HWLAB_HOME/hwlab.sqlite``). Reads go through the store's own
+parameterised API (:meth:`Store.results`, :meth:`Store.runs`, :meth:`Store.config`); anything a
+user types on a page filters the returned DataFrame in pandas and never reaches SQL.
+
+Caching: a query result is cached under the store path plus a *stamp* of the store's files (size
+and modification time of the SQLite file and its write-ahead log), so a page sees new rows as soon
+as a study writes them, and a page re-run over an unchanged store costs no SQL at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from hwlab.store import RESULT_COLUMNS, Store, default_store_path
+
+__all__ = [
+    "clear",
+    "empty_results",
+    "get_store",
+    "module_extra",
+    "module_results",
+    "parse_extra",
+    "points",
+    "results",
+    "run_config",
+    "runs",
+    "stamp",
+    "store_path",
+    "with_run_field",
+]
+
+MODULES = ("faultlab", "spiking", "quantum", "localtrain")
+
+
+def store_path() -> str:
+    """The store the dashboard reads: ``$HWLAB_STORE`` or the embedded default."""
+    return str(Path(os.environ.get("HWLAB_STORE") or default_store_path()).resolve())
+
+
+@st.cache_resource(show_spinner=False)
+def _store(path: str) -> Store:
+    return Store(path)
+
+
+def get_store() -> Store:
+    """The (cached) :class:`~hwlab.store.Store`; raises the store's error for a foreign file."""
+    return _store(store_path())
+
+
+def stamp(path: str | None = None) -> tuple:
+    """Size and mtime of the store file and its WAL: changes whenever a row is written."""
+    path = path or store_path()
+    out = []
+    for p in (path, path + "-wal"):
+        try:
+            s = os.stat(p)
+            out.append((s.st_size, s.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+@st.cache_data(show_spinner="Reading results…", max_entries=4)
+def _results(path: str, file_stamp: tuple) -> pd.DataFrame:
+    return _store(path).results()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _module_results(path: str, file_stamp: tuple, module: str) -> pd.DataFrame:
+    df = _results(path, file_stamp)
+    return df[df["module"] == module].reset_index(drop=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _runs(path: str, file_stamp: tuple) -> pd.DataFrame:
+    return _store(path).runs()
+
+
+def results() -> pd.DataFrame:
+    """Every result row (RESULT_COLUMNS plus ``study``); treat as read-only."""
+    path = store_path()
+    get_store()
+    return _results(path, stamp(path))
+
+
+def module_results(module: str) -> pd.DataFrame:
+    """Result rows of one module (``faultlab``, ``spiking``, ...)."""
+    path = store_path()
+    get_store()
+    return _module_results(path, stamp(path), module)
+
+
+def runs() -> pd.DataFrame:
+    """The runs table (run_id, study, config JSON, status, times, n_results)."""
+    path = store_path()
+    get_store()
+    return _runs(path, stamp(path))
+
+
+def run_config(run_id: str) -> dict:
+    """The config dict of one run (from the cached runs table; {} for an unknown id)."""
+    df = runs()
+    hit = df.loc[df["run_id"] == run_id, "config"]
+    return json.loads(hit.iloc[0]) if len(hit) else {}
+
+
+def parse_extra(df: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
+    """Rows of ``df`` whose ``extra`` JSON holds any of ``keys``, with those keys as columns.
+
+    The index of ``df`` is kept, so ``df.drop(parsed.index)`` gives the other rows.
+    """
+    extra = df["extra"].fillna("").astype(str)
+    mask = pd.Series(False, index=df.index)
+    for k in keys:  # cheap substring prefilter: only rows that can hold a key are parsed
+        mask |= extra.str.contains(f'"{k}"', regex=False)
+    parsed = [json.loads(e) for e in extra[mask]]
+    out = df[mask].copy()
+    for k in keys:
+        out[k] = [p.get(k) if isinstance(p, dict) else None for p in parsed]
+    return out
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _module_extra(path: str, file_stamp: tuple, module: str, keys: tuple) -> pd.DataFrame:
+    return parse_extra(_module_results(path, file_stamp, module), keys)
+
+
+def module_extra(module: str, *keys: str) -> pd.DataFrame:
+    """Rows of a module whose ``extra`` holds any of ``keys``, with those keys as columns."""
+    path = store_path()
+    get_store()
+    return _module_extra(path, stamp(path), module, tuple(keys))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _points(path: str, file_stamp: tuple, x: str, y: str) -> pd.DataFrame:
+    from app._frames import aggregate_points
+
+    return aggregate_points(_results(path, file_stamp), x, y)
+
+
+def points(x: str, y: str) -> pd.DataFrame:
+    """Every measured point's mean ``x`` and ``y`` (trials averaged), for the Overview."""
+    path = store_path()
+    get_store()
+    return _points(path, stamp(path), x, y)
+
+
+def with_run_field(df: pd.DataFrame, field: str) -> pd.Series:
+    """A column holding ``field`` of each row's run config (None where the config lacks it)."""
+    configs = {r: run_config(r).get(field) for r in df["run_id"].unique()}
+    return df["run_id"].map(configs)
+
+
+def clear() -> None:
+    """Forget every cached query (after a study run, or on the sidebar's Reload button)."""
+    _results.clear()
+    _module_results.clear()
+    _runs.clear()
+    _module_extra.clear()
+    _points.clear()
+
+
+def empty_results() -> pd.DataFrame:
+    """A results frame with the right columns and no rows."""
+    return pd.DataFrame(columns=[*RESULT_COLUMNS, "study"])

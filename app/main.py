@@ -1,0 +1,43 @@
+"""The hwlab dashboard's entry script: ``streamlit run app/main.py`` (or ``hwlab dashboard``).
+
+Reads the store named by ``$HWLAB_STORE`` (set by ``hwlab dashboard --store PATH``), else the
+embedded default ``$HWLAB_HOME/hwlab.sqlite``. Pages live in ``app/app_pages/`` and are thin:
+they read cached queries of the store (:mod:`app._queries`) and call the public API.
+"""
+
+import streamlit as st
+
+from app import _queries as q
+
+st.set_page_config(page_title="hwlab dashboard", page_icon=":material/memory:", layout="wide")
+
+PAGES = {
+    "Results": [
+        st.Page("app_pages/overview.py", title="Overview", icon=":material/scatter_plot:",
+                default=True),
+        st.Page("app_pages/faults.py", title="Faults", icon=":material/bolt:"),
+        st.Page("app_pages/spiking.py", title="Spiking", icon=":material/timeline:"),
+        st.Page("app_pages/quantum.py", title="Quantum", icon=":material/blur_on:"),
+        st.Page("app_pages/localtrain.py", title="Local learning", icon=":material/layers:"),
+    ],
+    "Runs": [
+        st.Page("app_pages/runs.py", title="Runs", icon=":material/table:"),
+        st.Page("app_pages/run_study.py", title="Run a study", icon=":material/play_arrow:"),
+    ],
+}
+page = st.navigation(PAGES)
+
+with st.sidebar:
+    st.caption(f"Store: `{q.store_path()}`")
+    try:
+        q.get_store()
+    except ValueError as exc:  # a foreign file or a newer schema: say so, touch nothing
+        st.error(str(exc))
+        st.stop()
+    runs = q.runs()
+    st.caption(f"{len(runs)} runs, {int(runs['n_results'].sum()) if len(runs) else 0:,} rows")
+    if st.button("Reload", icon=":material/refresh:", key="reload"):
+        q.clear()
+        st.rerun()
+
+page.run()
