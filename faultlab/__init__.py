@@ -1,3 +1,35 @@
-"""faultlab: see README.md."""
+"""faultlab: bit-level fault injection into DNN weight memory, fault campaigns, FT-ClipAct.
 
-__all__: list[str] = []
+User guide: docs/faultlab.md. Public names are imported lazily (PEP 562) so that
+``faultlab.pytest_plugin``, which pytest loads in every session, stays cheap to import.
+To add a public name: put it in ``_LAZY`` (name -> module) and it joins ``__all__``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "BitFlip": "faultlab._faults",
+    "StuckAt": "faultlab._faults",
+    "FaultMap": "faultlab._faults",
+    "sample_faults": "faultlab._sample",
+    "eligible_parameters": "faultlab._sample",
+    "inject": "faultlab._inject",
+    "quantize_int8": "faultlab._quant",
+}
+_SUBPACKAGES: tuple[str, ...] = ()  # e.g. "clipact": imported as faultlab.<name> on first use
+
+__all__ = [*_LAZY, *_SUBPACKAGES]  # noqa: PLE0604 (all strings)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"faultlab.{name}")
+    raise AttributeError(f"module 'faultlab' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,0 +1,172 @@
+"""Fault models (:class:`BitFlip`, :class:`StuckAt`) and the sparse, replayable :class:`FaultMap`."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwlab.errors import check, fail
+
+__all__ = ["FAULT_MODELS", "KINDS", "BitFlip", "FaultMap", "StuckAt"]
+
+# Fault kinds, in the order of their integer codes inside a FaultMap.
+KINDS = ("flip", "stuck0", "stuck1")
+MAX_WORD_BITS = 32  # widest supported storage word (float32)
+
+
+def _check_rate_count(rate, count, caller):
+    check((rate is None) != (count is None), "rate and count", caller,
+          "exactly one of rate or count (not both, not neither)", {"rate": rate, "count": count})
+    if rate is not None:
+        ok = isinstance(rate, (int, float, np.floating)) and not isinstance(rate, bool)
+        ok = ok and not math.isnan(rate) and 0.0 <= rate <= 1.0
+        check(ok, "rate", caller, "a per-bit probability in [0, 1]", rate)
+    else:
+        ok = isinstance(count, (int, np.integer)) and not isinstance(count, bool) and count >= 0
+        check(ok, "count", caller, "an integer >= 0", count)
+
+
+def _check_bits(bits, caller):
+    """``None`` or a non-empty tuple of distinct bit indices in [0, 32), sorted."""
+    if bits is None:
+        return None
+    if isinstance(bits, (int, np.integer)) and not isinstance(bits, bool):
+        bits = (bits,)
+    try:
+        values = tuple(bits)
+    except TypeError:
+        raise fail("bits", caller, "None or a sequence of bit indices", bits) from None
+    for b in values:
+        ok = isinstance(b, (int, np.integer)) and not isinstance(b, bool)
+        check(ok and 0 <= b < MAX_WORD_BITS, "bits", caller,
+              f"bit indices in [0, {MAX_WORD_BITS}) (bit 0 = least significant)", bits)
+    check(len(values) > 0, "bits", caller, "None or a non-empty sequence of bit indices", bits)
+    check(len(set(values)) == len(values), "bits", caller, "distinct bit indices", bits)
+    return tuple(sorted(int(b) for b in values))
+
+
+def _validate(model) -> None:
+    """Check and normalise rate / count / bits of a fault model (frozen dataclass) in place."""
+    name = type(model).__name__
+    _check_rate_count(model.rate, model.count, name)
+    object.__setattr__(model, "bits", _check_bits(model.bits, name))
+    if model.rate is not None:
+        object.__setattr__(model, "rate", float(model.rate))
+    if model.count is not None:
+        object.__setattr__(model, "count", int(model.count))
+
+
+def _to_dict(model) -> dict:
+    return {"fault": model.label, "rate": model.rate, "count": model.count,
+            "bits": list(model.bits) if model.bits is not None else None}
+
+
+@dataclass(frozen=True)
+class BitFlip:
+    """Transient bit flips: each faulty bit of the stored word is inverted (XOR).
+
+    Exactly one of ``rate`` (per-bit probability, the bit-error rate: each eligible bit is faulty
+    independently, so the number of faults is Binomial(eligible bits, rate)) or ``count`` (an exact
+    number of distinct faulty bits). ``bits`` restricts the eligible bit positions (bit 0 = least
+    significant bit of the stored word; float32 bit 31 = sign, 30..23 = exponent).
+    """
+
+    rate: float | None = None  # None when count is given
+    count: int | None = None  # exact number of faulty bits instead of a rate
+    bits: tuple[int, ...] | None = None  # None = every bit of the word is eligible
+
+    def __post_init__(self):
+        _validate(self)
+
+    kind = property(lambda self: "flip", doc="Fault kind inside a FaultMap.")
+    label = property(lambda self: "bitflip", doc="Name in result rows.")
+    to_dict = _to_dict
+
+
+@dataclass(frozen=True)
+class StuckAt:
+    """Permanent stuck-at faults: each faulty bit reads ``value`` (0 or 1) whatever was stored.
+
+    A stuck-at-1 fault ORs its bit in, a stuck-at-0 fault clears it (AND-NOT); a faulty bit that
+    already holds ``value`` is unchanged (the fault is present but not *effective*). ``rate``,
+    ``count`` and ``bits`` as in :class:`BitFlip`.
+    """
+
+    value: int  # the level the faulty bit is stuck at: 0 or 1
+    rate: float | None = None  # None when count is given
+    count: int | None = None  # exact number of faulty bits instead of a rate
+    bits: tuple[int, ...] | None = None  # None = every bit of the word is eligible
+
+    def __post_init__(self):
+        ok = isinstance(self.value, (int, np.integer)) and not isinstance(self.value, bool)
+        check(ok and self.value in (0, 1), "value", "StuckAt", "0 or 1", self.value)
+        object.__setattr__(self, "value", int(self.value))
+        _validate(self)
+
+    kind = property(lambda self: f"stuck{self.value}", doc="Fault kind inside a FaultMap.")
+    label = property(lambda self: f"stuck{self.value}", doc="Name in result rows.")
+    to_dict = _to_dict
+
+
+FAULT_MODELS = (BitFlip, StuckAt)
+
+
+@dataclass(frozen=True, eq=False)
+class FaultMap:
+    """A sparse, replayable set of faulty bits of a model's parameters.
+
+    One entry per faulty bit: ``param[i]`` indexes ``names`` (the parameter name, as in
+    ``model.named_parameters()``), ``index[i]`` is the flat element index inside that parameter
+    (row-major, as in ``param.reshape(-1)``), ``bit[i]`` the bit of the stored word (0 = LSB) and
+    ``kind[i]`` indexes :data:`KINDS` (flip, stuck0, stuck1). Entries are sorted by
+    (parameter, element, bit) and distinct. ``dtypes`` records each parameter's storage dtype and
+    ``eligible_bits`` the number of bits the map was drawn from.
+    """
+
+    names: tuple[str, ...]
+    dtypes: tuple[str, ...]
+    param: np.ndarray  # int32, one per fault
+    index: np.ndarray  # int64
+    bit: np.ndarray  # uint8
+    kind: np.ndarray  # int8, codes into KINDS
+    eligible_bits: int = 0
+    seed: int | None = None
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, FaultMap):
+            return NotImplemented
+        return (self.names == other.names and self.dtypes == other.dtypes
+                and all(np.array_equal(getattr(self, a), getattr(other, a))
+                        for a in ("param", "index", "bit", "kind")))
+
+    def counts(self) -> dict[str, int]:
+        """Number of faulty bits per parameter name (parameters without faults included as 0)."""
+        per = np.bincount(self.param, minlength=len(self.names))
+        return {n: int(c) for n, c in zip(self.names, per)}
+
+    def to_frame(self):
+        """A pandas DataFrame with columns ``param``, ``index``, ``bit``, ``kind`` (one row a bit)."""
+        import pandas as pd
+
+        return pd.DataFrame({
+            "param": np.asarray(self.names, dtype=object)[self.param] if len(self) else [],
+            "index": self.index, "bit": self.bit.astype(np.int64),
+            "kind": np.asarray(KINDS, dtype=object)[self.kind] if len(self) else [],
+        })
+
+    def fingerprint(self) -> str:
+        """A short hash of the map's contents (names, dtypes and every entry)."""
+        h = hashlib.sha256(repr((self.names, self.dtypes)).encode())
+        for a in (self.param, self.index, self.bit, self.kind):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return (f"FaultMap({len(self)} faults over {len(self.names)} parameters, "
+                f"eligible_bits={self.eligible_bits}, seed={self.seed})")

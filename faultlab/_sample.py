@@ -1,0 +1,146 @@
+"""Choosing the parameters that can be faulty and sampling a :class:`FaultMap` over their bits."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from faultlab import _kernels
+from faultlab._faults import FAULT_MODELS, KINDS, FaultMap
+from hwlab.errors import check, fail
+
+__all__ = ["WORDS", "eligible_parameters", "sample_faults", "seed32"]
+
+
+# Storage dtype -> (bits per word, unsigned NumPy view, signed torch view of the same width).
+WORDS = {
+    torch.float32: (32, np.uint32, torch.int32),
+    torch.float16: (16, np.uint16, torch.int16),
+    torch.bfloat16: (16, np.uint16, torch.int16),
+    torch.int8: (8, np.uint8, torch.int8),
+}
+_DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16",
+                torch.bfloat16: "bfloat16", torch.int8: "int8"}
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+
+
+def seed32(seed, caller: str = "sample_faults") -> int:
+    """Map any non-negative integer seed to the 32-bit seed a Numba kernel takes (SeedSequence)."""
+    ok = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0
+    check(ok, "seed", caller, "an integer >= 0", seed)
+    return int(np.random.SeedSequence(int(seed)).generate_state(1)[0])
+
+
+def _is_bias(name: str) -> bool:
+    return name.rsplit(".", 1)[-1].endswith("bias")  # bias, in_proj_bias, ...
+
+
+def eligible_parameters(model: nn.Module, layers=None, include_bias: bool = False,
+                        include_norm: bool = False, caller: str = "sample_faults"):
+    """``[(name, tensor)]`` of the parameters faults may hit, in ``named_parameters()`` order.
+
+    Default: every parameter except biases (names ending in ``bias``) and the parameters of
+    normalisation layers (BatchNorm, LayerNorm, GroupNorm, RMSNorm), as in the FT-ClipAct
+    simulator. ``include_bias`` / ``include_norm`` add them back. ``layers`` restricts the choice to
+    the named modules (every eligible parameter below them) or parameters (taken as named, even a
+    bias or a norm parameter). An unknown name or an unsupported dtype is an error naming it.
+    """
+    check(isinstance(model, nn.Module), "model", caller, "a torch.nn.Module", type(model).__name__)
+    params = dict(model.named_parameters())
+    norm_params = {
+        f"{m}.{p}" if m else p
+        for m, mod in model.named_modules() if isinstance(mod, _NORMS)
+        for p, _ in mod.named_parameters(recurse=False)
+    }
+
+    def default_ok(name):
+        return (include_bias or not _is_bias(name)) and (include_norm or name not in norm_params)
+
+    if layers is None:
+        chosen = [n for n in params if default_ok(n)]
+    else:
+        if isinstance(layers, str):
+            layers = [layers]
+        modules = dict(model.named_modules())
+        wanted = set()
+        for layer in layers:
+            if layer in params:
+                wanted.add(layer)
+            elif isinstance(layer, str) and layer in modules:
+                prefix = f"{layer}." if layer else ""
+                wanted.update(n for n in params if n.startswith(prefix) and default_ok(n))
+            else:
+                some = ", ".join(list(modules)[1:4] + list(params)[:2])
+                raise fail("layers", caller, f"module or parameter names of the model (e.g. {some})",
+                           layer)
+        chosen = [n for n in params if n in wanted]
+    check(len(chosen) > 0, "model", caller,
+          "a model with parameters eligible for faults (weights; biases only with include_bias)",
+          f"none among {list(params)[:6]}" if params else "a model without parameters")
+    for n in chosen:
+        t = params[n]
+        check(t.dtype in WORDS, "model", caller,
+              "a model whose chosen parameters are float32, float16, bfloat16 or int8",
+              f"parameter {n!r} of dtype {str(t.dtype).replace('torch.', '')}")
+    return [(n, params[n]) for n in chosen]
+
+
+def _bit_table(fault_model, chosen, caller):
+    """Sorted eligible bits and the number eligible per word of each chosen parameter."""
+    widths = np.array([WORDS[t.dtype][0] for _, t in chosen], dtype=np.int64)
+    if fault_model.bits is None:
+        return np.arange(32, dtype=np.int64), widths
+    table = np.asarray(fault_model.bits, dtype=np.int64)
+    for (name, t), w in zip(chosen, widths):
+        check(int(table.max()) < w, "bits", caller,
+              f"bit indices below the word width {w} of parameter {name!r} "
+              f"({_DTYPE_NAMES[t.dtype]})", fault_model.bits)
+    return table, np.full(len(chosen), table.size, dtype=np.int64)
+
+
+def sample_faults(model: nn.Module, fault_model, seed: int = 0, layers=None,
+                  include_bias: bool = False, include_norm: bool = False) -> FaultMap:
+    """Draw a :class:`FaultMap` for ``fault_model`` over the eligible bits of ``model``.
+
+    The eligible bits are (element, bit in ``fault_model.bits``) of every parameter chosen by
+    ``layers`` / ``include_bias`` / ``include_norm`` (see :func:`eligible_parameters`; biases and
+    normalisation parameters are excluded by default), concatenated virtually in parameter order.
+    With ``rate`` every eligible bit is faulty independently with that probability (a binomial
+    count of distinct, uniform positions, never truncated per layer); with ``count`` exactly that
+    many distinct positions are drawn uniformly. The same seed gives the same map. The cost is
+    proportional to the number of faults (Numba kernels in ``faultlab._kernels``), not to the
+    number of bits. The model is only read.
+    """
+    return _sample_faults(model, fault_model, seed, layers, include_bias, include_norm,
+                          "sample_faults")
+
+
+def _sample_faults(model, fault_model, seed, layers, include_bias, include_norm, caller):
+    check(isinstance(fault_model, FAULT_MODELS), "fault_model", caller,
+          "a BitFlip or StuckAt", fault_model)
+    s32 = seed32(seed, caller)
+    chosen = eligible_parameters(model, layers, include_bias, include_norm, caller)
+    table, per_word = _bit_table(fault_model, chosen, caller)
+    sizes = np.array([t.numel() for _, t in chosen], dtype=np.int64) * per_word
+    ends = np.cumsum(sizes)
+    total = int(ends[-1])
+    if fault_model.rate is not None:
+        pos = _kernels.bernoulli_positions(total, fault_model.rate, s32)
+    else:
+        check(fault_model.count <= total, "count", caller,
+              f"at most the {total} eligible bits of the chosen parameters", fault_model.count)
+        pos = _kernels.distinct_positions(total, fault_model.count, s32)
+    param = np.searchsorted(ends, pos, side="right")  # which parameter each position falls in
+    local = pos - (ends - sizes)[param]
+    nb = per_word[param]
+    return FaultMap(
+        names=tuple(n for n, _ in chosen),
+        dtypes=tuple(_DTYPE_NAMES[t.dtype] for _, t in chosen),
+        param=param.astype(np.int32),
+        index=(local // nb).astype(np.int64),
+        bit=table[local % nb].astype(np.uint8),
+        kind=np.full(pos.shape[0], KINDS.index(fault_model.kind), dtype=np.int8),
+        eligible_bits=total,
+        seed=int(seed),
+    )
