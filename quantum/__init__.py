@@ -1,3 +1,36 @@
-"""quantum: see README.md."""
+"""quantum: hybrid models that swap classical layers for PennyLane quantum layers, one by one.
 
-__all__: list[str] = []
+Implements the framework of Wang et al. 2024, "Let the quantum creep in" (see docs/quantum.md):
+
+    from quantum import creep_model, swap, QuantumConv2d, QuantumLinear
+    model = creep_model((1, 28, 28))      # level 0: Conv-Conv-Linear, no activations
+    hybrid = swap(model, 2)               # NEW model: both convs and the linear layer quantum
+"""
+
+from quantum._conv import QuantumConv2d
+from quantum._linear import QuantumLinear, linear_qubits
+from quantum._models import DEFAULT_CHANNELS, DEFAULT_SIZE, Preprocess, creep_model
+from quantum._swap import (
+                           ORDERS,
+                           classical_parameters,
+                           max_level,
+                           quantum_parameters,
+                           swap,
+                           swappable_layers,
+)
+
+__all__ = [
+    "DEFAULT_CHANNELS",
+    "DEFAULT_SIZE",
+    "ORDERS",
+    "Preprocess",
+    "QuantumConv2d",
+    "QuantumLinear",
+    "classical_parameters",
+    "creep_model",
+    "linear_qubits",
+    "max_level",
+    "quantum_parameters",
+    "swap",
+    "swappable_layers",
+]
