@@ -41,6 +41,7 @@ from functools import lru_cache
 from typing import Any
 
 from hwlab.errors import check, fail
+from hwlab.executors import SerialExecutor
 
 __all__ = ["Study", "derive_seed", "get_study", "list_studies", "run_items", "run_study"]
 
@@ -283,7 +284,7 @@ def run_items(store, run_id: str, items: Mapping[str, Any], fn: Callable[[Any], 
         if progress is not None:
             progress(finished, total, key)
 
-    if executor is None:
+    if executor is None or isinstance(executor, SerialExecutor):  # inline: write as we go
         for key in todo:
             record(key, _call(fn, items[key], key))
         return written

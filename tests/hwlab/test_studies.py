@@ -15,6 +15,7 @@ from typing import ClassVar
 import pytest
 
 from hwlab import studies
+from hwlab.executors import get_executor
 from hwlab.store import Store
 from hwlab.studies import Study, derive_seed, get_study, list_studies, run_items, run_study
 
@@ -109,6 +110,25 @@ def test_run_items_checks_input_and_names_a_failing_item(tmp_path):
     with pytest.raises(ValueError, match=r"items of run_items must be keyed by non-empty strings"):
         run_items(store, run, {3: {}}, dict)
     assert store.done_keys(run) == set()
+
+
+def test_rows_are_written_as_items_complete(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    run = store.open_run("t", {})
+    seen, stored_at_call = [], []
+
+    def progress(done, total, key):  # each call comes after the item's row is committed
+        seen.append((done, len(store.done_keys(run))))
+
+    def fn(item):  # with the serial executor each item runs after the previous row is stored
+        stored_at_call.append(len(store.done_keys(run)))
+        return item
+
+    with get_executor("serial") as ex:
+        assert run_items(store, run, {f"k{i}": {"trial": i} for i in range(5)}, fn, ex,
+                         progress) == 5
+    assert seen == [(i, i) for i in range(6)]
+    assert stored_at_call == [0, 1, 2, 3, 4]
 
 
 def test_failed_study_run_is_marked_failed(tmp_path):
