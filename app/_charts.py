@@ -126,12 +126,14 @@ def bars_with_ci(summary: pd.DataFrame, x: str, title: str, log: bool = False,
     return alt.layer(bars, err).properties(width=width, height=260)
 
 
-def spiking_chart(curve: pd.DataFrame, rules: pd.DataFrame,
+def spiking_chart(curve: pd.DataFrame, rules: pd.DataFrame, sweep: pd.DataFrame | None = None,
                   current: pd.DataFrame | None = None) -> alt.LayerChart:
     """Accuracy vs mean time steps: the fixed-T curve, stopping-rule and oracle points.
 
-    ``curve``: timesteps, accuracy, method. ``rules``: timesteps, accuracy, variant, method,
-    kind ("rule" or "oracle"). ``current``: the point the threshold slider selects.
+    ``curve``: timesteps, accuracy, method, variant. ``rules``: timesteps, accuracy, variant,
+    method, kind ("rule" or "oracle"), threshold. ``sweep``: a rule's accuracy-vs-steps curve
+    over thresholds (threshold, timesteps, accuracy, rule). ``current``: the point the threshold
+    slider selects on that curve.
     """
     x = alt.X("timesteps:Q", title="mean time steps")
     y = alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(zero=False))
@@ -140,6 +142,12 @@ def spiking_chart(curve: pd.DataFrame, rules: pd.DataFrame,
             x=x, y=y, strokeDash=alt.StrokeDash("method:N", title="fixed T (method)"),
             tooltip=["method", "variant", "timesteps", alt.Tooltip("accuracy:Q", format=".4f")]),
     ]
+    if sweep is not None and not sweep.empty:
+        layers.append(alt.Chart(sweep).mark_line(strokeWidth=1.5, opacity=0.7).encode(
+            x=x, y=y, color=alt.Color("rule:N", title="rule / oracle"), order="threshold:Q",
+            tooltip=["rule", alt.Tooltip("threshold:Q", format=".4g"),
+                     alt.Tooltip("timesteps:Q", format=".3g"),
+                     alt.Tooltip("accuracy:Q", format=".4f")]))
     if not rules.empty:
         layers.append(alt.Chart(rules).mark_point(filled=True, size=110).encode(
             x=x, y=y, color=alt.Color("variant:N", title="rule / oracle"),

@@ -82,12 +82,12 @@ def _spiking(rng):
             rows.append(_row(key=f"{method}|dc-sweep|{thr}", module="spiking", method=method,
                              variant="dynamic-confidence-sweep", timesteps=steps,
                              accuracy=curve(steps), extra={"threshold": float(thr)}))
-        for variant, steps in (("dynamic-confidence", 6.2), ("entropy", 7.0), ("margin", 6.8),
-                               ("oracle-any", 2.1), ("oracle-stay", 3.4)):
+        for variant, steps in (("dynamic-confidence", 1 + 14 * 0.2 / 0.49), ("entropy", 7.0),
+                               ("margin", 6.8), ("oracle-any", 2.1), ("oracle-stay", 3.4)):
             acc = curve(steps) + (0.02 if variant.startswith("oracle") else 0.0)
             rows.append(_row(key=f"{method}|{variant}", module="spiking", method=method,
                              variant=variant, timesteps=steps, accuracy=acc,
-                             latency_ms=0.05 * steps, extra={"threshold": 0.9}))
+                             latency_ms=0.05 * steps, extra={"threshold": 0.7}))
     return rows
 
 

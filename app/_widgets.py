@@ -21,19 +21,19 @@ STUDY_HINTS = {
 }
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-").lower() or "chart"
 
 
 def show_chart(chart, data: pd.DataFrame, name: str, key: str | None = None,
                on_select: str = "ignore"):
     """Draw an Altair chart and offer its data as CSV (PNG: the chart's own toolbar menu)."""
-    key = key or _slug(name)
+    key = key or slug(name)
     kw = {"on_select": on_select, "key": f"chart-{key}"} if on_select != "ignore" else {}
     event = st.altair_chart(chart, **kw)
-    st.download_button(f"Download data (CSV): {name}", data.to_csv(index=False).encode(),
-                       file_name=f"{_slug(name)}.csv", mime="text/csv", key=f"csv-{key}",
-                       icon=":material/download:")
+    st.download_button(f"Download data (CSV): {name}", lambda: data.to_csv(index=False).encode(),
+                       file_name=f"{slug(name)}.csv", mime="text/csv", key=f"csv-{key}",
+                       icon=":material/download:", on_click="ignore")
     return event
 
 
@@ -100,12 +100,21 @@ def run_studies(names: list[str], quick: bool = True, overrides: dict | None = N
     return out
 
 
-def registered_studies() -> list[str]:
-    """Names of the registered studies ([] with an error shown when the registry fails)."""
-    try:
-        from hwlab import studies
+@st.cache_resource(show_spinner="Loading the study registry…")
+def _registered() -> list[str]:
+    from hwlab import studies
 
-        return list(studies.list_studies())
+    return list(studies.list_studies())
+
+
+def registered_studies() -> list[str]:
+    """Names of the registered studies ([] with an error shown when the registry fails).
+
+    Cached per server process (importing every method package takes seconds); the sidebar's
+    Reload button forgets it, so a study that lands later shows up without a restart.
+    """
+    try:
+        return _registered()
     except Exception as exc:  # noqa: BLE001 -- the registry is optional for reading results
         st.error(f"The study registry could not be read: {exc}")
         return []
@@ -130,3 +139,8 @@ def empty_store_panel() -> None:
         if not failed:
             st.rerun()
         st.button("Show the results", key="start-show")
+
+
+def forget_registry() -> None:
+    """Forget the cached study registry (the next page run reads the entry points again)."""
+    _registered.clear()

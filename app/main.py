@@ -8,6 +8,7 @@ they read cached queries of the store (:mod:`app._queries`) and call the public 
 import streamlit as st
 
 from app import _queries as q
+from app import _widgets as w
 
 st.set_page_config(page_title="hwlab dashboard", page_icon=":material/memory:", layout="wide")
 
@@ -38,6 +39,7 @@ with st.sidebar:
     st.caption(f"{len(runs)} runs, {int(runs['n_results'].sum()) if len(runs) else 0:,} rows")
     if st.button("Reload", icon=":material/refresh:", key="reload"):
         q.clear()
+        w.forget_registry()
         st.rerun()
 
 page.run()

@@ -1,3 +1,87 @@
+"""Faults: accuracy vs fault rate with confidence bands, formats, the layer x bit heatmap and the
+FT-ClipAct thresholds, from the faultlab rows in the store."""
+
+import pandas as pd
 import streamlit as st
 
-st.title("todo")
+from app import _charts as charts
+from app import _frames as frames
+from app import _queries as q
+from app import _widgets as w
+
+st.title("Faults")
+df = q.module_results("faultlab")
+if df.empty:
+    w.no_rows("faultlab")
+    st.stop()
+df = w.choose(df, ("model", "dataset"), key="faults")
+
+# Rows of the layer x bit analysis (extra has layer and bit) are drawn as the heatmap only.
+heat = q.module_extra("faultlab", "layer", "bit")
+heat = heat[heat["layer"].notna() & heat["bit"].notna() & heat.index.isin(df.index)]
+curves = df.drop(index=heat.index, errors="ignore")
+curves = curves[curves["fault_rate"].notna() & curves["accuracy"].notna()]
+# The number format of the faulty words: extra "dtype" where a row has it, else the run's config.
+fmt = q.module_extra("faultlab", "dtype")["dtype"]
+curves = curves.assign(format=fmt.reindex(curves.index)
+                       .fillna(q.with_run_field(curves, "dtype")).fillna("unspecified"))
+
+st.subheader("Accuracy vs fault rate")
+if curves.empty:
+    w.no_rows("faultlab", "fault-rate sweeps")
+else:
+    formats = sorted(curves["format"].astype(str).unique())
+    c1, c2 = st.columns(2)
+    fmt_pick = c1.selectbox("format", formats, key="faults-format",
+                            index=formats.index("float32") if "float32" in formats else 0)
+    faults = sorted(curves["fault_model"].dropna().unique())
+    fault_pick = c2.multiselect("fault models", faults, default=faults, key="faults-models")
+    sweep = curves[(curves["format"] == fmt_pick) & curves["fault_model"].isin(fault_pick)]
+    positive = sweep[sweep["fault_rate"] > 0]
+    summary = frames.mean_ci(positive, ["variant", "fault_model", "fault_rate"])
+    if summary.empty:
+        st.info("No rows at a positive fault rate for this choice.")
+    else:
+        w.show_chart(charts.curve_with_band(summary, color="variant", facet="fault_model"),
+                     summary, f"accuracy vs fault rate ({fmt_pick})", key="faults-curve")
+        st.caption("Lines: mean accuracy over trials; bands: 95% Student-t confidence interval. "
+                   "One panel per fault model (bit flips vs stuck-at).")
+    clean = sweep[sweep["fault_rate"] == 0]
+    if not clean.empty:
+        st.caption("Fault-free accuracy per variant")
+        st.dataframe(frames.mean_ci(clean, ["variant"]), hide_index=True)
+
+    if len(formats) > 1:
+        st.subheader("Number formats")
+        unprot = curves[(curves["variant"] == "unprotected") & (curves["fault_rate"] > 0)]
+        by_fmt = frames.mean_ci(unprot, ["format", "fault_model", "fault_rate"])
+        if by_fmt.empty:
+            st.info("No unprotected rows to compare formats.")
+        else:
+            w.show_chart(charts.curve_with_band(by_fmt, color="format", facet="fault_model"),
+                         by_fmt, "accuracy vs fault rate by format", key="faults-formats")
+
+st.subheader("Layer x bit vulnerability")
+if heat.empty:
+    w.no_rows("faultlab", "layer x bit analysis rows (extra with layer and bit)")
+else:
+    cells = frames.mean_ci(heat.astype({"bit": int}), ["layer", "bit"]).rename(
+        columns={"mean": "accuracy"})
+    w.show_chart(charts.heatmap_chart(cells), cells, "layer x bit vulnerability", key="faults-heat")
+    st.caption("Mean accuracy with faults confined to one layer and one bit position.")
+
+st.subheader("FT-ClipAct thresholds")
+th = q.module_extra("faultlab", "thresholds")
+th = th[th["thresholds"].map(lambda v: isinstance(v, dict)) & th.index.isin(df.index)]
+if th.empty:
+    w.no_rows("faultlab", "clipping thresholds (extra 'thresholds' of the clipact rows)")
+else:
+    first = th.drop_duplicates(["run_id", "variant"])
+    long = pd.DataFrame([
+        {"run_id": r.run_id, "variant": r.variant, "layer": layer, "threshold": float(value)}
+        for r in first.itertuples() for layer, value in r.thresholds.items()
+    ])
+    w.show_chart(charts.bar_chart(long, "layer", "threshold", color="variant",
+                                  title="chosen threshold"), long, "clipping thresholds",
+                 key="faults-thresholds")
+    st.dataframe(long, hide_index=True)
