@@ -1,0 +1,33 @@
+"""FT-ClipAct (Hoang, Hanif, Shafique, DATE 2020): clipped activations with searched thresholds.
+
+>>> from faultlab import clipact
+>>> maxima = clipact.profile(model, train_subset)             # {activation name: max}
+>>> protected = clipact.protect(model, train_subset, mode="zero")   # new model, input untouched
+>>> clipact.thresholds(protected)                             # {activation name: threshold}
+>>> ranger = clipact.clip(model, maxima, mode="cap")          # Ranger: profiled bounds, capped
+
+See docs/faultlab-clipact.md for the search procedure, its defaults and the reproduction study.
+"""
+
+from faultlab.clipact._modules import (
+    MODES,
+    ClippedReLU,
+    activation_sites,
+    feeding_layers,
+)
+from faultlab.clipact._profile import clip, profile, thresholds
+from faultlab.clipact._search import SearchConfig, ThresholdSearch, protect, search_thresholds
+
+__all__ = [
+    "MODES",
+    "ClippedReLU",
+    "SearchConfig",
+    "ThresholdSearch",
+    "activation_sites",
+    "clip",
+    "feeding_layers",
+    "profile",
+    "protect",
+    "search_thresholds",
+    "thresholds",
+]
