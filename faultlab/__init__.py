@@ -17,8 +17,9 @@ _LAZY = {
     "eligible_parameters": "faultlab._sample",
     "inject": "faultlab._inject",
     "quantize_int8": "faultlab._quant",
+    "vulnerability": "faultlab._vulnerability",
 }
-_SUBPACKAGES: tuple[str, ...] = ()  # e.g. "clipact": imported as faultlab.<name> on first use
+_SUBPACKAGES: tuple[str, ...] = ("clipact",)  # imported as faultlab.<name> on first use
 
 __all__ = [*_LAZY, *_SUBPACKAGES]  # noqa: PLE0604 (all strings)
 
