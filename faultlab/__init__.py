@@ -17,6 +17,12 @@ _LAZY = {
     "eligible_parameters": "faultlab._sample",
     "inject": "faultlab._inject",
     "quantize_int8": "faultlab._quant",
+    "campaign": "faultlab._campaign",
+    "summarize": "faultlab._stats",
+    "mean_ci": "faultlab._stats",
+    "leveugle_sample_size": "faultlab._stats",
+    "NeuronFault": "faultlab._neuron",
+    "neuron_faults": "faultlab._neuron",
     "vulnerability": "faultlab._vulnerability",
 }
 _SUBPACKAGES: tuple[str, ...] = ("clipact",)  # imported as faultlab.<name> on first use
