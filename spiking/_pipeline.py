@@ -1,0 +1,92 @@
+"""One SNN path end to end: train, record val and test, evaluate every rule, time the runner.
+
+Used by the ``spiking.dynamic-confidence`` study and the benchmark; everything here goes through
+the public pieces (fit, convert, record, calibrate, apply_rule, run_live).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from hwlab.data import Split
+from hwlab.meters import latency
+from hwlab.train import TrainConfig, fit
+
+from ._calibrate import Calibration, calibrate, pareto_front, sweep
+from ._direct import DirectTask, direct_net
+from ._live import run_live
+from ._qcfs import qcfs_net
+from ._record import Recording, record
+from ._rules import dynamic_confidence_rule, get_rule
+from ._snn import SpikingNet, convert
+
+__all__ = ["METHODS", "PathResult", "best_fixed", "build_snn", "evaluate_path", "live_ms"]
+
+log = logging.getLogger(__name__)
+METHODS = ("converted", "direct")
+
+
+def build_snn(method: str, cfg, train: Split, val: Split | None = None) -> SpikingNet:
+    """Train the SNN of ``method`` ("converted" or "direct") with ``hwlab.train.fit``."""
+    if method == "converted":
+        ann = qcfs_net(cfg.model, train.in_shape, train.num_classes, levels=cfg.levels)
+        tc = TrainConfig(epochs=cfg.ann_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                         seed=cfg.seed)
+        fit(ann, train, tc, val=val)
+        return convert(ann.eval())
+    net = direct_net(cfg.model, train.in_shape, train.num_classes, encoding=cfg.direct_encoding,
+                     threshold=cfg.direct_threshold)
+    tc = TrainConfig(epochs=cfg.direct_epochs, batch_size=cfg.batch_size, lr=cfg.direct_lr,
+                     seed=cfg.seed)
+    fit(DirectTask(net, steps=cfg.direct_steps, seed=cfg.seed), train, tc, val=val)
+    return net.eval()
+
+
+def best_fixed(rec: Recording, points: float = 0.005) -> tuple[float, int]:
+    """(A*, T*): the best fixed-T accuracy and the smallest T within ``points`` of it."""
+    curve = rec.accuracy_curve()
+    a_star = float(curve.max())
+    t_star = int((curve >= a_star - points - 1e-12).nonzero()[0, 0]) + 1
+    return a_star, t_star
+
+
+def live_ms(net, x, rule, threshold, steps, cfg) -> float:
+    """Median wall-clock ms per sample of the live runner over the whole set."""
+    with torch.no_grad():
+        lat = latency(run_live, net, x, rule, threshold, steps=steps, batch_size=cfg.eval_batch,
+                      seed=cfg.seed, warmup=1, repeats=cfg.latency_repeats)
+    return lat.median_ms / len(x)
+
+
+@dataclass(frozen=True)
+class PathResult:
+    val: Recording
+    test: Recording
+    a_star: float
+    t_star: int
+    calibrations: dict[str, Calibration]
+
+
+def evaluate_path(net: SpikingNet, val: Split, test: Split, cfg) -> PathResult:
+    """Record val and test to ``max_steps`` once and calibrate every rule on val."""
+    rv = record(net, val, cfg.max_steps, batch_size=cfg.eval_batch, seed=cfg.seed)
+    rt = record(net, test, cfg.max_steps, batch_size=cfg.eval_batch, seed=cfg.seed)
+    a_star, t_star = best_fixed(rt)
+    cals = {name: calibrate(rv, rule_for(name, cfg), tolerance=cfg.tolerance)
+            for name in ("dynamic-confidence", "entropy", "margin")}
+    return PathResult(rv, rt, a_star, t_star, cals)
+
+
+def rule_for(name: str, cfg):
+    return dynamic_confidence_rule(cfg.constant) if name == "dynamic-confidence" else get_rule(name)
+
+
+def test_curve(rec: Recording, rule, cal: Calibration) -> list[list[float]]:
+    """The test accuracy-vs-steps Pareto front over the val candidate thresholds."""
+    curve = sweep(rec, rule, cal.curve["threshold"].to_numpy())
+    front = curve[pareto_front(curve)].sort_values("mean_steps")
+    return [[round(float(r.threshold), 6), round(float(r.accuracy), 4),
+             round(float(r.mean_steps), 3)] for r in front.itertuples()]
