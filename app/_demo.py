@@ -165,8 +165,9 @@ def seed_store(store, n_rows=None, seed=0, trials=5):
     df = fake_results(n_rows=n_rows, seed=seed, trials=trials)
     run_ids = []
     for study, part in df.groupby("study", sort=False):
-        run_id = store.open_run(study, {"fake": True, "seed": seed, "n_rows": n_rows,
-                                        "dtype": "float32", "model": "lenet5"})
+        config = {"fake": True, "seed": seed, "n_rows": n_rows, "dtype": "float32",
+                  "model": "lenet5", "trials": trials if study == "faultlab.campaign" else None}
+        run_id = store.open_run(study, config)
         records = part.drop(columns="study").to_dict("records")
         rows = [{k: (None if _missing(v) else v) for k, v in r.items()} for r in records]
         store.add_results(run_id, rows)

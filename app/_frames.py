@@ -67,12 +67,13 @@ def aggregate_points(df: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     """
     check(x != y, "y", "aggregate_points", f"a metric other than x={x!r}", y)
     d = df[df[x].notna() & df[y].notna()]
-    keys = [c for c in IDENTITY if c in d and c not in (x, y)]
+    keys = [c for c in IDENTITY if c in d]  # x or y in IDENTITY (fault rate, T) stay keys
+    values = [m for m in (x, y) if m not in keys]
     if d.empty:
-        return pd.DataFrame(columns=[*keys, x, y, "n", "series"])
-    d = d[[*keys, x, y]].astype({x: "float64", y: "float64"})
+        return pd.DataFrame(columns=[*keys, *values, "n", "series"])
+    d = d[list(dict.fromkeys([*keys, x, y]))].astype({x: "float64", y: "float64"})
     g = d.groupby(keys, dropna=False, sort=False)
-    out = g[[x, y]].mean()
+    out = g[values].mean() if values else pd.DataFrame(index=g.size().index)
     out["n"] = g.size()
     out = out.reset_index()
     out["series"] = out["module"].fillna("?") + " · " + out["method"].fillna("?")

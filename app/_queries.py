@@ -13,6 +13,7 @@ as a study writes them, and a page re-run over an unchanged store costs no SQL a
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -25,6 +26,7 @@ from hwlab.store import RESULT_COLUMNS, Store, default_store_path
 __all__ = [
     "clear",
     "empty_results",
+    "export_bytes",
     "get_store",
     "module_extra",
     "module_results",
@@ -159,6 +161,25 @@ def with_run_field(df: pd.DataFrame, field: str) -> pd.Series:
     """A column holding ``field`` of each row's run config (None where the config lacks it)."""
     configs = {r: run_config(r).get(field) for r in df["run_id"].unique()}
     return df["run_id"].map(configs)
+
+
+def export_bytes(fmt: str, study: str | None = None) -> bytes:
+    """The results (all, or of one study) as CSV or Parquet bytes, built in memory.
+
+    Used by the Runs page's download button: the file goes to the browser, nothing is written
+    on the server (so no path a user types can reach the file system).
+    """
+    from hwlab.errors import check
+
+    check(fmt in ("CSV", "Parquet"), "fmt", "export_bytes", "'CSV' or 'Parquet'", fmt)
+    df = results()
+    if study not in (None, "all studies"):
+        df = df[df["study"] == study]
+    if fmt == "CSV":
+        return df.to_csv(index=False).encode()
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
 
 
 def clear() -> None:

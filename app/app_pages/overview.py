@@ -30,7 +30,7 @@ x_choices = [m for m in metrics if m != y]
 x = c2.selectbox("x", x_choices, format_func=label, key="ov-x",
                  index=x_choices.index(x_default) if x_default in x_choices else 0)
 pts = q.points(x, y)
-modules = sorted(pts["module"].dropna().unique())
+modules = sorted(df["module"].dropna().unique())  # all modules, so the choice survives x/y
 chosen = c3.multiselect("modules", modules, default=modules, key="ov-modules")
 pts = pts[pts["module"].isin(chosen)]
 if pts.empty:

@@ -1,10 +1,8 @@
 """Runs: the runs table, one run's config and rows, a two-run comparison, and exports.
 
-Exports are built in memory and handed to the browser (st.download_button); nothing is written
-to a path, so nothing a user types can name a file on the server.
+Exports are built in memory when the button is clicked and handed to the browser
+(st.download_button); nothing is written to a path, so nothing a user types names a server file.
 """
-
-import io
 
 import pandas as pd
 import streamlit as st
@@ -78,19 +76,8 @@ scope = c1.selectbox("results of", ["all studies", *studies], key="runs-export-s
 fmt = c2.radio("format", ["CSV", "Parquet"], horizontal=True, key="runs-export-format")
 
 
-def _export() -> bytes:
-    df = q.results()
-    if scope != "all studies":
-        df = df[df["study"] == scope]
-    if fmt == "CSV":
-        return df.to_csv(index=False).encode()
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    return buf.getvalue()
-
-
 name = "hwlab-results" if scope == "all studies" else f"hwlab-{scope}"
 file_name = f"{w.slug(name)}.{fmt.lower()}"
-st.download_button(f"Download {fmt}", _export, file_name=file_name,
+st.download_button(f"Download {fmt}", lambda f=fmt, s=scope: q.export_bytes(f, s), file_name=file_name,
                    mime="text/csv" if fmt == "CSV" else "application/vnd.apache.parquet",
                    key="runs-export", icon=":material/download:", on_click="ignore")

@@ -1,0 +1,206 @@
+"""AppTest of every page over a seeded store: no exception, the expected charts with the expected
+data, and plain messages where a module has no rows."""
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app._frames import mean_ci
+from hwlab.store import Store
+
+PAGES = ("overview", "faults", "spiking", "quantum", "localtrain", "runs", "run_study")
+
+
+def charts_of(at):
+    return at.get("vega_lite_chart")
+
+
+@pytest.fixture(scope="module")
+def seeded_rows(seeded_path):
+    return Store(seeded_path).results()
+
+
+def test_overview_scatter_and_pareto_front(app_at, seeded_path, seeded_rows, ui):
+    at = app_at(seeded_path)
+    assert not at.exception
+    assert [e.value for e in at.title] == ["Overview"]
+    (chart,) = charts_of(at)
+    spec = ui.chart_spec(chart)
+    dots, _front = spec["layer"]
+    assert dots["encoding"]["x"]["field"] == "memory_bytes"
+    assert dots["encoding"]["x"]["scale"]["type"] == "log"  # memory spans > 50x
+    assert dots["encoding"]["y"]["field"] == "accuracy"
+    assert "run_id" in [t.get("field") for t in dots["encoding"]["tooltip"]]
+    assert "pick" in [p["name"] for p in spec["params"]]  # click selection over run_id
+    pts = ui.frame_with(chart, "series", "memory_bytes", "accuracy", "run_id")
+    # every row with both metrics is one point here (no trials in those studies)
+    both = seeded_rows[seeded_rows["memory_bytes"].notna() & seeded_rows["accuracy"].notna()]
+    assert len(pts) == len(both) == 16
+    # the Pareto front: lowest memory for a given accuracy, checked against a brute force
+    x, y = both["memory_bytes"].astype(float).to_numpy(), both["accuracy"].to_numpy()
+    keep = [i for i in range(len(x))
+            if not any(x[j] <= x[i] and y[j] >= y[i] and (x[j] < x[i] or y[j] > y[i])
+                       for j in range(len(x)))]
+    fr = [f for f in ui.chart_frames(chart) if "front" in f.columns]
+    assert len(fr) == 1
+    assert sorted(fr[0]["memory_bytes"].astype(float)) == sorted(x[keep])
+
+
+def test_overview_other_metrics_and_log_toggle(app_at, seeded_path, ui):
+    at = app_at(seeded_path)
+    at.selectbox(key="ov-x").set_value("fault_rate").run()
+    assert not at.exception
+    spec = ui.chart_spec(charts_of(at)[0])
+    assert spec["layer"][0]["encoding"]["x"]["field"] == "fault_rate"
+    assert spec["layer"][0]["encoding"]["x"]["scale"]["type"] == "log"
+    at.toggle(key="ov-logx-fault_rate").set_value(False).run()
+    spec = ui.chart_spec(charts_of(at)[0])
+    assert spec["layer"][0]["encoding"]["x"]["scale"].get("type") != "log"
+    pts = ui.frame_with(charts_of(at)[0], "fault_rate", "accuracy", "n")
+    # trials averaged: one point per (run, variant, fault model, rate); the seeded layer/bit
+    # rows share one rate and variant, so they are one more point of 128 rows
+    fl = pts[pts["module"] == "faultlab"]
+    assert len(fl) == 4 * 3 * 7 + 1
+    assert (fl.loc[fl["variant"] != "unprotected", "n"] == 5).all()
+
+
+def test_faults_page(app_at, seeded_path, seeded_rows, ui):
+    at = app_at(seeded_path, "faults")
+    assert not at.exception
+    assert [e.value for e in at.title] == ["Faults"]
+    curve, formats, heat, thresholds = charts_of(at)
+    data = ui.frame_with(curve, "variant", "fault_model", "fault_rate", "mean", "lo", "hi")
+    assert set(data["variant"]) == {"unprotected", "clipact-zero", "clipact-cap", "ranger"}
+    assert set(data["fault_model"]) == {"bitflip", "stuck0", "stuck1"}
+    assert len(data) == 4 * 3 * 7
+    # one point against an independent computation from the store's rows
+    rows = seeded_rows[(seeded_rows["variant"] == "clipact-zero")
+                       & (seeded_rows["fault_model"] == "bitflip")
+                       & (seeded_rows["fault_rate"] == 1e-4) & (seeded_rows["method"] == "clipact")]
+    hit = data[(data["variant"] == "clipact-zero") & (data["fault_model"] == "bitflip")
+               & np.isclose(data["fault_rate"], 1e-4)]
+    assert hit["mean"].iloc[0] == pytest.approx(rows["accuracy"].mean())
+    assert hit["lo"].iloc[0] < hit["mean"].iloc[0] < hit["hi"].iloc[0]
+    assert "column" in ui.chart_spec(curve)["facet"]  # one panel per fault model
+    fmt = ui.frame_with(formats, "format", "mean")
+    assert set(fmt["format"]) == {"float32", "float16", "bfloat16", "int8"}
+    cells = ui.frame_with(heat, "layer", "bit", "accuracy")
+    assert len(cells) == 4 * 32
+    worst = cells.groupby("bit")["accuracy"].mean().idxmin()
+    assert worst == 30  # the exponent's top bit dominates in the seeded rows
+    th = ui.frame_with(thresholds, "layer", "threshold", "variant")
+    assert set(th["variant"]) == {"clipact-zero", "clipact-cap"} and len(th) == 6
+
+
+def test_faults_format_choice(app_at, seeded_path, ui):
+    at = app_at(seeded_path, "faults")
+    at.selectbox(key="faults-format").set_value("int8").run()
+    assert not at.exception
+    data = ui.frame_with(charts_of(at)[0], "variant", "mean")
+    assert set(data["variant"]) == {"unprotected"} and len(data) == 7
+
+
+def test_spiking_page_slider_moves_point(app_at, seeded_path, ui):
+    at = app_at(seeded_path, "spiking")
+    assert not at.exception
+    (chart,) = charts_of(at)
+    curve = ui.frame_with(chart, "method", "variant", "timesteps", "accuracy")
+    assert len(curve) >= 16
+    rules = ui.frame_with(chart, "kind", "threshold", "variant")
+    assert set(rules["variant"]) == {"dynamic-confidence", "entropy", "margin", "oracle-any",
+                                     "oracle-stay"}
+    assert set(rules["kind"]) == {"rule", "oracle"}
+    slider = at.select_slider(key="spiking-thr-dynamic-confidence")
+    assert slider.value == pytest.approx(0.7, abs=0.03)  # starts at the chosen threshold
+    at = slider.set_value(0.99).run()
+    cur = [f for f in ui.chart_frames(charts_of(at)[0])
+           if list(f.columns) == ["rule", "threshold", "timesteps", "accuracy"] and len(f) == 1]
+    assert cur and cur[0]["threshold"].iloc[0] == pytest.approx(0.99)
+    assert cur[0]["timesteps"].iloc[0] == pytest.approx(15.0)  # the end of the sweep
+    assert at.metric[2].value == "15"
+
+
+def test_quantum_page(app_at, seeded_path, seeded_rows, ui):
+    at = app_at(seeded_path, "quantum")
+    assert not at.exception
+    (chart,) = charts_of(at)
+    data = ui.frame_with(chart, "variant", "mean", "lo", "hi")
+    assert sorted(set(data["variant"])) == ["level-0", "level-1", "level-2"]
+    assert len(ui.chart_spec(chart)["hconcat"]) == 4  # accuracy, params, latency, train time
+    q = seeded_rows[seeded_rows["module"] == "quantum"]
+    expect = mean_ci(q, ["variant"]).set_index("variant")["mean"]
+    got = ui.chart_frames(chart)
+    acc = next(f for f in got if len(f) == 3 and f["mean"].between(0.8, 1).all())
+    assert acc.set_index("variant")["mean"].to_dict() == pytest.approx(expect.to_dict())
+
+
+def test_localtrain_page(app_at, seeded_path, ui):
+    at = app_at(seeded_path, "localtrain")
+    assert not at.exception
+    (chart,) = charts_of(at)
+    pts = ui.frame_with(chart, "method", "variant", "memory_bytes", "mean")
+    assert set(pts["method"]) == {"e2e", "dgl", "infopro", "man", "auglocal"}
+    assert len(pts) == 1 + 4 * 3
+    ref = [f for f in ui.chart_frames(chart) if len(f) == 1]
+    assert ref and ref[0]["method"].iloc[0] == "e2e"  # the reference lines' data
+    assert len(ui.chart_spec(chart)["layer"]) == 3  # points, E2E accuracy, E2E memory
+
+
+def test_runs_page_config_compare_and_export(app_at, seeded_path, seeded_rows):
+    at = app_at(seeded_path, "runs")
+    assert not at.exception
+    assert len(at.dataframe[0].value) == 5  # five runs
+    run_id = at.selectbox(key="runs-one").value
+    assert json.loads(at.json[0].value) == Store(seeded_path).config(run_id)
+    at.selectbox(key="runs-a").set_value(at.selectbox(key="runs-a").options[0]).run()
+    both = at.dataframe[-1].value
+    a, b = at.selectbox(key="runs-a").value, at.selectbox(key="runs-b").value
+    assert a != b and "accuracy A" in both and "accuracy B" in both
+    at.radio(key="runs-export-format").set_value("Parquet").run()
+    assert not at.exception
+    assert at.get("download_button")[0].proto.label == "Download Parquet"
+
+
+@pytest.mark.parametrize("fmt", ["CSV", "Parquet"])
+def test_export_bytes_round_trip_writes_nothing(seeded_path, seeded_rows, tmp_path, monkeypatch,
+                                                fmt):
+    from app import _queries as q
+
+    monkeypatch.setenv("HWLAB_STORE", seeded_path)
+    monkeypatch.chdir(tmp_path)
+    data = q.export_bytes(fmt, "quantum.creep")
+    back = (pd.read_csv if fmt == "CSV" else pd.read_parquet)(io.BytesIO(data))
+    expect = seeded_rows[seeded_rows["study"] == "quantum.creep"]
+    assert len(back) == len(expect) == 9
+    assert back["accuracy"].tolist() == pytest.approx(expect["accuracy"].tolist())
+    assert len((pd.read_csv if fmt == "CSV" else pd.read_parquet)(
+        io.BytesIO(q.export_bytes(fmt)))) == len(seeded_rows)
+    assert list(tmp_path.iterdir()) == []  # nothing written on the server
+    with pytest.raises(ValueError, match="fmt of export_bytes must be 'CSV' or 'Parquet'"):
+        q.export_bytes("../../etc/passwd")
+
+
+@pytest.mark.parametrize("page", ["faults", "spiking", "quantum", "localtrain"])
+def test_module_pages_say_plainly_when_empty(app_at, tmp_path, page, ui):
+    store = Store(tmp_path / "zoo-only.sqlite")
+    run = store.open_run("hwlab.zoo", {"model": "lenet5"})
+    store.add_results(run, [{"key": "k", "module": "hwlab", "model": "lenet5",
+                             "accuracy": 0.97, "params": 61706, "latency_ms": 0.3}])
+    at = app_at(store.path, page)
+    assert not at.exception
+    assert not charts_of(at)
+    module = {"localtrain": "localtrain"}.get(page, page if page != "faults" else "faultlab")
+    assert f"No {module} results in the store yet" in ui.texts(at)
+
+
+def test_foreign_store_is_refused_and_untouched(app_at, tmp_path, ui):
+    path = tmp_path / "notes.sqlite"
+    path.write_bytes(b"not a database at all" * 10)
+    before = path.read_bytes()
+    at = app_at(path)
+    assert "must be an hwlab store" in ui.texts(at)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "notes.sqlite"]
