@@ -67,27 +67,52 @@ def _faults(rng, trials):
 
 
 def _spiking(rng):
-    """spiking.dynamic-confidence rows: fixed T curve, stopping rules, oracles, a sweep."""
+    """spiking.dynamic-confidence rows: fixed T curve, stopping rules, oracles, threshold curves.
+
+    Like the real study, each rule row of ``converted`` carries its test accuracy-vs-steps curve
+    over thresholds in ``extra["test_pareto"]`` ([threshold, accuracy, mean steps] triples); the
+    ``direct`` rows store the same kind of curve as one row per threshold instead.
+    """
     rows = []
+    thresholds = np.round(np.linspace(0.5, 0.99, 12), 3)
     for method, speed in (("converted", 3.0), ("direct", 2.0)):
         def curve(t, speed=speed):
             return float(0.97 * (1 - np.exp(-t / speed)))
+
+        def steps_at(thr):
+            return float(1 + 14 * (thr - 0.5) / 0.49)
 
         for t in range(1, 17):
             rows.append(_row(key=f"{method}|fixed-T{t}", module="spiking", method=method,
                              variant=f"fixed-T{t}", timesteps=float(t), accuracy=curve(t),
                              latency_ms=0.05 * t))
-        for thr in np.round(np.linspace(0.5, 0.99, 12), 3):
-            steps = float(1 + 14 * (thr - 0.5) / 0.49)
-            rows.append(_row(key=f"{method}|dc-sweep|{thr}", module="spiking", method=method,
-                             variant="dynamic-confidence-sweep", timesteps=steps,
-                             accuracy=curve(steps), extra={"threshold": float(thr)}))
-        for variant, steps in (("dynamic-confidence", 1 + 14 * 0.2 / 0.49), ("entropy", 7.0),
+        pareto = [[float(h), round(curve(steps_at(h)), 4), round(steps_at(h), 3)]
+                  for h in thresholds]
+        if method == "direct":
+            for h in thresholds:
+                rows.append(_row(key=f"{method}|dc-sweep|{h}", module="spiking", method=method,
+                                 variant="dynamic-confidence-sweep", timesteps=steps_at(h),
+                                 accuracy=curve(steps_at(h)), extra={"threshold": float(h)}))
+        for variant, steps in (("dynamic-confidence", steps_at(0.7)), ("entropy", 7.0),
                                ("margin", 6.8), ("oracle-any", 2.1), ("oracle-stay", 3.4)):
-            acc = curve(steps) + (0.02 if variant.startswith("oracle") else 0.0)
+            oracle = variant.startswith("oracle")
+            extra = {"t_star": 12} if oracle else {"threshold": 0.7, "t_star": 12}
+            if variant == "dynamic-confidence" and method == "converted":
+                extra["test_pareto"] = pareto
             rows.append(_row(key=f"{method}|{variant}", module="spiking", method=method,
-                             variant=variant, timesteps=steps, accuracy=acc,
-                             latency_ms=0.05 * steps, extra={"threshold": 0.7}))
+                             variant=variant, timesteps=steps,
+                             accuracy=curve(steps) + (0.02 if oracle else 0.0),
+                             latency_ms=None if oracle else 0.05 * steps, extra=extra))
+        for rate in (1e-6, 1e-5):
+            for k in range(3):
+                for variant, steps, drop in (("fixed-T12", 12.0, 0.0), ("dynamic-confidence",
+                                                                      steps_at(0.7), 0.01)):
+                    rows.append(_row(key=f"{method}|bitflip|{rate:g}|trial={k}|{variant}",
+                                     module="spiking", method=method, variant=variant,
+                                     fault_model="bitflip", fault_rate=rate, trial=k,
+                                     timesteps=steps, extra={"threshold": 0.7},
+                                     accuracy=curve(steps) - rate * 2e4 - drop
+                                     + float(rng.normal(0, 0.01))))
     return rows
 
 

@@ -24,13 +24,16 @@ curve = (fixed.groupby(["method", "variant", "timesteps"], dropna=False)["accura
          .reset_index().sort_values("timesteps"))
 
 # Threshold sweeps: per (method, variant) more than one stored threshold, or a stored "curve".
-ex = q.module_extra("spiking", "threshold", "curve")
+ex = q.module_extra("spiking", "threshold", "curve", "test_pareto")
 ex = ex[ex.index.isin(clean.index) & ex.index.isin(clean.index[t.isna()])]
 n_thr = ex.groupby(["method", "variant"])["threshold"].transform("nunique")
 sweep_rows = ex[n_thr > 1]
 sweeps = [sweep_rows.assign(rule=sweep_rows["variant"].str.removesuffix("-sweep"))
           [["rule", "threshold", "timesteps", "accuracy"]]]
-for r in ex[ex["curve"].notna()].itertuples():  # a rule row that carries its whole curve
+for r in ex[ex["test_pareto"].notna()].itertuples():  # spiking study: [thr, acc, steps] list
+    c = pd.DataFrame(r.test_pareto, columns=["threshold", "accuracy", "timesteps"])
+    sweeps.append(c.assign(rule=r.variant)[["rule", "threshold", "timesteps", "accuracy"]])
+for r in ex[ex["curve"].notna()].itertuples():  # a rule row that carries a curve of records
     c = pd.DataFrame(r.curve).rename(columns={"mean_steps": "timesteps"})
     if {"threshold", "timesteps", "accuracy"} <= set(c):
         sweeps.append(c.assign(rule=r.variant)[["rule", "threshold", "timesteps", "accuracy"]])

@@ -106,7 +106,7 @@ def test_faults_format_choice(app_at, seeded_path, ui):
 def test_spiking_page_slider_moves_point(app_at, seeded_path, ui):
     at = app_at(seeded_path, "spiking")
     assert not at.exception
-    (chart,) = charts_of(at)
+    chart, _resilience = charts_of(at)
     curve = ui.frame_with(chart, "method", "variant", "timesteps", "accuracy")
     assert len(curve) >= 16
     rules = ui.frame_with(chart, "kind", "threshold", "variant")
@@ -121,6 +121,19 @@ def test_spiking_page_slider_moves_point(app_at, seeded_path, ui):
     assert cur and cur[0]["threshold"].iloc[0] == pytest.approx(0.99)
     assert cur[0]["timesteps"].iloc[0] == pytest.approx(15.0)  # the end of the sweep
     assert at.metric[2].value == "15"
+    resil = ui.frame_with(charts_of(at)[1], "fault_rate", "mean", "variant")
+    assert set(resil["variant"]) == {"fixed-T12", "dynamic-confidence"} and len(resil) == 4
+
+
+def test_spiking_page_per_threshold_rows(app_at, seeded_path, ui):
+    # the "direct" rows store the threshold curve as one row per threshold instead
+    at = app_at(seeded_path, "spiking")
+    at.selectbox(key="spiking-method").set_value("direct").run()
+    assert not at.exception
+    slider = at.select_slider(key="spiking-thr-dynamic-confidence")
+    assert len(slider.options) == 12
+    rules = ui.frame_with(charts_of(at)[0], "kind", "threshold", "variant")
+    assert "dynamic-confidence-sweep" not in set(rules["variant"])  # drawn as the curve instead
 
 
 def test_quantum_page(app_at, seeded_path, seeded_rows, ui):
