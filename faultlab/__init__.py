@@ -23,6 +23,7 @@ _LAZY = {
     "leveugle_sample_size": "faultlab._stats",
     "NeuronFault": "faultlab._neuron",
     "neuron_faults": "faultlab._neuron",
+    "assert_resilient": "faultlab._resilience",
     "vulnerability": "faultlab._vulnerability",
 }
 _SUBPACKAGES: tuple[str, ...] = ("clipact",)  # imported as faultlab.<name> on first use

@@ -125,7 +125,8 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
              layers=None, include_bias: bool = False, include_norm: bool = False,
              margin: float | None = None, confidence: float = 0.95, min_trials: int = 5,
              clean: bool = True, variant: str = "baseline", model_name: str | None = None,
-             dataset_name: str | None = None, study: str = "faultlab.campaign", progress=None):
+             dataset_name: str | None = None, study: str = "faultlab.campaign", progress=None,
+             run_config: dict | None = None):
     """Run ``trials`` seeded fault-injection trials per fault model; return the result rows.
 
     ``fault_models``: BitFlip / StuckAt (weight faults, injected in place with :func:`inject`) and
@@ -145,7 +146,9 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
 
     Returns a DataFrame with the store's result columns (``extra`` as JSON text: n_faults,
     n_changed = bits that actually changed, eligible_bits, inject_ms, ...), ordered by point and
-    trial. See :func:`faultlab.summarize` for intervals.
+    trial. See :func:`faultlab.summarize` for intervals. ``study`` names the run in the store and
+    ``run_config`` adds fields to its stored config (a study passes its Config); ``progress`` is
+    called as ``progress(done, total, key)``.
     """
     specs, keys = _check_args(model, fault_models, trials, seed, metric, batch_size, margin,
                               confidence, min_trials, layers, include_bias, include_norm)
@@ -158,6 +161,7 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
     prints = {"weights": weights_fingerprint(model), "data": _tensor_hash(x, y),
               "fault_models": hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:16]}
     identity = {
+        **(run_config or {}),  # a study's Config fields first; the campaign's own win
         "variant": variant, "model": model_name, "dataset": dataset_name or data_name,
         "fault_models": keys, "trials": int(trials), "seed": int(seed), "metric": metric,
         "layers": list(layers) if layers is not None else None, "include_bias": include_bias,

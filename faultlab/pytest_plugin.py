@@ -1,1 +1,77 @@
-"""pytest plugin for fault campaigns (filled in by the faultlab issue)."""
+"""pytest plugin (``pytest11`` entry point ``faultlab``): fault-campaign resilience tests.
+
+Gives every project that installs hwlab:
+
+- the ``assert_resilient`` fixture (the function :func:`faultlab.assert_resilient`):
+  ``assert_resilient(model, data, fault_model, min_accuracy, trials=20, confidence=0.95)`` passes
+  only if the lower Student-t bound of the mean accuracy under faults is >= ``min_accuracy``;
+- options ``--fault-trials N`` and ``--fault-seed S`` that override every check's trials / seed;
+- a "faultlab resilience checks" table at the end of the terminal report.
+
+Loaded in every pytest session of this repository, so it imports nothing heavy at module level
+and its hooks never raise during collection.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+_KEY = pytest.StashKey()  # config.stash[_KEY]: the session's Recorder
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("faultlab", "faultlab fault campaigns")
+    group.addoption("--fault-trials", type=int, default=None, metavar="N",
+                    help="trials of every assert_resilient check (overrides the test's value)")
+    group.addoption("--fault-seed", type=int, default=None, metavar="S",
+                    help="campaign seed of every assert_resilient check (overrides the test's)")
+
+
+def pytest_configure(config):
+    from faultlab._resilience import Recorder
+
+    trials, seed = config.getoption("fault_trials"), config.getoption("fault_seed")
+    if trials is not None and trials < 2:
+        raise pytest.UsageError(f"--fault-trials must be an integer >= 2, got {trials}")
+    if seed is not None and seed < 0:
+        raise pytest.UsageError(f"--fault-seed must be an integer >= 0, got {seed}")
+    config.stash[_KEY] = Recorder(trials=trials, seed=seed)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    from faultlab._resilience import RECORDER
+
+    rec = item.config.stash.get(_KEY, None)
+    if rec is None:
+        return (yield)
+    rec.test = item.nodeid
+    token = RECORDER.set(rec)
+    try:
+        return (yield)
+    finally:
+        RECORDER.reset(token)
+
+
+@pytest.fixture
+def assert_resilient():
+    """``assert_resilient(model, data, fault_model, min_accuracy, trials=20, confidence=0.95,
+    seed=0, **campaign_kw)``: see :func:`faultlab.assert_resilient`."""
+    from faultlab._resilience import assert_resilient as check
+
+    return check
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    rec = config.stash.get(_KEY, None)
+    if rec is None or not rec.results:
+        return
+    tr = terminalreporter
+    tr.write_sep("=", "faultlab resilience checks")
+    head = f"{'test':<40} {'fault model':<28} {'trials':>6} {'mean':>7} {'CI low':>7} " \
+           f"{'min':>6}  result"
+    tr.write_line(head)
+    for r in rec.results:
+        tr.write_line(f"{r.test[-40:]:<40} {r.fault_model[:28]:<28} {r.trials:>6} "
+                      f"{r.mean:>7.4f} {r.ci_low:>7.4f} {r.min_accuracy:>6.3f}  "
+                      f"{'PASS' if r.passed else 'FAIL'}")

@@ -26,3 +26,29 @@ def tiny():
         for p in m.parameters():
             p.copy_(torch.randn(p.shape, generator=g))
     return m.eval()
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """(train, test) splits of the 1,797 8x8 digits (test: 180 images)."""
+    from hwlab.data import load
+
+    return load("digits", "train"), load("digits", "test")
+
+
+@pytest.fixture(scope="session")
+def digits_mlp(digits):
+    """A small MLP (64-32-10) trained for 4 epochs on digits, in eval mode (~90 % test accuracy)."""
+    from hwlab.models import create_model
+    from hwlab.train import TrainConfig, fit
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = create_model("mlp", in_shape=(1, 8, 8), num_classes=10, hidden=(32,))
+        fit(model, digits[0], TrainConfig(epochs=4, batch_size=64, lr=3e-3, device="cpu"))
+    finally:
+        torch.set_num_threads(n)
+    return model.eval()

@@ -1,0 +1,141 @@
+"""campaign: seeds per key, executor independence, resume guard, early stop, statistics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import faultlab as fl
+from hwlab.store import Store
+from hwlab.studies import derive_seed
+from hwlab.train import evaluate
+
+FAULTS = [fl.BitFlip(rate=1e-3), fl.StuckAt(1, rate=1e-2, bits=(30,))]
+SAME = ["key", "fault_model", "fault_rate", "trial", "seed", "accuracy", "n_faults"]
+
+
+def _table(df):
+    extra = df["extra"].map(json.loads)
+    return df.assign(n_faults=extra.map(lambda e: e["n_faults"]))[SAME].reset_index(drop=True)
+
+
+def _words(model):
+    return [p.detach().clone().view(torch.int32) for p in model.parameters()]
+
+
+def test_rows_replay_and_model_untouched(digits_mlp, digits):
+    before = _words(digits_mlp)
+    df = fl.campaign(digits_mlp, digits[1], FAULTS, trials=4, seed=3, model_name="mlp")
+    assert all(torch.equal(a, b) for a, b in zip(before, _words(digits_mlp)))
+    assert len(df) == 1 + 2 * 4 and df["key"].is_unique
+    clean = df.iloc[0]
+    assert clean["fault_model"] == "none" and clean["fault_rate"] == 0.0
+    assert clean["accuracy"] == pytest.approx(evaluate(digits_mlp, digits[1]))
+    assert set(df["module"]) == {"faultlab"} and set(df["model"]) == {"mlp"}
+    assert df["dataset"].iloc[0] == digits[1].name
+    # A row is replayable: its map comes from derive_seed(row seed, "weights0").
+    row = df[df["key"] == "bitflip|rate=0.001|trial=2"].iloc[0]
+    assert row["seed"] == derive_seed(3, row["key"])
+    fmap = fl.sample_faults(digits_mlp, FAULTS[0], seed=derive_seed(int(row["seed"]), "weights0"))
+    assert json.loads(row["extra"])["n_faults"] == len(fmap) > 0
+    with fl.inject(digits_mlp, fmap):
+        acc = evaluate(digits_mlp, digits[1])
+    assert row["accuracy"] == pytest.approx(acc)
+    # stuck-at-1 on exponent bit 30 is effective on about every weight below 2 in magnitude
+    stuck = df[df["fault_model"] == "stuck1"]["extra"].map(json.loads)
+    assert all(e["n_changed"] <= e["n_faults"] and e["eligible_bits"] == 64 * 32 + 32 * 10 for e in stuck)
+    assert df[df["fault_model"] == "stuck1"]["accuracy"].max() < 0.5
+
+
+def test_same_table_serial_process_dask(digits_mlp, digits):
+    kw = dict(trials=3, seed=1, batch_size=64)  # noqa: C408
+    serial = _table(fl.campaign(digits_mlp, digits[1], FAULTS, **kw))
+    process = _table(fl.campaign(digits_mlp, digits[1], FAULTS, executor="process:2", **kw))
+    dask = _table(fl.campaign(digits_mlp, digits[1], FAULTS, executor="dask-local:2", **kw))
+    pd.testing.assert_frame_equal(serial, process)
+    pd.testing.assert_frame_equal(serial, dask)
+
+
+def test_resume_skips_done_and_refuses_other_weights(digits_mlp, digits, tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    first = fl.campaign(digits_mlp, digits[1], FAULTS[:1], trials=3, store=store)
+    calls = []
+    again = fl.campaign(digits_mlp, digits[1], FAULTS[:1], trials=3, store=store,
+                        progress=lambda d, t, k="": calls.append((d, t)))
+    pd.testing.assert_frame_equal(_table(first), _table(again))
+    assert calls == [(3, 3)]  # nothing left to run
+    assert len(store.runs()) == 1
+    other = [p.detach().clone() for p in digits_mlp.parameters()]
+    with torch.no_grad():
+        digits_mlp[-1].weight[0, 0] += 1.0
+    try:
+        with pytest.raises(ValueError, match=r"model of campaign must be the same weights as when "
+                                             r"run .* was started"):
+            fl.campaign(digits_mlp, digits[1], FAULTS[:1], trials=3, store=store)
+    finally:
+        with torch.no_grad():
+            for p, o in zip(digits_mlp.parameters(), other):
+                p.copy_(o)
+    x, y = digits[1].x[:50], digits[1].y[:50]
+    with pytest.raises(ValueError, match=r"data of campaign must be the same data"):
+        fl.campaign(digits_mlp, (x, y), FAULTS[:1], trials=3, store=store,
+                    dataset_name=digits[1].name)
+    assert len(store.results()) == 4  # nothing was added by the refused runs
+
+
+def test_margin_stops_points_early(digits_mlp, digits):
+    wide = fl.campaign(digits_mlp, digits[1], [fl.BitFlip(rate=1e-5)], trials=12, margin=0.2,
+                       min_trials=3, clean=False)
+    assert len(wide) == 3  # at 1e-5 (about 24 faults) the interval is narrow at once
+    tight = fl.campaign(digits_mlp, digits[1], [fl.BitFlip(rate=1e-3)], trials=6, margin=1e-6,
+                        min_trials=3, clean=False)
+    assert len(tight) == 6
+
+
+def test_summarize_and_intervals(digits_mlp, digits):
+    from scipy import stats
+
+    df = fl.campaign(digits_mlp, digits[1], FAULTS, trials=5, seed=2)
+    s = fl.summarize(df)
+    row = s[s["fault_model"] == "bitflip"].iloc[0]
+    acc = df[df["fault_model"] == "bitflip"]["accuracy"].to_numpy()
+    half = stats.t.ppf(0.975, 4) * acc.std(ddof=1) / np.sqrt(5)
+    assert row["n"] == 5 and row["mean"] == pytest.approx(acc.mean())
+    assert row["ci_low"] == pytest.approx(acc.mean() - half)
+    assert row["half_width"] == pytest.approx(half)
+
+
+def test_leveugle_sample_size():
+    assert fl.leveugle_sample_size(10**12) == 9604  # 1.96^2 * 0.25 / 0.01^2, infinite population
+    assert fl.leveugle_sample_size(1000, margin=0.05) == 278
+    assert fl.leveugle_sample_size(1000, margin=0.01, confidence=0.99, p=0.1) == 857
+    assert fl.leveugle_sample_size(1) == 1
+    with pytest.raises(ValueError, match=r"margin of leveugle_sample_size must be a number in "
+                                         r"\(0, 1\), got 0"):
+        fl.leveugle_sample_size(100, margin=0)
+    with pytest.raises(ValueError, match=r"population of leveugle_sample_size must be an integer"):
+        fl.leveugle_sample_size(0)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"data": (torch.zeros(0, 1, 8, 8), torch.zeros(0))}, r"data of campaign must be a non-empty"),
+    ({"fault_models": []}, r"fault_models of campaign must be a non-empty list"),
+    ({"fault_models": ["bitflip"]}, r"fault_models of campaign must be BitFlip, StuckAt"),
+    ({"trials": 0}, r"trials of campaign must be an integer >= 1, got 0"),
+    ({"layers": ["9"]}, r"layers of campaign must be module or parameter names"),
+    ({"fault_models": [fl.BitFlip(rate=0.1, bits=[31])], "layers": ["3"]},
+     r"model of campaign must be a model with parameters eligible"),
+    ({"metric": "f1"}, r"metric of campaign must be one of accuracy, got 'f1'"),
+    ({"fault_models": [fl.BitFlip(rate=0.1), fl.BitFlip(rate=0.1)]},
+     r"fault_models of campaign must be distinct fault models"),
+])
+def test_bad_input(digits_mlp, digits, kw, match):
+    args = {"data": digits[1], "fault_models": FAULTS, "trials": 2, **kw}
+    before = _words(digits_mlp)
+    with pytest.raises(ValueError, match=match):
+        fl.campaign(digits_mlp, **args)
+    assert all(torch.equal(a, b) for a, b in zip(before, _words(digits_mlp)))

@@ -1,0 +1,73 @@
+"""The pytest plugin, driven through pytester."""
+
+from __future__ import annotations
+
+# pytester's in-process runs drop the modules they import when they end; import the heavy ones
+# here first so that they stay loaded (NumPy extension modules cannot be loaded twice).
+import scipy.stats  # noqa: F401
+
+import faultlab._campaign
+import faultlab._resilience  # noqa: F401
+
+INNER = """
+import torch
+import faultlab as fl
+
+def _model():
+    m = torch.nn.Sequential(torch.nn.Linear(4, 4, bias=False))
+    with torch.no_grad():
+        m[0].weight.copy_(torch.eye(4) * 3.0)
+    return m.eval()
+
+X = torch.eye(4).repeat(25, 1)
+Y = torch.arange(4).repeat(25)
+
+def test_lsb_flips_are_harmless(assert_resilient):
+    r = assert_resilient(_model(), (X, Y), fl.BitFlip(count=2, bits=[0]), min_accuracy=0.99,
+                         trials=3)
+    assert r.mean == 1.0 and r.ci_low == 1.0
+
+def test_exponent_flips_are_not(assert_resilient):
+    assert_resilient(_model(), (X, Y), fl.BitFlip(count=4, bits=[30]), min_accuracy=0.9,
+                     trials=3)
+"""
+
+
+def test_fixture_options_and_summary(pytester):
+    pytester.makepyfile(test_inner=INNER)
+    result = pytester.runpytest("-p", "no:xdist", "--fault-trials=4", "--fault-seed=7")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*not resilient to bitflip|bits=30|count=4: mean accuracy * over 4 trials*",
+        "*= faultlab resilience checks =*",
+        "test*",
+        "*test_lsb_flips_are_harmless*bitflip|bits=0|count=2 * 4  1.0000  1.0000  0.990  PASS",
+        "*test_exponent_flips_are_not*bitflip|bits=30|count=4 * 4 * 0.900  FAIL",
+    ])
+
+
+def test_no_summary_without_checks_and_bad_option(pytester):
+    pytester.makepyfile(test_plain="def test_x():\n    assert True\n")
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(passed=1)
+    assert "faultlab resilience checks" not in result.stdout.str()
+    result = pytester.runpytest("-p", "no:xdist", "--fault-trials=1")
+    result.stderr.fnmatch_lines(["*--fault-trials must be an integer >= 2, got 1*"])
+
+
+def test_helper_outside_pytest_session_records_nothing():
+    import torch
+
+    import faultlab as fl
+    from faultlab._resilience import RECORDER
+
+    m = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False))
+    with torch.no_grad():
+        m[0].weight.copy_(torch.eye(2))
+    x, y = torch.eye(2).repeat(5, 1), torch.arange(2).repeat(5)
+    token = RECORDER.set(None)
+    try:
+        r = fl.assert_resilient(m, (x, y), fl.BitFlip(count=1, bits=[1]), 0.9, trials=2)
+    finally:
+        RECORDER.reset(token)
+    assert r.passed and r.test == "" and r.trials == 2
