@@ -38,7 +38,10 @@ def candidate_thresholds(rec: Recording, rule, num: int = 256) -> torch.Tensor:
 def sweep(rec: Recording, rule, thresholds) -> pd.DataFrame:
     """Accuracy and mean steps of ``rule`` at every threshold (vectorised over thresholds)."""
     r = get_rule(rule)
-    th = torch.tensor(np.array(thresholds, dtype=np.float64)).flatten()
+    if isinstance(thresholds, torch.Tensor):
+        th = thresholds.detach().cpu().double().flatten()
+    else:
+        th = torch.tensor(np.array(thresholds, dtype=np.float64)).flatten()
     check(th.numel() > 0 and bool(torch.isfinite(th).all()), "thresholds", "sweep",
           "a non-empty list of finite numbers", thresholds)
     s = scores(rec, r).double()  # N x T

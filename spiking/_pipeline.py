@@ -13,12 +13,13 @@ import torch
 
 from hwlab.data import Split
 from hwlab.meters import latency
+from hwlab.models import create_model
 from hwlab.train import TrainConfig, fit
 
 from ._calibrate import Calibration, calibrate, pareto_front, sweep
 from ._direct import DirectTask, direct_net
 from ._live import run_live
-from ._qcfs import qcfs_net
+from ._qcfs import ARCHITECTURES, qcfs_net, with_qcfs
 from ._record import Recording, record
 from ._rules import dynamic_confidence_rule, get_rule
 from ._snn import SpikingNet, convert
@@ -32,17 +33,25 @@ METHODS = ("converted", "direct")
 def build_snn(method: str, cfg, train: Split, val: Split | None = None) -> SpikingNet:
     """Train the SNN of ``method`` ("converted" or "direct") with ``hwlab.train.fit``."""
     if method == "converted":
-        ann = qcfs_net(cfg.model, train.in_shape, train.num_classes, levels=cfg.levels)
+        ann = qcfs_ann(cfg.model, train.in_shape, train.num_classes, cfg.levels)
         tc = TrainConfig(epochs=cfg.ann_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                          seed=cfg.seed)
         fit(ann, train, tc, val=val)
         return convert(ann.eval())
-    net = direct_net(cfg.model, train.in_shape, train.num_classes, encoding=cfg.direct_encoding,
+    net = direct_net(cfg.direct_model, train.in_shape, train.num_classes, encoding=cfg.direct_encoding,
                      threshold=cfg.direct_threshold)
     tc = TrainConfig(epochs=cfg.direct_epochs, batch_size=cfg.batch_size, lr=cfg.direct_lr,
                      seed=cfg.seed)
     fit(DirectTask(net, steps=cfg.direct_steps, seed=cfg.seed), train, tc, val=val)
     return net.eval()
+
+
+def qcfs_ann(model: str, in_shape, num_classes: int, levels: int):
+    """A QCFS ANN: one of :data:`spiking.ARCHITECTURES`, else a ``hwlab.models`` network with its
+    ReLUs swapped for QCFS and max pools for average pools (:func:`spiking.with_qcfs`)."""
+    if model in ARCHITECTURES:
+        return qcfs_net(model, in_shape, num_classes, levels=levels)
+    return with_qcfs(create_model(model, in_shape, num_classes), levels=levels)
 
 
 def best_fixed(rec: Recording, points: float = 0.005) -> tuple[float, int]:

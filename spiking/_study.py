@@ -18,6 +18,7 @@ import faultlab as fl
 from hwlab.data import load
 from hwlab.errors import check, check_choice
 from hwlab.meters import param_count
+from hwlab.models import list_models
 from hwlab.studies import Study, derive_seed
 
 from ._live import run_live
@@ -36,7 +37,8 @@ RULE_VARIANTS = ("dynamic-confidence", "entropy", "margin")
 @dataclass(frozen=True)
 class DynamicConfidenceConfig:
     dataset: str = "mnist5k"  # the target set (4000/500/500 train/val/test)
-    model: str = "lenet"  # spiking.ARCHITECTURES ("lenet" or "mlp"), same net for both paths
+    model: str = "lenet"  # converted path: "lenet"/"mlp" (spiking) or a hwlab.models name
+    direct_model: str = "lenet"  # direct path: "lenet" or "mlp" (spiking.ARCHITECTURES)
     methods: tuple[str, ...] = ("converted", "direct")  # the two ways to get an SNN
     levels: int = 4  # QCFS quantisation levels L (QCFS's CIFAR-10 setting)
     max_steps: int = 32  # T_max of each recording (the official demo runs 27)
@@ -54,6 +56,7 @@ class DynamicConfidenceConfig:
     fault_rates: tuple[float, ...] = (1e-6, 1e-5)  # per-bit flip rates of the fault sweep
     trials: int = 3  # fault maps per rate
     latency_repeats: int = 3  # timed live runs per row (median)
+    latency_steps: tuple[int, ...] = (1, 2, 4, 8, 16, 32)  # fixed T timed (plus T*, T_max)
     seed: int = 0  # data split, training, rate code, fault maps
 
 
@@ -63,7 +66,8 @@ class DynamicConfidenceStudy(Study):
     description = ("SNN early exit: Dynamic Confidence vs fixed T, entropy, margin and oracles, "
                    "converted and directly trained, with a bit-flip sweep.")
     Config = DynamicConfidenceConfig
-    quick = MappingProxyType({"dataset": "digits", "model": "mlp", "max_steps": 16,
+    quick = MappingProxyType({"dataset": "digits", "model": "mlp",
+                              "direct_model": "mlp", "max_steps": 16,
                               "ann_epochs": 6, "direct_epochs": 3, "direct_steps": 4,
                               "fault_rates": (1e-5,), "trials": 2, "latency_repeats": 1,
                               "eval_batch": 200})
@@ -91,7 +95,9 @@ def _check(cfg) -> None:
     c = "spiking.dynamic-confidence"
     check(isinstance(cfg, DynamicConfidenceConfig), "config", c, "a DynamicConfidenceConfig",
           type(cfg).__name__)
-    check_choice(cfg.model, tuple(ARCHITECTURES), "model", c)
+    check(cfg.model in ARCHITECTURES or cfg.model in list_models(), "model", c,
+          "a spiking architecture or a hwlab.models name", cfg.model)
+    check_choice(cfg.direct_model, tuple(ARCHITECTURES), "direct_model", c)
     check(len(cfg.methods) > 0 and set(cfg.methods) <= set(METHODS), "methods", c,
           f"a non-empty subset of {', '.join(METHODS)}", cfg.methods)
     check_choice(cfg.direct_encoding, ENCODINGS, "direct_encoding", c)
@@ -116,7 +122,8 @@ def _method_rows(cfg, method: str) -> list[dict]:
         torch.manual_seed(cfg.seed)
         net = build_snn(method, cfg, train, val)
     res = evaluate_path(net, val, test, cfg)
-    base = {"module": "spiking", "method": method, "model": cfg.model, "dataset": cfg.dataset,
+    model = cfg.model if method == "converted" else cfg.direct_model
+    base = {"module": "spiking", "method": method, "model": model, "dataset": cfg.dataset,
             "seed": cfg.seed, "params": param_count(net)}
     rows = _clean_rows(net, test, res, cfg, base)
     rows += _fault_rows(net, test, res, cfg, base)
@@ -128,12 +135,12 @@ def _method_rows(cfg, method: str) -> list[dict]:
 
 def _clean_rows(net, test, res: PathResult, cfg, base) -> list[dict]:
     rows, val_curve = [], res.val.accuracy_curve()
-    fixed_ms = {}
-    for t in range(1, cfg.max_steps + 1):
+    timed = {t for t in cfg.latency_steps if t <= cfg.max_steps} | {res.t_star, cfg.max_steps}
+    fixed_ms = {t: live_ms(net, test.x, None, None, t, cfg) for t in sorted(timed)}
+    for t in range(1, cfg.max_steps + 1):  # untimed T: latency NULL (fixed-T cost ~ T)
         e = fixed_steps(res.test, t)
-        fixed_ms[t] = live_ms(net, test.x, None, None, t, cfg)
         rows.append({**base, "_key": f"fixed-T{t}", "variant": f"fixed-T{t}",
-                     "accuracy": e.accuracy, "timesteps": float(t), "latency_ms": fixed_ms[t],
+                     "accuracy": e.accuracy, "timesteps": float(t), "latency_ms": fixed_ms.get(t),
                      "extra": {"val_accuracy": float(val_curve[t - 1]),
                                "is_t_star": t == res.t_star}})
     for name in RULE_VARIANTS:
