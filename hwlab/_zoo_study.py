@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from hwlab.errors import check
 from hwlab.studies import Study, run_items
 
 __all__ = ["ZOO_STUDY", "ZooConfig", "ZooStudy"]
@@ -27,6 +28,20 @@ class ZooConfig:
     latency_batch: int = 64  # test images per timed forward pass; latency_ms is per sample
     latency_repeats: int = 20  # timed passes after warm-up; the median is reported
     latency_threads: int = 1  # torch threads while timing: comparable on a shared CPU; 0 = as is
+
+    def __post_init__(self):  # bad values fail here, before any training
+        from hwlab.models import list_models
+
+        caller, known = "study hwlab.zoo", list_models()
+        check(len(self.models) > 0, "models", caller, "a non-empty tuple", self.models)
+        for m in self.models:
+            check(m in known, "models", caller, f"names from {', '.join(known)}", m)
+        check(self.latency_batch >= 1, "latency_batch", caller, "an integer >= 1",
+              self.latency_batch)
+        check(self.latency_repeats >= 1, "latency_repeats", caller, "an integer >= 1",
+              self.latency_repeats)
+        check(self.latency_threads >= 0, "latency_threads", caller, "an integer >= 0",
+              self.latency_threads)
 
 
 def _zoo_row(item: tuple[str, str, int, int, int, int]) -> dict:
@@ -72,21 +87,6 @@ class ZooStudy(Study):
     quick = {"models": ("lenet5",), "dataset": "digits"}  # noqa: RUF012 - read-only by convention
 
     def run(self, config: ZooConfig, store, progress=None, executor=None) -> str:
-        from hwlab.errors import check
-        from hwlab.models import list_models
-
-        known = list_models()
-        for m in config.models:  # fail before any training
-            check(m in known, "models", f"study {self.name}", f"names from {', '.join(known)}",
-                  m)
-        check(len(config.models) > 0, "models", f"study {self.name}", "a non-empty tuple",
-              config.models)
-        check(config.latency_batch >= 1, "latency_batch", f"study {self.name}",
-              "an integer >= 1", config.latency_batch)
-        check(config.latency_repeats >= 1, "latency_repeats", f"study {self.name}",
-              "an integer >= 1", config.latency_repeats)
-        check(config.latency_threads >= 0, "latency_threads", f"study {self.name}",
-              "an integer >= 0", config.latency_threads)
         items = {f"{m}|{config.dataset}|s{config.seed}":
                  (m, config.dataset, config.seed, config.latency_batch, config.latency_repeats,
                   config.latency_threads) for m in config.models}

@@ -131,11 +131,12 @@ def _cmd_run(argv: list[str]) -> int:
     study = get_study(argv[0])
     args = vars(_run_parser(study).parse_args(argv[1:]))
     verbose, quick = args.pop("verbose"), args.pop("quick")
-    store, executor = Store(args.pop("store")), args.pop("executor")
+    store_path, executor = args.pop("store"), args.pop("executor")
     if verbose:
         logging.getLogger("hwlab").setLevel(logging.INFO)
     study.make_config(quick=quick, **args)  # bad options fail here, before any work
     parse_spec(executor)
+    store = Store(store_path)
     bar, progress = _progress_bar(study.name)
     try:
         run_id = run_study(study, store=store, quick=quick, executor=executor,

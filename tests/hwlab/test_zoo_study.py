@@ -62,3 +62,12 @@ def test_cli_run_then_results_prints_the_row(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 2 and "accuracy" in out[0] and "latency_ms" in out[0]
     assert out[1].split()[:5] == ["mlp|digits|s0", "hwlab", "zoo", "mlp", "digits"]
+
+
+def test_cli_bad_zoo_values_fail_before_any_work(tmp_path, capsys):
+    store = tmp_path / "bad.sqlite"
+    assert cli.main(["run", "hwlab.zoo", "--latency-batch", "0", "--store", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert err == ("hwlab: error: latency_batch of study hwlab.zoo must be an integer >= 1, "
+                   "got 0\n")
+    assert not store.exists()  # nothing was created
