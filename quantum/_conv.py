@@ -15,9 +15,10 @@ parameters). The expectation is linear in the patch:
 because ``H`` is real symmetric (the imaginary part of ``rho`` is antisymmetric and cancels, and
 the symmetrisation moves onto ``Re(rho)``, which is already symmetric). So the layer IS a classical
 convolution with kernel ``K[o, c] = Re(rho_oc)[:k, :k] / C_in``. The forward pass runs ONE
-PennyLane circuit, broadcast over all ``C_out * C_in`` states (it returns the states with
-``backprop``; on other devices / diff methods it measures the ``4**q - 1`` Pauli expectations,
-state tomography ``rho = (I + sum_m <P_m> P_m) / 2**q``), and torch convolves. :meth:`QuantumConv2d.reference_forward`
+PennyLane circuit, broadcast over all ``C_out * C_in`` states, that returns the states (with
+``backprop``; on other devices / diff methods, where ``SpecialUnitary`` cannot broadcast, one
+circuit per state measures the ``4**q - 1`` Pauli expectations, state tomography
+``rho = (I + sum_m <P_m> P_m) / 2**q``), and torch convolves. :meth:`QuantumConv2d.reference_forward`
 evaluates the literal per-patch circuits for checking.
 
 Difference from the official code: there the 15 parameters are complex and Adam moves their
@@ -131,12 +132,14 @@ class QuantumConv2d(LazyQNode, nn.Module):
         """
         o, i, g = self.theta.shape
         dim = 2 ** self.n_qubits
-        out = self.qnode(self.theta.reshape(o * i, g))
         if self.diff_method == "backprop":
-            psi = torch.as_tensor(out).reshape(o * i, dim)  # S x D complex
+            psi = torch.as_tensor(self.qnode(self.theta.reshape(o * i, g)))  # S x D complex
+            psi = psi.reshape(o * i, dim)
             rho = (psi[:, :, None] * psi.conj()[:, None, :]).real  # S x D x D
         else:
-            c = torch.stack([torch.as_tensor(e) for e in out], dim=-1).reshape(o * i, g)  # S x G
+            # SpecialUnitary cannot broadcast outside backprop: one circuit per state (S of them).
+            c = torch.stack([torch.stack([torch.as_tensor(e) for e in self.qnode(t)])
+                             for t in self.theta.reshape(o * i, g)])  # S x G
             eye = torch.eye(dim, dtype=c.dtype, device=c.device)
             rho = (eye + torch.einsum("sg,gab->sab", c, self._pauli_real.to(c.dtype))) / dim
         return rho.reshape(o, i, dim, dim)

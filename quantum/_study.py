@@ -1,0 +1,285 @@
+"""The ``quantum.creep`` study: train levels 0, 1, 2 of the creep model with one budget and seeds.
+
+Per (dataset, level, seed) one row: ``module="quantum"``, ``method="creep"``,
+``model="creep-cnn"``, ``variant="level-K"``, test ``accuracy``, ``params``, ``latency_ms`` (median
+eval forward of a test batch / batch size, one torch thread), ``memory_bytes`` (parameter bytes),
+and in ``extra`` the training seconds, the validation curve, the qubit counts and the budget.
+Per (dataset, level) one ``method="creep-mean"`` row: the accuracy averaged over the seeds
+(``extra``: std, the per-seed accuracies). Then a bit-flip sweep through faultlab on the
+``fault_dataset`` models of the first seed: ``method="creep-faults"``, ``fault_model="bitflip"``,
+``fault_rate`` = bit error rate, ``trial``, ``extra.target`` = ``"quantum"`` (the SU gate
+coordinates ``theta``) or ``"classical"`` (the Conv2d / Linear weights), biases never hit.
+
+Trained weights are cached next to the store (``<store dir>/quantum-creep/``, loaded with
+``weights_only=True``) so the fault sweep, and a resumed run, never train a model twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hwlab.errors import check
+from hwlab.studies import Study, derive_seed, run_items
+
+__all__ = ["CREEP_STUDY", "CreepConfig", "CreepStudy"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CreepConfig:
+    datasets: tuple[str, ...] = ("digits", "mnist5k")  # the two built-in real image sets
+    levels: tuple[int, ...] = (0, 1, 2)  # the paper's levels: classical, quantum convs, + linear
+    order: str = "paper"  # "paper" groups (convs, then linear); "layer": one layer per level
+    seeds: tuple[int, ...] = (0, 1, 2)  # 3 runs per level (paper: 5); same seeds for every level
+    epochs: int = 30  # paper: 50 epochs of 60k images; 30 of 4k fit a CPU budget
+    batch_size: int = 50  # paper: 200; 4k images need smaller batches for enough Adam steps
+    lr: float = 3e-3  # Adam (paper: 5e-4 over 15x more steps); picked on val, not test
+    schedule: str = "none"  # constant learning rate, as in the paper
+    channels: tuple[int, ...] = (16, 8)  # paper (32, 16) halved
+    size: int = 14  # 28x28 -> 14x14: 800 features -> 5 qubits (paper: 32x32, 7 qubits)
+    reps: int = 10  # re-uploading repetitions (paper: 10)
+    train_limit: int = 0  # train on the first N of a seeded stratified shuffle; 0 = all
+    test_limit: int = 0  # evaluate on the first N test images; 0 = all
+    latency_batch: int = 64  # test images per timed forward; latency_ms is per sample
+    latency_repeats: int = 10  # timed forwards after warm-up; the median is reported
+    fault_dataset: str = "mnist5k"  # models of this dataset (first seed) get the fault sweep
+    fault_rates: tuple[float, ...] = (1e-6, 1e-5, 1e-4)  # bit error rates of the parameters
+    fault_trials: int = 3  # fault maps per (level, target, rate)
+
+
+def _budget(config: CreepConfig) -> dict:
+    """The config fields that decide a trained model (the checkpoint key)."""
+    keys = ("epochs", "batch_size", "lr", "schedule", "channels", "size", "reps", "train_limit",
+            "order")
+    return {k: getattr(config, k) for k in keys}
+
+
+def _checkpoint(root: str, budget: dict, dataset: str, level: int, seed: int) -> Path:
+    digest = hashlib.sha256(json.dumps(budget, sort_keys=True).encode()).hexdigest()[:12]
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset)
+    return Path(root) / f"creep-{safe}-level{level}-s{seed}-{digest}.pt"
+
+
+def _data(dataset: str, split: str, limit: int, seed: int = 0):
+    from hwlab.data import load
+
+    data = load(dataset, split)
+    return data.subset(limit, seed=seed) if limit else data
+
+
+def _build(budget: dict, in_shape, num_classes: int, level: int, seed: int):
+    import torch
+
+    from quantum._models import creep_model
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)  # local: the global RNG state is restored on exit
+        base = creep_model(in_shape, num_classes, channels=tuple(budget["channels"]),
+                           size=budget["size"], reps=budget["reps"])
+        from quantum._swap import swap
+
+        return swap(base, level, order=budget["order"], reps=budget["reps"])
+
+
+def _trained(budget: dict, root: str, dataset: str, level: int, seed: int):
+    """The trained model (from the cache or trained now) and its training record."""
+    import torch
+
+    from hwlab.train import TrainConfig, evaluate, fit
+
+    train = _data(dataset, "train", budget["train_limit"], seed)
+    model = _build(budget, train.in_shape, train.num_classes, level, seed)
+    path = _checkpoint(root, budget, dataset, level, seed)
+    meta = path.with_suffix(".json")
+    if path.exists() and meta.exists():
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model.eval(), json.loads(meta.read_text())
+    cfg = TrainConfig(epochs=budget["epochs"], batch_size=budget["batch_size"], lr=budget["lr"],
+                      schedule=budget["schedule"], seed=seed, device="cpu")
+    val = _data(dataset, "val", 0)
+    history = fit(model, train, cfg, val=val)
+    record = {"train_seconds": history.seconds, "steps": history.steps,
+              "val_accuracy": evaluate(model, val), "val_curve": history.val_accuracy,
+              "final_loss": history.losses[-1]["loss"]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(path)
+    meta.write_text(json.dumps(record))
+    return model.eval(), record
+
+
+def _train_row(item: tuple) -> dict:
+    """Train (or load) one (dataset, level, seed) model and measure it. Top-level: picklable."""
+    import torch
+
+    from hwlab import meters
+    from hwlab.train import evaluate
+    from quantum._swap import classical_parameters, quantum_parameters
+
+    budget, root, dataset, level, seed, test_limit, lat_batch, lat_repeats = item
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # comparable timings on a shared CPU
+    try:
+        model, record = _trained(budget, root, dataset, level, seed)
+        test = _data(dataset, "test", test_limit)
+        acc = evaluate(model, test)
+        with torch.no_grad():
+            timing = meters.latency(model, test.x[:lat_batch], repeats=lat_repeats)
+    finally:
+        torch.set_num_threads(threads)
+    params = dict(model.named_parameters())
+    n_q = sum(params[n].numel() for n in quantum_parameters(model))
+    n_c = sum(params[n].numel() for n in classical_parameters(model))
+    qubits = {n: m.n_qubits for n, m in model.named_modules() if hasattr(m, "n_qubits")}
+    n_lat = min(lat_batch, len(test))
+    return {
+        "module": "quantum", "method": "creep", "model": "creep-cnn", "dataset": dataset,
+        "variant": f"level-{level}", "seed": seed, "accuracy": acc,
+        "latency_ms": timing.median_ms / n_lat, "params": meters.param_count(model),
+        "memory_bytes": int(sum(meters.model_bytes(model).values())),
+        "extra": {**record, "level": level, "quantum_params": n_q, "classical_weights": n_c,
+                  "qubits": qubits, "latency_batch": n_lat, "latency_iqr_ms": timing.iqr_ms,
+                  "test_size": len(test), **budget},
+    }
+
+
+def _fault_row(item: tuple) -> dict:
+    """Accuracy of one trained model under one bit-flip map on the target parameters."""
+    import torch
+
+    import faultlab as fl
+    from hwlab.train import evaluate
+    from quantum._swap import classical_parameters, quantum_parameters
+
+    budget, root, dataset, level, seed, target, rate, trial, fseed, test_limit = item
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, _ = _trained(budget, root, dataset, level, seed)
+        names = quantum_parameters(model) if target == "quantum" else classical_parameters(model)
+        test = _data(dataset, "test", test_limit)
+        with fl.inject(model, fl.BitFlip(rate=rate), seed=fseed, layers=names) as fmap:
+            acc = evaluate(model, test)
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "module": "quantum", "method": "creep-faults", "model": "creep-cnn", "dataset": dataset,
+        "variant": f"level-{level}", "seed": seed, "trial": trial, "fault_model": "bitflip",
+        "fault_rate": rate, "accuracy": acc,
+        "extra": {"target": target, "n_faults": len(fmap), "fault_seed": fseed,
+                  "parameters": names},
+    }
+
+
+def _mean_rows(store, run_id: str, config: CreepConfig) -> list[dict]:
+    """One row per (dataset, level): accuracy averaged over the seeds (once all are stored)."""
+    df = store.results(run_id=run_id)
+    df = df[df["method"] == "creep"]
+    rows = []
+    for dataset in config.datasets:
+        for level in config.levels:
+            part = df[(df["dataset"] == dataset) & (df["variant"] == f"level-{level}")]
+            if len(part) < len(config.seeds):
+                continue
+            accs = [float(a) for a in part.sort_values("seed")["accuracy"]]
+            rows.append({
+                "key": f"mean|{dataset}|level-{level}", "module": "quantum",
+                "method": "creep-mean", "model": "creep-cnn", "dataset": dataset,
+                "variant": f"level-{level}", "accuracy": statistics.fmean(accs),
+                "latency_ms": float(part["latency_ms"].median()),
+                "params": int(part["params"].iloc[0]),
+                "extra": {"std": statistics.stdev(accs) if len(accs) > 1 else None,
+                          "accuracies": accs, "seeds": list(config.seeds)}})
+    return rows
+
+
+class CreepStudy(Study):
+    """Levels 0..2 of the creep model on each dataset, then a bit-flip sweep."""
+
+    name = "quantum.creep"
+    module = "quantum"
+    description = ("Let the quantum creep in: train the Conv-Conv-Linear model with 0, 1, 2 "
+                   "layer groups swapped for PennyLane quantum layers (same budget and seeds); "
+                   "accuracy, params, latency; bit flips on quantum vs classical parameters.")
+    Config = CreepConfig
+    quick = {"seeds": (0,), "epochs": 3, "train_limit": 1000, "test_limit": 300,  # noqa: RUF012
+             "fault_rates": (1e-5, 1e-4), "fault_trials": 2, "latency_repeats": 3}
+
+    def _validate(self, config: CreepConfig) -> None:
+        from hwlab.train import SCHEDULES
+        from quantum._swap import ORDERS
+
+        caller = f"study {self.name}"
+        check(len(config.datasets) > 0, "datasets", caller, "a non-empty tuple", config.datasets)
+        check(config.order in ORDERS, "order", caller, f"one of {', '.join(ORDERS)}",
+              config.order)
+        top = 2 if config.order == "paper" else 3
+        check(len(config.levels) > 0 and all(0 <= v <= top for v in config.levels), "levels",
+              caller, f"a non-empty tuple of integers in [0, {top}]", config.levels)
+        check(len(config.seeds) > 0 and all(s >= 0 for s in config.seeds), "seeds", caller,
+              "a non-empty tuple of integers >= 0", config.seeds)
+        for name in ("epochs", "batch_size", "reps", "latency_batch", "latency_repeats",
+                     "size"):
+            check(getattr(config, name) >= 1, name, caller, "an integer >= 1",
+                  getattr(config, name))
+        for name in ("train_limit", "test_limit", "fault_trials"):
+            check(getattr(config, name) >= 0, name, caller, "an integer >= 0",
+                  getattr(config, name))
+        check(config.lr > 0, "lr", caller, "a number > 0", config.lr)
+        check(config.schedule in SCHEDULES, "schedule", caller, f"one of {', '.join(SCHEDULES)}",
+              config.schedule)
+        check(len(config.channels) == 2 and min(config.channels) >= 1, "channels", caller,
+              "a pair of positive integers", config.channels)
+        check(all(0 < r <= 1 for r in config.fault_rates), "fault_rates", caller,
+              "numbers in (0, 1]", config.fault_rates)
+
+    def run(self, config: CreepConfig, store, progress=None, executor=None) -> str:
+        self._validate(config)
+        budget = _budget(config)
+        root = str(Path(store.path).parent / "quantum-creep")
+        train_items = {
+            f"train|{d}|level-{lv}|seed={s}":
+                (budget, root, d, lv, s, config.test_limit, config.latency_batch,
+                 config.latency_repeats)
+            for d in config.datasets for lv in config.levels for s in config.seeds}
+        fault_items = {}
+        if config.fault_dataset in config.datasets and config.fault_trials and config.fault_rates:
+            seed = config.seeds[0]
+            for lv in config.levels:
+                for target in _targets(lv, config.order):
+                    for rate in config.fault_rates:
+                        for t in range(config.fault_trials):
+                            key = (f"fault|{config.fault_dataset}|level-{lv}|{target}|"
+                                   f"rate={rate:g}|trial={t}")
+                            fault_items[key] = (budget, root, config.fault_dataset, lv, seed,
+                                                target, rate, t, derive_seed(seed, key) % 2**31,
+                                                config.test_limit)
+        with self.open_run(store, config) as run_id:
+            log.info("quantum.creep: %d training items, %d fault items", len(train_items),
+                     len(fault_items))
+            run_items(store, run_id, train_items, _train_row, executor, progress)
+            store.add_results(run_id, _mean_rows(store, run_id, config))
+            run_items(store, run_id, fault_items, _fault_row, executor, progress)
+        return run_id
+
+
+def _targets(level: int, order: str) -> tuple[str, ...]:
+    """Which parameter kinds a level's model has: quantum gates, classical weights, or both."""
+    top = 2 if order == "paper" else 3
+    return (("classical",) if level == 0 else ("quantum",) if level == top
+            else ("quantum", "classical"))
+
+
+CREEP_STUDY = CreepStudy()
+
+
+def config_dict(config: CreepConfig) -> dict:
+    """The config as a plain dict (for docs and examples)."""
+    return asdict(config)
