@@ -12,7 +12,10 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = ("data", "models", "train", "zoo", "meters", "store", "executors", "studies", "errors")
-__all__ = ["__version__", *_SUBMODULES]
+__all__ = [  # noqa: RUF022 - the submodules, then the version
+    "data", "models", "train", "zoo", "meters", "store", "executors", "studies", "errors",
+    "__version__",
+]
 
 
 def __getattr__(name: str):

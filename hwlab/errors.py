@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["HwlabError", "check", "fail", "check_rate", "check_positive_int", "check_choice"]
+__all__ = ["HwlabError", "check", "check_choice", "check_positive_int", "check_rate", "fail"]
 
 
 class HwlabError(ValueError):
