@@ -13,9 +13,12 @@ from hwlab.errors import check, check_positive_int, fail
 SPLITS = ("train", "val", "test")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Split:
-    """One split of a dataset: images ``x`` (float32, N x C x H x W, in [0, 1]) and labels ``y``."""
+    """One split of a dataset: images ``x`` (float32, N x C x H x W, in [0, 1]) and labels ``y``.
+
+    Equality is identity (comparing tensors element-wise has no single truth value).
+    """
 
     x: torch.Tensor  # float32, N x C x H x W, values in [0, 1]
     y: torch.Tensor  # int64, N

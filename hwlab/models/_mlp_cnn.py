@@ -73,13 +73,15 @@ def lenet5(in_shape=(1, 28, 28), num_classes=10) -> nn.Sequential:
 
 
 @register_model("alexnet-s")
-def alexnet_s(in_shape=(1, 28, 28), num_classes=10, width=16, dropout=0.5) -> nn.Sequential:
+def alexnet_s(in_shape=(1, 28, 28), num_classes=10, width=16, dropout=0.2) -> nn.Sequential:
     """AlexNet shape (Krizhevsky et al. 2012) for small images at reduced width.
 
     Five convolutions (width x 1, 3, 6, 4, 4; AlexNet's 64-192-384-256-256 at ``width=64``) with
     max-pools after the 1st, 2nd and 5th, then dropout-FC-ReLU twice (256 wide) and the output
     layer. Differs from the paper: 3x3 stride-1 kernels throughout (the 11x11 stride-4 stem is
-    for 224x224 inputs), no local response normalisation, smaller widths.
+    for 224x224 inputs), no local response normalisation, smaller widths, and dropout 0.2
+    instead of 0.5 (measured on digits after 20 epochs: 95.0 % test accuracy at 0.2, 86.6 % at
+    0.5; these nets train for minutes on a few thousand images, not for 90 epochs on ImageNet).
     """
     width = check_positive_int(width, "width", "alexnet-s")
     c, h, w = in_shape
@@ -102,7 +104,8 @@ def vgg_s(in_shape=(1, 28, 28), num_classes=10, width=16, batch_norm=True) -> nn
 
     Convolutions w, M, 2w, M, 4w, 4w, M, 8w, 8w, M, 8w, 8w, M (``width=64`` is VGG-11), with
     BatchNorm (the ``vgg11_bn`` variant; trains much faster at small scale), then a 256-256
-    classifier instead of 4096-4096. Pools that would go below 1x1 are skipped.
+    classifier without dropout instead of 4096-4096 with dropout. Pools that would go below 1x1
+    are skipped.
     """
     width = check_positive_int(width, "width", "vgg-s")
     cfg = (1, "M", 2, "M", 4, 4, "M", 8, 8, "M", 8, 8, "M")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from torch import nn
@@ -37,7 +38,12 @@ def create_model(name: str, in_shape=(1, 28, 28), num_classes: int = 10, **kw) -
     ok = ok and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in in_shape)
     check(ok, "in_shape", "create_model", "a (C, H, W) tuple of positive integers", in_shape)
     num_classes = check_positive_int(num_classes, "num_classes", "create_model", minimum=2)
-    model = _MODELS[name](in_shape=tuple(in_shape), num_classes=num_classes, **kw)
+    fn = _MODELS[name]
+    allowed = [p for p in inspect.signature(fn).parameters if p not in ("in_shape", "num_classes")]
+    unknown = sorted(set(kw) - set(allowed))
+    check(not unknown, "keyword arguments", "create_model",
+          f"options of {name} ({', '.join(allowed) or 'none'})", unknown)
+    model = fn(in_shape=tuple(in_shape), num_classes=num_classes, **kw)
     check(isinstance(model, nn.Sequential), "factory", "create_model",
           "a function returning nn.Sequential", type(model).__name__)
     return model.train()

@@ -87,5 +87,8 @@ def test_errors():
         create_model("mlp", num_classes=1)
     with pytest.raises(ValueError, match=r"name of register_model must be a name not registered"):
         register_model("mlp")(lambda in_shape, num_classes: nn.Sequential())
+    with pytest.raises(ValueError, match=r"keyword arguments of create_model must be options of "
+                       r"lenet5 \(none\), got \['width'\]"):
+        create_model("lenet5", width=3)
     with pytest.raises(ValueError, match=r"dim of vit-tiny must be a multiple of heads=4"):
         create_model("vit-tiny", dim=30)

@@ -105,6 +105,7 @@ def test_corrupt_files_raise_naming_the_path(home):
 
 def test_recipes_and_errors(home):
     assert zoo.recipe_for("lenet5", "mnist5k").epochs == 8
+    assert zoo.recipe_for("lenet5", "digits").epochs == 20  # fewer batches per epoch: more epochs
     cfg = zoo.recipe_for("vit-tiny", "digits").train_config()
     assert cfg.optimizer == "adamw" and cfg.device == "auto"
     with pytest.raises(ValueError, match=r"model_name of recipe_for must be a model with a "
