@@ -23,6 +23,7 @@ __all__ = [
 ]
 
 PICK = "pick"  # name of the Overview's click selection (read back by st.altair_chart on_select)
+SCHEME = alt.Scale(scheme="tableau10")  # distinct hues (the default theme has near-white ones)
 
 
 def _label(metric: str) -> str:
@@ -34,6 +35,7 @@ def axis_scale(log: bool) -> alt.Scale:
 
 
 def _q(field: str, log: bool = False, title: str | None = None, fmt: str | None = None):
+    fmt = fmt or ("~e" if log and field == "fault_rate" else None)  # 1e-7, not 0.0000001
     axis = alt.Axis(format=fmt) if fmt else alt.Axis()
     return alt.X(field, type="quantitative", scale=axis_scale(log), title=title or _label(field),
                  axis=axis)
@@ -51,12 +53,14 @@ def tradeoff_chart(points: pd.DataFrame, front: pd.DataFrame, x: str, y: str,
                         "fault_model") if c in points]
     tips += [alt.Tooltip(x, title=_label(x), format=".4g"),
              alt.Tooltip(y, title=_label(y), format=".4g"), alt.Tooltip("n", title="rows")]
-    xenc = alt.X(x, type="quantitative", scale=axis_scale(log_x), title=_label(x))
-    yenc = alt.Y(y, type="quantitative", scale=axis_scale(log_y), title=_label(y))
+    xenc = alt.X(x, type="quantitative", scale=axis_scale(log_x), title=_label(x),
+                 axis=alt.Axis(format="~e") if log_x and x == "fault_rate" else alt.Axis())
+    yenc = alt.Y(y, type="quantitative", scale=axis_scale(log_y), title=_label(y),
+                 axis=alt.Axis(format="~e") if log_y and y == "fault_rate" else alt.Axis())
     dots = (
         alt.Chart(points)
         .mark_point(filled=True, size=70)
-        .encode(x=xenc, y=yenc, color=alt.Color("series:N", title="module · method"),
+        .encode(x=xenc, y=yenc, color=alt.Color("series:N", title="module · method", scale=SCHEME),
                 opacity=alt.condition(pick, alt.value(0.9), alt.value(0.25)), tooltip=tips)
         .add_params(pick)
     )
@@ -74,8 +78,13 @@ def curve_with_band(summary: pd.DataFrame, color: str, facet: str | None = None,
                     x: str = "fault_rate", log_x: bool = True, y_title: str = "Accuracy",
                     width: int = 320) -> alt.Chart:
     """Mean curve with its confidence band (``mean``, ``lo``, ``hi`` from ``mean_ci``)."""
+    n_panels = summary[facet].nunique() if facet else 1
+    if facet and n_panels > 1:  # fit the panels side by side in the page's width
+        width = max(170, min(width, 680 // n_panels))
+    legend = alt.Legend(orient="bottom") if facet else alt.Legend()
     base = alt.Chart(summary).encode(
-        x=_q(x, log=log_x), color=alt.Color(f"{color}:N", title=color.replace("_", " ")))
+        x=_q(x, log=log_x),
+        color=alt.Color(f"{color}:N", title=color.replace("_", " "), legend=legend, scale=SCHEME))
     band = base.mark_area(opacity=0.2).encode(y=alt.Y("lo:Q", title=y_title), y2="hi:Q")
     tips = [color, alt.Tooltip(x, format=".3g"), alt.Tooltip("mean:Q", format=".4f"),
             alt.Tooltip("lo:Q", format=".4f"), alt.Tooltip("hi:Q", format=".4f"), "n:Q"]
@@ -109,21 +118,26 @@ def bar_chart(df: pd.DataFrame, x: str, y: str, color: str | None = None,
     enc = {"y": alt.Y(f"{x}:N", title=x), "x": alt.X(f"{y}:Q", title=title or y),
                "tooltip": [x, alt.Tooltip(f"{y}:Q", format=".4g")] + ([color] if color else [])}
     if color:
-        enc.update(color=alt.Color(f"{color}:N"), yOffset=alt.YOffset(f"{color}:N"))
+        enc.update(color=alt.Color(f"{color}:N", scale=SCHEME), yOffset=alt.YOffset(f"{color}:N"))
     return alt.Chart(df).mark_bar().encode(**enc)
 
 
 def bars_with_ci(summary: pd.DataFrame, x: str, title: str, log: bool = False,
-                 width: int = 220) -> alt.LayerChart:
-    """Bars of ``mean`` per ``x`` with a ``lo``-``hi`` error bar (one panel of a side-by-side)."""
-    base = alt.Chart(summary).encode(x=alt.X(f"{x}:N", title=None, sort=None))
-    yscale = alt.Scale(type="log") if log else alt.Scale(zero=not log)
-    bars = base.mark_bar().encode(
-        y=alt.Y("mean:Q", title=title, scale=yscale), color=alt.Color(f"{x}:N", legend=None),
-        tooltip=[x, alt.Tooltip("mean:Q", format=".4g"), alt.Tooltip("lo:Q", format=".4g"),
-                 alt.Tooltip("hi:Q", format=".4g"), "n:Q"])
+                 width: int = 260) -> alt.LayerChart:
+    """One panel of a side-by-side: ``mean`` per ``x`` with a ``lo``-``hi`` error bar.
+
+    Bars on a linear axis (from zero); on a log axis (parameters, latency, time spanning decades)
+    a bar has no zero to start from, so the panel draws points instead.
+    """
+    base = alt.Chart(summary).encode(
+        x=alt.X(f"{x}:N", title=None, sort=None, axis=alt.Axis(labelAngle=0)))
+    y = alt.Y("mean:Q", title=title, scale=alt.Scale(type="log") if log else alt.Scale())
+    tips = [x, alt.Tooltip("mean:Q", format=".4g"), alt.Tooltip("lo:Q", format=".4g"),
+            alt.Tooltip("hi:Q", format=".4g"), "n:Q"]
+    mark = base.mark_point(filled=True, size=160) if log else base.mark_bar()
+    marks = mark.encode(y=y, color=alt.Color(f"{x}:N", legend=None, scale=SCHEME), tooltip=tips)
     err = base.mark_errorbar(ticks=True).encode(y=alt.Y("lo:Q", title=title), y2="hi:Q")
-    return alt.layer(bars, err).properties(width=width, height=260)
+    return alt.layer(marks, err).properties(width=width, height=220)
 
 
 def spiking_chart(curve: pd.DataFrame, rules: pd.DataFrame, sweep: pd.DataFrame | None = None,
@@ -144,13 +158,14 @@ def spiking_chart(curve: pd.DataFrame, rules: pd.DataFrame, sweep: pd.DataFrame 
     ]
     if sweep is not None and not sweep.empty:
         layers.append(alt.Chart(sweep).mark_line(strokeWidth=1.5, opacity=0.7).encode(
-            x=x, y=y, color=alt.Color("rule:N", title="rule / oracle"), order="threshold:Q",
+            x=x, y=y, color=alt.Color("rule:N", title="rule / oracle", scale=SCHEME),
+            order="threshold:Q",
             tooltip=["rule", alt.Tooltip("threshold:Q", format=".4g"),
                      alt.Tooltip("timesteps:Q", format=".3g"),
                      alt.Tooltip("accuracy:Q", format=".4f")]))
     if not rules.empty:
         layers.append(alt.Chart(rules).mark_point(filled=True, size=110).encode(
-            x=x, y=y, color=alt.Color("variant:N", title="rule / oracle"),
+            x=x, y=y, color=alt.Color("variant:N", title="rule / oracle", scale=SCHEME),
             shape=alt.Shape("kind:N", title="kind"),
             tooltip=["method", "variant", "kind", alt.Tooltip("timesteps:Q", format=".3g"),
                      alt.Tooltip("accuracy:Q", format=".4f"), "threshold"]))
@@ -167,8 +182,8 @@ def memory_accuracy_chart(points: pd.DataFrame, reference: pd.DataFrame) -> alt.
     x = alt.X("memory_bytes:Q", title="peak training memory (bytes)", scale=alt.Scale(type="log"))
     y = alt.Y("mean:Q", title="accuracy", scale=alt.Scale(zero=False))
     dots = alt.Chart(points).mark_point(filled=True, size=120).encode(
-        x=x, y=y, color=alt.Color("method:N", title="rule"), shape=alt.Shape("variant:N",
-                                                                             title="K"),
+        x=x, y=y, color=alt.Color("method:N", title="rule", scale=SCHEME),
+        shape=alt.Shape("variant:N", title="K"),
         tooltip=["method", "variant", "model", "dataset",
                  alt.Tooltip("memory_bytes:Q", format=".4s"),
                  alt.Tooltip("mean:Q", format=".4f"), "n"])

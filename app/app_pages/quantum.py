@@ -34,7 +34,8 @@ for column, title, log in (("accuracy", "accuracy", False), ("params", "paramete
         tables.append(s.assign(metric=column))
 st.subheader("Levels side by side")
 summary = pd.concat(tables, ignore_index=True)
-w.show_chart(alt.hconcat(*panels), summary, "quantum levels", key="quantum-levels")
+grid = alt.vconcat(*(alt.hconcat(*panels[i:i + 2]) for i in range(0, len(panels), 2)))
+w.show_chart(grid, summary, "quantum levels", key="quantum-levels")
 st.caption("Level N: the first N swappable layers replaced by PennyLane quantum layers. "
            "Bars: mean over seeds; whiskers: 95% Student-t interval.")
 st.dataframe(summary.pivot_table(index="variant", columns="metric", values="mean"))

@@ -142,7 +142,8 @@ def test_quantum_page(app_at, seeded_path, seeded_rows, ui):
     (chart,) = charts_of(at)
     data = ui.frame_with(chart, "variant", "mean", "lo", "hi")
     assert sorted(set(data["variant"])) == ["level-0", "level-1", "level-2"]
-    assert len(ui.chart_spec(chart)["hconcat"]) == 4  # accuracy, params, latency, train time
+    rows = ui.chart_spec(chart)["vconcat"]  # accuracy, params / latency, train time
+    assert [len(r["hconcat"]) for r in rows] == [2, 2]
     q = seeded_rows[seeded_rows["module"] == "quantum"]
     expect = mean_ci(q, ["variant"]).set_index("variant")["mean"]
     got = ui.chart_frames(chart)

@@ -1,0 +1,119 @@
+"""A real browser over the dashboard: Playwright drives Debian's Chromium through every page.
+
+Starts ``streamlit run app/main.py`` on a free 127.0.0.1 port over a seeded store (what
+``make run`` / ``hwlab dashboard --store`` run), clicks through the pages in the sidebar, saves a
+screenshot of each (to ``$HWLAB_APP_SCREENSHOTS`` when set, else a tmp folder) and asserts that
+the charts rendered (an SVG or canvas inside every Vega embed) and that no page shows an
+exception or an error box. Skipped when /usr/bin/chromium is missing, unless ``CI=true``.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run"]
+MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
+# sidebar label -> number of charts the page draws over the seeded store
+PAGES = {"Overview": 1, "Faults": 4, "Spiking": 2, "Quantum": 1, "Local learning": 1, "Runs": 0,
+         "Run a study": 0}
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM) and os.environ.get("CI") != "true",
+                       reason=f"{CHROMIUM} is missing (apt-get install chromium); CI=true runs it"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(seeded_path, tmp_path):
+    port = _free_port()
+    env = {**os.environ, "HWLAB_STORE": seeded_path, "HWLAB_HOME": str(tmp_path / "home")}
+    cmd = [sys.executable, "-m", "streamlit", "run", str(MAIN), "--server.address", "127.0.0.1",
+           "--server.port", str(port), "--server.headless", "true",
+           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 -- closed below
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read() == b"ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((tmp_path / "server.log").read_text()[-3000:])
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _settle(page, timeout_s: float = 45) -> None:
+    """Wait until Streamlit has finished running the page script."""
+    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_s * 1000)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        running = page.locator('[data-testid="stStatusWidget"]').count()
+        skeleton = page.locator('[data-testid="stSkeleton"]').count()
+        if not running and not skeleton:
+            page.wait_for_timeout(800)
+            if not page.locator('[data-testid="stStatusWidget"]').count():
+                return
+        page.wait_for_timeout(250)
+    raise TimeoutError("the page script did not finish")
+
+
+def test_click_through_every_page(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    shots = Path(os.environ.get("HWLAB_APP_SCREENSHOTS") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 2200})
+        page.goto(server)
+        _settle(page)
+        for label, n_charts in PAGES.items():
+            page.locator('[data-testid="stSidebarNav"] a', has_text=label).first.click()
+            _settle(page)
+            title = page.locator("h1").first.inner_text()
+            assert title == label, f"clicked {label!r}, page says {title!r}"
+            charts = page.locator('[data-testid="stVegaLiteChart"]')
+            if n_charts:
+                charts.nth(n_charts - 1).wait_for(timeout=30_000)
+            assert charts.count() == n_charts, label
+            for i in range(n_charts):
+                drawn = charts.nth(i).locator("svg, canvas")
+                drawn.first.wait_for(timeout=30_000)
+                box = drawn.first.bounding_box()
+                assert box and box["width"] > 100 and box["height"] > 100, (label, i, box)
+            assert page.locator('[data-testid="stException"]').count() == 0, label
+            errors = page.locator('[data-testid="stAlertContentError"]')
+            assert errors.count() == 0, (label, errors.all_inner_texts())
+            page.screenshot(path=str(shots / f"{label.lower().replace(' ', '-')}.png"),
+                            full_page=True)
+        browser.close()
+    assert len(list(shots.glob("*.png"))) == len(PAGES)
