@@ -181,6 +181,8 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
             ex = stack.enter_context(get_executor(executor))
         check(ex is None or isinstance(ex, Executor), "executor", "campaign",
               "None, an executor spec string or a concurrent.futures.Executor", executor)
+        if _local_workers(ex):
+            payload.spill(stack.enter_context(tempfile.TemporaryDirectory(prefix="faultlab-")))
 
         def trial(spec, t, key):
             from hwlab.studies import derive_seed
@@ -200,6 +202,13 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
         df = store.results(run_id=run_id)
     df = df.assign(_order=df["key"].map(order)).sort_values("_order", kind="stable")
     return df.drop(columns="_order").reset_index(drop=True)
+
+
+def _local_workers(ex) -> bool:
+    """True for executors whose workers share this machine's files (process pool, local Dask)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    return isinstance(ex, ProcessPoolExecutor) or getattr(ex, "cluster", None) is not None
 
 
 def _open_store(store, stack):

@@ -47,28 +47,51 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 class Payload:
-    """Model and data of a campaign; pickles to cached bytes, unpickles once per process."""
+    """Model and data of a campaign; pickles once, unpickles once per worker process.
+
+    By default it pickles to cached bytes (``blob``) that travel with every item. After
+    :meth:`spill` (the campaign does this for local process / Dask workers) it pickles to a path of
+    a file written once by this process in a private temporary folder, so a 40 MB model is not sent
+    through a pipe once per trial.
+    """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, fingerprint: str):
         self.fingerprint = fingerprint
         self.model, self.x, self.y = model, x, y
         self._blob: bytes | None = None
+        self._path: str | None = None
 
-    def __getstate__(self):
+    def _bytes(self) -> bytes:
         if self._blob is None:
             buf = io.BytesIO()
             pickle.dump((self.model, self.x, self.y), buf, protocol=pickle.HIGHEST_PROTOCOL)
             self._blob = buf.getvalue()
-        return {"fingerprint": self.fingerprint, "blob": self._blob}
+        return self._blob
+
+    def spill(self, folder: str) -> None:
+        """Write the bytes once to ``folder`` and pickle as that path from now on."""
+        path = f"{folder}/payload-{self.fingerprint.replace('|', '-')}.pkl"
+        with open(path, "wb") as f:
+            f.write(self._bytes())
+        self._path = path
+
+    def __getstate__(self):
+        if self._path is not None:
+            return {"fingerprint": self.fingerprint, "path": self._path}
+        return {"fingerprint": self.fingerprint, "blob": self._bytes()}
 
     def __setstate__(self, state):
         fp = state["fingerprint"]
         if fp not in _LOADED:
             _LOADED.clear()  # one campaign at a time per worker
-            _LOADED[fp] = pickle.loads(state["blob"])  # our own bytes, from the parent process
+            if "path" in state:  # written by the campaign's own process, never a user file
+                with open(state["path"], "rb") as f:
+                    _LOADED[fp] = pickle.load(f)
+            else:
+                _LOADED[fp] = pickle.loads(state["blob"])
         self.fingerprint = fp
         self.model, self.x, self.y = _LOADED[fp]
-        self._blob = state["blob"]
+        self._blob, self._path = state.get("blob"), state.get("path")
 
 
 @dataclass(frozen=True)

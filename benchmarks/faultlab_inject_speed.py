@@ -1,0 +1,145 @@
+"""Claim: inject + restore costs follow the number of faults, not the model size.
+
+On a ~10M-weight float32 MLP, side by side in one run:
+1. inject + restore at BER 1e-6 and 1e-5 vs one plain copy of all parameters (target <= 0.1 at 1e-6);
+2. vs a dense torch approach (a random per-bit mask over all weights, XOR, XOR back) at 1e-5
+   (target >= 1000x faster);
+3. vs pytorchfi's weight-injection path (``declare_weight_fi``, which deep-copies the model) with the
+   same faults (target >= 20x faster).
+Prints ratios, writes benchmarks/results/faultlab_inject_speed.json.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import faultlab as fl
+
+RESULTS = Path(__file__).resolve().parent / "results" / "faultlab_inject_speed.json"
+
+
+def big_mlp() -> nn.Sequential:
+    """3072-2560-768-10: 9.84M weights (float32), like a CIFAR-sized MLP."""
+    g = torch.Generator().manual_seed(0)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(3072, 2560), nn.ReLU(), nn.Linear(2560, 768),
+                      nn.ReLU(), nn.Linear(768, 10))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    return m.eval()
+
+
+def timed(fn, repeats: int) -> float:
+    """Median seconds of ``repeats`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def dense_mask_inject(model: nn.Module, rate: float, gen: torch.Generator) -> None:
+    """The straightforward approach: a Bernoulli(rate) mask for every bit of every weight."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                continue
+            words = p.data.view(torch.int32)
+            mask = torch.zeros_like(words)
+            for bit in range(32):
+                hit = torch.rand(words.shape, generator=gen) < rate
+                mask |= hit.to(torch.int32) << bit
+            words ^= mask
+            words ^= mask  # restore
+
+
+def main() -> dict:
+    torch.set_num_threads(1)
+    model = big_mlp()
+    n_weights = sum(p.numel() for n, p in model.named_parameters() if not n.endswith("bias"))
+    params = list(model.parameters())
+    buffers = [torch.empty_like(p) for p in params]
+
+    def plain_copy():
+        with torch.no_grad():
+            for b, p in zip(buffers, params):
+                b.copy_(p)
+
+    out = {"weights": n_weights, "threads": 1}
+    out["copy_s"] = timed(plain_copy, 20)
+    for rate in (1e-6, 1e-5):
+        def inject_restore(rate=rate):
+            with fl.inject(model, fl.BitFlip(rate=rate), seed=1):
+                pass
+        fmap = fl.sample_faults(model, fl.BitFlip(rate=rate), seed=1)
+
+        def replay(fmap=fmap):
+            with fl.inject(model, fmap):
+                pass
+        out[f"inject_{rate:g}_s"] = timed(inject_restore, 20)
+        out[f"replay_{rate:g}_s"] = timed(replay, 20)
+        out[f"faults_{rate:g}"] = len(fmap)
+        out[f"ratio_vs_copy_{rate:g}"] = out[f"inject_{rate:g}_s"] / out["copy_s"]
+
+    gen = torch.Generator().manual_seed(0)
+    out["dense_1e-05_s"] = timed(lambda: dense_mask_inject(model, 1e-5, gen), 2)
+    out["speedup_vs_dense_1e-05"] = out["dense_1e-05_s"] / out["inject_1e-05_s"]
+
+    out["pytorchfi_1e-05_s"] = pytorchfi_time(model, fl.sample_faults(model, fl.BitFlip(rate=1e-5),
+                                                                         seed=1))
+    out["speedup_vs_pytorchfi_1e-05"] = out["pytorchfi_1e-05_s"] / out["inject_1e-05_s"]
+    return out
+
+
+def pytorchfi_time(model: nn.Module, fmap) -> float:
+    """pytorchfi 0.6 ``declare_weight_fi`` with the same faulty weights and their flipped values."""
+    from pytorchfi.core import fault_injection
+
+    pfi = fault_injection(model, 1, input_shape=[3072], layer_types=[nn.Linear])
+    layers = {f"{i}.weight": j for j, i in enumerate(
+        n for n, m in model.named_modules() if isinstance(m, nn.Linear))}
+    params = dict(model.named_parameters())
+    lay, k, c, val = [], [], [], []
+    for p_idx, index, bit in zip(fmap.param, fmap.index, fmap.bit):
+        name = fmap.names[p_idx]
+        w = params[name].detach()
+        row, col = divmod(int(index), w.shape[1])
+        word = np.array([float(w[row, col])], dtype=np.float32).view(np.uint32) ^ np.uint32(
+            1 << int(bit))
+        lay.append(layers[name])
+        k.append(row)
+        c.append(col)
+        val.append(float(word.view(np.float32)[0]))
+    none = [None] * len(lay)
+
+    def run():
+        pfi.declare_weight_fi(layer_num=lay, k=k, dim1=c, dim2=none, dim3=none, value=val)
+    return timed(run, 2)
+
+
+if __name__ == "__main__":
+    res = main()
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(res, indent=2))
+    w = res["weights"]
+    print(f"model: {w / 1e6:.2f}M float32 weights, 1 torch thread")
+    print(f"plain copy of all parameters:     {1e3 * res['copy_s']:9.3f} ms")
+    for r in ("1e-06", "1e-05"):
+        print(f"inject+restore BER {r} ({res['faults_' + r]:5d} faults): "
+              f"{1e3 * res['inject_' + r + '_s']:9.3f} ms  = {res['ratio_vs_copy_' + r]:.4f} x copy"
+              f"   (replay of a drawn map: {1e3 * res['replay_' + r + '_s']:.3f} ms)")
+    print(f"dense per-bit torch mask at 1e-05: {1e3 * res['dense_1e-05_s']:9.1f} ms  -> faultlab "
+          f"{res['speedup_vs_dense_1e-05']:.0f}x faster (target >= 1000x)")
+    print(f"pytorchfi declare_weight_fi 1e-05: {1e3 * res['pytorchfi_1e-05_s']:9.1f} ms  -> "
+          f"faultlab {res['speedup_vs_pytorchfi_1e-05']:.0f}x faster (target >= 20x)")
+    print(f"ratio vs copy at 1e-06: {res['ratio_vs_copy_1e-06']:.4f} (target <= 0.1)")
+    print(f"wrote {RESULTS}")
