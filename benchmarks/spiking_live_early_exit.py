@@ -5,7 +5,7 @@ as the offline evaluation of the recording.
 T* is the smallest fixed T whose test accuracy is within 0.5 points of the best fixed-T accuracy.
 Baseline and early exit are timed in the same run with hwlab.meters.latency (median of repeats).
 
-    .venv/bin/python benchmarks/spiking_live_early_exit.py [--dataset mnist5k] [--model lenet]
+    .venv/bin/python benchmarks/spiking_live_early_exit.py [--dataset mnist5k] [--model vgg-s]
 """
 
 from __future__ import annotations
@@ -19,15 +19,16 @@ import torch
 import spiking as sp
 from hwlab.data import load
 from hwlab.meters import latency
+from hwlab.models import create_model
 from hwlab.train import TrainConfig, fit
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="mnist5k")
-    ap.add_argument("--model", default="lenet", choices=sorted(sp.ARCHITECTURES))
+    ap.add_argument("--model", default="vgg-s", help="lenet, mlp or a hwlab.models name")
     ap.add_argument("--levels", type=int, default=4)
-    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--steps", type=int, default=32, help="T_max")
     ap.add_argument("--tolerance", type=float, default=0.002)
     ap.add_argument("--repeats", type=int, default=5)
@@ -39,7 +40,10 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     train, val, test = (load(a.dataset, s, seed=a.seed) for s in ("train", "val", "test"))
-    ann = sp.qcfs_net(a.model, train.in_shape, train.num_classes, levels=a.levels)
+    if a.model in sp.ARCHITECTURES:
+        ann = sp.qcfs_net(a.model, train.in_shape, train.num_classes, levels=a.levels)
+    else:  # a zoo architecture with its ReLUs swapped for QCFS (max pools -> average pools)
+        ann = sp.with_qcfs(create_model(a.model, train.in_shape, train.num_classes), a.levels)
     fit(ann, train, TrainConfig(epochs=a.epochs, batch_size=64, seed=a.seed))
     net = sp.convert(ann.eval())
     rv = sp.record(net, val, a.steps, batch_size=a.batch, seed=a.seed)
