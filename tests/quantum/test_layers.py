@@ -163,6 +163,24 @@ def test_linear_gradients_match_finite_differences():
                                     eps=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["random", "zero"])
+def test_data_gate_matches_matrix_exp_with_gradients(kind):
+    """The eigh-based data gate and its backward equal torch.linalg.matrix_exp, also for a
+    degenerate generator (all-zero input: every eigenvalue equal)."""
+    torch.manual_seed(12)
+    layer = QuantumLinear(12, 2, reps=4).double()
+    x = torch.randn(3, 12, dtype=torch.float64) if kind == "random" else torch.zeros(3, 12).double()
+    w = torch.randn(3, 4, 4, dtype=torch.complex128)
+    a_in, b_in = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ua = layer.data_gates(a_in)
+    m = torch.nn.functional.pad(b_in, (0, 4)).reshape(3, 4, 4)
+    ub = torch.linalg.matrix_exp(1j * (m + m.transpose(1, 2)) / 2 / 4)
+    assert (ua - ub).abs().max().item() < 1e-12
+    (ga,) = torch.autograd.grad((ua * w).real.sum(), a_in)
+    (gb,) = torch.autograd.grad((ub * w).real.sum(), b_in)
+    assert torch.isfinite(ga).all() and (ga - gb).abs().max().item() < 1e-12
+
+
 def test_linear_qubits_and_errors():
     assert linear_qubits(800, 10) == 5 and linear_qubits(128, 10) == 4 and linear_qubits(3, 5) == 3
     with pytest.raises(ValueError, match=r"n_qubits of QuantumLinear must be an integer in \[5, "):
