@@ -64,8 +64,14 @@ class AugLocal(LocalRule):
         check(ok and 0.0 <= tau <= 1.0, "tau", caller, "a number in [0, 1]", tau)
         self.tau = float(tau)
         self.depths = auglocal_depths(K if isinstance(K, int) else 2, self.depth, self.tau)
-        self.layer_indices: list[list[int]] = []
         super().__init__(model, K, in_shape, balance, lr)
+
+    @property
+    def layer_indices(self) -> list[list[int]]:
+        """The units each auxiliary net copies (:func:`auglocal_layer_indices`), per module."""
+        n = len(self.partition.units)
+        return [auglocal_layer_indices(self.partition.last_units[k], n, self.depths[k])
+                for k in range(self.K - 1)]
 
     def unit_shapes(self, u: int) -> tuple[tuple, tuple]:
         """(input shape, output shape) of body unit ``u``."""
@@ -76,7 +82,6 @@ class AugLocal(LocalRule):
     def build_aux(self, k: int) -> nn.Module:
         n_units = len(self.partition.units)
         idx = auglocal_layer_indices(self.partition.last_units[k], n_units, self.depths[k])
-        self.layer_indices.append(idx)
         cur = tuple(self.out_shapes[k])
         layers: list[nn.Module] = []
         for j in idx:

@@ -19,7 +19,16 @@ from torch import nn
 
 from hwlab.errors import check, check_choice, check_positive_int
 from hwlab.train import Task
-from localtrain._split import _check_model, _probe_shapes, partition
+from localtrain._split import (
+    Partition,
+    SavedCounter,
+    _balanced_cuts,
+    _check_model,
+    _from_stops,
+    _probe_shapes,
+    partition,
+    unit_saved_bytes,
+)
 
 __all__ = ["LocalRule", "fresh_copy", "interpolate_weight", "num_classes_of"]
 
@@ -86,18 +95,71 @@ class LocalRule(Task):
         check(ok and lr > 0, "lr", caller, "a finite number > 0", lr)
         self.in_shape, self.balance, self.lr = tuple(in_shape), balance, float(lr)
         self.num_classes = num_classes_of(model)
-        self.partition = partition(model, self.K, balance, sample=self.in_shape)
         children = list(model.children())
         self.children_ = children
-        self.modules_ = [nn.Sequential(*children[a:b]) for a, b in self.partition.bounds]
         shapes = _probe_shapes(model, torch.zeros(2, *self.in_shape))
         self.child_shapes = [tuple(s) for s in shapes]  # output shape of every child
-        stops = [b for _, b in self.partition.bounds]
-        self.out_shapes = [self.child_shapes[b - 1] for b in stops]  # output shape of module k
-        self.module_in_shapes = [self.in_shape, *self.out_shapes[:-1]]
-        self.net = nn.ModuleDict({"model": model, "aux": nn.ModuleList(
-            [self.build_aux(k) for k in range(self.K - 1)])})
+        self.net = nn.ModuleDict({"model": model})
+        part = partition(model, self.K, "layers")
+        if balance == "memory" and self.K > 1:
+            part = self._memory_partition(part)
+        self._set_partition(part)
+        self.net["aux"] = nn.ModuleList([self.build_aux(k) for k in range(self.K - 1)])
         self._optimizer: torch.optim.Optimizer | None = None
+
+    def _set_partition(self, part: Partition) -> None:
+        self.partition = part
+        self.modules_ = [nn.Sequential(*self.children_[a:b]) for a, b in part.bounds]
+        self.out_shapes = [self.child_shapes[b - 1] for _, b in part.bounds]  # output of module k
+        self.module_in_shapes = [self.in_shape if a == 0 else self.child_shapes[a - 1]
+                                 for a, _ in part.bounds]
+
+    def _memory_partition(self, part: Partition) -> Partition:
+        """InfoPro*: cuts that balance each local module's saved activations, aux net included.
+
+        On a seeded sample batch of 8: the bytes each body unit saves (``unit_saved_bytes``) and,
+        for every module k and every unit i where it could end, the bytes module k's auxiliary
+        network saves on unit i's output; then the exact min-max dynamic programme.
+        """
+        gen = torch.Generator().manual_seed(0)
+        x = torch.rand(8, *self.in_shape, generator=gen)
+        y = torch.randint(0, self.num_classes, (8,), generator=gen)
+        sizes, tail = unit_saved_bytes(self.model, x)
+        sizes[-1] += tail
+        n, K = len(part.units), self.K
+        feats = []  # (input, output) of every unit on x
+        probe = copy.deepcopy(self.model).train()
+        kids = list(probe.children())
+        with torch.no_grad():
+            h = x
+            for a, b in part.units:
+                h_in = h
+                for child in kids[a:b]:
+                    h = child(h)
+                feats.append((h_in, h))
+        inf = float("inf")
+        extra = [[inf] * n for _ in range(K - 1)]
+        for k in range(K - 1):
+            for i in range(k, n - (K - 1 - k)):
+                ub = [(i, i + 1)] * K  # module k ends (and, for shapes, starts) at unit i
+                ub[k + 1] = (i + 1, i + 2)  # module k+1 starts right after (MAN's next block)
+                bounds = tuple((part.units[a][0], part.units[b - 1][1]) for a, b in ub)
+                self._set_partition(Partition(part.units, part.tail, bounds, tuple(ub)))
+                extra[k][i] = self._aux_saved_bytes(k, feats[i], x, y)
+        return _from_stops(part.units, part.tail, _balanced_cuts(sizes, K, extra))
+
+    def _aux_saved_bytes(self, k: int, feat, x, y) -> int:
+        """Bytes module k's auxiliary net saves for backward on the unit output ``feat[1]``."""
+        aux = self.build_aux(k)
+        self.net["aux"] = nn.ModuleList([aux] * (k + 1))
+        out = feat[1].clone().requires_grad_(True)
+        exclude = {t.untyped_storage().data_ptr() for t in (*self.net.parameters(), out)}
+        try:
+            with SavedCounter(exclude) as counter:
+                self.local_loss(k, out, feat[0], x, y)
+        finally:
+            del self.net["aux"]
+        return counter.bytes
 
     # -- to be provided by subclasses ---------------------------------------------------------
     def build_aux(self, k: int) -> nn.Module:
@@ -145,7 +207,8 @@ class LocalRule(Task):
                 losses["loss"] = float(loss.detach())
             else:
                 loss, parts = self.local_loss(k, out, h, x, y)
-                loss.backward()  # frees module k's graph before module k+1 runs
+                if loss.requires_grad:  # all weights 0: the module is not trained by a local loss
+                    loss.backward()  # frees module k's graph before module k+1 runs
                 losses[f"local{k}"] = float(loss.detach())
                 losses.update(parts)
                 h = out.detach()

@@ -48,14 +48,13 @@ class MAN(InfoPro):
               "make_rule('man')", "a number in [0, 1]", momentum)
         self.momentum = float(momentum)
         super().__init__(model, K, in_shape, balance, lr, lambda_rec, lambda_ce)
-        self.net["ema"] = nn.ModuleList()
-        self.net["lb"] = nn.ModuleList()
-        for k in range(self.K - 1):
-            block = self.next_block(k)
-            ema = copy.deepcopy(block)
-            ema.requires_grad_(False)
-            self.net["ema"].append(ema)
-            self.net["lb"].append(fresh_copy(block))
+
+    def build_aux(self, k: int) -> nn.Module:
+        aux = super().build_aux(k)  # InfoPro decoder + head, sized for the next block's output
+        block = self.next_block(k)
+        aux["ema"] = copy.deepcopy(block).requires_grad_(False)
+        aux["lb"] = fresh_copy(block)
+        return aux
 
     def next_block(self, k: int) -> nn.Sequential:
         """The first unit of module k+1 (shares parameters with the model)."""
@@ -68,8 +67,9 @@ class MAN(InfoPro):
         return self.child_shapes[stop - 1]
 
     def aux_features(self, k: int, out: torch.Tensor) -> torch.Tensor:
-        return self.net["ema"][k](out) + self.net["lb"][k](out)  # MAN, Eq. 6
+        aux = self.net["aux"][k]
+        return aux["ema"](out) + aux["lb"](out)  # MAN, Eq. 6
 
     def after_step(self) -> None:
         for k in range(self.K - 1):
-            ema_update(self.net["ema"][k], self.next_block(k), self.momentum)
+            ema_update(self.net["aux"][k]["ema"], self.next_block(k), self.momentum)

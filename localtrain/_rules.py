@@ -31,8 +31,12 @@ INFOPRO_LAMBDAS = {2: (5.0, 1.0, 0.0, 0.0), 4: (6.0, 0.0, 1.0, 2.0), 8: (5.0, 0.
 
 
 def infopro_lambdas(K: int) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Published InfoPro weights for K modules (nearest published K): (rec pair, ce pair)."""
-    near = min(INFOPRO_LAMBDAS, key=lambda k: (abs(k - K), k))
+    """Published InfoPro weights for K modules (nearest published K, ties to the larger K).
+
+    Returns ``((rec first, rec last), (ce first, ce last))``. K = 3 takes K = 4's values (K = 2's
+    last-module pair is never used at K = 2 and is (0, 0)).
+    """
+    near = min(INFOPRO_LAMBDAS, key=lambda k: (abs(k - K), -k))
     a, b, c, d = INFOPRO_LAMBDAS[near]
     return (a, c), (b, d)
 

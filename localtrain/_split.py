@@ -85,6 +85,43 @@ def _probe_shapes(model: nn.Sequential, x: torch.Tensor) -> list[torch.Size]:
     return shapes
 
 
+class SavedCounter:
+    """Bytes autograd saves for backward while active, each storage once, ``exclude`` skipped.
+
+    Does not follow frees: it is the sum over one forward (what a module keeps for its backward).
+    ``exclude`` holds storage pointers (parameters). Used as a context manager; ``bytes`` can be
+    read and reset between phases.
+    """
+
+    def __init__(self, exclude=()):
+        self.exclude = set(exclude)
+        self.seen: set[int] = set()
+        self.bytes = 0
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+
+    def _pack(self, t: torch.Tensor):
+        st = t.untyped_storage()
+        ptr = st.data_ptr()
+        if ptr not in self.exclude and ptr not in self.seen:
+            self.seen.add(ptr)
+            self.bytes += st.nbytes()
+        return t
+
+    def __enter__(self):
+        self._grad = torch.enable_grad()
+        self._grad.__enter__()
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._hooks.__exit__(*exc)
+        self._grad.__exit__(*exc)
+
+
+def _ptrs(tensors) -> set[int]:
+    return {t.untyped_storage().data_ptr() for t in tensors}
+
+
 def unit_saved_bytes(model: nn.Sequential, x: torch.Tensor) -> tuple[list[int], int]:
     """Bytes saved for backward inside each body unit and inside the tail on the batch ``x``.
 
@@ -95,47 +132,37 @@ def unit_saved_bytes(model: nn.Sequential, x: torch.Tensor) -> tuple[list[int], 
     units, tail = _units_and_tail(model)
     probe = copy.deepcopy(model).train()
     children = list(probe.children())
-    param_ptrs = {p.untyped_storage().data_ptr() for p in probe.parameters()}
-    seen: set[int] = set()
-    counter = [0]
-
-    def pack(t: torch.Tensor):
-        st = t.untyped_storage()
-        ptr = st.data_ptr()
-        if ptr not in param_ptrs and ptr not in seen:
-            seen.add(ptr)
-            counter[0] += st.nbytes()
-        return t
-
     sizes = []
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with SavedCounter(_ptrs(probe.parameters())) as counter:
         for start, stop in [*units, tail]:
-            counter[0] = 0
+            counter.bytes = 0
             for child in children[start:stop]:
                 x = child(x)
-            sizes.append(counter[0])
+            sizes.append(counter.bytes)
     return sizes[:-1], sizes[-1]
 
 
-def _balanced_cuts(weights: list[int], k: int) -> list[int]:
-    """Split ``weights`` into ``k`` contiguous groups minimising the largest group sum (exact DP).
+def _balanced_cuts(weights: list[int], k: int, extra=None) -> list[int]:
+    """Split ``weights`` into ``k`` contiguous groups minimising the largest group cost (exact DP).
 
-    Returns the group stops. Ties go to the earliest cut (fewer units up front, where a CNN's
-    activations are largest).
+    A group's cost is the sum of its weights, plus ``extra[j][i]`` when group j < k-1 ends at
+    index i (the auxiliary network of local module j). Returns the group stops. Ties go to the
+    earliest cut (fewer units up front, where a CNN's activations are largest).
     """
     n = len(weights)
     prefix = [0]
     for w in weights:
         prefix.append(prefix[-1] + w)
     inf = float("inf")
-    # best[j][i]: minimal max-group-sum splitting the first i weights into j groups
+    # best[j][i]: minimal max-group-cost splitting the first i weights into j groups
     best = [[inf] * (n + 1) for _ in range(k + 1)]
     arg = [[0] * (n + 1) for _ in range(k + 1)]
     best[0][0] = 0
     for j in range(1, k + 1):
         for i in range(j, n + 1):
+            add = extra[j - 1][i - 1] if extra is not None and j < k else 0
             for s in range(j - 1, i):
-                cost = max(best[j - 1][s], prefix[i] - prefix[s])
+                cost = max(best[j - 1][s], prefix[i] - prefix[s] + add)
                 if cost < best[j][i]:
                     best[j][i], arg[j][i] = cost, s
     stops, i = [], n
@@ -143,6 +170,14 @@ def _balanced_cuts(weights: list[int], k: int) -> list[int]:
         stops.append(i)
         i = arg[j][i]
     return stops[::-1]
+
+
+def _from_stops(units, tail, stops) -> Partition:
+    starts = [0, *stops[:-1]]
+    unit_bounds = tuple(zip(starts, stops))
+    bounds = tuple((units[a][0], units[b - 1][1]) for a, b in unit_bounds)
+    bounds = bounds[:-1] + ((bounds[-1][0], tail[1]),)
+    return Partition(tuple(units), tail, bounds, unit_bounds)
 
 
 def _sample_batch(sample, caller: str) -> torch.Tensor:
@@ -171,11 +206,7 @@ def partition(model: nn.Sequential, k: int, balance: str = "layers",
         sizes, tail_bytes = unit_saved_bytes(model, _sample_batch(sample, "split"))
         sizes[-1] += tail_bytes  # the tail is trained with the last module
         stops = _balanced_cuts(sizes, k)
-    starts = [0, *stops[:-1]]
-    unit_bounds = tuple(zip(starts, stops))
-    bounds = tuple((units[a][0], units[b - 1][1]) for a, b in unit_bounds)
-    bounds = bounds[:-1] + ((bounds[-1][0], tail[1]),)
-    return Partition(tuple(units), tail, bounds, unit_bounds)
+    return _from_stops(units, tail, stops)
 
 
 def split(model: nn.Sequential, K: int, balance: str = "layers",
