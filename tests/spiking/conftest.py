@@ -19,7 +19,9 @@ def digits():
 def converted(digits):
     """A QCFS MLP (4 levels) trained 5 epochs on digits, then converted (~3 s)."""
     torch.set_num_threads(1)
-    ann = sp.qcfs_net("mlp", digits["train"].in_shape, 10, levels=4)
+    with torch.random.fork_rng(devices=[]):  # seeded init, whatever ran before
+        torch.manual_seed(0)
+        ann = sp.qcfs_net("mlp", digits["train"].in_shape, 10, levels=4)
     fit(ann, digits["train"], TrainConfig(epochs=5, batch_size=64, seed=0))
     return ann.eval(), sp.convert(ann)
 
@@ -28,6 +30,8 @@ def converted(digits):
 def direct(digits):
     """A rate-coded snntorch MLP trained 3 epochs with surrogate gradients over 4 steps (~1 s)."""
     torch.set_num_threads(1)
-    net = sp.direct_net("mlp", digits["train"].in_shape, 10, encoding="rate")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = sp.direct_net("mlp", digits["train"].in_shape, 10, encoding="rate")
     fit(sp.DirectTask(net, steps=4), digits["train"], TrainConfig(epochs=3, batch_size=64, seed=0))
     return net.eval()
