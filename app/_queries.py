@@ -37,10 +37,13 @@ __all__ = [
     "runs",
     "stamp",
     "store_path",
+    "thresholds",
     "with_run_field",
 ]
 
 MODULES = ("faultlab", "spiking", "quantum", "localtrain")
+TEXT_COLUMNS = ("run_id", "key", "module", "method", "model", "dataset", "variant", "fault_model",
+                "extra", "study")
 
 
 def store_path() -> str:
@@ -71,9 +74,25 @@ def stamp(path: str | None = None) -> tuple:
     return tuple(out)
 
 
+@st.cache_data(show_spinner=False, max_entries=512)
+def _run_results(path: str, run_id: str, n_results: int) -> pd.DataFrame:
+    # Result rows are insert-only, so (run_id, n_results) identifies a run's rows exactly.
+    df = _store(path).results(run_id=run_id)
+    # A text column that is NULL in every row of one run comes back as float; make it text so
+    # that runs concatenate (and merge) with one dtype per column.
+    return df.astype({c: "str" for c in TEXT_COLUMNS})
+
+
 @st.cache_data(show_spinner="Reading results…", max_entries=4)
 def _results(path: str, file_stamp: tuple) -> pd.DataFrame:
-    return _store(path).results()
+    # Read run by run, each cached on its row count: while a study writes, only its own run is
+    # read again, not every row in the store.
+    runs = _runs(path, file_stamp)
+    parts = [_run_results(path, r, int(n)) for r, n in zip(runs["run_id"], runs["n_results"])
+             if n > 0]
+    if not parts:
+        return _store(path).results()  # the right columns and dtypes, no rows
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -157,6 +176,22 @@ def points(x: str, y: str) -> pd.DataFrame:
     return _points(path, stamp(path), x, y)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _thresholds(path: str, file_stamp: tuple, module: str) -> pd.DataFrame:
+    df = _module_results(path, file_stamp, module)
+    has = df[df["extra"].fillna("").astype(str).str.contains('"thresholds"', regex=False)]
+    first = has.drop_duplicates(["run_id", "variant"])  # one set of thresholds per run/variant
+    out = parse_extra(first, ("thresholds",))
+    return out[out["thresholds"].map(lambda v: isinstance(v, dict))]
+
+
+def thresholds(module: str = "faultlab") -> pd.DataFrame:
+    """The first row per (run, variant) whose extra holds a ``thresholds`` dict (FT-ClipAct)."""
+    path = store_path()
+    get_store()
+    return _thresholds(path, stamp(path), module)
+
+
 def with_run_field(df: pd.DataFrame, field: str) -> pd.Series:
     """A column holding ``field`` of each row's run config (None where the config lacks it)."""
     configs = {r: run_config(r).get(field) for r in df["run_id"].unique()}
@@ -185,10 +220,12 @@ def export_bytes(fmt: str, study: str | None = None) -> bytes:
 def clear() -> None:
     """Forget every cached query (after a study run, or on the sidebar's Reload button)."""
     _results.clear()
+    _run_results.clear()
     _module_results.clear()
     _runs.clear()
     _module_extra.clear()
     _points.clear()
+    _thresholds.clear()
 
 
 def empty_results() -> pd.DataFrame:

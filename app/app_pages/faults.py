@@ -22,8 +22,8 @@ heat = heat[heat["layer"].notna() & heat["bit"].notna() & heat.index.isin(df.ind
 curves = df.drop(index=heat.index, errors="ignore")
 curves = curves[curves["fault_rate"].notna() & curves["accuracy"].notna()]
 # The number format of the faulty words: extra "dtype" where a row has it, else the run's config.
-fmt = q.module_extra("faultlab", "dtype")["dtype"]
-curves = curves.assign(format=fmt.reindex(curves.index)
+fmt = curves["extra"].astype("str").str.extract(r'"dtype":\s*"([^"]+)"', expand=False)
+curves = curves.assign(format=fmt.where(curves["extra"].notna())
                        .fillna(q.with_run_field(curves, "dtype")).fillna("unspecified"))
 
 st.subheader("Accuracy vs fault rate")
@@ -71,15 +71,14 @@ else:
     st.caption("Mean accuracy with faults confined to one layer and one bit position.")
 
 st.subheader("FT-ClipAct thresholds")
-th = q.module_extra("faultlab", "thresholds")
-th = th[th["thresholds"].map(lambda v: isinstance(v, dict)) & th.index.isin(df.index)]
+th = q.thresholds("faultlab")
+th = th[th.index.isin(df.index)]
 if th.empty:
     w.no_rows("faultlab", "clipping thresholds (extra 'thresholds' of the clipact rows)")
 else:
-    first = th.drop_duplicates(["run_id", "variant"])
     long = pd.DataFrame([
         {"run_id": r.run_id, "variant": r.variant, "layer": layer, "threshold": float(value)}
-        for r in first.itertuples() for layer, value in r.thresholds.items()
+        for r in th.itertuples() for layer, value in r.thresholds.items()
     ])
     w.show_chart(charts.bar_chart(long, "layer", "threshold", color="variant",
                                   title="chosen threshold"), long, "clipping thresholds",

@@ -218,3 +218,32 @@ def test_foreign_store_is_refused_and_untouched(app_at, tmp_path, ui):
     assert "must be an hwlab store" in ui.texts(at)
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
         "notes.sqlite"]
+
+
+def test_new_rows_show_up_and_only_their_run_is_read_again(app_at, tmp_path, monkeypatch, ui):
+    from app._demo import seed_store
+
+    path = tmp_path / "live.sqlite"
+    store = Store(path)
+    seed_store(store)
+    reads = []
+    original = Store.results
+
+    def counting(self, study=None, run_id=None, module=None):
+        reads.append(run_id)
+        return original(self, study=study, run_id=run_id, module=module)
+
+    monkeypatch.setattr(Store, "results", counting)
+    at = app_at(path, "localtrain")
+    assert len(reads) == 5 and len(set(reads)) == 5  # one read per run
+    n_before = len(ui.frame_with(at.get("vega_lite_chart")[0], "method", "mean"))
+    run = store.open_run("localtrain.compare", {"extra": "run"})  # a study writing now
+    store.add_results(run, [{"key": "k", "module": "localtrain", "method": "man",
+                             "variant": "K=16", "model": "lenet5", "dataset": "mnist5k",
+                             "accuracy": 0.8, "memory_bytes": 1_000_000}])
+    reads.clear()
+    at.run()  # no Reload: the store's files changed, so the cached queries are stale
+    assert not at.exception
+    assert reads == [run]  # only the new run was read
+    pts = ui.frame_with(at.get("vega_lite_chart")[0], "method", "variant", "mean")
+    assert len(pts) == n_before + 1 and "K=16" in set(pts["variant"])
