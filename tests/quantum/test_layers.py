@@ -77,20 +77,20 @@ def test_conv_density_matrices_are_pure_states():
 def test_conv_tomography_path_equals_state_path(device, diff_method):
     """Other devices measure the 15 Pauli expectations per state instead of reading the state."""
     torch.manual_seed(3)
-    a = QuantumConv2d(2, 2, 3).double()
-    b = QuantumConv2d(2, 2, 3, device=device, diff_method=diff_method).double()
+    a = QuantumConv2d(1, 2, 3).double()
+    b = QuantumConv2d(1, 2, 3, device=device, diff_method=diff_method).double()
     b.load_state_dict(a.state_dict())
     ka, kb = a.kernel(), b.kernel()
     assert (ka - kb).abs().max().item() < 1e-6
-    (ka * torch.arange(36.0).reshape(ka.shape)).sum().backward()
-    (kb * torch.arange(36.0).reshape(kb.shape)).sum().backward()
+    (ka * torch.arange(18.0).reshape(ka.shape)).sum().backward()
+    (kb * torch.arange(18.0).reshape(kb.shape)).sum().backward()
     assert (a.theta.grad - b.theta.grad).abs().max().item() < 1e-6
 
 
 def test_conv_gradients_match_finite_differences():
     torch.manual_seed(4)
-    layer = QuantumConv2d(2, 2, 3, padding=1).double()
-    x = torch.rand(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    layer = QuantumConv2d(2, 1, 3, padding=1).double()
+    x = torch.rand(1, 2, 3, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda inp, th: functional_call(layer, {"theta": th}, (inp,)),
                                     (x, layer.theta.detach().clone().requires_grad_()),
                                     eps=1e-6, atol=1e-6)
@@ -194,8 +194,8 @@ def test_linear_qubits_and_errors():
 def test_linear_on_lightning_with_parameter_shift_matches_backprop():
     """Another device: same outputs and theta-gradients (inputs need backprop, see docs)."""
     torch.manual_seed(11)
-    a = QuantumLinear(6, 3, reps=2).double()
-    b = QuantumLinear(6, 3, reps=2, device="lightning.qubit", diff_method="parameter-shift")
+    a = QuantumLinear(6, 3, reps=1).double()
+    b = QuantumLinear(6, 3, reps=1, device="lightning.qubit", diff_method="parameter-shift")
     b.double().load_state_dict(a.state_dict())
     x = torch.randn(3, 6, dtype=torch.float64)
     ya, yb = a(x), b(x)

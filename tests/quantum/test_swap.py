@@ -105,9 +105,9 @@ def test_training_level2_learns_and_keeps_gates_unitary():
     torch.manual_seed(0)
     model = q.creep_model(train.in_shape, channels=(4, 4), level=2, reps=2)
     thetas = {n: p.detach().clone() for n, p in model.named_parameters() if n.endswith("theta")}
-    fit(model, train, TrainConfig(epochs=4, batch_size=50, lr=2e-2, schedule="none", seed=0))
+    fit(model, train, TrainConfig(epochs=4, batch_size=25, lr=5e-2, schedule="none", seed=0))
     acc = evaluate(model, test)
-    assert acc > 0.4  # chance is 0.1
+    assert acc > 0.5  # chance is 0.1; 0.715 measured
     for name, p in model.named_parameters():
         if name.endswith("theta"):
             assert p.dtype == torch.float32 and not torch.equal(p.detach(), thetas[name])
