@@ -1,0 +1,61 @@
+"""Study localtrain.compare: rows in the store, memory figures, resume, options."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from hwlab.store import Store
+from hwlab.studies import get_study
+from localtrain._study import COMPARE_STUDY
+
+OPTS = {"models": ("resnet20",), "dataset": "synthetic", "rules": ("e2e", "man"), "ks": (2, 20),
+        "epochs": 1, "train_size": 128, "batch_size": 32, "memory_batch": 16,
+        "latency_repeats": 1}
+
+
+def test_registered_under_its_entry_point():
+    assert get_study("localtrain.compare") is COMPARE_STUDY
+
+
+def test_rows_memory_and_resume(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    config = COMPARE_STUDY.make_config(**OPTS)
+    run_id = COMPARE_STUDY.run(config, store)
+    df = store.results(run_id=run_id).set_index("key")
+    # K=20 exceeds resnet20's 10 units and is skipped; E2E is one K=1 row
+    assert sorted(df.index) == ["resnet20|e2e|K=1", "resnet20|man|K=2"]
+    assert set(df["module"]) == {"localtrain"} and set(df["dataset"]) == {"synthetic"}
+    assert list(df.loc[["resnet20|e2e|K=1", "resnet20|man|K=2"], "variant"]) == ["K=1", "K=2"]
+    assert df["accuracy"].between(0, 1).all()
+    e2e, man = df.loc["resnet20|e2e|K=1"], df.loc["resnet20|man|K=2"]
+    assert man["memory_bytes"] < e2e["memory_bytes"]
+    assert man["params"] > e2e["params"]  # auxiliary nets counted
+    extra = json.loads(man["extra"])
+    assert extra["batch_size"] == 16 and extra["cuts"][-1][1] == 10
+    assert extra["saved_peak_bytes"] < man["memory_bytes"]
+    assert all(v > 0 for v in df["latency_ms"])
+    before = len(store.results(run_id=run_id))
+    assert COMPARE_STUDY.run(config, store) == run_id  # resumed: nothing new to do
+    assert len(store.results(run_id=run_id)) == before
+
+
+def test_memory_only_rows_have_null_accuracy(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    config = COMPARE_STUDY.make_config(**{**OPTS, "rules": ("e2e",), "epochs": 0})
+    df = store.results(run_id=COMPARE_STUDY.run(config, store))
+    assert len(df) == 1 and math.isnan(df["accuracy"].iloc[0])
+    assert df["memory_bytes"].iloc[0] > 0
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="models of study localtrain.compare must be names"):
+        COMPARE_STUDY.items(COMPARE_STUDY.make_config(models=("resnet99",)))
+    with pytest.raises(ValueError, match="rules of study localtrain.compare must be names"):
+        COMPARE_STUDY.items(COMPARE_STUDY.make_config(rules=("bp",)))
+    with pytest.raises(ValueError, match="ks of study localtrain.compare must be integers >= 2"):
+        COMPARE_STUDY.items(COMPARE_STUDY.make_config(ks=(1,)))
+    quick = COMPARE_STUDY.make_config(quick=True)
+    assert len(COMPARE_STUDY.items(quick)) == 12  # 2 models x (E2E + 5 rules at K=4)
