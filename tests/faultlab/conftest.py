@@ -1,12 +1,9 @@
-"""faultlab test set-up: pytester for the plugin tests, one torch thread, tiny seeded models."""
+"""faultlab test set-up: one torch thread, tiny seeded models (pytester comes from pyproject addopts)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-
-pytest_plugins = ["pytester"]
-
 
 @pytest.fixture(autouse=True)
 def _one_thread():
