@@ -127,7 +127,7 @@ def test_leveugle_sample_size():
     ({"fault_models": ["bitflip"]}, r"fault_models of campaign must be BitFlip, StuckAt"),
     ({"trials": 0}, r"trials of campaign must be an integer >= 1, got 0"),
     ({"layers": ["9"]}, r"layers of campaign must be module or parameter names"),
-    ({"fault_models": [fl.BitFlip(rate=0.1, bits=[31])], "layers": ["3"]},
+    ({"fault_models": [fl.BitFlip(rate=0.1, bits=[31])], "layers": ["2"]},
      r"model of campaign must be a model with parameters eligible"),
     ({"metric": "f1"}, r"metric of campaign must be one of accuracy, got 'f1'"),
     ({"fault_models": [fl.BitFlip(rate=0.1), fl.BitFlip(rate=0.1)]},
