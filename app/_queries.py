@@ -8,7 +8,11 @@ user types on a page filters the returned DataFrame in pandas and never reaches 
 
 Caching: a query result is cached under the store path plus a *stamp* of the store's files (size
 and modification time of the SQLite file and its write-ahead log), so a page sees new rows as soon
-as a study writes them, and a page re-run over an unchanged store costs no SQL at all.
+as a study writes them, and a page re-run over an unchanged store costs no SQL at all. The large
+row tables are ``st.cache_resource`` entries (shared, not copied: pickling 100,000 rows on every
+page run would cost more than the page), so callers treat every returned DataFrame as read-only
+and derive new frames (filters, ``assign``) instead of changing them in place; the small derived
+tables are ``st.cache_data`` entries (copied per caller).
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def stamp(path: str | None = None) -> tuple:
     return tuple(out)
 
 
-@st.cache_data(show_spinner=False, max_entries=512)
+@st.cache_resource(show_spinner=False, max_entries=512)
 def _run_results(path: str, run_id: str, n_results: int) -> pd.DataFrame:
     # Result rows are insert-only, so (run_id, n_results) identifies a run's rows exactly.
     df = _store(path).results(run_id=run_id)
@@ -83,7 +87,7 @@ def _run_results(path: str, run_id: str, n_results: int) -> pd.DataFrame:
     return df.astype({c: "str" for c in TEXT_COLUMNS})
 
 
-@st.cache_data(show_spinner="Reading results…", max_entries=4)
+@st.cache_resource(show_spinner="Reading results…", max_entries=4)
 def _results(path: str, file_stamp: tuple) -> pd.DataFrame:
     # Read run by run, each cached on its row count: while a study writes, only its own run is
     # read again, not every row in the store.
@@ -95,7 +99,7 @@ def _results(path: str, file_stamp: tuple) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_resource(show_spinner=False, max_entries=32)
 def _module_results(path: str, file_stamp: tuple, module: str) -> pd.DataFrame:
     df = _results(path, file_stamp)
     return df[df["module"] == module].reset_index(drop=True)
@@ -150,7 +154,7 @@ def parse_extra(df: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
     return out
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_resource(show_spinner=False, max_entries=64)
 def _module_extra(path: str, file_stamp: tuple, module: str, keys: tuple) -> pd.DataFrame:
     return parse_extra(_module_results(path, file_stamp, module), keys)
 

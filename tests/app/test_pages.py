@@ -247,3 +247,17 @@ def test_new_rows_show_up_and_only_their_run_is_read_again(app_at, tmp_path, mon
     assert reads == [run]  # only the new run was read
     pts = ui.frame_with(at.get("vega_lite_chart")[0], "method", "variant", "mean")
     assert len(pts) == n_before + 1 and "K=16" in set(pts["variant"])
+
+
+def test_pages_leave_the_shared_cached_rows_unchanged(app_at, seeded_path, seeded_rows,
+                                                      monkeypatch):
+    from app import _queries as q
+
+    at = app_at(seeded_path)
+    for page in PAGES[1:]:
+        at.switch_page(f"app_pages/{page}.py").run()
+        assert not at.exception, page
+    monkeypatch.setenv("HWLAB_STORE", seeded_path)
+    cached = q.results()  # the shared (not copied) frame every page read from
+    pd.testing.assert_frame_equal(cached, seeded_rows.astype({c: "str" for c in q.TEXT_COLUMNS}),
+                                  check_dtype=False)
