@@ -39,8 +39,9 @@ class _Touched:
 
 def _word_masks(fmap: FaultMap, sel: np.ndarray, udtype):
     """Distinct word indices of entries ``sel`` and their (xor, or, clear) masks in ``udtype``."""
+    sel = sel[np.argsort(fmap.index[sel], kind="stable")]  # sampled maps are sorted already
     index = fmap.index[sel]
-    words, start = np.unique(index, return_index=True)  # entries are sorted by (index, bit)
+    words, start = np.unique(index, return_index=True)  # first entry of each word's run
     one = np.left_shift(np.uint64(1), fmap.bit[sel].astype(np.uint64))
     kind = fmap.kind[sel]
     masks = []

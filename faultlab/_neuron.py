@@ -4,6 +4,7 @@ activation faults.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -87,11 +88,18 @@ def neuron_faults(model: nn.Module, fault: NeuronFault, input_shape, batch_size:
     check(isinstance(batch_size, int) and batch_size >= 1, "batch_size", caller,
           "an integer >= 1", batch_size)
     types = [LAYER_TYPES[t] for t in fault.layer_types]
+    root = logging.getLogger()
+    handlers = list(root.handlers)
     try:
         pfi = fault_injection(model, batch_size, input_shape=shape, layer_types=types,
                               use_cuda=next(model.parameters()).is_cuda)
     except StopIteration:
         raise fail("model", caller, "a model with parameters", type(model).__name__) from None
+    finally:
+        # pytorchfi calls logging.basicConfig with a format that needs a "clientip" field, which
+        # would break every later log record of the program: undo what it added.
+        for h in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(h)
     sizes = np.array([int(np.prod(s[1:])) for s in pfi.output_size], dtype=np.int64)
     check(sizes.size > 0, "fault", caller, "layer_types present in the model",
           fault.layer_types)

@@ -154,3 +154,15 @@ def test_cost_follows_faults_not_size():
     assert fmap.eligible_bits == 32 * 10**10
     assert 200 < len(fmap) < 450  # Binomial(3.2e11, 1e-9): mean 320, sd 18
     assert int(fmap.index.max()) < 10**10
+
+
+def test_unsorted_user_map_groups_words_correctly(tiny):
+    fmap = fl.sample_faults(tiny, fl.BitFlip(count=60), seed=2, layers=["0"])
+    order = np.random.default_rng(0).permutation(len(fmap))
+    shuffled = fl.FaultMap(fmap.names, fmap.dtypes, fmap.param[order], fmap.index[order],
+                           fmap.bit[order], fmap.kind[order])
+    before = _words(tiny)
+    with fl.inject(tiny, shuffled):
+        during = _words(tiny)
+    expected = _reference(before, fmap)
+    assert all(np.array_equal(during[n], expected[n]) for n in before)

@@ -60,3 +60,12 @@ def test_bad_neuron_fault():
     with pytest.raises(ValueError, match=r"fault of neuron_faults must be layer_types present"):
         fl.neuron_faults(torch.nn.Sequential(torch.nn.Linear(2, 2)),
                          fl.NeuronFault(layer_types=("conv2d",)), (2,), batch_size=2)
+
+
+def test_pytorchfi_logging_config_is_undone():
+    import logging
+
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    fl.neuron_faults(_cnn(), fl.NeuronFault(), (1, 8, 8), batch_size=2)
+    assert root.handlers == handlers
