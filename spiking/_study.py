@@ -158,8 +158,11 @@ def _clean_rows(net, test, res: PathResult, cfg, base) -> list[dict]:
                  "wallclock_speedup_vs_t_star": fixed_ms[res.t_star] / ms,
                  "live_matches_offline": live, "max_steps": cfg.max_steps,
                  "test_pareto": test_curve(res.test, rule, cal)}
-        if name == "dynamic-confidence":
-            extra["constant"] = cfg.constant
+        if name == "dynamic-confidence":  # also the official demo's fixed threshold, for context
+            paper = apply_rule(res.test, rule, rule.default_threshold)
+            extra.update(constant=cfg.constant, paper_threshold=rule.default_threshold,
+                         paper_threshold_accuracy=paper.accuracy,
+                         paper_threshold_mean_steps=paper.mean_steps)
         rows.append({**base, "_key": name, "variant": name, "accuracy": e.accuracy,
                      "timesteps": e.mean_steps, "latency_ms": ms, "extra": extra})
     for name, oracle in (("oracle-any", oracle_any), ("oracle-stay", oracle_stay)):

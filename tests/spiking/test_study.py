@@ -56,6 +56,8 @@ def test_threshold_reapplied_independently_gives_the_stored_row(study_run):
     again = sp.apply_rule(rec, "dynamic-confidence", extra["threshold"])
     assert again.accuracy == pytest.approx(row["accuracy"], abs=1e-12)
     assert again.mean_steps == pytest.approx(row["timesteps"], abs=1e-12)
+    paper = sp.apply_rule(rec, "dynamic-confidence", 0.6)  # the official demo's threshold
+    assert paper.accuracy == pytest.approx(extra["paper_threshold_accuracy"], abs=1e-12)
 
 
 def test_rerun_resumes_without_work(study_run):
