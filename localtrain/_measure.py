@@ -17,12 +17,14 @@ def measure_step(rule, x: torch.Tensor, y: torch.Tensor, repeats: int = 5,
     (storage-deduplicated, parameters excluded; auxiliary nets included since they run inside the
     step) plus parameter, gradient and optimizer bytes of every parameter the rule holds (model,
     auxiliary nets and MAN's frozen EMA copies). Latency is ``hwlab.meters.latency`` of full steps.
-    The steps update the weights (they are real training steps).
+    The steps update the weights (they are real training steps). The batch is copied first: a
+    slice of a dataset tensor shares its storage, and the meter counts whole storages.
     """
     from hwlab.meters import latency, training_memory
 
     check(hasattr(rule, "step") and hasattr(rule, "memory_parameters"), "rule", "measure_step",
           "a localtrain rule (make_rule)", type(rule).__name__)
+    x, y = x.clone(), y.clone()  # own storage (a dataset slice would count the whole dataset)
     rule.train(True)
     opt = rule.optimizer
     rule.step(x, y)  # creates the optimizer state, so its bytes are counted
