@@ -135,3 +135,11 @@ def test_local_rules_train_through_fit():
         hist = fit(rule, train, cfg)
         assert set(hist.losses[0]) >= {"local0", "loss"}
         assert evaluate(rule, test) >= 0.75, name  # chance is 0.10; measured 0.84 (MAN)
+
+
+def test_measure_step_ignores_the_storage_a_batch_slices():
+    rule, x, y = _setup("dgl")
+    big = torch.cat([x, torch.rand(500, *SHAPE)])  # x is a view of a 508-image tensor below
+    a = lt.measure_step(rule, x, y, repeats=1)["saved_peak_bytes"]
+    b = lt.measure_step(rule, big[:8], y, repeats=1)["saved_peak_bytes"]
+    assert a == b
