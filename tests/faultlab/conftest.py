@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     n = torch.get_num_threads()
