@@ -15,28 +15,35 @@ if df.empty:
     w.no_rows("faultlab")
     st.stop()
 df = w.choose(df, ("model", "dataset"), key="faults")
+FORMATS = ("float32", "float16", "bfloat16", "int8")
 
 # Rows of the layer x bit analysis (extra has layer and bit) are drawn as the heatmap only.
 heat = q.module_extra("faultlab", "layer", "bit")
 heat = heat[heat["layer"].notna() & heat["bit"].notna() & heat.index.isin(df.index)]
 curves = df.drop(index=heat.index, errors="ignore")
 curves = curves[curves["fault_rate"].notna() & curves["accuracy"].notna()]
-# The number format of the faulty words: extra "dtype" where a row has it, else the run's config.
+# The number format of the faulty words: extra "dtype", else the run config's dtype, else the
+# variant when it names a format (faultlab.campaign's variant is its dtype).
 fmt = curves["extra"].astype("str").str.extract(r'"dtype":\s*"([^"]+)"', expand=False)
-curves = curves.assign(format=fmt.where(curves["extra"].notna())
-                       .fillna(q.with_run_field(curves, "dtype")).fillna("unspecified"))
+fmt = fmt.where(curves["extra"].notna()).fillna(q.with_run_field(curves, "dtype"))
+fmt = fmt.fillna(curves["variant"].where(curves["variant"].isin(FORMATS)))
+curves = curves.assign(format=fmt.fillna("unspecified"))
 
 st.subheader("Accuracy vs fault rate")
 if curves.empty:
     w.no_rows("faultlab", "fault-rate sweeps")
 else:
-    formats = sorted(curves["format"].astype(str).unique())
-    c1, c2 = st.columns(2)
-    fmt_pick = c1.selectbox("format", formats, key="faults-format",
+    c1, c2, c3 = st.columns(3)
+    studies = sorted(curves["study"].astype(str).unique())
+    study = c1.selectbox("study", studies, key="faults-study")
+    sweep = curves[curves["study"] == study]
+    formats = sorted(sweep["format"].astype(str).unique())
+    fmt_pick = c2.selectbox("format", formats, key="faults-format",
                             index=formats.index("float32") if "float32" in formats else 0)
-    faults = sorted(curves["fault_model"].dropna().unique())
-    fault_pick = c2.multiselect("fault models", faults, default=faults, key="faults-models")
-    sweep = curves[(curves["format"] == fmt_pick) & curves["fault_model"].isin(fault_pick)]
+    sweep = sweep[sweep["format"] == fmt_pick]
+    faults = sorted(sweep["fault_model"].dropna().unique())
+    fault_pick = c3.multiselect("fault models", faults, default=faults, key="faults-models")
+    sweep = sweep[sweep["fault_model"].isin(fault_pick) | (sweep["fault_rate"] == 0)]
     positive = sweep[sweep["fault_rate"] > 0]
     summary = frames.mean_ci(positive, ["variant", "fault_model", "fault_rate"])
     if summary.empty:
@@ -51,9 +58,11 @@ else:
         st.caption("Fault-free accuracy per variant")
         st.dataframe(frames.mean_ci(clean, ["variant"]), hide_index=True)
 
-    if len(formats) > 1:
+    known = curves[curves["format"].isin(FORMATS)]
+    if known["format"].nunique() > 1:
         st.subheader("Number formats")
-        unprot = curves[(curves["variant"] == "unprotected") & (curves["fault_rate"] > 0)]
+        plain = known["variant"].isin(["unprotected", *FORMATS])  # no protection applied
+        unprot = known[plain & (known["fault_rate"] > 0)]
         by_fmt = frames.mean_ci(unprot, ["format", "fault_model", "fault_rate"])
         if by_fmt.empty:
             st.info("No unprotected rows to compare formats.")

@@ -1,4 +1,5 @@
-"""Quantum: the swap levels side by side (accuracy, parameters, latency, training time)."""
+"""Quantum: the swap levels side by side (accuracy, parameters, latency, training time), and the
+fault sweep on quantum vs classical parameters."""
 
 import altair as alt
 import pandas as pd
@@ -14,13 +15,14 @@ df = q.module_results("quantum")
 if df.empty:
     w.no_rows("quantum")
     st.stop()
-df = w.choose(df, ("model", "dataset", "method"), key="quantum")
+df = w.choose(df, ("dataset", "model"), key="quantum")
 clean = df[df["fault_rate"].isna() | (df["fault_rate"] == 0)]
 levels = clean[clean["variant"].astype(str).str.startswith("level-")]
+per_seed = levels[~levels["method"].astype(str).str.endswith("-mean")]
+levels = per_seed if not per_seed.empty else levels  # seed-averaged rows only when alone
 if levels.empty:
     w.no_rows("quantum", "swap-level rows (variant level-N)")
     st.stop()
-levels = levels.assign(level=levels["variant"].str.removeprefix("level-"))
 train = q.module_extra("quantum", "train_seconds")["train_seconds"]
 levels = levels.assign(train_seconds=pd.to_numeric(train.reindex(levels.index), errors="coerce"))
 
@@ -37,12 +39,16 @@ summary = pd.concat(tables, ignore_index=True)
 grid = alt.vconcat(*(alt.hconcat(*panels[i:i + 2]) for i in range(0, len(panels), 2)))
 w.show_chart(grid, summary, "quantum levels", key="quantum-levels")
 st.caption("Level N: the first N swappable layers replaced by PennyLane quantum layers. "
-           "Bars: mean over seeds; whiskers: 95% Student-t interval.")
+           f"Bars: mean over {int(summary['n'].max())} seed(s); whiskers: 95% Student-t interval.")
 st.dataframe(summary.pivot_table(index="variant", columns="metric", values="mean"))
 
 faulty = df[df["fault_rate"].notna() & (df["fault_rate"] > 0)]
 if not faulty.empty:
     st.subheader("Fault sweep: quantum vs classical parameters")
-    s = frames.mean_ci(faulty, ["variant", "fault_model", "fault_rate"])
-    w.show_chart(charts.curve_with_band(s, color="variant", facet="fault_model"), s,
+    target = q.module_extra("quantum", "target")["target"].reindex(faulty.index)
+    faulty = faulty.assign(hit=faulty["variant"] + " · " + target.fillna("all").astype(str))
+    s = frames.mean_ci(faulty, ["hit", "fault_model", "fault_rate"])
+    w.show_chart(charts.curve_with_band(s, color="hit", facet="fault_model"), s,
                  "quantum accuracy vs fault rate", key="quantum-faults")
+    st.caption("Bit flips in the quantum layers' gate parameters or in the classical weights "
+               "(colour: level · faulty parameters).")

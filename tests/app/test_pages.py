@@ -151,6 +151,22 @@ def test_quantum_page(app_at, seeded_path, seeded_rows, ui):
     assert acc.set_index("variant")["mean"].to_dict() == pytest.approx(expect.to_dict())
 
 
+def test_localtrain_memory_only_rows(app_at, tmp_path, ui):
+    # localtrain.compare with epochs=0 measures memory and latency only (accuracy NULL)
+    store = Store(tmp_path / "mem.sqlite")
+    run = store.open_run("localtrain.compare", {"epochs": 0})
+    store.add_results(run, [{"key": f"{r}|K={k}", "module": "localtrain", "method": r,
+                             "variant": f"K={k}", "model": "resnet20", "memory_bytes": m}
+                            for r, k, m in (("e2e", 1, 4_000_000), ("man", 4, 2_000_000),
+                                            ("dgl", 4, 1_500_000))])
+    at = app_at(store.path, "localtrain")
+    assert not at.exception
+    assert "have no accuracy" in ui.texts(at)
+    bars = ui.frame_with(at.get("vega_lite_chart")[0], "label", "memory_bytes")
+    assert sorted(bars["memory_bytes"]) == [1_500_000, 2_000_000, 4_000_000]
+    assert at.dataframe[0].value["memory_vs_e2e"].tolist() == [0.375, 0.5]
+
+
 def test_localtrain_page(app_at, seeded_path, ui):
     at = app_at(seeded_path, "localtrain")
     assert not at.exception
@@ -158,8 +174,10 @@ def test_localtrain_page(app_at, seeded_path, ui):
     pts = ui.frame_with(chart, "method", "variant", "memory_bytes", "mean")
     assert set(pts["method"]) == {"e2e", "dgl", "infopro", "man", "auglocal"}
     assert len(pts) == 1 + 4 * 3
-    ref = [f for f in ui.chart_frames(chart) if len(f) == 1]
-    assert ref and ref[0]["method"].iloc[0] == "e2e"  # the reference lines' data
+    ref = [f for f in ui.chart_frames(chart) if len(f) == 1]  # the reference lines' data
+    e2e = pts[pts["method"] == "e2e"].iloc[0]
+    assert ref and ref[0]["mean"].iloc[0] == pytest.approx(e2e["mean"])
+    assert ref[0]["memory_bytes"].iloc[0] == pytest.approx(e2e["memory_bytes"])
     assert len(ui.chart_spec(chart)["layer"]) == 3  # points, E2E accuracy, E2E memory
 
 
