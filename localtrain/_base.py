@@ -72,12 +72,14 @@ def _check_pair(value, param: str, caller: str) -> tuple[float, float]:
 
 
 class LocalRule(Task):
-    """Base class of the local rules; a subclass builds ``self.aux[k]`` and :meth:`local_loss`.
+    """Base class of the local rules; a subclass provides :meth:`build_aux` and :meth:`local_loss`.
 
-    Everything the rule owns lives in ``self.net`` (an ``nn.ModuleDict``): the model, the auxiliary
-    nets and any extra state (MAN's EMA copies), so ``.to()``, ``.train()`` and ``state_dict()``
-    cover all of it. :meth:`parameters` yields what the optimizer updates (model + auxiliary nets,
-    frozen EMA copies excluded); :meth:`memory_parameters` yields every parameter held in memory.
+    Everything the rule owns lives in ``self.net`` (an ``nn.ModuleDict``): the model and, per
+    module k < K-1, ``self.net["aux"][k]`` (its auxiliary net, with MAN's EMA copy and learnable
+    bias), so ``.to()``, ``.train()`` and ``state_dict()`` cover all of it. The rule is built on
+    the CPU and moved to the model's device. :meth:`parameters` yields what the optimizer updates
+    (model + auxiliary nets, frozen EMA copies excluded); :meth:`memory_parameters` yields every
+    parameter held in memory.
     """
 
     name = "local"
@@ -95,6 +97,8 @@ class LocalRule(Task):
         check(ok and lr > 0, "lr", caller, "a finite number > 0", lr)
         self.in_shape, self.balance, self.lr = tuple(in_shape), balance, float(lr)
         self.num_classes = num_classes_of(model)
+        device = next(model.parameters()).device
+        model.to("cpu")  # shapes, cuts and auxiliary nets are built on the CPU, then moved back
         children = list(model.children())
         self.children_ = children
         shapes = _probe_shapes(model, torch.zeros(2, *self.in_shape))
@@ -105,6 +109,7 @@ class LocalRule(Task):
             part = self._memory_partition(part)
         self._set_partition(part)
         self.net["aux"] = nn.ModuleList([self.build_aux(k) for k in range(self.K - 1)])
+        self.net.to(device)
         self._optimizer: torch.optim.Optimizer | None = None
 
     def _set_partition(self, part: Partition) -> None:

@@ -57,14 +57,15 @@ def _item(args: dict) -> dict:
                          balance=cfg.balance, lr=cfg.lr)
     accuracy, seconds = None, None
     if cfg.epochs > 0:
-        tc = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-                         device="cpu")
+        tc = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
         hist = fit(rule, train, tc)
         accuracy, seconds = evaluate(rule, test), hist.seconds
     n = min(cfg.memory_batch or cfg.batch_size, len(train))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        m = measure_step(rule, train.x[:n], train.y[:n], repeats=cfg.latency_repeats)
+        dev = rule.device  # fit moved the rule to CUDA when available
+        m = measure_step(rule, train.x[:n].to(dev), train.y[:n].to(dev),
+                         repeats=cfg.latency_repeats)
     extra = {k: m[k] for k in ("saved_peak_bytes", "param_bytes", "grad_bytes", "optimizer_bytes")}
     extra.update(epochs=cfg.epochs, train_size=len(train), batch_size=n, balance=cfg.balance,
                  train_seconds=seconds, cuts=[list(b) for b in rule.partition.unit_bounds])
