@@ -136,7 +136,9 @@ def bars_with_ci(summary: pd.DataFrame, x: str, title: str, log: bool = False,
             alt.Tooltip("hi:Q", format=".4g"), "n:Q"]
     mark = base.mark_point(filled=True, size=160) if log else base.mark_bar()
     marks = mark.encode(y=y, color=alt.Color(f"{x}:N", legend=None, scale=SCHEME), tooltip=tips)
-    err = base.mark_errorbar(ticks=True).encode(y=alt.Y("lo:Q", title=title), y2="hi:Q")
+    spread = summary[summary["hi"] > summary["lo"]]  # one seed: no interval to draw
+    err = alt.Chart(spread).mark_rule(strokeWidth=2, color="black").encode(
+        x=alt.X(f"{x}:N", sort=None), y=alt.Y("lo:Q", title=title), y2="hi:Q")
     return alt.layer(marks, err).properties(width=width, height=220)
 
 

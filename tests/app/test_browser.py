@@ -39,8 +39,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(seeded_path, tmp_path):
+@pytest.fixture(scope="module")
+def server(seeded_path, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("server")
     port = _free_port()
     env = {**os.environ, "HWLAB_STORE": seeded_path, "HWLAB_HOME": str(tmp_path / "home")}
     cmd = [sys.executable, "-m", "streamlit", "run", str(MAIN), "--server.address", "127.0.0.1",
@@ -79,7 +80,7 @@ def _settle(page, timeout_s: float = 45) -> None:
         running = page.locator('[data-testid="stStatusWidget"]').count()
         skeleton = page.locator('[data-testid="stSkeleton"]').count()
         if not running and not skeleton:
-            page.wait_for_timeout(800)
+            page.wait_for_timeout(400)
             if not page.locator('[data-testid="stStatusWidget"]').count():
                 return
         page.wait_for_timeout(250)
@@ -117,3 +118,52 @@ def test_click_through_every_page(server, tmp_path):
                             full_page=True)
         browser.close()
     assert len(list(shots.glob("*.png"))) == len(PAGES)
+
+
+def test_downloads_and_click_to_run(server, tmp_path):
+    """PNG from the chart menu, the chart's data as CSV, the Runs export, and a clicked point."""
+    import pandas as pd
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600}, accept_downloads=True)
+        page.goto(server)
+        _settle(page)
+        chart = page.locator('[data-testid="stVegaLiteChart"]').first
+        chart.locator("svg, canvas").first.wait_for(timeout=30_000)
+        chart.hover()
+        with page.expect_download(timeout=30_000) as dl:
+            page.locator('button[aria-label="Download as PNG"]').first.click()
+        png = tmp_path / "chart.png"
+        dl.value.save_as(png)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
+        with page.expect_download(timeout=30_000) as dl:
+            page.get_by_role("button", name="Download data (CSV)").first.click()
+        csv = tmp_path / "points.csv"
+        dl.value.save_as(csv)
+        points = pd.read_csv(csv)
+        assert len(points) == 16 and {"run_id", "memory_bytes", "accuracy"} <= set(points)
+
+        # click points until one opens its run below the chart (hit testing is the browser's)
+        symbols = chart.locator("g.mark-symbol path")
+        opened = False
+        for i in range(min(symbols.count(), 8)):
+            symbols.nth(i).click(force=True)
+            _settle(page)
+            if page.locator("h3", has_text="Run ").count():
+                opened = True
+                break
+        assert opened, "clicking a point did not open its run"
+        run_id = page.locator("h3", has_text="Run ").first.inner_text().removeprefix("Run ")
+        assert run_id in set(points["run_id"])
+
+        page.locator('[data-testid="stSidebarNav"] a', has_text="Runs").first.click()
+        _settle(page)
+        with page.expect_download(timeout=60_000) as dl:
+            page.get_by_role("button", name="Download CSV").click()
+        assert dl.value.suggested_filename == "hwlab-results.csv"
+        export = tmp_path / "export.csv"
+        dl.value.save_as(export)
+        assert len(pd.read_csv(export)) == 756
+        browser.close()
