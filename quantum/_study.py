@@ -209,8 +209,11 @@ class CreepStudy(Study):
                    "layer groups swapped for PennyLane quantum layers (same budget and seeds); "
                    "accuracy, params, latency; bit flips on quantum vs classical parameters.")
     Config = CreepConfig
-    quick = {"seeds": (0,), "epochs": 3, "train_limit": 1000, "test_limit": 300,  # noqa: RUF012
-             "fault_rates": (1e-5, 1e-4), "fault_trials": 2, "latency_repeats": 3}
+    # quick: 1 seed, 1,000 images, batch 20 so that level 2 gets the ~200 Adam steps it needs
+    # to leave its bias-dominated start (val curves of the full run); a few minutes on 2 cores.
+    quick = {"seeds": (0,), "epochs": 4, "batch_size": 20, "train_limit": 1000,  # noqa: RUF012
+             "test_limit": 300, "fault_rates": (1e-5, 1e-4), "fault_trials": 2,
+             "latency_repeats": 3}
 
     def _validate(self, config: CreepConfig) -> None:
         from hwlab.train import SCHEDULES

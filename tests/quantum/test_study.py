@@ -29,7 +29,7 @@ def _one_thread():
 def test_study_is_registered():
     assert get_study("quantum.creep") is CREEP_STUDY
     cfg = CREEP_STUDY.make_config(quick=True)
-    assert cfg.seeds == (0,) and cfg.epochs == 3 and cfg.levels == (0, 1, 2)
+    assert cfg.seeds == (0,) and cfg.epochs == 4 and cfg.levels == (0, 1, 2)
 
 
 def test_study_rows_and_resume(tmp_path):
