@@ -4,6 +4,7 @@ FT-ClipAct thresholds, from the faultlab rows in the store."""
 import pandas as pd
 import streamlit as st
 
+from app import _actions as actions
 from app import _charts as charts
 from app import _frames as frames
 from app import _queries as q
@@ -41,7 +42,7 @@ else:
     fmt_pick = c2.selectbox("format", formats, key="faults-format",
                             index=formats.index("float32") if "float32" in formats else 0)
     sweep = sweep[sweep["format"] == fmt_pick]
-    faults = sorted(sweep["fault_model"].dropna().unique())
+    faults = sorted(sweep.loc[sweep["fault_rate"] > 0, "fault_model"].dropna().unique())
     fault_pick = c3.multiselect("fault models", faults, default=faults, key="faults-models")
     sweep = sweep[sweep["fault_model"].isin(fault_pick) | (sweep["fault_rate"] == 0)]
     positive = sweep[sweep["fault_rate"] > 0]
@@ -72,7 +73,30 @@ else:
 
 st.subheader("Layer x bit vulnerability")
 if heat.empty:
-    w.no_rows("faultlab", "layer x bit analysis rows (extra with layer and bit)")
+    st.info("No layer x bit rows in the store yet (rows whose extra has layer and bit; no "
+            "registered study writes them). Compute them here with faultlab.vulnerability on a "
+            "zoo model: one bit flipped per trial, per weight layer and bit position.",
+            icon=":material/info:")
+    with st.form("faults-vuln"):
+        c1, c2, c3, c4, c5 = st.columns(5)
+        v_model = c1.text_input("model", "lenet5", key="vuln-model")
+        v_data = c2.text_input("dataset", "digits", key="vuln-dataset")
+        v_trials = c3.number_input("trials", 1, 100, 3, key="vuln-trials")
+        v_eval = c4.number_input("eval size", 10, 10_000, 300, key="vuln-eval")
+        v_bits = c5.text_input("bits (empty: all)", "", key="vuln-bits")
+        go = st.form_submit_button("Compute the layer x bit analysis")
+    if go:
+        bar = st.progress(0.0, text="faultlab.vulnerability: starting")
+        try:
+            bits = tuple(int(b) for b in v_bits.replace(" ", "").split(",") if b)
+            actions.run_vulnerability(q.get_store(), v_model.strip(), v_data.strip(),
+                                      trials=int(v_trials), eval_size=int(v_eval), bits=bits,
+                                      progress=w.progress_callback(bar, "vulnerability: "))
+        except ValueError as exc:  # bad names or numbers: the template message
+            st.error(str(exc))
+        else:
+            q.clear()
+            st.rerun()
 else:
     cells = frames.mean_ci(heat.astype({"bit": int}), ["layer", "bit"]).rename(
         columns={"mean": "accuracy"})

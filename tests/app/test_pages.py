@@ -279,3 +279,27 @@ def test_pages_leave_the_shared_cached_rows_unchanged(app_at, seeded_path, seede
     cached = q.results()  # the shared (not copied) frame every page read from
     pd.testing.assert_frame_equal(cached, seeded_rows.astype({c: "str" for c in q.TEXT_COLUMNS}),
                                   check_dtype=False)
+
+
+def test_faults_page_computes_the_vulnerability_heatmap(app_at, tmp_path, ui):
+    store = Store(tmp_path / "v.sqlite")
+    run = store.open_run("faultlab.campaign", {"dtype": "float32"})
+    store.add_results(run, [{"key": f"r{i}", "module": "faultlab", "variant": "float32",
+                             "fault_model": "bitflip", "fault_rate": 1e-4, "trial": i,
+                             "accuracy": 0.5 + 0.1 * i, "model": "mlp", "dataset": "digits"}
+                            for i in range(3)])
+    at = app_at(store.path, "faults")
+    assert not at.exception and len(at.get("vega_lite_chart")) == 1  # curve only, no heatmap
+    assert "No layer x bit rows in the store yet" in ui.texts(at)
+    at.text_input(key="vuln-model").set_value("mlp")
+    at.text_input(key="vuln-bits").set_value("30, 2")
+    at.number_input(key="vuln-trials").set_value(2)
+    at.number_input(key="vuln-eval").set_value(100)
+    at.button[0].click().run()
+    assert not at.exception
+    rows = store.results(study="faultlab.vulnerability")
+    assert len(rows) == 3 * 2  # the mlp's 3 weight layers x 2 bits
+    heat = ui.frame_with(at.get("vega_lite_chart")[-1], "layer", "bit", "accuracy")
+    assert len(heat) == 6
+    by_bit = heat.groupby("bit")["accuracy"].mean()
+    assert by_bit[30] < by_bit[2]  # the top exponent bit hurts, a mantissa LSB does not
