@@ -37,11 +37,12 @@ def show_chart(chart, data: pd.DataFrame, name: str, key: str | None = None,
     return event
 
 
-def no_rows(module: str, what: str = "results") -> None:
-    """Say plainly that a module has no rows in the store yet, and how to get them."""
-    studies = " or ".join(f"`{s}`" for s in STUDY_HINTS.get(module, ()))
-    how = f" Run {studies} on the **Run a study** page" if studies else ""
-    cli = f" (or `hwlab run {STUDY_HINTS[module][0]} --quick`)" if module in STUDY_HINTS else ""
+def no_rows(module: str, what: str = "results", studies: tuple[str, ...] | None = None) -> None:
+    """Say plainly that a module has no rows in the store yet, and which study writes them."""
+    names = studies or STUDY_HINTS.get(module, ())
+    hint = " or ".join(f"`{s}`" for s in names)
+    how = f" Run {hint} on the **Run a study** page" if hint else ""
+    cli = f" (or `hwlab run {names[0]} --quick`)" if names else ""
     st.info(f"No {module} {what} in the store yet.{how}{cli}.", icon=":material/info:")
 
 

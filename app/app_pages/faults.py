@@ -107,7 +107,8 @@ st.subheader("FT-ClipAct thresholds")
 th = q.thresholds("faultlab")
 th = th[th.index.isin(df.index)]
 if th.empty:
-    w.no_rows("faultlab", "clipping thresholds (extra 'thresholds' of the clipact rows)")
+    w.no_rows("faultlab", "clipping thresholds (extra 'thresholds' of the clipact rows)",
+              studies=("faultlab.clipact",))
 else:
     long = pd.DataFrame([
         {"run_id": r.run_id, "variant": r.variant, "layer": layer, "threshold": float(value)}
