@@ -10,7 +10,8 @@ import streamlit as st
 
 from app import _queries as q
 
-__all__ = ["STUDY_HINTS", "choose", "no_rows", "progress_callback", "run_studies", "show_chart"]
+__all__ = ["STUDY_HINTS", "choose", "empty_store_panel", "forget_registry", "no_rows",
+           "progress_callback", "registered_studies", "run_studies", "show_chart", "slug"]
 
 # The study that fills each page (named in the "no rows yet" message).
 STUDY_HINTS = {
@@ -22,6 +23,7 @@ STUDY_HINTS = {
 
 
 def slug(text: str) -> str:
+    """A file-name-safe lower-case slug (for download names and widget keys)."""
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-").lower() or "chart"
 
 
