@@ -16,7 +16,7 @@ from hwlab.errors import check
 
 DEFAULT_DEVICE = "default.qubit"  # fastest on CPU at 2-7 qubits with broadcasting (paper note)
 DEFAULT_DIFF = "backprop"  # one batched torch graph; parameter-shift cannot differentiate inputs
-MAX_QUBITS = 10  # 4**10 - 1 SU(2**n) generators already need ~17 GB as a dense Pauli basis
+MAX_QUBITS = 7  # the paper's width; above 5 qubits SpecialUnitary sums 4**n - 1 words in Python
 
 
 def check_int(value: Any, name: str, caller: str, minimum: int = 1,

@@ -112,6 +112,9 @@ class QuantumLinear(LazyQNode, nn.Module):
         self.in_features = check_int(in_features, "in_features", caller)
         self.out_features = check_int(out_features, "out_features", caller)
         need = linear_qubits(self.in_features, self.out_features)
+        check(need <= MAX_QUBITS, "in_features and out_features", caller,
+              f"at most {4 ** MAX_QUBITS} and {2 ** MAX_QUBITS} ({MAX_QUBITS} qubits)",
+              (self.in_features, self.out_features))
         if n_qubits is None:
             n_qubits = need
         self.n_qubits = check_int(n_qubits, "n_qubits", caller, minimum=need, maximum=MAX_QUBITS)

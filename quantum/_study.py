@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from hwlab.errors import check
@@ -77,13 +77,12 @@ def _build(budget: dict, in_shape, num_classes: int, level: int, seed: int):
     import torch
 
     from quantum._models import creep_model
+    from quantum._swap import swap
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)  # local: the global RNG state is restored on exit
         base = creep_model(in_shape, num_classes, channels=tuple(budget["channels"]),
                            size=budget["size"], reps=budget["reps"])
-        from quantum._swap import swap
-
         return swap(base, level, order=budget["order"], reps=budget["reps"])
 
 
@@ -281,8 +280,3 @@ def _targets(level: int, order: str) -> tuple[str, ...]:
 
 
 CREEP_STUDY = CreepStudy()
-
-
-def config_dict(config: CreepConfig) -> dict:
-    """The config as a plain dict (for docs and examples)."""
-    return asdict(config)

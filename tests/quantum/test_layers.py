@@ -185,6 +185,9 @@ def test_linear_qubits_and_errors():
     assert linear_qubits(800, 10) == 5 and linear_qubits(128, 10) == 4 and linear_qubits(3, 5) == 3
     with pytest.raises(ValueError, match=r"n_qubits of QuantumLinear must be an integer in \[5, "):
         QuantumLinear(800, 10, n_qubits=4)
+    with pytest.raises(ValueError, match=r"in_features and out_features of QuantumLinear must be "
+                                         r"at most 16384 and 128 \(7 qubits\), got \(20000, 10\)"):
+        QuantumLinear(20000, 10)
     with pytest.raises(ValueError, match="reps of QuantumLinear must be an integer >= 1, got 0"):
         QuantumLinear(4, 2, reps=0)
     with pytest.raises(ValueError, match=r"x of QuantumLinear must be a tensor ... x 4, got \(2, 5\)"):
