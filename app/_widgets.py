@@ -49,20 +49,21 @@ def no_rows(module: str, what: str = "results", studies: tuple[str, ...] | None 
 
 
 def choose(df: pd.DataFrame, columns: tuple[str, ...], key: str) -> pd.DataFrame:
-    """One select box per column that has more than one value; returns the filtered rows.
+    """Cascading select boxes (each offers only the values left by the ones before it).
 
-    Filtering happens in pandas on the cached frame (user choices never reach SQL).
+    One box per column that has more than one value; returns the filtered rows. Filtering
+    happens in pandas on the cached frame (user choices never reach SQL).
     """
     shown = [c for c in columns if c in df and df[c].nunique(dropna=True) > 1]
     if not shown:
         return df
-    cols = st.columns(len(shown))
-    mask = pd.Series(True, index=df.index)
-    for col, c in zip(cols, shown):
+    for col, c in zip(st.columns(len(shown)), shown):
         values = sorted(df[c].dropna().astype(str).unique())
+        if not values:
+            continue
         value = col.selectbox(c.replace("_", " "), values, key=f"{key}-{c}")
-        mask &= df[c].astype(str) == value
-    return df[mask]
+        df = df[df[c].astype(str) == value]
+    return df
 
 
 def progress_callback(bar, prefix: str = ""):

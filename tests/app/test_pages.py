@@ -303,3 +303,22 @@ def test_faults_page_computes_the_vulnerability_heatmap(app_at, tmp_path, ui):
     assert len(heat) == 6
     by_bit = heat.groupby("bit")["accuracy"].mean()
     assert by_bit[30] < by_bit[2]  # the top exponent bit hurts, a mantissa LSB does not
+
+
+def test_filters_cascade_to_combinations_that_exist(app_at, tmp_path, ui):
+    store = Store(tmp_path / "two.sqlite")
+    for model, dataset, acc in (("lenet5", "mnist5k", 0.9), ("mlp", "digits", 0.6)):
+        run = store.open_run("faultlab.campaign", {"model": model})
+        store.add_results(run, [{"key": f"{t}", "module": "faultlab", "variant": "float32",
+                                 "fault_model": "bitflip", "fault_rate": 1e-4, "trial": t,
+                                 "accuracy": acc, "model": model, "dataset": dataset}
+                                for t in range(2)])
+    at = app_at(store.path, "faults")
+    assert at.selectbox(key="faults-model").value == "lenet5"
+    assert at.selectbox(key="faults-dataset").options == ["mnist5k"]  # not digits
+    curve = ui.frame_with(at.get("vega_lite_chart")[0], "mean", "variant")
+    assert curve["mean"].tolist() == [pytest.approx(0.9)]
+    at.selectbox(key="faults-model").set_value("mlp").run()
+    assert at.selectbox(key="faults-dataset").value == "digits"
+    curve = ui.frame_with(at.get("vega_lite_chart")[0], "mean", "variant")
+    assert curve["mean"].tolist() == [pytest.approx(0.6)]
