@@ -39,8 +39,10 @@ else:
     study = c1.selectbox("study", studies, key="faults-study")
     sweep = curves[curves["study"] == study]
     formats = sorted(sweep["format"].astype(str).unique())
-    fmt_pick = c2.selectbox("format", formats, key="faults-format",
-                            index=formats.index("float32") if "float32" in formats else 0)
+    fmt_pick = formats[0]
+    if len(formats) > 1:  # no box when the study stores one format (or says none)
+        fmt_pick = c2.selectbox("format", formats, key="faults-format",
+                                index=formats.index("float32") if "float32" in formats else 0)
     sweep = sweep[sweep["format"] == fmt_pick]
     faults = sorted(sweep.loc[sweep["fault_rate"] > 0, "fault_model"].dropna().unique())
     fault_pick = c3.multiselect("fault models", faults, default=faults, key="faults-models")
@@ -51,7 +53,7 @@ else:
         st.info("No rows at a positive fault rate for this choice.")
     else:
         w.show_chart(charts.curve_with_band(summary, color="variant", facet="fault_model"),
-                     summary, f"accuracy vs fault rate ({fmt_pick})", key="faults-curve")
+                     summary, f"accuracy vs fault rate ({study}, {fmt_pick})", key="faults-curve")
         st.caption("Lines: mean accuracy over trials; bands: 95% Student-t confidence interval. "
                    "One panel per fault model (bit flips vs stuck-at).")
     clean = sweep[sweep["fault_rate"] == 0]
