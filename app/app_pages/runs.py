@@ -78,6 +78,7 @@ fmt = c2.radio("format", ["CSV", "Parquet"], horizontal=True, key="runs-export-f
 
 name = "hwlab-results" if scope == "all studies" else f"hwlab-{scope}"
 file_name = f"{w.slug(name)}.{fmt.lower()}"
+mime = "text/csv" if fmt == "CSV" else "application/vnd.apache.parquet"
 st.download_button(f"Download {fmt}", lambda f=fmt, s=scope: q.export_bytes(f, s),
-                   file_name=file_name, mime="text/csv" if fmt == "CSV" else "application/vnd.apache.parquet",
-                   key="runs-export", icon=":material/download:", on_click="ignore")
+                   file_name=file_name, mime=mime, key="runs-export",
+                   icon=":material/download:", on_click="ignore")
