@@ -28,6 +28,7 @@ PAGES = {"Overview": 1, "Faults": 4, "Spiking": 2, "Quantum": 1, "Local learning
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.xdist_group("app-browser"),  # one server for both tests under --dist loadgroup
     pytest.mark.skipif(not os.path.exists(CHROMIUM) and os.environ.get("CI") != "true",
                        reason=f"{CHROMIUM} is missing (apt-get install chromium); CI=true runs it"),
 ]
