@@ -6,14 +6,6 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def tiny():
     """Linear(8, 16) -> BatchNorm -> ReLU -> Linear(16, 4): 128 + 64 weights, seeded."""

@@ -25,14 +25,6 @@ def _su_numpy(theta: np.ndarray, n: int) -> np.ndarray:
     return expm(1j * gen)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # -- QuantumConv2d --------------------------------------------------------------------------------
 @pytest.mark.parametrize("stride,padding", [(1, 0), (2, 1)])
 def test_conv_exact_kernel_equals_per_patch_circuits(stride, padding):

@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from hwlab.store import Store
 from hwlab.studies import get_study
@@ -16,14 +15,6 @@ TINY = {"datasets": ("synthetic",), "levels": (0, 2), "seeds": (0, 1), "epochs":
         "batch_size": 64, "reps": 2, "channels": (2, 2), "train_limit": 128, "test_limit": 64,
         "latency_batch": 8, "latency_repeats": 1, "fault_dataset": "synthetic",
         "fault_rates": (1e-3,), "fault_trials": 2}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_study_is_registered():

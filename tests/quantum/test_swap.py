@@ -11,14 +11,6 @@ from hwlab.data import load
 from hwlab.train import TrainConfig, evaluate, fit
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _snapshot(model: nn.Module) -> dict:
     return {k: v.clone() for k, v in model.state_dict().items()}
 

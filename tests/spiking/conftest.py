@@ -18,7 +18,6 @@ def digits():
 @pytest.fixture(scope="session")
 def converted(digits):
     """A QCFS MLP (4 levels) trained 5 epochs on digits, then converted (~3 s)."""
-    torch.set_num_threads(1)
     with torch.random.fork_rng(devices=[]):  # seeded init, whatever ran before
         torch.manual_seed(0)
         ann = sp.qcfs_net("mlp", digits["train"].in_shape, 10, levels=4)
@@ -29,7 +28,6 @@ def converted(digits):
 @pytest.fixture(scope="session")
 def direct(digits):
     """A rate-coded snntorch MLP trained 3 epochs with surrogate gradients over 4 steps (~1 s)."""
-    torch.set_num_threads(1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = sp.direct_net("mlp", digits["train"].in_shape, 10, encoding="rate")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import snntorch as snn
-import torch
 
 import spiking as sp
 from hwlab.train import TrainConfig, evaluate, fit
@@ -28,7 +27,6 @@ def test_surrogate_gradient_reaches_the_first_layer(digits):
 
 
 def test_direct_lenet_trains_with_the_one_loop(digits):
-    torch.set_num_threads(1)
     net = sp.direct_net("lenet", digits["train"].in_shape, 10, encoding="direct", threshold=0.5)
     task = sp.DirectTask(net, steps=4)
     fit(task, digits["train"], TrainConfig(epochs=3, batch_size=64, lr=5e-3, seed=0))

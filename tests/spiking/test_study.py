@@ -19,7 +19,6 @@ OVERRIDES = {"methods": ("converted",), "max_steps": 8, "trials": 1, "latency_st
 
 @pytest.fixture(scope="module")
 def study_run(tmp_path_factory):
-    torch.set_num_threads(1)
     store = Store(tmp_path_factory.mktemp("dc") / "s.sqlite")
     run_id = run_study("spiking.dynamic-confidence", store=store, quick=True, **OVERRIDES)
     return store, run_id
