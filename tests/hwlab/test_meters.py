@@ -15,14 +15,6 @@ from hwlab.meters import latency, model_bytes, param_count, training_memory
 from hwlab.models import create_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class LiveTensors(TorchDispatchMode):
     """Independent reference: bytes of storages created by ops inside the mode and still alive.
 

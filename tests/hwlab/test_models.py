@@ -12,15 +12,6 @@ SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]  # digits / mnist, mnist5k / mnis
 REQUIRED = {"mlp", "lenet5", "alexnet-s", "vgg-s", "resnet20", "resnet32", "vit-tiny"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: the CI box has 2 cores shared by two xdist workers."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_required_models_registered():
     assert REQUIRED <= set(list_models())
 

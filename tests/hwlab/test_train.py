@@ -15,15 +15,6 @@ from hwlab.train import ClassificationTask, Task, TrainConfig, evaluate, fit, pr
 CFG = TrainConfig(epochs=3, batch_size=64, lr=1e-2)  # reaches > 93 % on digits in 3 epochs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: the CI box has 2 cores shared by two xdist workers."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load("digits", "train"), load("digits", "val"), load("digits", "test")

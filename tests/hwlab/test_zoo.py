@@ -18,14 +18,6 @@ from hwlab.train import evaluate
 TINY = zoo.Recipe(epochs=2, batch_size=64, lr=1e-2)  # mlp on synthetic: well under a second
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("HWLAB_HOME", str(tmp_path))
