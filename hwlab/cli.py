@@ -191,7 +191,8 @@ def _cmd_dashboard(args) -> int:
         env["HWLAB_STORE"] = str(Store(args.store).path.resolve())  # refuses foreign files
     cmd = [sys.executable, "-m", "streamlit", "run", str(main_py),
            "--server.address", "127.0.0.1", "--server.port", str(args.port),
-           "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+           "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--client.toolbarMode", "minimal"]
     print(f"hwlab dashboard on http://127.0.0.1:{args.port} (Ctrl-C stops it)", file=sys.stderr)
     try:
         return subprocess.call(cmd, env=env)
