@@ -32,13 +32,8 @@ def digits_mlp(digits):
     from hwlab.models import create_model
     from hwlab.train import TrainConfig, fit
 
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            model = create_model("mlp", in_shape=(1, 8, 8), num_classes=10, hidden=(32,))
-        fit(model, digits[0], TrainConfig(epochs=4, batch_size=64, lr=3e-3, device="cpu"))
-    finally:
-        torch.set_num_threads(n)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = create_model("mlp", in_shape=(1, 8, 8), num_classes=10, hidden=(32,))
+    fit(model, digits[0], TrainConfig(epochs=4, batch_size=64, lr=3e-3, device="cpu"))
     return model.eval()

@@ -22,15 +22,11 @@ FAST = {"rates": (1e-4, 1e-3, 3e-3), "maps": 4, "rounds": 2, "min_rounds": 2, "e
 @pytest.fixture(scope="module")
 def digits_mlp():
     """An MLP (64-32-16-10) trained on digits to about 90 % test accuracy, and its data."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train, test = load("digits", "train"), load("digits", "test")
+    train, test = load("digits", "train"), load("digits", "test")
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
         torch.manual_seed(0)
         model = create_model("mlp", in_shape=(1, 8, 8), hidden=(32, 16))
-        fit(model, train, TrainConfig(epochs=10, lr=1e-2, seed=0))
-    finally:
-        torch.set_num_threads(n)
+    fit(model, train, TrainConfig(epochs=10, lr=1e-2, seed=0))
     return model.eval(), train, test
 
 
