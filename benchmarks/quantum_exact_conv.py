@@ -14,25 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from hwlab.meters import latency
 from quantum import QuantumConv2d
 
 RESULTS = Path(__file__).resolve().parent / "results" / "quantum_exact_conv.json"
 
 
 def timed(fn, repeats: int) -> float:
-    fn()
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return statistics.median(out)
+    """Median seconds of ``repeats`` calls after one warm-up call (hwlab.meters.latency)."""
+    return latency(fn, warmup=1, repeats=repeats).median_ms / 1e3
 
 
 def main() -> dict:
