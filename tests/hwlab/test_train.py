@@ -37,14 +37,13 @@ def test_fit_learns_digits(digits):
 
 def test_deterministic_and_global_rng_untouched(digits):
     tr = digits[0]
-    state = torch.random.get_rng_state()
+    a, b, c = _mlp(), _mlp(), _mlp()  # identical initial weights (each reseeds the global RNG)
+    state = torch.random.get_rng_state()  # after the models: only fit must leave it untouched
     threads = torch.get_num_threads()
-    a, b = _mlp(), _mlp()
     cfg = dataclasses.replace(CFG, epochs=1)
     ha, hb = fit(a, tr, cfg), fit(b, tr, cfg)
     assert ha.losses == hb.losses
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
-    c = _mlp()
     fit(c, tr, dataclasses.replace(cfg, seed=1))
     assert not torch.equal(next(a.parameters()), next(c.parameters()))
     assert torch.equal(torch.random.get_rng_state(), state)
