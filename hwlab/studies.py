@@ -110,6 +110,9 @@ class Study:
         raise NotImplementedError(f"{type(self).__name__} must implement run()")
 
 
+_NUMBERS = {int: ("an integer", "iu"), float: ("a number", "iuf")}  # type -> (words, dtype kinds)
+
+
 def _convert(value: Any, tp: Any, name: str, caller: str) -> Any:
     """Check ``value`` against the type hint ``tp``, converting CLI strings."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -143,26 +146,17 @@ def _convert(value: Any, tp: Any, name: str, caller: str) -> Any:
             return value.lower() in _TRUE
         check(isinstance(value, bool), name, caller, "a bool (true or false)", value)
         return value
-    if tp is int:
+    if tp in _NUMBERS:  # int or float: parse CLI strings, accept Python and NumPy numbers
+        what, kinds = _NUMBERS[tp]
         if isinstance(value, str):
             try:
-                return int(value)
+                return tp(value)
             except ValueError:
-                raise fail(name, caller, "an integer", value) from None
-        check(isinstance(value, int) and not isinstance(value, bool) or
-              hasattr(value, "dtype") and getattr(value.dtype, "kind", "x") in "iu",
-              name, caller, "an integer", value)
-        return int(value)
-    if tp is float:
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise fail(name, caller, "a number", value) from None
-        check(isinstance(value, (int, float)) and not isinstance(value, bool)
-              or hasattr(value, "dtype") and getattr(value.dtype, "kind", "x") in "iuf",
-              name, caller, "a number", value)
-        return float(value)
+                raise fail(name, caller, what, value) from None
+        py_ok = isinstance(value, int if tp is int else (int, float)) and not isinstance(value, bool)
+        np_ok = hasattr(value, "dtype") and getattr(value.dtype, "kind", "x") in kinds
+        check(py_ok or np_ok, name, caller, what, value)
+        return tp(value)
     if tp is str:
         check(isinstance(value, str), name, caller, "a str", value)
         return value
