@@ -11,10 +11,11 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("data", "models", "train", "zoo", "meters", "store", "executors", "studies", "errors")
+_SUBMODULES = ("data", "models", "train", "zoo", "meters", "store", "executors", "studies", "errors",
+               "graph")
 __all__ = [  # noqa: RUF022 - the submodules, then the version
     "data", "models", "train", "zoo", "meters", "store", "executors", "studies", "errors",
-    "__version__",
+    "graph", "__version__",
 ]
 
 
