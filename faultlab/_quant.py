@@ -1,5 +1,22 @@
 """int8 weight storage: ``quantize_int8(model)`` returns a NEW model whose Linear / Conv2d weights
-are int8 words (symmetric per-tensor scale) dequantised on every forward, so faults hit int8 bits.
+are int8 words dequantised on every forward, so faults hit int8 bits.
+
+Schemes (Stutz et al., MLSys 2021, section 4.1, eq. 1; ``m = 8`` bits):
+
+* ``"symmetric"`` (default): range ``[-q_max, q_max]``, ``q_max = max|w|``, ``Delta = q_max / 127``,
+  signed two's complement words ``v = round(w / Delta)`` in ``[-127, 127]``; ``w = Delta v``.
+* ``"asymmetric"``: range ``[q_min, q_max]`` of the weights, mapped to ``[-1, 1]`` and quantised as
+  above, then offset by ``2^(m-1) - 1 = 127`` into an *unsigned* word ``u`` in ``[0, 254]`` (the
+  paper's robust choice). The byte keeps dtype ``torch.int8`` (so every faultlab tool handles it)
+  but is read as unsigned: ``w = (u - 127) Delta + mid``, ``mid = (q_max + q_min) / 2``,
+  ``Delta = (q_max - q_min) / 254``.
+
+``granularity="tensor"`` (one range per layer, the paper's per-layer quantisation) or ``"channel"``
+(one range per output channel). ``rounding="nearest"`` (the paper's robust rounding) or
+``"floor"`` (eq. 1 as written: float-to-integer truncation towards minus infinity, the paper's
+non-robust reference). Stutz's robust quantisation (RQuant) is
+``quantize_int8(m, scheme="asymmetric")``. Differences from the paper: biases stay float32
+(the paper quantises them per layer too) and are not faulted by default.
 """
 
 from __future__ import annotations
@@ -10,98 +27,175 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwlab.errors import check
+from hwlab.errors import check, check_choice
 
-__all__ = ["Int8Conv2d", "Int8Linear", "quantize_int8"]
+__all__ = ["GRANULARITIES", "Int8Conv2d", "Int8Linear", "ROUNDINGS", "SCHEMES", "quantize_int8"]
 
 QMAX = 127  # symmetric int8 range [-127, 127]; -128 is never produced by rounding (a fault may)
+SCHEMES = ("symmetric", "asymmetric")
+GRANULARITIES = ("tensor", "channel")
+ROUNDINGS = ("nearest", "floor")
+FLOATS = (torch.float32, torch.float16, torch.bfloat16)  # dtypes an Int8 layer can compute in
 
 
-def _quantize(w: torch.Tensor):
-    """Symmetric per-tensor quantisation: scale = max|w| / 127, q = round(w / scale)."""
+def _range_shape(w: torch.Tensor, granularity: str) -> tuple[int, ...]:
+    """Shape of the scale: () per tensor, (out, 1, ..., 1) per output channel."""
+    return () if granularity == "tensor" else (w.shape[0],) + (1,) * (w.dim() - 1)
+
+
+def _quantize(w: torch.Tensor, scheme: str = "symmetric", granularity: str = "tensor",
+              rounding: str = "nearest"):
+    """Quantise ``w``: returns ``(q, scale, offset)``; ``q`` int8 words, ``offset`` None if symmetric.
+
+    symmetric: scale = max|w| / 127, q = R(w / scale) clamped to [-127, 127];
+    asymmetric: mid = (max + min) / 2, scale = (max - min) / 254, u = R((w - mid) / scale) + 127
+    clamped to [0, 254], stored as the uint8 bit pattern in an int8 word. R = round or floor.
+    A range of width 0 keeps scale 1 (an all-zero weight stays exactly zero).
+    """
     w = w.detach().float()
-    amax = w.abs().max()
-    scale = (amax / QMAX) if amax > 0 else torch.ones(())  # an all-zero weight keeps scale 1
-    q = torch.clamp(torch.round(w / scale), -QMAX, QMAX).to(torch.int8)
-    return q, scale.reshape(()).float()
+    shape = _range_shape(w, granularity)
+    flat = w.reshape(w.shape[0], -1) if shape else w.reshape(1, -1)  # rows x elements
+    r = torch.round if rounding == "nearest" else torch.floor
+    if scheme == "symmetric":
+        amax = flat.abs().amax(dim=1)  # rows
+        scale = torch.where(amax > 0, amax / QMAX, torch.ones_like(amax)).reshape(shape)
+        q = torch.clamp(r(w / scale), -QMAX, QMAX).to(torch.int8)
+        return q, scale, None
+    lo, hi = flat.amin(dim=1), flat.amax(dim=1)  # rows
+    width = hi - lo
+    scale = torch.where(width > 0, width / (2 * QMAX), torch.ones_like(width)).reshape(shape)
+    mid = ((hi + lo) / 2).reshape(shape)
+    u = torch.clamp(r((w - mid) / scale) + QMAX, 0, 2 * QMAX).to(torch.uint8)
+    return u.view(torch.int8), scale, mid
+
+
+def _dequantize(q: torch.Tensor, scale: torch.Tensor, offset, dtype) -> torch.Tensor:
+    """w = q * scale (symmetric) or (u - 127) * scale + offset (asymmetric, u = q read unsigned)."""
+    if offset is None:
+        return q.to(dtype) * scale.to(dtype)
+    return (q.view(torch.uint8).to(dtype) - QMAX) * scale.to(dtype) + offset.to(dtype)
 
 
 class _Int8Weight(nn.Module):
-    """Shared storage: ``weight`` (int8, frozen Parameter), ``scale`` buffer, float ``bias``."""
+    """Shared storage: ``weight`` (int8, frozen Parameter), ``scale`` (and ``offset``), float bias."""
 
-    def _store(self, source: nn.Module):
-        q, scale = _quantize(source.weight)
+    def _store(self, source: nn.Module, scheme: str, granularity: str, rounding: str):
+        q, scale, offset = _quantize(source.weight, scheme, granularity, rounding)
+        self.scheme, self.granularity, self.rounding = scheme, granularity, rounding
         self.weight = nn.Parameter(q, requires_grad=False)  # int8 words: the fault target
-        self.register_buffer("scale", scale)
+        self.register_buffer("scale", scale.float())
+        if offset is not None:
+            self.register_buffer("offset", offset.float())
         self.bias = None if source.bias is None else nn.Parameter(source.bias.detach().clone())
 
     def dequantized(self, dtype) -> torch.Tensor:
-        return self.weight.to(dtype) * self.scale.to(dtype)  # w = q * scale
+        return _dequantize(self.weight, self.scale, getattr(self, "offset", None), dtype)
+
+    def _scheme_repr(self) -> str:
+        return ("int8" if self.scheme == "symmetric" and self.granularity == "tensor"
+                else f"int8 {self.scheme} per-{self.granularity}")
 
 
 class Int8Linear(_Int8Weight):
     """A Linear layer with int8 weight storage."""
 
-    def __init__(self, source: nn.Linear):
+    def __init__(self, source: nn.Linear, scheme: str = "symmetric", granularity: str = "tensor",
+                 rounding: str = "nearest"):
         super().__init__()
         self.in_features, self.out_features = source.in_features, source.out_features
-        self._store(source)
+        self._store(source, scheme, granularity, rounding)
 
     def forward(self, x):
         return F.linear(x, self.dequantized(x.dtype), self.bias)
 
     def extra_repr(self):
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"{self._scheme_repr()}")
 
 
 class Int8Conv2d(_Int8Weight):
     """A Conv2d layer (zero padding) with int8 weight storage."""
 
-    def __init__(self, source: nn.Conv2d):
+    def __init__(self, source: nn.Conv2d, scheme: str = "symmetric", granularity: str = "tensor",
+                 rounding: str = "nearest"):
         super().__init__()
         self.stride, self.padding = source.stride, source.padding
         self.dilation, self.groups = source.dilation, source.groups
-        self._store(source)
+        self._store(source, scheme, granularity, rounding)
 
     def forward(self, x):
         return F.conv2d(x, self.dequantized(x.dtype), self.bias, self.stride, self.padding,
                         self.dilation, self.groups)
 
     def extra_repr(self):
-        return f"{tuple(self.weight.shape)}, stride={self.stride}, padding={self.padding}, int8"
+        return (f"{tuple(self.weight.shape)}, stride={self.stride}, padding={self.padding}, "
+                f"{self._scheme_repr()}")
 
 
-def _convert(module: nn.Module) -> int:
+def quantizable(module: nn.Module) -> bool:
+    """True for the layers ``quantize_int8`` converts (exactly nn.Linear / zero-padded nn.Conv2d)."""
+    if type(module) is nn.Linear:
+        return True
+    return type(module) is nn.Conv2d and module.padding_mode == "zeros" and not isinstance(
+        module.padding, str)
+
+
+def _convert(module: nn.Module, opts: tuple, memo: dict) -> int:
+    """Replace quantisable children in place; a module used twice is converted once (memo by id)."""
     done = 0
-    for name, child in module.named_children():
-        if isinstance(child, nn.MultiheadAttention):
+    for name, child in list(module._modules.items()):  # named_children() skips repeated modules
+        if child is None or isinstance(child, nn.MultiheadAttention):
             continue  # its out_proj weight is read directly by F.multi_head_attention_forward
-        if type(child) is nn.Linear:
-            setattr(module, name, Int8Linear(child))
-            done += 1
-        elif type(child) is nn.Conv2d and child.padding_mode == "zeros" and not isinstance(
-                child.padding, str):
-            setattr(module, name, Int8Conv2d(child))
+        if id(child) in memo:
+            setattr(module, name, memo[id(child)])
+        elif quantizable(child):
+            new = (Int8Linear if type(child) is nn.Linear else Int8Conv2d)(child, *opts)
+            new.train(child.training)
+            memo[id(child)] = new
+            setattr(module, name, new)
             done += 1
         else:
-            done += _convert(child)
+            memo[id(child)] = child  # converted in place below; seen again: same object
+            done += _convert(child, opts, memo)
     return done
 
 
-def quantize_int8(model: nn.Module) -> nn.Module:
+def _check_float_model(model: nn.Module, caller: str) -> None:
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        check(not t.is_floating_point() or t.dtype in FLOATS, "model", caller,
+              "a model whose floating-point parameters and buffers are float32, float16 or "
+              "bfloat16", f"{name} of dtype {str(t.dtype).replace('torch.', '')}")
+
+
+def quantize_int8(model: nn.Module, *, scheme: str = "symmetric", granularity: str = "tensor",
+                  rounding: str = "nearest") -> nn.Module:
     """A NEW model with every ``nn.Linear`` / ``nn.Conv2d`` weight stored as int8; input untouched.
 
-    Symmetric per-tensor post-training quantisation (scale = max|w| / 127, round to nearest); the
-    int8 words are a frozen ``Parameter`` named ``weight`` (so ``sample_faults`` / ``inject`` see
-    them like any other weight) and are dequantised on every forward; biases stay float32. Layers
-    inside ``nn.MultiheadAttention`` and Conv2d with string or non-zero padding modes are left in
-    float. The copy keeps the input's train/eval mode.
+    Post-training quantisation; the defaults (symmetric, per tensor, round to nearest: scale =
+    max|w| / 127) are those of earlier releases. ``scheme="asymmetric"`` stores unsigned words with
+    an offset, ``granularity="channel"`` one range per output channel, ``rounding="floor"``
+    truncates (see the module docstring and Stutz et al. 2021). The int8 words are a frozen
+    ``Parameter`` named ``weight`` (so ``sample_faults`` / ``inject`` see them like any other
+    weight, under the float model's parameter names) and are dequantised on every forward; biases
+    stay float. Linear / Conv2d layers anywhere in the module tree are converted (a layer shared by
+    two attributes stays shared); layers inside ``nn.MultiheadAttention`` and Conv2d with string or
+    non-zero padding modes are left in float. The copy keeps the input's train/eval mode. A model
+    with float64 (or other non-float32/16/bfloat16) parameters or buffers is an error.
     """
-    check(isinstance(model, nn.Module), "model", "quantize_int8", "a torch.nn.Module",
+    caller = "quantize_int8"
+    check(isinstance(model, nn.Module), "model", caller, "a torch.nn.Module",
           type(model).__name__)
-    new = copy.deepcopy(model)
+    check_choice(scheme, SCHEMES, "scheme", caller)
+    check_choice(granularity, GRANULARITIES, "granularity", caller)
+    check_choice(rounding, ROUNDINGS, "rounding", caller)
+    _check_float_model(model, caller)
+    opts = (scheme, granularity, rounding)
     with torch.no_grad():
-        n = _convert(new)
-    check(n > 0, "model", "quantize_int8", "a model with nn.Linear or nn.Conv2d layers",
+        if quantizable(model):  # the model is itself one Linear / Conv2d
+            return (Int8Linear if type(model) is nn.Linear else Int8Conv2d)(model, *opts).train(
+                model.training)
+        new = copy.deepcopy(model)
+        n = _convert(new, opts, {})
+    check(n > 0, "model", caller, "a model with nn.Linear or nn.Conv2d layers",
           f"{type(model).__name__} without any")
     return new
