@@ -22,6 +22,7 @@ import logging
 import math
 import numbers
 import os
+import re
 import sqlite3
 import subprocess
 import time
@@ -35,12 +36,13 @@ from typing import Any
 
 from hwlab.errors import check, fail
 
-__all__ = ["APPLICATION_ID", "RESULT_COLUMNS", "SCHEMA_VERSION", "Store", "default_store_path"]
+__all__ = ["APPLICATION_ID", "METRIC_COLUMNS", "RESULT_COLUMNS", "SCHEMA_VERSION", "Store",
+           "default_store_path"]
 
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x48574C42  # "HWLB": marks the file as an hwlab store (SQLite header offset 68)
-SCHEMA_VERSION = 1  # bumped on every incompatible schema change (SQLite header offset 60)
+SCHEMA_VERSION = 2  # bumped on every schema change (SQLite header offset 60); see _MIGRATIONS
 BUSY_TIMEOUT_MS = 30_000  # writers from several processes wait this long for the write lock
 
 # Result columns and their SQLite types, in table order.
@@ -49,8 +51,19 @@ _COLUMN_TYPES = {
     "dataset": "TEXT", "variant": "TEXT", "fault_model": "TEXT", "fault_rate": "REAL",
     "trial": "INTEGER", "seed": "INTEGER", "accuracy": "REAL", "latency_ms": "REAL",
     "memory_bytes": "INTEGER", "timesteps": "REAL", "params": "INTEGER", "extra": "TEXT",
+    # schema 2: the number format as its own column, and the fault-injection metrics
+    "dtype": "TEXT", "sdc": "REAL", "critical_sdc": "REAL", "top5": "REAL", "loss": "REAL",
 }
 RESULT_COLUMNS = tuple(_COLUMN_TYPES)
+METRIC_COLUMNS = ("accuracy", "sdc", "critical_sdc", "top5", "loss")  # built-in metric columns
+# Each migration takes a store from version k to k + 1: ALTER TABLE statements only (the rows
+# are kept as they are; the new columns are NULL in old rows, never filled in by guessing).
+_MIGRATIONS = {
+    1: [f"ALTER TABLE results ADD COLUMN {c} {_COLUMN_TYPES[c]}"
+        for c in ("dtype", "sdc", "critical_sdc", "top5", "loss")],
+}
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # user metric column names
+_RESERVED = frozenset({"study", "rowid", "oid", "_rowid_"})  # names the DataFrame or SQLite use
 _INT_COLUMNS = tuple(c for c, t in _COLUMN_TYPES.items() if t == "INTEGER")
 _RUN_STATUSES = ("running", "done", "failed")
 
@@ -70,6 +83,27 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS results_module ON results (module)",
 ]
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+_DAMAGE = ("malformed", "not a database", "disk i/o error", "file is encrypted",
+           "database corrupt")  # SQLite messages of a damaged file (not of a busy one)
+
+
+def _is_damage(exc: BaseException) -> bool:
+    """Whether ``exc`` (sqlite3, or pandas wrapping it) says the database file is damaged."""
+    while exc is not None:
+        if isinstance(exc, sqlite3.DatabaseError) and (
+                type(exc) is sqlite3.DatabaseError
+                or any(m in str(exc).lower() for m in _DAMAGE)):
+            return True
+        if type(exc).__name__ == "DatabaseError" and any(m in str(exc).lower() for m in _DAMAGE):
+            return True  # pandas.errors.DatabaseError
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _damaged(path: Path, exc: BaseException):
+    detail = " ".join(str(exc).split())[-160:]
+    return fail("path", "Store", "an undamaged hwlab store (restore it from a backup or use "
+                "another --store)", f"{path} (SQLite: {detail})")
 
 
 def default_store_path() -> Path:
@@ -144,7 +178,7 @@ def _cell(column: str, value: Any) -> Any:
     """Validate and convert one result value to its SQLite type (None stays NULL)."""
     if value is None:
         return None
-    kind = _COLUMN_TYPES[column]
+    kind = _COLUMN_TYPES.get(column, "REAL")  # user metric columns are REAL
     caller = "Store.add_results"
     if column == "extra":
         if isinstance(value, str):
@@ -166,6 +200,20 @@ def _cell(column: str, value: Any) -> Any:
     return int(value)
 
 
+def _identify(study: Any, config: Any, fingerprint: Any, caller: str) -> tuple[str, str]:
+    """(config JSON, fingerprint) of a run; the fingerprint defaults to a hash of the JSON."""
+    check(isinstance(study, str) and bool(study), "study", caller, "a non-empty str", study)
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    check(isinstance(config, dict), "config", caller, "a dict or a dataclass", config)
+    config_json = _to_json(config, "config", caller)
+    if fingerprint is None:
+        fingerprint = hashlib.sha256(config_json.encode()).hexdigest()[:16]
+    check(isinstance(fingerprint, str) and bool(fingerprint), "fingerprint", caller,
+          "a non-empty str or None", fingerprint)
+    return config_json, fingerprint
+
+
 class Store:
     """An SQLite results store (WAL mode); see the module docstring.
 
@@ -178,6 +226,7 @@ class Store:
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path) if path is not None else default_store_path()
+        self._columns_cache: tuple[str, ...] | None = None
         _check_header(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._initialise()
@@ -188,12 +237,19 @@ class Store:
     # -- connections -------------------------------------------------------------------------
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        with closing(conn):
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA synchronous = NORMAL")  # safe in WAL mode, much faster
-            yield conn
+        """A short-lived connection; a damaged file becomes one error naming the path."""
+        try:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                   isolation_level=None)
+            with closing(conn):
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+                conn.execute("PRAGMA foreign_keys = ON")
+                conn.execute("PRAGMA synchronous = NORMAL")  # safe in WAL mode, much faster
+                yield conn
+        except Exception as exc:
+            if _is_damage(exc):
+                raise _damaged(self.path, exc) from None
+            raise
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -237,6 +293,8 @@ class Store:
                 check({"meta", "runs", "results"} <= tables, "path", "Store",
                       "an hwlab store with tables meta, runs and results",
                       f"{self.path} (tables {sorted(tables)})")
+                if version < SCHEMA_VERSION:
+                    self._migrate(conn, version)
         # Switching to WAL needs the database to itself and does not wait on the busy handler,
         # so retry while another process (also opening this store) holds a lock.
         deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
@@ -249,6 +307,65 @@ class Store:
                         raise
                     time.sleep(0.01)
 
+    def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
+        """Bring an older store up to :data:`SCHEMA_VERSION` inside the open write transaction.
+
+        Only ALTER TABLE ... ADD COLUMN: every stored row keeps its values, the new columns are
+        NULL in rows written before (a v1 campaign's number format stays in ``variant``; it is
+        not copied into ``dtype`` by guessing).
+        """
+        before = self._table_columns(conn)
+        for v in range(version, SCHEMA_VERSION):
+            check(v in _MIGRATIONS, "path", "Store", f"a store of schema version "
+                  f"{', '.join(map(str, sorted(_MIGRATIONS)))} or {SCHEMA_VERSION}",
+                  f"{self.path} (schema version {v})")
+            for statement in _MIGRATIONS[v]:
+                column = statement.split()[5]
+                if column not in before:  # a half-done earlier attempt cannot exist (one
+                    conn.execute(statement)  # transaction), but never add a column twice
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                     ("schema_version", str(SCHEMA_VERSION)))
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                     (f"migrated_from_{version}", _now()))
+        log.warning("migrated hwlab store %s from schema version %d to %d (new columns are "
+                    "NULL in the %d stored rows)", self.path, version, SCHEMA_VERSION,
+                    conn.execute("SELECT count(*) FROM results").fetchone()[0])
+
+    @staticmethod
+    def _table_columns(conn: sqlite3.Connection) -> tuple[str, ...]:
+        return tuple(r[1] for r in conn.execute("PRAGMA table_info(results)"))
+
+    def columns(self) -> tuple[str, ...]:
+        """Every result column: :data:`RESULT_COLUMNS` then the user metric columns (REAL)."""
+        with self._connect() as conn:
+            return self._table_columns(conn)
+
+    def ensure_columns(self, names: Iterable[str]) -> tuple[str, ...]:
+        """Add REAL result columns for user metrics (``names`` already present are kept).
+
+        A name must match ``[a-z_][a-z0-9_]*`` (at most 63 characters) and not be ``study`` or
+        an SQLite row-id alias; built-in columns are accepted as they are (nothing to add).
+        Returns the names that were added. Identifiers are validated before they reach SQL, so
+        no name can inject SQL.
+        """
+        check(not isinstance(names, str) and isinstance(names, Iterable), "names",
+              "Store.ensure_columns", "a list of column names", names)
+        names = list(names)
+        for n in names:
+            ok = isinstance(n, str) and _IDENTIFIER.fullmatch(n) is not None
+            check(ok and n not in _RESERVED, "names", "Store.ensure_columns",
+                  "column names matching [a-z_][a-z0-9_]* (at most 63 characters, not study, "
+                  "rowid, oid or _rowid_)", n)
+        added = []
+        with self._write() as conn:
+            present = set(self._table_columns(conn))
+            for n in dict.fromkeys(names):
+                if n not in present:
+                    conn.execute(f'ALTER TABLE results ADD COLUMN "{n}" REAL')  # n validated
+                    added.append(n)
+        return tuple(added)
+
     # -- runs --------------------------------------------------------------------------------
     def open_run(self, study: str, config: Any, fingerprint: str | None = None) -> str:
         """Start a run of ``study`` with ``config`` (a dict or a dataclass) and return its id.
@@ -256,17 +373,7 @@ class Store:
         ``fingerprint`` defaults to a SHA-256 of the config JSON. An existing run with the same
         study and fingerprint is reused (resume): its status goes back to ``"running"``.
         """
-        check(isinstance(study, str) and bool(study), "study", "Store.open_run",
-              "a non-empty str", study)
-        if dataclasses.is_dataclass(config) and not isinstance(config, type):
-            config = dataclasses.asdict(config)
-        check(isinstance(config, dict), "config", "Store.open_run", "a dict or a dataclass",
-              config)
-        config_json = _to_json(config, "config", "Store.open_run")
-        if fingerprint is None:
-            fingerprint = hashlib.sha256(config_json.encode()).hexdigest()[:16]
-        check(isinstance(fingerprint, str) and bool(fingerprint), "fingerprint",
-              "Store.open_run", "a non-empty str or None", fingerprint)
+        config_json, fingerprint = _identify(study, config, fingerprint, "Store.open_run")
         with self._write() as conn:
             row = conn.execute("SELECT run_id FROM runs WHERE study = ? AND fingerprint = ?",
                                (study, fingerprint)).fetchone()
@@ -283,6 +390,45 @@ class Store:
                 (run_id, study, config_json, fingerprint, code_version(), _now()),
             )
         return run_id
+
+    def find_run(self, study: str, config: Any, fingerprint: str | None = None) -> str | None:
+        """The id of the run ``open_run(study, config, fingerprint)`` would resume, or None."""
+        _, fingerprint = _identify(study, config, fingerprint, "Store.find_run")
+        with self._connect() as conn:
+            row = conn.execute("SELECT run_id FROM runs WHERE study = ? AND fingerprint = ?",
+                               (study, fingerprint)).fetchone()
+        return None if row is None else row[0]
+
+    def run_state(self, run_id: str) -> dict:
+        """``{"status", "finished", "n_results"}`` of a run (to put it back with revert_run)."""
+        with self._connect() as conn:
+            self._check_run(conn, run_id, "Store.run_state")
+            status, finished = conn.execute(
+                "SELECT status, finished FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            n = conn.execute("SELECT count(*) FROM results WHERE run_id = ?",
+                             (run_id,)).fetchone()[0]
+        return {"status": status, "finished": finished, "n_results": n}
+
+    def revert_run(self, run_id: str, state: dict | None) -> None:
+        """Undo an ``open_run`` that did no work: put back the earlier ``run_state``.
+
+        ``state=None`` means the run did not exist before: it is deleted, which is allowed only
+        while it has no result rows. A resumed run gets its earlier status and finish time back
+        (a refused resume leaves a finished run ``done``).
+        """
+        with self._write() as conn:
+            self._check_run(conn, run_id, "Store.revert_run")
+            n = conn.execute("SELECT count(*) FROM results WHERE run_id = ?",
+                             (run_id,)).fetchone()[0]
+            if state is None:
+                check(n == 0, "run_id", "Store.revert_run", "a new run without result rows "
+                      "(state=None deletes it)", f"{run_id} ({n} rows)")
+                conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+                return
+            ok = isinstance(state, dict) and state.get("status") in _RUN_STATUSES
+            check(ok, "state", "Store.revert_run", "a dict from Store.run_state or None", state)
+            conn.execute("UPDATE runs SET status = ?, finished = ? WHERE run_id = ?",
+                         (state["status"], state.get("finished"), run_id))
 
     def _check_run(self, conn: sqlite3.Connection, run_id: Any, caller: str) -> None:
         found = isinstance(run_id, str) and conn.execute(
@@ -320,21 +466,24 @@ class Store:
         NULL, never 0; a dict ``"extra"`` is stored as JSON). An unknown column is an error. All
         rows are written in one transaction (all or none).
         """
+        rows = list(rows)
+        known = self._known_columns(rows)
         values = []
         for i, row in enumerate(rows):
             check(isinstance(row, dict), f"rows[{i}]", "Store.add_results", "a dict", row)
-            unknown = sorted(set(row) - set(RESULT_COLUMNS))
+            unknown = sorted(set(row) - set(known))
             check(not unknown, f"column {unknown[0] if unknown else ''!r}", "Store.add_results",
-                  f"one of {', '.join(RESULT_COLUMNS)}", row)
+                  f"one of {', '.join(known)} (add metric columns with Store.ensure_columns)",
+                  row)
             check(isinstance(row.get("key"), str) and bool(row.get("key")), f"key of rows[{i}]",
                   "Store.add_results", "a non-empty str", row.get("key"))
             check(row.get("run_id", run_id) == run_id, f"run_id of rows[{i}]",
                   "Store.add_results", f"absent or {run_id!r}", row.get("run_id"))
-            values.append((run_id, *(_cell(c, row.get(c)) for c in RESULT_COLUMNS[1:])))
+            values.append((run_id, *(_cell(c, row.get(c)) for c in known[1:])))
         if not values:
             return 0
-        columns = ", ".join(RESULT_COLUMNS)
-        marks = ", ".join("?" * len(RESULT_COLUMNS))
+        columns = ", ".join(f'"{c}"' for c in known)  # validated identifiers, quoted
+        marks = ", ".join("?" * len(known))
         with self._write() as conn:
             self._check_run(conn, run_id, "Store.add_results")
             before = conn.total_changes
@@ -343,9 +492,18 @@ class Store:
                              "ON CONFLICT (run_id, key) DO NOTHING", values)
             return conn.total_changes - before
 
+    def _known_columns(self, rows: list) -> tuple[str, ...]:
+        """The table's columns; read again when a row names one this object has not seen."""
+        named = set().union(*(r for r in rows if isinstance(r, dict))) if rows else set()
+        cached = self._columns_cache
+        if cached is None or not named <= set(cached):
+            cached = self.columns()  # another process may have added metric columns
+            self._columns_cache = cached
+        return cached
+
     def results(self, study: str | None = None, run_id: str | None = None,
                 module: str | None = None):
-        """Result rows as a pandas DataFrame: :data:`RESULT_COLUMNS` plus ``study``."""
+        """Result rows as a pandas DataFrame: every result column (``columns()``) plus ``study``."""
         import pandas as pd
 
         where, params = [], []
@@ -354,7 +512,9 @@ class Store:
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
-        sql = (f"SELECT {', '.join('results.' + c for c in RESULT_COLUMNS)}, runs.study "
+        columns = self.columns()
+        sql = (f"SELECT {', '.join(f'results.{chr(34)}{c}{chr(34)}' for c in columns)}, "
+               "runs.study "
                "FROM results JOIN runs ON runs.run_id = results.run_id"
                + (" WHERE " + " AND ".join(where) if where else "")
                + " ORDER BY runs.started, results.rowid")
@@ -362,8 +522,9 @@ class Store:
             df = pd.read_sql_query(sql, conn, params=params)
         for c in _INT_COLUMNS:
             df[c] = df[c].astype("Int64")  # integers with NULLs stay integers
-        for c in ("fault_rate", "accuracy", "latency_ms", "timesteps"):
-            df[c] = df[c].astype("float64")
+        for c in columns:
+            if _COLUMN_TYPES.get(c, "REAL") == "REAL":
+                df[c] = df[c].astype("float64")
         return df
 
     def runs(self):

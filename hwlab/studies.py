@@ -29,9 +29,9 @@ that were running and, started again with the same config, ends with the same ta
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.metadata
 import logging
+import time
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -40,10 +40,12 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
-from hwlab.errors import check, fail
+from hwlab.errors import HwlabError, check, fail
 from hwlab.executors import SerialExecutor
+from hwlab.seeds import derive_seed  # re-exported: hwlab.studies.derive_seed still works
 
-__all__ = ["Study", "derive_seed", "get_study", "list_studies", "run_items", "run_study"]
+__all__ = ["Study", "derive_seed", "get_study", "list_studies", "run_context", "run_items",
+           "run_study"]
 
 log = logging.getLogger(__name__)
 
@@ -93,21 +95,44 @@ class Study:
         return self.Config(**converted)
 
     # -- running -----------------------------------------------------------------------------
-    @contextmanager
-    def open_run(self, store, config) -> Iterator[str]:
-        """Open (or resume) this study's run for ``config``; mark it done, or failed on error."""
-        run_id = store.open_run(self.name, config)
-        try:
-            yield run_id
-        except BaseException:
-            store.finish_run(run_id, "failed")
-            raise
-        store.finish_run(run_id, "done")
+    def open_run(self, store, config, fingerprint: str | None = None):
+        """Context manager: open (or resume) this study's run; see :func:`run_context`."""
+        return run_context(store, self.name, config, fingerprint)
 
     def run(self, config, store, progress: Progress | None = None,
             executor: Executor | None = None) -> str:
         """Run the study for ``config``, write rows to ``store``, return the run id."""
         raise NotImplementedError(f"{type(self).__name__} must implement run()")
+
+
+@contextmanager
+def run_context(store, study: str, config, fingerprint: str | None = None) -> Iterator[str]:
+    """Open (or resume) the run of ``study`` for ``config``; yield its id; record how it ended.
+
+    The one place where a run's status is decided:
+
+    * the block ends: the run is ``done``;
+    * the block raises a :class:`~hwlab.errors.HwlabError` (a refused input, e.g. a resume whose
+      weights or data differ) before any result row was written: the store is put back as it
+      was (a resumed run gets its earlier status, e.g. stays ``done``; a new run is deleted);
+    * anything else (also Ctrl-C, or a refusal after rows were written): ``failed``.
+    """
+    prior_id = store.find_run(study, config, fingerprint)
+    prior = store.run_state(prior_id) if prior_id is not None else None
+    run_id = store.open_run(study, config, fingerprint)
+    try:
+        yield run_id
+    except HwlabError:
+        n_before = prior["n_results"] if prior else 0
+        if store.run_state(run_id)["n_results"] == n_before:
+            store.revert_run(run_id, prior)
+        else:
+            store.finish_run(run_id, "failed")
+        raise
+    except BaseException:
+        store.finish_run(run_id, "failed")
+        raise
+    store.finish_run(run_id, "done")
 
 
 _NUMBERS = {int: ("an integer", "iu"), float: ("a number", "iuf")}  # type -> (words, dtype kinds)
@@ -233,24 +258,26 @@ def run_study(name: str | Study, store=None, quick: bool = False, executor=None,
 
 
 # -- the resumable engine --------------------------------------------------------------------
-def derive_seed(seed: int, key: str) -> int:
-    """A 63-bit seed from a study seed and an item key: independent of executor and order."""
-    digest = hashlib.sha256(f"{int(seed)}|{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
+FLUSH_ROWS = 256  # rows per write transaction: ~1 ms per commit stays far below the item time
+FLUSH_SECONDS = 1.0  # ... or fewer, when this long has passed since the last write
 
 
 def run_items(store, run_id: str, items: Mapping[str, Any], fn: Callable[[Any], dict],
               executor: Executor | None = None, progress: Progress | None = None,
-              defaults: Mapping[str, Any] | None = None, max_pending: int | None = None) -> int:
-    """Run ``fn(item)`` for every item whose key is not stored yet; write each row as it ends.
+              defaults: Mapping[str, Any] | None = None, max_pending: int | None = None,
+              flush_rows: int = FLUSH_ROWS, flush_seconds: float = FLUSH_SECONDS) -> int:
+    """Run ``fn(item)`` for every item whose key is not stored yet; write the rows in batches.
 
-    ``items`` maps a result key to the one argument of ``fn`` (a tuple, dict or dataclass when
-    there are several); ``fn`` must be a top-level function (picklable) returning one result
-    row dict. The row gets ``key`` (the item's) and the ``defaults`` it lacks. Rows are written
-    one by one as their items complete, so a kill loses at most the running items. With an
-    executor, at most ``max_pending`` items (default: all) are submitted at once. Progress is
-    reported as ``progress(done, total, key)``. An item that raises stops the run (pending items
-    are cancelled, finished ones are kept) and its key is named in the error.
+    ``items`` maps a result key to the one argument of ``fn`` (a frozen dataclass when there are
+    several values); ``fn`` must be a top-level function (picklable) returning one result row
+    dict. The row gets ``key`` (the item's) and the ``defaults`` it lacks. Finished rows are
+    buffered and written in one transaction once ``flush_rows`` have gathered or
+    ``flush_seconds`` have passed since the last write, and at the end (also when an item
+    fails or on Ctrl-C), so a kill, even SIGKILL, loses at most the rows of the open batch and
+    the running items; started again, only those are computed. With an executor, at most
+    ``max_pending`` items (default: all) are submitted at once. Progress is reported as
+    ``progress(done, total, key)`` after each finished item. An item that raises stops the run
+    (pending items are cancelled, finished ones are written) and its key is named in the error.
 
     Returns the number of rows newly written.
     """
@@ -259,31 +286,61 @@ def run_items(store, run_id: str, items: Mapping[str, Any], fn: Callable[[Any], 
     check(callable(fn), "fn", "run_items", "a callable", fn)
     bad = [k for k in items if not (isinstance(k, str) and k)]
     check(not bad, "items", "run_items", "keyed by non-empty strings", bad[:3])
+    check(max_pending is None or (isinstance(max_pending, int) and max_pending >= 1),
+          "max_pending", "run_items", "None or an integer >= 1", max_pending)
+    check(isinstance(flush_rows, int) and not isinstance(flush_rows, bool) and flush_rows >= 1,
+          "flush_rows", "run_items", "an integer >= 1", flush_rows)
+    ok = isinstance(flush_seconds, (int, float)) and not isinstance(flush_seconds, bool)
+    check(ok and flush_seconds >= 0, "flush_seconds", "run_items", "a number >= 0",
+          flush_seconds)
     total = len(items)
     done = store.done_keys(run_id)
     todo = [k for k in items if k not in done]
-    finished = total - len(todo)
+    sink = _Sink(store, run_id, defaults or {}, flush_rows, flush_seconds, progress, total,
+                 total - len(todo))
     if progress is not None:
-        progress(finished, total, f"{finished} stored")
-    written = 0
+        progress(sink.finished, total, f"{sink.finished} stored")
+    try:
+        if executor is None or isinstance(executor, SerialExecutor):  # inline
+            for key in todo:
+                sink.add(key, _call(fn, items[key], key))
+        else:
+            _run_on(executor, todo, items, fn, max_pending, sink)
+    finally:
+        sink.flush()
+    return sink.written
 
-    def record(key: str, row: Any) -> None:
-        nonlocal finished, written
+
+class _Sink:
+    """Finished rows waiting for their write: flushed by count, by age and at the end."""
+
+    def __init__(self, store, run_id, defaults, rows, seconds, progress, total, finished):
+        self.store, self.run_id, self.defaults = store, run_id, defaults
+        self.rows, self.seconds, self.progress, self.total = rows, seconds, progress, total
+        self.finished, self.written = finished, 0
+        self.buffer: list[dict] = []
+        self.last = time.monotonic()
+
+    def add(self, key: str, row: Any) -> None:
         check(isinstance(row, dict), f"result for {key!r}", "run_items", "a dict (one row)", row)
         check(row.get("key", key) == key, f"key of the row for {key!r}", "run_items",
               f"absent or {key!r}", row.get("key"))
-        row = {**(defaults or {}), **row, "key": key}
-        written += store.add_results(run_id, [row])
-        finished += 1
-        if progress is not None:
-            progress(finished, total, key)
+        self.buffer.append({**self.defaults, **row, "key": key})
+        self.finished += 1
+        if len(self.buffer) >= self.rows or time.monotonic() - self.last >= self.seconds:
+            self.flush()
+        if self.progress is not None:
+            self.progress(self.finished, self.total, key)
 
-    if executor is None or isinstance(executor, SerialExecutor):  # inline: write as we go
-        for key in todo:
-            record(key, _call(fn, items[key], key))
-        return written
+    def flush(self) -> None:
+        if self.buffer:
+            rows, self.buffer = self.buffer, []
+            self.written += self.store.add_results(self.run_id, rows)
+        self.last = time.monotonic()
 
-    window = len(todo) if max_pending is None else max(1, int(max_pending))
+
+def _run_on(executor, todo, items, fn, max_pending, sink) -> None:
+    window = len(todo) if max_pending is None else max_pending
     queue = iter(todo)
     pending: dict[Future, str] = {}
     try:
@@ -293,11 +350,14 @@ def run_items(store, run_id: str, items: Mapping[str, Any], fn: Callable[[Any], 
                 if len(pending) >= window:
                     break
             if not pending:
-                return written
-            ready, _ = wait(pending, return_when=FIRST_COMPLETED)
+                return
+            ready, _ = wait(pending, return_when=FIRST_COMPLETED,
+                            timeout=sink.seconds if sink.buffer else None)
             for fut in ready:
                 key = pending.pop(fut)
-                record(key, _call(fut.result, None, key, call_bare=True))
+                sink.add(key, _call(fut.result, None, key, call_bare=True))
+            if not ready:
+                sink.flush()  # nothing finished for flush_seconds: write what is waiting
     finally:
         for fut in pending:
             fut.cancel()

@@ -7,7 +7,8 @@
 Nothing is ever downloaded; file formats are parsed without pickle.
 """
 
+from hwlab.data._iter import as_xy, iter_batches
 from hwlab.data._load import DATASETS, load
 from hwlab.data._split import SPLITS, Split, batches
 
-__all__ = ["DATASETS", "SPLITS", "Split", "batches", "load"]
+__all__ = ["DATASETS", "SPLITS", "Split", "as_xy", "batches", "iter_batches", "load"]

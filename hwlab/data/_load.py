@@ -70,6 +70,9 @@ def _load(raw: _builtin.Raw, name: str, split: str, seed: int) -> Split:
     else:
         parts = _split_indices(raw.y, seed, (1 - VAL_FRACTION, VAL_FRACTION))
         x, y, idx = raw.x, raw.y, parts[0 if split == "train" else 1]
+    if len(idx) == 0:
+        raise fail("split", "load", f"a split with at least one sample ({name} has {len(raw.y)} "
+                   "samples, too few for a stratified 80/10/10 % split)", split)
     xs = torch.from_numpy(x[idx].astype(np.float32))  # fancy indexing copies: cache stays intact
     xs /= raw.scale  # N x C x H x W in [0, 1]
     label = name.split(":", 1)[0]

@@ -32,6 +32,15 @@ class Split:
         check(isinstance(y, torch.Tensor) and y.dim() == 1 and len(y) == len(x), "y", "Split",
               f"a 1-d tensor of length {len(x)}", getattr(y, "shape", type(y).__name__))
         check(len(self.classes) >= 1, "classes", "Split", "a non-empty tuple", self.classes)
+        check(x.is_floating_point(), "x", "Split", "a floating-point tensor", str(x.dtype))
+        check(y.dtype == torch.int64, "y", "Split", "an int64 tensor of labels", str(y.dtype))
+        if len(y):
+            check(bool(torch.isfinite(x).all()), "x", "Split", "finite (no NaN or inf)",
+                  f"{int((~torch.isfinite(x)).sum())} non-finite values")
+            lo, hi = int(y.min()), int(y.max())
+            check(lo >= 0 and hi < len(self.classes), "y", "Split",
+                  f"labels in [0, {len(self.classes)}) (one per class name)",
+                  f"labels from {lo} to {hi}")
 
     @property
     def in_shape(self) -> tuple[int, int, int]:

@@ -112,7 +112,7 @@ def test_run_items_checks_input_and_names_a_failing_item(tmp_path):
     assert store.done_keys(run) == set()
 
 
-def test_rows_are_written_as_items_complete(tmp_path):
+def test_rows_are_written_as_items_complete_with_flush_rows_1(tmp_path):
     store = Store(tmp_path / "s.sqlite")
     run = store.open_run("t", {})
     seen, stored_at_call = [], []
@@ -126,9 +126,44 @@ def test_rows_are_written_as_items_complete(tmp_path):
 
     with get_executor("serial") as ex:
         assert run_items(store, run, {f"k{i}": {"trial": i} for i in range(5)}, fn, ex,
-                         progress) == 5
+                         progress, flush_rows=1) == 5
     assert seen == [(i, i) for i in range(6)]
     assert stored_at_call == [0, 1, 2, 3, 4]
+
+
+def test_rows_are_written_in_batches_of_flush_rows(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    run = store.open_run("t", {})
+    stored_at_call = []
+
+    def fn(item):
+        stored_at_call.append(len(store.done_keys(run)))
+        return item
+
+    items = {f"k{i}": {"trial": i} for i in range(7)}
+    assert run_items(store, run, items, fn, flush_rows=3, flush_seconds=3600) == 7
+    assert stored_at_call == [0, 0, 0, 3, 3, 3, 6]  # one transaction per 3 rows, then the rest
+    assert store.done_keys(run) == set(items)
+    stored_at_call.clear()  # by age: flush_seconds=0 writes every row at once
+    run2 = store.open_run("t2", {})
+    run_items(store, run2, items, lambda i: (stored_at_call.append(len(store.done_keys(run2))),
+                                             i)[1], flush_rows=100, flush_seconds=0)
+    assert stored_at_call == list(range(7))
+
+
+def test_rows_finished_before_a_failure_are_written(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    run = store.open_run("t", {})
+
+    def fn(item):
+        if item["trial"] == 4:
+            raise KeyError("boom")
+        return item
+
+    with pytest.raises(RuntimeError, match=r"item 'k4' of run_items failed: KeyError"):
+        run_items(store, run, {f"k{i}": {"trial": i} for i in range(6)}, fn, flush_rows=100,
+                  flush_seconds=3600)
+    assert store.done_keys(run) == {"k0", "k1", "k2", "k3"}
 
 
 def test_failed_study_run_is_marked_failed(tmp_path):
