@@ -7,6 +7,12 @@ the weights file. The hash covers (model, dataset, seed, recipe, recipe version,
 changed recipe gives a new entry. A ``filelock.FileLock`` makes a second process wait while the
 first trains, then load. Weights are loaded with ``torch.load(weights_only=True)``.
 
+The model is any spec of :func:`hwlab.models.resolve` (a zoo name, ``module:callable`` or a
+``hwlab.models`` entry point). A model outside the zoo trains with the default :class:`Recipe`;
+its cache key also covers the SHA-256 of the module file that defines it, so an edited model is
+trained again. With ``weights=FILE`` nothing is trained: the state dict is loaded (strictly) and
+the test accuracy measured.
+
 A cached file that does not verify (unreadable JSON, a SHA-256 mismatch, a state dict that does not
 fit the model) raises an error naming the file; it is never retrained over silently, since a
 corrupt checkpoint in a reliability lab is a finding to look at. Delete the two files to retrain.
@@ -31,7 +37,7 @@ from torch import nn
 
 from hwlab.data import load
 from hwlab.errors import check, fail
-from hwlab.models import create_model, list_models
+from hwlab.models import check_spec, list_models, resolve, spec_digest
 from hwlab.train import TrainConfig, _check_config, evaluate, fit
 
 __all__ = ["Recipe", "ZooEntry", "entry", "pretrained", "recipe_for", "zoo_dir"]
@@ -78,11 +84,16 @@ _OVERRIDES = {
 
 
 def recipe_for(model_name: str, dataset: str) -> Recipe:
-    """The fixed recipe for ``model_name``, with more epochs on small datasets where needed."""
-    check(model_name in _RECIPES, "model_name", "recipe_for",
-          f"a model with a recipe: one of {', '.join(sorted(_RECIPES))}", model_name)
+    """The fixed recipe for ``model_name``, with more epochs on small datasets where needed.
+
+    A model spec outside the zoo (``module:callable``, an entry point) gets the default
+    :class:`Recipe` (10 epochs of Adam at 1e-3, cosine decay, batch 64).
+    """
     check(isinstance(dataset, str) and dataset != "", "dataset", "recipe_for",
           "a dataset name", dataset)
+    if model_name not in _RECIPES:
+        check_spec(model_name, "model_name", "recipe_for")
+        return Recipe()
     return dataclasses.replace(_RECIPES[model_name], **_OVERRIDES.get((model_name, dataset), {}))
 
 
@@ -98,6 +109,7 @@ class ZooEntry:
     recipe: Recipe
     key: str  # hash of (model, dataset, seed, recipe, versions)
     meta: dict
+    # recipe is None for an entry made from a weights file (nothing trained)
 
 
 def zoo_dir() -> Path:
@@ -106,35 +118,61 @@ def zoo_dir() -> Path:
 
 
 def entry(model: str, dataset: str, seed: int = 0, recipe: Recipe | None = None,
-          progress: bool = False) -> ZooEntry:
-    """Train (once, under a file lock) or load the zoo entry for (model, dataset, seed, recipe)."""
-    check(model in list_models(), "model", "entry", f"one of {', '.join(list_models())}", model)
+          progress: bool = False, weights: str | os.PathLike | None = None) -> ZooEntry:
+    """Train (once, under a file lock) or load the zoo entry for (model, dataset, seed, recipe).
+
+    ``model`` is any model spec (see :func:`hwlab.models.resolve`). With ``weights`` (a state
+    dict file) nothing is trained: the weights are loaded strictly and measured on the test
+    split; ``recipe`` must then be None.
+    """
+    check_spec(model, "model", "entry")
     check(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", "entry",
           "an integer >= 0", seed)
+    check(isinstance(dataset, str), "dataset", "entry", "a dataset name", dataset)
+    if weights is not None:
+        check(recipe is None, "recipe", "entry", "None when weights are given", recipe)
+        return _weights_entry(model, dataset, seed, weights)
     if recipe is None:
         recipe = recipe_for(model, dataset)
     check(isinstance(recipe, Recipe), "recipe", "entry", "a Recipe or None", type(recipe).__name__)
     recipe = dataclasses.replace(recipe, seed=seed)
     _check_config(recipe.train_config(), "entry")  # bad numbers fail before any training
-    check(isinstance(dataset, str), "dataset", "entry", "a dataset name", dataset)
     return _entry(model, dataset, seed, recipe, progress)
 
 
 def pretrained(model: str, dataset: str, seed: int = 0, recipe: Recipe | None = None,
-               progress: bool = False) -> nn.Module:
+               progress: bool = False, weights: str | os.PathLike | None = None) -> nn.Module:
     """The trained model of ``entry(...)``: on the CPU, in eval mode, loaded safely."""
-    return entry(model, dataset, seed=seed, recipe=recipe, progress=progress).model
+    return entry(model, dataset, seed=seed, recipe=recipe, progress=progress,
+                 weights=weights).model
+
+
+def _weights_entry(model: str, dataset: str, seed: int, weights) -> ZooEntry:
+    """A user's state dict for ``model``: loaded strictly, measured, not cached."""
+    test, val = load(dataset, "test", seed=seed), load(dataset, "val", seed=seed)
+    path = Path(weights).expanduser()
+    net = resolve(model, in_shape=test.in_shape, num_classes=test.num_classes, weights=path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    test_acc, val_acc = evaluate(net, test), evaluate(net, val)
+    info = {"model": model, "dataset": dataset, "seed": seed, "weights": str(path),
+            "sha256": digest, "in_shape": list(test.in_shape), "num_classes": test.num_classes,
+            "test_accuracy": test_acc, "val_accuracy": val_acc}
+    return ZooEntry(net.eval(), test_acc, val_acc, 0.0, path, None, digest[:16], info)
 
 
 def _key(model: str, dataset: str, seed: int, recipe: Recipe) -> str:
-    blob = json.dumps({"model": model, "dataset": dataset, "seed": seed, "zoo": ZOO_FORMAT,
-                       "recipe": dataclasses.asdict(recipe)}, sort_keys=True)
+    fields = {"model": model, "dataset": dataset, "seed": seed, "zoo": ZOO_FORMAT,
+              "recipe": dataclasses.asdict(recipe)}
+    if model not in list_models():  # a user's model: its definition is part of the key
+        fields["spec"] = spec_digest(model)
+    blob = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _paths(model: str, dataset: str, seed: int, key: str) -> tuple[Path, Path]:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset)[-40:]
-    stem = zoo_dir() / f"{model}-{safe}-s{seed}-{key}"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", model)[-60:]
+    stem = zoo_dir() / f"{name}-{safe}-s{seed}-{key}"
     return stem.with_suffix(".pt"), stem.with_suffix(".json")
 
 
@@ -164,7 +202,7 @@ def _train(model, dataset, seed, recipe, key, pt, meta, progress) -> None:
     log.info("training zoo entry %s (%s)", pt.name, recipe)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        net = create_model(model, in_shape=train.in_shape, num_classes=train.num_classes)
+        net = resolve(model, in_shape=train.in_shape, num_classes=train.num_classes)
     hist = fit(net, train, recipe.train_config(), val=val, progress=progress)
     test_acc = evaluate(net, test)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
@@ -205,7 +243,7 @@ def _load_entry(model, recipe, key, pt, meta) -> ZooEntry:
         raise _corrupt(pt, "SHA-256 does not match the one recorded at training time")
     try:
         state = torch.load(pt, map_location="cpu", weights_only=True)
-        net = create_model(model, in_shape=in_shape, num_classes=num_classes)
+        net = resolve(model, in_shape=in_shape, num_classes=num_classes)
         net.load_state_dict(state)
     except (pickle.UnpicklingError, RuntimeError, ValueError, KeyError, EOFError, OSError) as exc:
         raise _corrupt(pt, f"{type(exc).__name__}: {exc}") from None

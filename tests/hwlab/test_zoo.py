@@ -100,11 +100,15 @@ def test_recipes_and_errors(home):
     assert zoo.recipe_for("lenet5", "digits").epochs == 20  # fewer batches per epoch: more epochs
     cfg = zoo.recipe_for("vit-tiny", "digits").train_config()
     assert cfg.optimizer == "adamw" and cfg.device == "auto"
-    with pytest.raises(ValueError, match=r"model_name of recipe_for must be a model with a "
-                       r"recipe: one of alexnet-s, "):
+    # any model spec is accepted now (#12): unknown names are still refused, naming the kinds
+    with pytest.raises(ValueError, match=r"model_name of recipe_for must be a model spec: a zoo "
+                       r"name \(alexnet-s, .*'module.path:callable' or a hwlab.models entry "
+                       r"point, got 'resnet18'"):
         zoo.recipe_for("resnet18", "digits")
-    with pytest.raises(ValueError, match=r"model of entry must be one of alexnet-s"):
+    with pytest.raises(ValueError, match=r"model of entry must be a model spec: a zoo name "
+                       r"\(alexnet-s.*got 'resnet18'"):
         zoo.entry("resnet18", "digits")
+    assert zoo.recipe_for("hwlab.models:create_model", "digits") == zoo.Recipe()
     with pytest.raises(ValueError, match=r"lr of entry must be a finite number > 0, got -1"):
         zoo.entry("mlp", "digits", recipe=zoo.Recipe(lr=-1))
     with pytest.raises(ValueError, match=r"name of load must be one of digits"):
