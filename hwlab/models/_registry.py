@@ -13,7 +13,7 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {}  # name -> factory, filled by 
 
 
 def register_model(name: str):
-    """Decorator: register ``fn(in_shape=(C, H, W), num_classes=10, **kw) -> nn.Sequential``."""
+    """Decorator: register ``fn(in_shape=(C, H, W), num_classes=10, **kw) -> nn.Module``."""
     check(isinstance(name, str) and name != "", "name", "register_model", "a non-empty string",
           name)
 
@@ -31,7 +31,7 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def create_model(name: str, in_shape=(1, 28, 28), num_classes: int = 10, **kw) -> nn.Sequential:
+def create_model(name: str, in_shape=(1, 28, 28), num_classes: int = 10, **kw) -> nn.Module:
     """Build a fresh model (train mode, weights from the global torch RNG; seed it to reproduce)."""
     check(name in _MODELS, "name", "create_model", f"one of {', '.join(list_models())}", name)
     ok = isinstance(in_shape, (tuple, list)) and len(in_shape) == 3
@@ -44,6 +44,6 @@ def create_model(name: str, in_shape=(1, 28, 28), num_classes: int = 10, **kw) -
     check(not unknown, "keyword arguments", "create_model",
           f"options of {name} ({', '.join(allowed) or 'none'})", unknown)
     model = fn(in_shape=tuple(in_shape), num_classes=num_classes, **kw)
-    check(isinstance(model, nn.Sequential), "factory", "create_model",
-          "a function returning nn.Sequential", type(model).__name__)
+    check(isinstance(model, nn.Module), "factory", "create_model",
+          "a function returning an nn.Module", type(model).__name__)
     return model.train()
