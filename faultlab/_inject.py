@@ -1,14 +1,24 @@
 """In-place injection of a :class:`FaultMap` into a model's parameter memory, with exact restore.
 
-Only the faulty words are touched: per parameter the map's entries are grouped by word into three
-masks (XOR for flips, OR for stuck-at-1, AND-NOT for stuck-at-0), the touched words are saved and
-rewritten (Numba kernel on the CPU through a NumPy view that shares the parameter's memory; indexed
-torch ops on CUDA or for non-contiguous tensors, so nothing is copied whole), and written back on
-exit, also after an exception.
+Only the faulty words are touched. The fast path (every CPU parameter whose memory is contiguous)
+applies a whole map in ONE Numba call (:func:`faultlab._kernels.inject_words`): the entries, sorted
+by (parameter, element), are grouped per word into XOR (flip) / OR (stuck-at-1) / AND-NOT
+(stuck-at-0) masks inside the kernel, and each touched word is saved before it is rewritten, for
+every parameter and dtype at once. What the kernel needs of a model (parameter order, base
+addresses, word widths, sizes) is prepared once per model in :class:`ModelViews` and reused for
+every map; a cheap signature (parameter identities and data pointers) is compared on each use, so
+a model whose parameters were replaced or moved gets fresh views. A map's validation (names,
+dtypes) is done once per (names, dtypes) and its bounds are checked vectorised over all entries.
+
+CUDA and non-contiguous tensors take the indexed torch path (gather, modify, scatter of the touched
+words only; masks grouped by :func:`faultlab._kernels.group_words`). On exit, also after an
+exception, the saved words are written back: every parameter is bit-identical to before; nested
+injections restore in reverse order.
 """
 
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -21,122 +31,218 @@ from faultlab._faults import FAULT_MODELS, KINDS, FaultMap
 from faultlab._sample import _DTYPE_NAMES, WORDS, _sample_faults
 from hwlab.errors import check, fail
 
-__all__ = ["apply_fault_map", "inject", "restore"]
+__all__ = ["ModelViews", "apply_fault_map", "inject", "model_views", "restore"]
 
-_FLIP, _STUCK0, _STUCK1 = (KINDS.index(k) for k in ("flip", "stuck0", "stuck1"))
+# Kind code (index into KINDS) -> kernel operation; a kind without an entry is refused.
+_OP_OF_KIND = {"flip": _kernels.OP_XOR, "stuck1": _kernels.OP_OR, "stuck0": _kernels.OP_CLEAR}
+_OPS = np.array([_OP_OF_KIND.get(k, -1) for k in KINDS], dtype=np.int8)
+_TORCH_WORD = {32: torch.int32, 16: torch.int16, 8: torch.int8}
+
+# Prepared views per live model (weak keys: a collected model drops its entry). A cache only: every
+# use compares the model's current parameters with the entry's signature and rebuilds on change.
+_VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _signature(modules) -> list:
+    """Identities of every child module and parameter of ``modules`` plus the data pointers.
+
+    A flat walk over the module list taken when the views were built: replacing a submodule or a
+    parameter changes an identity, re-assigning ``param.data`` (or moving it) changes a pointer.
+    """
+    return [id(m._modules.get(k)) for m in modules for k in m._modules] + \
+        [p.data_ptr() if p is not None else id(p) for m in modules
+         for p in m._parameters.values()] + \
+        [id(p) for m in modules for p in m._parameters.values()]
+
+
+class ModelViews:
+    """What injection needs of one model, prepared once: parameter slots, addresses, widths.
+
+    Slots follow ``model.named_parameters()``. ``fast[s]`` marks CPU contiguous parameters of a
+    supported dtype, reached by address in the one-call kernel; the others use the indexed path.
+    ``keep`` holds a detached alias of every parameter so the memory the addresses point to stays
+    alive as long as these views (or a restore record) do.
+    """
+
+    def __init__(self, model: nn.Module):
+        named = list(model.named_parameters())
+        self.modules = list(model.modules())
+        self.names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+        self.slot_of = {n: i for i, n in enumerate(self.names)}
+        self.keep = [p.detach() for p in self.params]
+        self.signature = _signature(self.modules)
+        self.width = np.array([WORDS[p.dtype][0] if p.dtype in WORDS else 0 for p in self.params],
+                              dtype=np.int64)
+        self.numel = np.array([p.numel() for p in self.params], dtype=np.int64)
+        self.fast = np.array([p.dtype in WORDS and p.device.type == "cpu" and p.is_contiguous()
+                              for p in self.params], dtype=bool)
+        self.addr = np.array([k.data_ptr() if f else 0 for k, f in zip(self.keep, self.fast)],
+                             dtype=np.int64)
+        self.fast8 = self.fast.astype(np.uint8)
+        self._plans: dict[tuple, np.ndarray] = {}
+
+    def current(self, model: nn.Module) -> bool:
+        """True while ``model``'s parameters are still the ones these views were built from."""
+        return self.modules[0] is model and _signature(self.modules) == self.signature
+
+    def slots(self, fmap: FaultMap, caller: str) -> np.ndarray:
+        """Slot of each of ``fmap.names`` (validated once per names and dtypes)."""
+        key = (fmap.names, fmap.dtypes)
+        slots = self._plans.get(key)
+        if slots is None:
+            out = []
+            for name, dtype in zip(fmap.names, fmap.dtypes):
+                check(name in self.slot_of, "fault_model_or_map", caller,
+                      "a FaultMap of this model's parameters",
+                      f"a map naming unknown parameter {name!r}")
+                t = self.params[self.slot_of[name]]
+                check(t.dtype in WORDS and _DTYPE_NAMES[t.dtype] == dtype, "fault_model_or_map",
+                      caller, "a FaultMap drawn for parameters of the same dtype",
+                      f"{dtype} for parameter {name!r} of dtype "
+                      f"{str(t.dtype).replace('torch.', '')}")
+                out.append(self.slot_of[name])
+            slots = self._plans[key] = np.array(out, dtype=np.int64)
+        return slots
+
+
+def model_views(model: nn.Module) -> ModelViews:
+    """The prepared :class:`ModelViews` of ``model`` (built on first use or after a change)."""
+    views = _VIEWS.get(model)
+    if views is None or not views.current(model):
+        views = _VIEWS[model] = ModelViews(model)
+    return views
 
 
 @dataclass
-class _Touched:
-    """What one parameter needs for restore: its tensor, the word indices and their old values."""
+class _Words:
+    """Restore record of the one-call path: the saved words of every fast parameter of a map."""
 
-    tensor: torch.Tensor
-    index: np.ndarray  # int64 flat word indices, distinct, sorted
-    saved: object  # NumPy array (CPU path) or torch tensor (indexed path)
-    numpy_path: bool
+    views: ModelViews  # keeps the memory alive
+    wslot: np.ndarray
+    windex: np.ndarray
+    saved: np.ndarray  # uint64 old words
+    m: int
     changed: int  # bits that actually changed value
 
-
-def _word_masks(fmap: FaultMap, sel: np.ndarray, udtype):
-    """Distinct word indices of entries ``sel`` and their (xor, or, clear) masks in ``udtype``."""
-    sel = sel[np.argsort(fmap.index[sel], kind="stable")]  # sampled maps are sorted already
-    index = fmap.index[sel]
-    words, start = np.unique(index, return_index=True)  # first entry of each word's run
-    one = np.left_shift(np.uint64(1), fmap.bit[sel].astype(np.uint64))
-    kind = fmap.kind[sel]
-    masks = []
-    for code in (_FLIP, _STUCK1, _STUCK0):
-        part = np.where(kind == code, one, np.uint64(0))
-        masks.append(np.bitwise_or.reduceat(part, start).astype(udtype))
-    return words.astype(np.int64), masks
+    def restore(self) -> None:
+        _kernels.restore_words_at(self.views.addr, self.views.width, self.wslot, self.windex,
+                                  self.saved, self.m)
 
 
-def _validate(model: nn.Module, fmap: FaultMap, caller: str):
-    """Map each faulty parameter to its tensor; reject a map that does not fit this model."""
-    params = dict(model.named_parameters())
-    per = np.bincount(fmap.param, minlength=len(fmap.names)) if len(fmap) else \
-        np.zeros(len(fmap.names), dtype=np.int64)
+@dataclass
+class _Indexed:
+    """Restore record of the indexed torch path (one parameter): word indices and old words."""
+
+    tensor: torch.Tensor
+    where: tuple
+    saved: torch.Tensor
+    changed: int
+
+    def restore(self) -> None:
+        self.tensor.detach().view(self.saved.dtype)[self.where] = self.saved
+
+
+def _bad_entry(views, fmap, slots, status, k, caller):
+    """The error for entry ``k`` that :func:`faultlab._kernels.inject_map` flagged."""
+    if status == 6:
+        return fail("fault_model_or_map", caller, f"parameter codes below {len(fmap.names)}",
+                    int(fmap.param[k]))
+    s = slots[fmap.param[k]]
+    if status == 1:
+        return fail("fault_model_or_map", caller,
+                    f"element indices in [0, {views.numel[s]}) for parameter {views.names[s]!r}",
+                    int(fmap.index[k]))
+    if status == 2:
+        return fail("fault_model_or_map", caller,
+                    f"bit indices below the word width {views.width[s]} of parameter "
+                    f"{views.names[s]!r}", int(fmap.bit[k]))
+    return fail("fault_model_or_map", caller, f"a FaultMap of kinds {', '.join(_OP_OF_KIND)}",
+                int(fmap.kind[k]))
+
+
+def _sorted_entries(views, fmap, slots):
+    """(slot, index)-sorted entries of a validated map: slot, index, bit, op."""
+    slot = slots[fmap.param]
+    order = np.lexsort((fmap.index, slot))
+    return slot[order], fmap.index[order], fmap.bit[order], _OPS[fmap.kind[order]]
+
+
+def _apply_fast(views, slot, index, bit, op) -> _Words:
+    n = slot.shape[0]
+    wslot, windex = np.empty(n, np.int64), np.empty(n, np.int64)
+    saved = np.empty(n, np.uint64)
+    m, changed = _kernels.inject_words(views.addr, views.width, slot, index, bit, op, wslot,
+                                       windex, saved)
+    return _Words(views, wslot, windex, saved, int(m), int(changed))
+
+
+def _apply_indexed(views, slot, index, bit, op) -> list[_Indexed]:
+    """Indexed torch path for the entries of non-fast parameters (CUDA, non-contiguous)."""
+    n = slot.shape[0]
+    wslot, windex = np.empty(n, np.int64), np.empty(n, np.int64)
+    masks = [np.empty(n, np.uint64) for _ in range(3)]
+    m = _kernels.group_words(slot, index, bit, op, wslot, windex, *masks)
+    wslot, windex, masks = wslot[:m], windex[:m], [a[:m] for a in masks]
+    bounds = np.flatnonzero(np.diff(wslot)) + 1
     out = []
-    for i, (name, dtype) in enumerate(zip(fmap.names, fmap.dtypes)):
-        check(name in params, "fault_model_or_map", caller,
-              "a FaultMap of this model's parameters", f"a map naming unknown parameter {name!r}")
-        t = params[name]
-        check(t.dtype in WORDS and _DTYPE_NAMES[t.dtype] == dtype, "fault_model_or_map", caller,
-              "a FaultMap drawn for parameters of the same dtype",
-              f"{dtype} for parameter {name!r} of dtype {str(t.dtype).replace('torch.', '')}")
-        if per[i] == 0:
-            continue
-        sel = np.flatnonzero(fmap.param == i)
-        width = WORDS[t.dtype][0]
-        check(int(fmap.index[sel].max()) < t.numel(), "fault_model_or_map", caller,
-              f"element indices below {t.numel()} for parameter {name!r}",
-              int(fmap.index[sel].max()))
-        check(int(fmap.bit[sel].max()) < width, "fault_model_or_map", caller,
-              f"bit indices below the word width {width} of parameter {name!r}",
-              int(fmap.bit[sel].max()))
-        out.append((t, sel))
+    for part in np.split(np.arange(m), bounds):
+        s = int(wslot[part[0]])
+        t = views.params[s]
+        width = int(views.width[s])
+        ints = t.detach().view(_TORCH_WORD[width])
+        where = tuple(torch.from_numpy(a).to(ints.device)
+                      for a in np.unravel_index(windex[part], tuple(ints.shape)))
+        sdtype = np.dtype(f"int{width}")
+        x, o, c = (torch.from_numpy(a[part].astype(f"uint{width}").view(sdtype)).to(ints.device)
+                   for a in masks)
+        saved = ints[where].clone()
+        ints[where] = ((saved ^ x) | o) & ~c
+        diff = (saved ^ ints[where]).cpu().numpy().view(f"uint{width}")
+        out.append(_Indexed(t, where, saved, int(np.unpackbits(diff.view(np.uint8)).sum())))
     return out
-
-
-def _apply_one(t: torch.Tensor, fmap: FaultMap, sel: np.ndarray) -> _Touched:
-    width, udtype, tdtype = WORDS[t.dtype]
-    words, (x, o, c) = _word_masks(fmap, sel, udtype)
-    data = t.detach()
-    if data.device.type == "cpu" and data.is_contiguous():
-        flat = data.view(tdtype).view(-1).numpy().view(udtype)  # shares the parameter's memory
-        saved = np.empty(words.shape[0], dtype=udtype)
-        changed = _kernels.apply_masks(flat, words, x, o, c, saved)
-        return _Touched(t, words, saved, True, int(changed))
-    # Indexed torch path (CUDA, or a non-contiguous CPU tensor): gather, modify, scatter the
-    # touched words only.
-    ints = data.view(tdtype)
-    where = tuple(torch.from_numpy(a).to(ints.device)
-                  for a in np.unravel_index(words, tuple(ints.shape)))
-    sdtype = np.dtype(f"int{width}")
-
-    def signed(m):
-        return torch.from_numpy(m.view(sdtype)).to(ints.device)
-
-    saved = ints[where].clone()
-    ints[where] = ((saved ^ signed(x)) | signed(o)) & ~signed(c)
-    diff = (saved ^ ints[where]).cpu().numpy().view(udtype)
-    changed = int(np.unpackbits(diff.view(np.uint8)).sum())
-    return _Touched(t, words, saved, False, changed)
-
-
-def _restore_one(rec: _Touched) -> None:
-    _width, udtype, tdtype = WORDS[rec.tensor.dtype]
-    data = rec.tensor.detach()
-    if rec.numpy_path:
-        _kernels.restore_words(data.view(tdtype).view(-1).numpy().view(udtype), rec.index,
-                               rec.saved)
-        return
-    ints = data.view(tdtype)
-    where = tuple(torch.from_numpy(a).to(ints.device)
-                  for a in np.unravel_index(rec.index, tuple(ints.shape)))
-    ints[where] = rec.saved
 
 
 def restore(touched) -> None:
     """Write back every saved word (reverse order of application)."""
     for rec in reversed(touched):
-        _restore_one(rec)
+        rec.restore()
 
 
 def apply_fault_map(model: nn.Module, fmap: FaultMap, caller: str = "apply_fault_map"):
     """Apply ``fmap`` in place and return the records :func:`restore` needs.
 
-    Validates the whole map first, so a bad map leaves the model untouched; if applying fails part
-    way, what was applied is restored before the error propagates.
+    Each record has ``changed`` (bits that changed value). Validates the whole map first, so a bad
+    map leaves the model untouched; if applying fails part way, what was applied is restored
+    before the error propagates.
     """
     check(isinstance(fmap, FaultMap), "fault_model_or_map", caller,
           "a BitFlip, StuckAt or FaultMap", fmap)
-    plan = _validate(model, fmap, caller)
+    views = model_views(model)
+    slots = views.slots(fmap, caller)  # also for an empty map: a foreign map is refused
+    n = len(fmap)
+    if n == 0:
+        return []
+    wslot, windex, saved = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.uint64)
+    # One call checks the whole map, then applies it (status 0) or writes nothing.
+    status, k, m, changed = _kernels.inject_map(
+        views.addr, views.width, views.numel, views.fast8, slots, _OPS, fmap.param, fmap.index,
+        fmap.bit, fmap.kind, wslot, windex, saved)
+    if status == 0:
+        return [_Words(views, wslot, windex, saved, int(m), int(changed))]
+    if status not in (4, 5):
+        raise _bad_entry(views, fmap, slots, status, k, caller)
+    slot, index, bit, op = _sorted_entries(views, fmap, slots)  # unsorted map or indexed path
     touched = []
     try:
         with torch.no_grad():
-            for t, sel in plan:
-                touched.append(_apply_one(t, fmap, sel))
+            fast = views.fast[slot]
+            if fast.any():
+                touched.append(_apply_fast(views, slot[fast], index[fast], bit[fast], op[fast]))
+            if not fast.all():
+                slow = ~fast
+                touched.extend(_apply_indexed(views, slot[slow], index[slow], bit[slow],
+                                              op[slow]))
     except BaseException:
         restore(touched)
         raise

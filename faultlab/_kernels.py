@@ -12,14 +12,25 @@ proportional to the number of positions drawn.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import intrinsic
 
 __all__ = [
+    "OP_CLEAR",
+    "OP_OR",
+    "OP_XOR",
     "apply_masks",
     "bernoulli_positions",
     "distinct_positions",
+    "group_words",
+    "inject_map",
+    "inject_words",
     "restore_words",
+    "restore_words_at",
 ]
+
+# Operations of a fault entry on its bit: XOR (flip), OR (stuck-at-1), AND-NOT (stuck-at-0).
+OP_XOR, OP_OR, OP_CLEAR = 0, 1, 2
 
 
 @njit(cache=True)
@@ -108,3 +119,202 @@ def restore_words(words, index, saved):
     """Write ``saved`` back to ``words[index]`` (undo of :func:`apply_masks`)."""
     for k in range(index.shape[0]):
         words[index[k]] = saved[k]
+
+
+# -- many parameters in one call ------------------------------------------------------------------
+# The word memory of several parameters is reached through their base addresses (int64, e.g.
+# ``ndarray.ctypes.data`` or ``torch.Tensor.data_ptr()``) and word widths (8 / 16 / 32 bits), so one
+# call serves every parameter of a map whatever its dtype. The caller keeps the memory alive and
+# guarantees ``0 <= index < number of words`` (these kernels do not check).
+
+
+def _pointer_cast(nbtype):
+    ptr = types.CPointer(nbtype)
+
+    @intrinsic
+    def cast(typingctx, addr):
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(ptr))
+        return ptr(types.int64), codegen
+    return cast
+
+
+_u32_at, _u16_at, _u8_at = (_pointer_cast(t) for t in (types.uint32, types.uint16, types.uint8))
+
+
+@njit(cache=True, inline="always")
+def _load(addr, width, i):
+    if width == 32:
+        return np.uint64(_u32_at(addr)[i])
+    if width == 16:
+        return np.uint64(_u16_at(addr)[i])
+    return np.uint64(_u8_at(addr)[i])
+
+
+@njit(cache=True, inline="always")
+def _store(addr, width, i, value):
+    if width == 32:
+        _u32_at(addr)[i] = np.uint32(value & np.uint64(0xFFFFFFFF))
+    elif width == 16:
+        _u16_at(addr)[i] = np.uint16(value & np.uint64(0xFFFF))
+    else:
+        _u8_at(addr)[i] = np.uint8(value & np.uint64(0xFF))
+
+
+@njit(cache=True)
+def group_words(slot, index, bit, op, wslot, windex, xor_mask, or_mask, clear_mask):
+    """Group fault entries by word: one (slot, index, xor, or, clear) per run of equal words.
+
+    Entries are sorted by (slot, index); ``op`` holds ``OP_XOR`` / ``OP_OR`` / ``OP_CLEAR``; masks
+    of entries in the same word are OR-ed (as ``np.bitwise_or.reduceat``). Outputs have room for
+    one word per entry (uint64 masks); returns the number ``m`` of distinct words written.
+    """
+    n = slot.shape[0]
+    m = 0
+    k = 0
+    while k < n:
+        s = slot[k]
+        i = index[k]
+        x = np.uint64(0)
+        o = np.uint64(0)
+        c = np.uint64(0)
+        while k < n and slot[k] == s and index[k] == i:
+            b = np.uint64(1) << np.uint64(bit[k])
+            if op[k] == OP_XOR:
+                x |= b
+            elif op[k] == OP_OR:
+                o |= b
+            else:
+                c |= b
+            k += 1
+        wslot[m] = s
+        windex[m] = i
+        xor_mask[m] = x
+        or_mask[m] = o
+        clear_mask[m] = c
+        m += 1
+    return m
+
+
+@njit(cache=True)
+def inject_words(addr, width, slot, index, bit, op, wslot, windex, saved):
+    """Apply sorted fault entries to the words of several parameters; save each word first.
+
+    ``addr[s]`` / ``width[s]``: base address and word width of parameter slot ``s``; entries as in
+    :func:`group_words`. Each distinct word is saved (``wslot``, ``windex``, ``saved`` as uint64)
+    and set to ``((w ^ xor) | or) & ~clear``. Returns ``(m, changed)``: the number of words saved
+    and the number of bits whose value changed.
+    """
+    n = slot.shape[0]
+    m = 0
+    changed = 0
+    k = 0
+    while k < n:
+        s = slot[k]
+        i = index[k]
+        x = np.uint64(0)
+        o = np.uint64(0)
+        c = np.uint64(0)
+        while k < n and slot[k] == s and index[k] == i:
+            b = np.uint64(1) << np.uint64(bit[k])
+            if op[k] == OP_XOR:
+                x |= b
+            elif op[k] == OP_OR:
+                o |= b
+            else:
+                c |= b
+            k += 1
+        a = addr[s]
+        w = width[s]
+        old = _load(a, w, i)
+        new = ((old ^ x) | o) & ~c
+        _store(a, w, i, new)
+        wslot[m] = s
+        windex[m] = i
+        saved[m] = old
+        m += 1
+        diff = old ^ (new & ((np.uint64(1) << np.uint64(w)) - np.uint64(1)))
+        while diff:  # popcount
+            diff &= diff - np.uint64(1)
+            changed += 1
+    return m, changed
+
+
+@njit(cache=True)
+def restore_words_at(addr, width, wslot, windex, saved, m):
+    """Write ``saved[:m]`` back (last saved first): the undo of :func:`inject_words`."""
+    for k in range(m - 1, -1, -1):
+        _store(addr[wslot[k]], width[wslot[k]], windex[k], saved[k])
+
+
+@njit(cache=True)
+def inject_map(addr, width, numel, fast, slots, ops, param, index, bit, kind, wslot, windex,
+               saved):
+    """Check a whole fault map, then apply it with :func:`inject_words` semantics: one call a map.
+
+    ``param`` / ``index`` / ``bit`` / ``kind`` are the map's entries; ``slots[param]`` gives each
+    entry's parameter slot and ``ops[kind]`` its operation (-1: unsupported kind). A first pass
+    writes nothing and returns ``(status, k, 0, 0)`` at the first entry ``k`` that is out of range
+    (status 1: element index, 2: bit, 3: kind, 6: parameter), or status 4 if the entries are not sorted by
+    (slot, index), or 5 if an entry's slot is not ``fast``. Otherwise every distinct word is saved
+    and rewritten and ``(0, 0, m, changed)`` is returned.
+    """
+    n = param.shape[0]
+    prev_s = np.int64(-1)
+    prev_i = np.int64(-1)
+    unsorted = False
+    slow = False
+    for k in range(n):
+        if param[k] < 0 or param[k] >= slots.shape[0]:
+            return 6, k, 0, 0
+        s = slots[param[k]]
+        i = index[k]
+        if i < 0 or i >= numel[s]:
+            return 1, k, 0, 0
+        if np.int64(bit[k]) >= width[s]:
+            return 2, k, 0, 0
+        if kind[k] < 0 or kind[k] >= ops.shape[0] or ops[kind[k]] < 0:
+            return 3, k, 0, 0
+        if s < prev_s or (s == prev_s and i < prev_i):
+            unsorted = True
+        if not fast[s]:
+            slow = True
+        prev_s = s
+        prev_i = i
+    if unsorted:
+        return 4, 0, 0, 0
+    if slow:
+        return 5, 0, 0, 0
+    m = 0
+    changed = 0
+    k = 0
+    while k < n:
+        s = slots[param[k]]
+        i = index[k]
+        x = np.uint64(0)
+        o = np.uint64(0)
+        c = np.uint64(0)
+        while k < n and slots[param[k]] == s and index[k] == i:
+            b = np.uint64(1) << np.uint64(bit[k])
+            op = ops[kind[k]]
+            if op == OP_XOR:
+                x |= b
+            elif op == OP_OR:
+                o |= b
+            else:
+                c |= b
+            k += 1
+        a = addr[s]
+        w = width[s]
+        old = _load(a, w, i)
+        new = ((old ^ x) | o) & ~c
+        _store(a, w, i, new)
+        wslot[m] = s
+        windex[m] = i
+        saved[m] = old
+        m += 1
+        diff = old ^ (new & ((np.uint64(1) << np.uint64(w)) - np.uint64(1)))
+        while diff:  # popcount
+            diff &= diff - np.uint64(1)
+            changed += 1
+    return 0, 0, m, changed

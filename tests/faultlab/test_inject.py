@@ -166,3 +166,108 @@ def test_unsorted_user_map_groups_words_correctly(tiny):
         during = _words(tiny)
     expected = _reference(before, fmap)
     assert all(np.array_equal(during[n], expected[n]) for n in before)
+
+
+class _Residual(torch.nn.Module):
+    """Not in the zoo: conv -> BatchNorm -> F.relu, a residual add, x.relu(), a reused ReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.conv2 = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.act = torch.nn.ReLU(inplace=True)
+        self.fc = torch.nn.Linear(4 * 8 * 8, 5)
+
+    def forward(self, x):
+        h = torch.nn.functional.relu(self.bn(self.conv1(x)))
+        h = self.act(self.conv2(h) + h)
+        return self.fc(self.act(h).relu().flatten(1))
+
+
+def test_one_record_per_map_on_a_residual_user_model_with_bias_and_norm():
+    from faultlab._inject import apply_fault_map, restore
+
+    torch.manual_seed(0)
+    model = _Residual().eval()
+    before = _words(model)
+    fmap = fl.sample_faults(model, fl.BitFlip(rate=0.01), seed=5, include_bias=True,
+                            include_norm=True)
+    assert len({fmap.names[p] for p in fmap.param}) >= 6  # faults in many parameters
+    recs = apply_fault_map(model, fmap)
+    assert len(recs) == 1  # the whole map went through one kernel call
+    during = _words(model)
+    expected = _reference(before, fmap)
+    assert all(np.array_equal(during[n], expected[n]) for n in before)
+    flipped = sum(int(np.unpackbits((during[n] ^ before[n]).view(np.uint8)).sum()) for n in before)
+    assert recs[0].changed == flipped == len(fmap)  # distinct flips: every one changes its bit
+    restore(recs)
+    assert all(np.array_equal(_words(model)[n], before[n]) for n in before)
+
+
+def test_int8_weights_and_float_biases_in_one_map():
+    torch.manual_seed(1)
+    q = fl.quantize_int8(_Residual().eval())
+    before = _words(q)
+    with fl.inject(q, fl.StuckAt(1, rate=0.05), seed=2, include_bias=True) as fmap:
+        during = _words(q)
+    assert {"int8", "float32"} <= {fmap.dtypes[p] for p in np.unique(fmap.param)}
+    expected = _reference(before, fmap)
+    assert all(np.array_equal(during[n], expected[n]) for n in before)
+    assert all(np.array_equal(_words(q)[n], before[n]) for n in before)
+
+
+def test_prepared_views_follow_replaced_parameters_and_modules(tiny):
+    from faultlab._inject import model_views
+
+    fmap = fl.sample_faults(tiny, fl.BitFlip(count=20), seed=1, layers=["0"])
+    with fl.inject(tiny, fmap):
+        pass
+    views = model_views(tiny)
+    assert model_views(tiny) is views  # reused while nothing changed
+    for change in ("data", "parameter", "module"):
+        if change == "data":
+            tiny[0].weight.data = torch.randn(16, 8)
+        elif change == "parameter":
+            tiny[0].weight = torch.nn.Parameter(torch.randn(16, 8))
+        else:
+            tiny[0] = torch.nn.Linear(8, 16)
+        assert model_views(tiny) is not views
+        views = model_views(tiny)
+        before = _words(tiny)
+        with fl.inject(tiny, fmap):
+            during = _words(tiny)
+        expected = _reference(before, fmap)
+        assert np.array_equal(during["0.weight"], expected["0.weight"]), change
+        assert all(np.array_equal(_words(tiny)[n], before[n]) for n in before)
+
+
+def test_bad_entries_are_refused_before_any_change(tiny):
+    fmap = fl.sample_faults(tiny, fl.BitFlip(count=10), seed=0)
+
+    def variant(**kw):
+        parts = {a: getattr(fmap, a).copy() for a in ("param", "index", "bit", "kind")}
+        for k, (i, v) in kw.items():
+            parts[k][i] = v
+        return fl.FaultMap(fmap.names, fmap.dtypes, **parts)
+
+    before = _words(tiny)
+    cases = [(variant(index=(9, 10**6)), r"element indices in \[0, \d+\) for parameter"),
+             (variant(index=(9, -1)), r"element indices in \[0, \d+\) .* got -1"),
+             (variant(param=(9, 7)), r"parameter codes below 2, got 7"),
+             (variant(kind=(9, 5)), r"a FaultMap of kinds flip, stuck1, stuck0, got 5")]
+    for bad, match in cases:
+        with pytest.raises(ValueError, match=r"fault_model_or_map of inject must be " + match):
+            fl.inject(tiny, bad).__enter__()
+        assert all(np.array_equal(_words(tiny)[n], before[n]) for n in before)
+
+
+def test_mixed_fast_and_indexed_parameters_in_one_map(tiny):
+    tiny[3].weight = torch.nn.Parameter(torch.randn(16, 4).t())  # non-contiguous: indexed path
+    before = _words(tiny)
+    with fl.inject(tiny, fl.StuckAt(0, rate=0.1), seed=6) as fmap:
+        during = _words(tiny)
+    assert set(np.unique(fmap.param)) == {0, 1}
+    expected = _reference(before, fmap)
+    assert all(np.array_equal(during[n], expected[n]) for n in before)
+    assert all(np.array_equal(_words(tiny)[n], before[n]) for n in before)

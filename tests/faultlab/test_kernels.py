@@ -67,3 +67,99 @@ def test_bernoulli_positions_edges_and_mean():
     assert 15.0 < counts.var(ddof=1) < 25.0
     p = _kernels.bernoulli_positions(10**6, 1e-3, 9)
     assert np.all(np.diff(p) > 0) and p.max() < 10**6
+
+
+def _entries(rng, n_params, sizes, widths, n):
+    """Random sorted fault entries over parameters of the given sizes / widths."""
+    param = np.sort(rng.integers(0, n_params, n)).astype(np.int32)
+    index = np.array([rng.integers(0, sizes[p]) for p in param], dtype=np.int64)
+    bit = np.array([rng.integers(0, widths[p]) for p in param], dtype=np.uint8)
+    _, keep = np.unique(np.stack([param, index, bit]), axis=1, return_index=True)  # distinct bits
+    param, index, bit = param[keep], index[keep], bit[keep]
+    order = np.lexsort((index, param))
+    kind = rng.integers(0, 3, len(param)).astype(np.int8)
+    return param[order], index[order], bit[order], kind
+
+
+def _numpy_reference(arrays, slots, ops, param, index, bit, kind):
+    out = [a.copy() for a in arrays]
+    for p, i, b, k in zip(param, index, bit, kind):
+        w = out[slots[p]]
+        one = w.dtype.type(1 << int(b))
+        op = ops[k]
+        if op == _kernels.OP_XOR:
+            w[i] ^= one
+        elif op == _kernels.OP_OR:
+            w[i] |= one
+        else:
+            w[i] &= ~one
+    return out
+
+
+def test_inject_map_matches_numpy_on_mixed_widths_and_restores():
+    rng = np.random.default_rng(3)
+    arrays = [rng.integers(0, 2**32, 40, dtype=np.uint64).astype(np.uint32),
+              rng.integers(0, 2**16, 30, dtype=np.uint64).astype(np.uint16),
+              rng.integers(0, 2**8, 20, dtype=np.uint64).astype(np.uint8)]
+    before = [a.copy() for a in arrays]
+    addr = np.array([a.ctypes.data for a in arrays], dtype=np.int64)
+    width = np.array([32, 16, 8], dtype=np.int64)
+    numel = np.array([40, 30, 20], dtype=np.int64)
+    fast = np.ones(3, dtype=np.uint8)
+    slots = np.array([2, 0, 1], dtype=np.int64)  # map parameter p lives in slot slots[p]
+    ops = np.array([_kernels.OP_XOR, _kernels.OP_CLEAR, _kernels.OP_OR], dtype=np.int8)
+    sizes, widths = [numel[s] for s in slots], [width[s] for s in slots]
+    param, index, bit, kind = _entries(rng, 3, sizes, widths, 90)  # several bits per word
+    # entries must be sorted by (slot, index): sort by slot through the slot table
+    order = np.lexsort((index, slots[param]))
+    param, index, bit, kind = param[order], index[order], bit[order], kind[order]
+    expected = _numpy_reference(arrays, slots, ops, param, index, bit, kind)
+    n = len(param)
+    wslot, windex, saved = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.uint64)
+    status, _, m, changed = _kernels.inject_map(addr, width, numel, fast, slots, ops, param, index,
+                                                bit, kind, wslot, windex, saved)
+    assert status == 0
+    assert all(np.array_equal(a, e) for a, e in zip(arrays, expected))
+    words = {(int(s), int(i)) for s, i in zip(slots[param], index)}
+    assert m == len(words)  # one saved word per distinct (slot, index)
+    flipped = sum(int(np.unpackbits((a ^ b).view(np.uint8)).sum()) for a, b in zip(arrays, before))
+    assert changed == flipped > 0
+    _kernels.restore_words_at(addr, width, wslot, windex, saved, m)
+    assert all(np.array_equal(a, b) for a, b in zip(arrays, before))
+
+
+def test_inject_map_flags_bad_entries_without_writing():
+    a = np.arange(8, dtype=np.uint32)
+    addr, width = np.array([a.ctypes.data], np.int64), np.array([32], np.int64)
+    numel, fast = np.array([8], np.int64), np.ones(1, np.uint8)
+    slots, ops = np.zeros(1, np.int64), np.array([0, 2, 1], np.int8)
+    out = (np.empty(4, np.int64), np.empty(4, np.int64), np.empty(4, np.uint64))
+
+    def run(param, index, bit, kind, fast=fast):
+        return _kernels.inject_map(addr, width, numel, fast, slots, ops,
+                                   np.array(param, np.int32), np.array(index, np.int64),
+                                   np.array(bit, np.uint8), np.array(kind, np.int8), *out)[:2]
+
+    assert run([0, 0], [1, 8], [0, 0], [0, 0]) == (1, 1)  # element index out of range
+    assert run([0, 0], [1, -1], [0, 0], [0, 0]) == (1, 1)
+    assert run([0, 0], [1, 2], [3, 32], [0, 0]) == (2, 1)  # bit beyond the word
+    assert run([0], [1], [0], [3]) == (3, 0)  # unknown kind
+    assert run([1], [1], [0], [0]) == (6, 0)  # unknown parameter code
+    assert run([0, 0], [5, 2], [0, 0], [0, 0]) == (4, 0)  # unsorted
+    assert run([0], [5], [0], [0], fast=np.zeros(1, np.uint8)) == (5, 0)  # indexed path
+    assert np.array_equal(a, np.arange(8, dtype=np.uint32))  # nothing written
+
+
+def test_group_words_ors_masks_per_word():
+    slot = np.array([0, 0, 0, 1, 1], np.int64)
+    index = np.array([2, 2, 5, 2, 2], np.int64)
+    bit = np.array([0, 3, 1, 7, 7], np.uint8)
+    op = np.array([_kernels.OP_XOR, _kernels.OP_OR, _kernels.OP_CLEAR, _kernels.OP_XOR,
+                   _kernels.OP_XOR], np.int8)
+    out = [np.empty(5, np.int64), np.empty(5, np.int64)] + [np.empty(5, np.uint64)
+                                                              for _ in range(3)]
+    m = _kernels.group_words(slot, index, bit, op, *out)
+    assert m == 3
+    assert out[0][:3].tolist() == [0, 0, 1] and out[1][:3].tolist() == [2, 5, 2]
+    assert out[2][:3].tolist() == [1, 0, 128]  # xor masks (a duplicate entry ORs, as reduceat)
+    assert out[3][:3].tolist() == [8, 0, 0] and out[4][:3].tolist() == [0, 2, 0]
