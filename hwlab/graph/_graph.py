@@ -84,7 +84,8 @@ class ModelGraph:
         for i, n in enumerate(self.module.graph.nodes):
             if n.op in ("call_module", "get_attr"):
                 t = str(n.target)
-                if any(t == p or t.startswith(p + ".") for p in prefixes):
+                if any(t == p or t.startswith(p + ".") or p.startswith(t + ".")
+                       for p in prefixes):  # p inside a leaf module t: t's call reads it
                     first = i
                     break
         return first

@@ -68,6 +68,8 @@ def rewrite_graph(gm: fx.GraphModule, sites: list, replace: dict, caller: str) -
             node = nodes[site.node]
             if site.module is not None and calls.get(site.module) == 1:
                 _set_submodule(gm, site.module, new)
+                if site.inplace and node.args and isinstance(node.args[0], fx.Node):
+                    _rewire(node.args[0], node, order)  # the new module may be out of place
                 continue
             path = site_path(site, taken)
             taken.add(path)
@@ -76,11 +78,10 @@ def rewrite_graph(gm: fx.GraphModule, sites: list, replace: dict, caller: str) -
             with gm.graph.inserting_before(node):
                 repl = gm.graph.call_module(path, (x,))
             repl.meta = dict(node.meta)
+            order[repl] = order[node]  # a later in-place site compares against it
             node.replace_all_uses_with(repl)
             if site.inplace and isinstance(x, fx.Node):
-                for user in list(x.users):
-                    if user is not repl and order.get(user, -1) > order[node]:
-                        user.replace_input_with(x, repl)
+                _rewire(x, repl, order, after=node)
             gm.graph.erase_node(node)
         elif key in calls:  # a leaf module that the graph calls
             _set_submodule(gm, key, new)
@@ -92,6 +93,14 @@ def rewrite_graph(gm: fx.GraphModule, sites: list, replace: dict, caller: str) -
     gm.graph.lint()
     gm.recompile()
     return gm
+
+
+def _rewire(x: fx.Node, repl: fx.Node, order: dict, after: fx.Node | None = None) -> None:
+    """Readers of ``x`` after the in-place call ``after`` (default ``repl``) read ``repl``."""
+    at = order[after if after is not None else repl]
+    for user in list(x.users):
+        if user is not repl and order.get(user, -1) > at:
+            user.replace_input_with(x, repl)
 
 
 def copy_model(model: nn.Module) -> nn.Module:
