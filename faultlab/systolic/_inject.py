@@ -35,7 +35,7 @@ from hwlab.errors import check, fail
 from ._array import mapped_layers
 from ._faults import TARGETS, PEFault, PEFaultMap, _sample
 
-__all__ = ["PETable", "inject", "layer_inputs"]
+__all__ = ["PEHooks", "PETable", "inject", "layer_inputs"]
 
 _MAX_ELEMENTS = 1 << 24  # elements of one partial-sum block (64 MB of float32)
 
@@ -307,3 +307,41 @@ def inject(model: nn.Module, fault_or_map, seed: int = 0):
     finally:
         for h in handles:
             h.remove()
+
+
+class PEHooks:
+    """The hooks of one campaign trial: installed on creation, ``remove()`` at the end.
+
+    ``lifter(inner)`` gives the campaign a context manager factory that takes the PE faults (and
+    ``inner``'s faults, if given) away for a moment, to compute fault-free logits.
+    """
+
+    def __init__(self, model: nn.Module, fault_or_map, seed: int = 0):
+        self.fmap = _as_map(fault_or_map, seed, "campaign")
+        self._layers = [m for _, m in mapped_layers(model, "campaign")]
+        self._hook = _PEHook(PETable.from_map(self.fmap))
+        self._handles = []
+        self._install()
+
+    def _install(self):
+        self._handles = [m.register_forward_hook(self._hook) for m in self._layers]
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def lifter(self, inner=None):
+        @contextmanager
+        def lift():
+            self.remove()
+            try:
+                if inner is None:
+                    yield
+                else:
+                    with inner():
+                        yield
+            finally:
+                self._install()
+
+        return lift
