@@ -40,18 +40,18 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
+from hwlab._config import StudyConfig, constraints, convert, param
 from hwlab.errors import HwlabError, check, fail
 from hwlab.executors import SerialExecutor
 from hwlab.seeds import derive_seed  # re-exported: hwlab.studies.derive_seed still works
 
-__all__ = ["Study", "derive_seed", "get_study", "list_studies", "run_context", "run_items",
-           "run_study"]
+__all__ = ["Study", "StudyConfig", "derive_seed", "get_study", "list_studies", "param",
+           "run_context", "run_items", "run_study"]
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "hwlab.studies"
 Progress = Callable[..., None]  # progress(done: int, total: int, message: str = "")
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 class Study:
@@ -90,9 +90,15 @@ class Study:
             check(name in options, "option", f"study {self.name}",
                   f"one of {', '.join(sorted(options))}", name)
             values[name] = value
-        converted = {n: _convert(v, options[n], n, f"study {self.name}")
+        converted = {n: convert(v, options[n], n, f"study {self.name}")
                      for n, v in values.items()}
-        return self.Config(**converted)
+        return self.Config(**converted)  # a StudyConfig validates itself in __post_init__
+
+    def constraints(self) -> dict[str, dict]:
+        """Field -> declared constraints (type, default, help, choices, range, ...): the CLI
+        flags and the dashboard form are built from this (see :func:`hwlab._config.constraints`).
+        """
+        return constraints(self.Config)
 
     # -- running -----------------------------------------------------------------------------
     def open_run(self, store, config, fingerprint: str | None = None):
@@ -133,64 +139,6 @@ def run_context(store, study: str, config, fingerprint: str | None = None) -> It
         store.finish_run(run_id, "failed")
         raise
     store.finish_run(run_id, "done")
-
-
-_NUMBERS = {int: ("an integer", "iu"), float: ("a number", "iuf")}  # type -> (words, dtype kinds)
-
-
-def _convert(value: Any, tp: Any, name: str, caller: str) -> Any:
-    """Check ``value`` against the type hint ``tp``, converting CLI strings."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "")
-                             and type(None) in args):
-            check(type(None) in args, name, caller, f"a {tp}", value)
-            return None
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            return _convert(value, inner[0], name, caller)
-        for a in inner:  # first alternative that accepts the value
-            try:
-                return _convert(value, a, name, caller)
-            except ValueError:
-                continue
-        raise fail(name, caller, f"a {tp}", value)
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        check(isinstance(value, (tuple, list)), name, caller,
-              "a tuple (comma-separated on the command line)", value)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(v, args[0], name, caller) for v in value)
-        if args:
-            check(len(value) == len(args), name, caller, f"a tuple of {len(args)} values", value)
-            return tuple(_convert(v, a, name, caller) for v, a in zip(value, args))
-        return tuple(value)
-    if tp is bool:
-        if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
-            return value.lower() in _TRUE
-        check(isinstance(value, bool), name, caller, "a bool (true or false)", value)
-        return value
-    if tp in _NUMBERS:  # int or float: parse CLI strings, accept Python and NumPy numbers
-        what, kinds = _NUMBERS[tp]
-        if isinstance(value, str):
-            try:
-                return tp(value)
-            except ValueError:
-                raise fail(name, caller, what, value) from None
-        py_ok = isinstance(value, int if tp is int else (int, float)) and not isinstance(value, bool)
-        np_ok = hasattr(value, "dtype") and getattr(value.dtype, "kind", "x") in kinds
-        check(py_ok or np_ok, name, caller, what, value)
-        return tp(value)
-    if tp is str:
-        check(isinstance(value, str), name, caller, "a str", value)
-        return value
-    if origin is typing.Literal:
-        check(value in args, name, caller, f"one of {', '.join(map(repr, args))}", value)
-        return value
-    if isinstance(tp, type):
-        check(isinstance(value, tp), name, caller, f"a {tp.__name__}", value)
-    return value
 
 
 # -- registry --------------------------------------------------------------------------------

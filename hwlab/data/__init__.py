@@ -8,7 +8,8 @@ Nothing is ever downloaded; file formats are parsed without pickle.
 """
 
 from hwlab.data._iter import as_xy, iter_batches
-from hwlab.data._load import DATASETS, load
+from hwlab.data._load import DATASETS, check_dataset, load
 from hwlab.data._split import SPLITS, Split, batches
 
-__all__ = ["DATASETS", "SPLITS", "Split", "as_xy", "batches", "iter_batches", "load"]
+__all__ = ["DATASETS", "SPLITS", "Split", "as_xy", "batches", "check_dataset", "iter_batches",
+           "load"]

@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hwlab.data import _builtin, _files
+from hwlab.data import _builtin, _files, _images
 from hwlab.data._split import SPLITS, Split, _split_indices
 from hwlab.errors import check, check_choice, check_positive_int, fail
 
 DATASETS = ("digits", "mnist5k", "synthetic")
-FILE_KINDS = ("mnist-idx", "cifar10", "npz")
+FILE_KINDS = ("mnist-idx", "cifar10", "npz", "imagefolder")
 FRACTIONS = (0.8, 0.1, 0.1)  # train / val / test of a dataset without its own test set
 VAL_FRACTION = 0.1  # val share of the train part when the dataset ships its own test set
-_ALLOWED = "one of digits, mnist5k, synthetic, 'mnist-idx:DIR', 'cifar10:DIR', 'npz:FILE'"
+_ALLOWED = ("one of digits, mnist5k, synthetic, 'mnist-idx:DIR', 'cifar10:DIR', 'npz:FILE', "
+            "'imagefolder:DIR'")
 
 
 def load(name: str, split: str = "train", seed: int = 0, **kw) -> Split:
@@ -21,7 +22,8 @@ def load(name: str, split: str = "train", seed: int = 0, **kw) -> Split:
 
     Names: ``digits`` (1x8x8, 1,797), ``mnist5k`` (1x28x28, 4,000/500/500), ``synthetic`` (kw:
     ``shape=(1, 8, 8)``, ``n=512``, ``num_classes=4``, ``noise=0.5``), ``mnist-idx:DIR``,
-    ``cifar10:DIR`` (binary batches), ``npz:FILE``. Splits are stratified, disjoint and
+    ``cifar10:DIR`` (binary batches), ``npz:FILE``, ``imagefolder:DIR`` (class subfolders of
+    images; options ``?size=HxW&mode=L|RGB`` or kw ``size``, ``mode``). Splits are stratified, disjoint and
     deterministic for ``seed``: 80/10/10 % per class, or, for files with their own test set, that
     test set plus a 90/10 % train/val cut of their train part.
     """
@@ -39,6 +41,8 @@ def _raw(name: str, kw: dict) -> _builtin.Raw:
     kind, sep, arg = name.partition(":")
     if sep:
         check(kind in FILE_KINDS and arg != "", "name", "load", _ALLOWED, name)
+        if kind == "imagefolder":
+            return _images.imagefolder(arg, name, kw)
         check(not kw, "keyword arguments", "load", f"empty for {kind}", kw)
         return {"mnist-idx": _files.mnist_idx, "cifar10": _files.cifar10, "npz": _files.npz}[
             kind](arg, name)
@@ -47,6 +51,24 @@ def _raw(name: str, kw: dict) -> _builtin.Raw:
         return _builtin.synthetic(*_synthetic_args(**kw))
     check(not kw, "keyword arguments", "load", f"empty for {name}", kw)
     return _builtin.digits() if name == "digits" else _builtin.mnist5k()
+
+
+def check_dataset(name, param: str = "dataset", caller: str = "load") -> str:
+    """``name`` if it is a dataset spec whose file or folder exists (nothing is parsed), else an
+    error in the template for ``param`` of ``caller``. Cheap: for config validation."""
+    check(isinstance(name, str) and name != "", param, caller, _ALLOWED, name)
+    kind, sep, arg = name.partition(":")
+    if not sep:
+        check(name in DATASETS, param, caller, _ALLOWED, name)
+        return name
+    check(kind in FILE_KINDS and arg != "", param, caller, _ALLOWED, name)
+    from pathlib import Path
+
+    path = Path(arg.partition("?")[0] if kind == "imagefolder" else arg).expanduser()
+    ok = path.is_file() if kind == "npz" else path.is_dir()
+    check(ok, param, caller, f"'{kind}:{'FILE' if kind == 'npz' else 'DIR'}' naming an existing "
+          f"{'file' if kind == 'npz' else 'folder'}", name)
+    return name
 
 
 def _synthetic_args(shape=(1, 8, 8), n=512, num_classes=4, noise=0.5):
