@@ -13,6 +13,7 @@ _LAZY = {
     "BitFlip": "faultlab._faults",
     "StuckAt": "faultlab._faults",
     "FaultMap": "faultlab._faults",
+    "FaultModel": "faultlab._faults",
     "sample_faults": "faultlab._sample",
     "eligible_parameters": "faultlab._sample",
     "inject": "faultlab._inject",
@@ -20,13 +21,14 @@ _LAZY = {
     "campaign": "faultlab._campaign",
     "summarize": "faultlab._stats",
     "mean_ci": "faultlab._stats",
+    "proportion_ci": "faultlab._stats",
     "leveugle_sample_size": "faultlab._stats",
     "NeuronFault": "faultlab._neuron",
     "neuron_faults": "faultlab._neuron",
     "assert_resilient": "faultlab._resilience",
     "vulnerability": "faultlab._vulnerability",
 }
-_SUBPACKAGES: tuple[str, ...] = ("clipact",)  # imported as faultlab.<name> on first use
+_SUBPACKAGES: tuple[str, ...] = ("clipact", "memory")  # imported as faultlab.<name> on first use
 
 __all__ = [*_LAZY, *_SUBPACKAGES]  # noqa: PLE0604 (all strings)
 

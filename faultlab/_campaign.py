@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import tempfile
+import uuid
 from concurrent.futures import Executor
 from contextlib import ExitStack
 
@@ -13,16 +14,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from faultlab._faults import FAULT_MODELS
+from faultlab._evaluator import CACHE_BYTES, CampaignData, prepare
+from faultlab._faults import FAULT_MODELS, BitFlip, StuckAt
 from faultlab._neuron import NeuronFault
+from faultlab.systolic._faults import PEFault
+from faultlab._rows import MemoryStore
 from faultlab._sample import _bit_table, eligible_parameters
-from faultlab._stats import mean_ci
-from faultlab._trial import Payload, Trial, input_dtype, run_trial
+from faultlab._stats import interval
+from faultlab._trial import Payload, Trial, run_trial
 from hwlab.errors import check, fail
+from hwlab.executors import SPEC_FORMS
+from hwlab.metrics import resolve_metrics
+from hwlab.seeds import derive_seed
+from hwlab.studies import run_context, run_items
 
 __all__ = ["campaign", "point_key", "weights_fingerprint"]
-
-METRICS = ("accuracy",)
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -32,15 +38,6 @@ def weights_fingerprint(model: nn.Module) -> str:
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
-
-
-def _tensor_hash(*tensors) -> str:
-    h = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -65,46 +62,46 @@ def _fmt(v) -> str:
 def _as_spec(fm) -> tuple:
     items = tuple(fm) if isinstance(fm, (tuple, list)) else (fm,)
     for f in items:
-        check(isinstance(f, (*FAULT_MODELS, NeuronFault)), "fault_models", "campaign",
-              "BitFlip, StuckAt or NeuronFault objects (or tuples of them)", fm)
+        check(isinstance(f, (*FAULT_MODELS, NeuronFault, PEFault)), "fault_models", "campaign",
+              "BitFlip, StuckAt, NeuronFault or PEFault objects (or tuples of them)", fm)
     check(len(items) > 0, "fault_models", "campaign", "non-empty entries", fm)
+    check(sum(isinstance(f, PEFault) for f in items) <= 1, "fault_models", "campaign",
+          "points with at most one PEFault", fm)
     check(sum(isinstance(f, NeuronFault) for f in items) <= 1, "fault_models", "campaign",
           "points with at most one NeuronFault", fm)
     return items
 
 
-def _xy(data):
-    from hwlab.data import Split
-
-    if isinstance(data, Split):
-        x, y, name = data.x, data.y, data.name or None
-    elif isinstance(data, (tuple, list)) and len(data) == 2:
-        (x, y), name = data, None
-        x, y = torch.as_tensor(x), torch.as_tensor(y)
-    else:
-        raise fail("data", "campaign", "a hwlab.data.Split or an (x, y) pair", type(data).__name__)
-    check(x.ndim >= 2 and y.ndim == 1 and x.shape[0] == y.shape[0], "data", "campaign",
-          "an (x, y) pair with x N x ... and y of length N", (tuple(x.shape), tuple(y.shape)))
-    check(x.shape[0] > 0, "data", "campaign", "a non-empty dataset", name or "(x, y) with 0 rows")
-    return x, y.long(), name
-
-
-def _check_args(model, fault_models, trials, seed, metric, batch_size, margin, confidence,
-                min_trials, layers, include_bias, include_norm):
+def _check_args(model, fault_models, trials, seed, metrics, batch_size, margin, confidence,
+                min_trials, layers, include_bias, include_norm, executor, delayed_start,
+                cache_bytes):
     c = "campaign"
     check(isinstance(model, nn.Module), "model", c, "a torch.nn.Module", type(model).__name__)
     check(isinstance(fault_models, (list, tuple)) and len(fault_models) > 0, "fault_models", c,
           "a non-empty list of fault models", fault_models)
     for name, v, lo in (("trials", trials, 1), ("seed", seed, 0), ("batch_size", batch_size, 1),
-                        ("min_trials", min_trials, 2)):
+                        ("min_trials", min_trials, 2), ("cache_bytes", cache_bytes, 0)):
         ok = isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= lo
         check(ok, name, c, f"an integer >= {lo}", v)
-    check(metric in METRICS, "metric", c, f"one of {', '.join(METRICS)}", metric)
+    resolved = resolve_metrics(metrics, c)
     if margin is not None:
         ok = isinstance(margin, (int, float)) and not isinstance(margin, bool)
-        check(ok and 0 < margin < 1, "margin", c, "None or a number in (0, 1)", margin)
+        check(ok and 0 < margin < 1 if resolved[0].proportion else ok and margin > 0, "margin",
+              c, "None or a number in (0, 1)", margin)
     check(isinstance(confidence, float) and 0 < confidence < 1, "confidence", c,
           "a number in (0, 1)", confidence)
+    check(isinstance(delayed_start, bool), "delayed_start", c, "True or False", delayed_start)
+    if isinstance(executor, str):
+        from hwlab.executors import parse_spec
+
+        try:
+            parse_spec(executor)
+        except ValueError:
+            raise fail("executor", c, f"None, an Executor or one of {SPEC_FORMS}",
+                       executor) from None
+    else:
+        check(executor is None or isinstance(executor, Executor), "executor", c,
+              "None, an executor spec string or a concurrent.futures.Executor", executor)
     specs = [_as_spec(fm) for fm in fault_models]
     keys = [point_key(s) for s in specs]
     check(len(set(keys)) == len(keys), "fault_models", c, "distinct fault models", keys)
@@ -113,92 +110,138 @@ def _check_args(model, fault_models, trials, seed, metric, batch_size, margin, c
         total = sum(t.numel() for _, t in chosen)
         for s in specs:
             for f in s:
-                if isinstance(f, FAULT_MODELS):
+                if isinstance(f, (BitFlip, StuckAt)):
                     _, per_word = _bit_table(f, chosen, c)
                     check(f.count is None or f.count <= total * int(per_word.min()), "count", c,
                           "at most the number of eligible bits", f.count)
-    return specs, keys
+    return specs, keys, resolved
+
+
+def _dtype(model: nn.Module) -> str:
+    """The number format of the weights faults hit, e.g. ``float32`` or ``int8`` (+-joined)."""
+    try:
+        chosen = eligible_parameters(model, caller="campaign")
+    except ValueError:
+        chosen = list(model.named_parameters())
+    names = dict.fromkeys(str(t.dtype).replace("torch.", "") for _, t in chosen)
+    return "+".join(names) or None
 
 
 def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
-             metric: str = "accuracy", store=None, executor=None, batch_size: int = 512, *,
+             metrics=("accuracy",), store=None, executor=None, batch_size: int = 512, *,
              layers=None, include_bias: bool = False, include_norm: bool = False,
              margin: float | None = None, confidence: float = 0.95, min_trials: int = 5,
              clean: bool = True, variant: str = "baseline", model_name: str | None = None,
              dataset_name: str | None = None, study: str = "faultlab.campaign", progress=None,
-             run_config: dict | None = None):
+             run_config: dict | None = None, delayed_start: bool = True,
+             cache_bytes: int = CACHE_BYTES, nested: bool = False):
     """Run ``trials`` seeded fault-injection trials per fault model; return the result rows.
 
-    ``fault_models``: BitFlip / StuckAt (weight faults, injected in place with :func:`inject`) and
-    NeuronFault (activation faults through pytorchfi); a tuple is one point that combines them.
-    With ``clean`` one fault-free row (``fault_model="none"``, rate 0) is added. ``data``: a
-    ``hwlab.data.Split`` or an ``(x, y)`` pair. Each trial's seed is ``derive_seed(seed, key)`` of
-    its key (``<point>|trial=<t>``), so the table does not depend on the ``executor`` (None, an
-    Executor, or a spec such as ``"process:2"`` / ``"dask-local:2"``) or on completion order; only
-    ``latency_ms`` and ``extra.inject_ms`` (wall times) differ.
+    ``fault_models``: weight fault models (BitFlip, StuckAt, faultlab.memory's models; injected in
+    place with :func:`inject`) and NeuronFault (activation faults through pytorchfi); a tuple is
+    one point that combines them. With ``clean`` one fault-free row (``fault_model="none"``,
+    rate 0) is added. ``data``: a ``hwlab.data.Split``, an ``(x, y)`` pair, a ``DataLoader`` or
+    any re-iterable of ``(x, y)`` batches (streamed: memory is one batch plus the model plus
+    the bounded caches; a stream must yield the same batches on every pass).
 
-    With a ``store`` (a ``hwlab.store.Store`` or a path) the run is resumable: started again with
-    the same arguments after a kill, only the missing trials run. The run row's config records
-    fingerprints of the weights, the data and the fault models; resuming a run with different ones
-    is an error. With ``margin``, a point stops after the first block of ``min_trials`` trials
-    (and each further block) whose Student-t interval at ``confidence`` has a half-width
-    <= ``margin`` (decided on whole blocks in key order, so still executor-independent).
+    ``metrics``: names among ``accuracy``, ``sdc``, ``critical_sdc``, ``top5``, ``loss`` (see
+    :mod:`hwlab.metrics` for their definitions and denominators) and/or user callables
+    ``metric(logits, y, clean_logits) -> float``; each is a result column (a user metric's
+    column is added to the store with ``Store.ensure_columns``). The fault-free logits are
+    computed once per campaign, before the run opens, and kept per batch (only their top-1 when
+    no user metric needs them) while they fit in ``cache_bytes``; beyond that each trial
+    recomputes them batch by batch (lifting its weight faults for that batch).
 
-    Returns a DataFrame with the store's result columns (``extra`` as JSON text: n_faults,
-    n_changed = bits that actually changed, eligible_bits, inject_ms, ...), ordered by point and
-    trial. See :func:`faultlab.summarize` for intervals. ``study`` names the run in the store and
-    ``run_config`` adds fields to its stored config (a study passes its Config); ``progress`` is
-    called as ``progress(done, total, key)``.
+    Before any run is opened the arguments, the executor spec and the data are checked, and the
+    model is run on the data: a model that rejects the data's shape, or labels outside its
+    outputs, is an error naming both, and no run row is created.
+
+    ``delayed_start`` (default on): a trial whose faults change no stored bit reuses the
+    fault-free result without inference (fault dropping), and a trial whose faulty parameters
+    are all read after a cut point of the traced graph starts from the cached fault-free
+    activation there (SCI-FI's delayed start); the rows are identical to the full path
+    (``delayed_start=False``), only ``latency_ms`` differs.
+
+    Each trial's seed is ``derive_seed(seed, key)`` of its key (``<point>|trial=<t>``), so the
+    table does not depend on the ``executor`` (None, an Executor, or a spec such as
+    ``"process:2"`` / ``"dask-local:2"``) or on completion order; only ``latency_ms`` and
+    ``extra.inject_ms`` (wall times) differ.
+
+    ``store``: None keeps the rows in memory (nothing is written to disk); a
+    ``hwlab.store.Store`` or a path makes the run resumable through ``run_items``: started
+    again with the same arguments after a kill, only the missing trials run. The run's config
+    records fingerprints of the weights, the data and the fault models; resuming with different
+    ones is an error that leaves the earlier run as it was. With ``margin``, a point stops after
+    the first block of ``min_trials`` trials (and each further block) whose interval of the
+    first metric at ``confidence`` (:func:`faultlab.proportion_ci` for a proportion) has a
+    half-width <= ``margin`` (decided on whole blocks in key order: executor-independent).
+
+    Returns a DataFrame with the store's result columns (the number format in ``dtype``;
+    ``extra`` as JSON text: n_faults, n_changed = bits that actually changed, n_samples,
+    eligible_bits, inject_ms, ...), ordered by point and trial. See :func:`faultlab.summarize`.
+    ``study`` names the run in the store and ``run_config`` adds fields to its stored config (a
+    study passes its Config); ``progress`` is called as ``progress(done, total, key)``.
+
+    ``nested=True`` (Stutz et al.): points that differ only in their rates form a family whose
+    trial t draws one set of candidates with one uniform per unit (seeded by the family, not the
+    rate) and keeps those below each rate, so a trial's map at a lower rate is a subset of its
+    map at a higher rate (``faultlab.memory.Nested``) and curves are monotone per trial.
     """
-    specs, keys = _check_args(model, fault_models, trials, seed, metric, batch_size, margin,
-                              confidence, min_trials, layers, include_bias, include_norm)
-    x, y, data_name = _xy(data)
+    specs, keys, resolved = _check_args(
+        model, fault_models, trials, seed, metrics, batch_size, margin, confidence, min_trials,
+        layers, include_bias, include_norm, executor, delayed_start, cache_bytes)
     if isinstance(layers, str):
         layers = [layers]
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    x = x.to(device=device, dtype=input_dtype(model))
-    y = y.to(device)
-    prints = {"weights": weights_fingerprint(model), "data": _tensor_hash(x, y),
+    check(isinstance(nested, bool), "nested", "campaign", "True or False", nested)
+    seed_of = dict(zip(keys, keys))  # point -> the key its trial seeds derive from
+    if nested:
+        from faultlab.memory._nested import nest_specs
+
+        specs, seed_keys = nest_specs(specs, keys)
+        seed_of = dict(zip(keys, seed_keys))
+    cdata = CampaignData(data, int(batch_size), "campaign", model)
+    fault_free = prepare(model, cdata, resolved, int(cache_bytes), model_name)
+    prints = {"weights": weights_fingerprint(model), "data": fault_free.fingerprint,
               "fault_models": hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:16]}
+    names = [m.name if m.fn is None else f"{m.name}:{getattr(m.fn, '__qualname__', '?')}"
+             for m in resolved]
     identity = {
         **(run_config or {}),  # a study's Config fields first; the campaign's own win
-        "variant": variant, "model": model_name, "dataset": dataset_name or data_name,
-        "fault_models": keys, "trials": int(trials), "seed": int(seed), "metric": metric,
+        "variant": variant, "model": model_name, "dataset": dataset_name or cdata.name,
+        "fault_models": keys, "trials": int(trials), "seed": int(seed), "metrics": names,
         "layers": list(layers) if layers is not None else None, "include_bias": include_bias,
         "include_norm": include_norm, "margin": margin, "confidence": confidence,
         "min_trials": int(min_trials), "clean": clean, "batch_size": int(batch_size),
+        **({"nested": True} if nested else {}),
     }
-    payload = Payload(model, x, y, "|".join(prints.values()))
-    common = {"variant": variant, "model": model_name, "dataset": dataset_name or data_name,
-              "params": sum(p.numel() for p in model.parameters())}
+    ident = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    payload = Payload(model, cdata, fault_free, resolved, delayed_start, int(cache_bytes),
+                      f"{'-'.join(prints.values())}-{uuid.uuid4().hex[:8]}")
+    common = {"variant": variant, "model": model_name, "dataset": dataset_name or cdata.name,
+              "params": sum(p.numel() for p in model.parameters()), "dtype": _dtype(model)}
     with ExitStack() as stack:
-        store = _open_store(store, stack)
-        run_id = _open_run(store, study, identity, prints)
+        store = _open_store(store)
+        store.ensure_columns([m.name for m in resolved if m.fn is not None])
         ex = executor
         if isinstance(executor, str):
             from hwlab.executors import get_executor
 
             ex = stack.enter_context(get_executor(executor))
-        check(ex is None or isinstance(ex, Executor), "executor", "campaign",
-              "None, an executor spec string or a concurrent.futures.Executor", executor)
         if _local_workers(ex):
             payload.spill(stack.enter_context(tempfile.TemporaryDirectory(prefix="faultlab-")))
 
         def trial(spec, t, key):
-            from hwlab.studies import derive_seed
-
-            return Trial(payload, spec, t, derive_seed(seed, key),
+            point = key.rsplit("|trial=", 1)[0]
+            return Trial(payload, spec, t, derive_seed(seed, f"{seed_of.get(point, point)}"
+                                                             f"|trial={t}"),
                          tuple(layers) if layers is not None else None, include_bias,
                          include_norm, int(batch_size))
 
         order = {}
-        try:
+        with run_context(store, study, {**identity, "fingerprints": prints}, ident) as run_id:
+            _check_resume(store, run_id, prints)
             _run(store, run_id, specs, keys, trials, clean, margin, confidence, min_trials,
-                 trial, ex, progress, common, order)
-        except BaseException:
-            store.finish_run(run_id, "failed")
-            raise
-        store.finish_run(run_id, "done")
+                 trial, ex, progress, common, order, resolved[0], fault_free)
         df = store.results(run_id=run_id)
     df = df.assign(_order=df["key"].map(order)).sort_values("_order", kind="stable")
     return df.drop(columns="_order").reset_index(drop=True)
@@ -211,39 +254,33 @@ def _local_workers(ex) -> bool:
     return isinstance(ex, ProcessPoolExecutor) or getattr(ex, "cluster", None) is not None
 
 
-def _open_store(store, stack):
+def _open_store(store):
     from hwlab.store import Store
 
-    if isinstance(store, Store):
-        return store
     if store is None:
-        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="faultlab-"))
-        return Store(f"{tmp}/campaign.sqlite")
+        return MemoryStore()  # rows stay in memory: no temporary SQLite file (#13.13, #14.1)
+    if isinstance(store, (Store, MemoryStore)):
+        return store
     return Store(store)
 
 
-def _open_run(store, study, identity, prints) -> str:
-    ident = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    run_id = store.open_run(study, {**identity, "fingerprints": prints}, fingerprint=ident)
+def _check_resume(store, run_id, prints) -> None:
+    """Refuse to resume a run whose weights, data or fault models differ (nothing is written)."""
     stored = store.config(run_id).get("fingerprints", {})
     for what in ("weights", "data", "fault_models"):
         if stored.get(what) not in (None, prints[what]):
-            store.finish_run(run_id, "failed")
             raise fail({"weights": "model", "data": "data"}.get(what, what), "campaign",
                        f"the same {what} as when run {run_id} was started (fingerprint "
                        f"{stored[what]}); to start a new run use another store or variant",
                        f"{what} fingerprint {prints[what]}")
-    return run_id
 
 
 def _run(store, run_id, specs, keys, trials, clean, margin, confidence, min_trials, trial,
-         ex, progress, common, order):
-    from hwlab.studies import run_items
-
+         ex, progress, common, order, first, fault_free):
     if clean:
         order["none|trial=0"] = 0
         run_items(store, run_id, {"none|trial=0": trial((), 0, "none|trial=0")}, run_trial,
-                  ex, None, common)
+                  None, None, common)  # measured in prepare: nothing to send to a worker
     for i, k in enumerate(keys):
         for t in range(trials):
             order[f"{k}|trial={t}"] = 1 + i * trials + t
@@ -262,11 +299,13 @@ def _run(store, run_id, specs, keys, trials, clean, margin, confidence, min_tria
         run_items(store, run_id, items, run_trial, ex, report, common)
         done_total += len(items)
         if margin is not None:
-            acc = store.results(run_id=run_id).set_index("key")["accuracy"]
+            values = store.results(run_id=run_id).set_index("key")[first.name]
             keep = []
             for i in active:
-                vals = [acc.get(f"{keys[i]}|trial={t}", math.nan) for t in range(stop)]
-                _, low, high = mean_ci(vals, confidence)
+                vals = [values.get(f"{keys[i]}|trial={t}", math.nan) for t in range(stop)]
+                denom = fault_free.counts.get(first.name)
+                counts = None if denom is None else [denom] * len(vals)
+                _, low, high = interval(vals, first.name, counts, confidence)
                 if not (high - low) / 2 <= margin:
                     keep.append(i)
             active = keep

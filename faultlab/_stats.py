@@ -1,4 +1,8 @@
-"""Statistics of fault campaigns: Student-t confidence intervals and Leveugle's sample size."""
+"""Statistics of fault campaigns: intervals for proportions and means, Leveugle's sample size.
+
+A proportion (accuracy, SDC rate, top-5) gets :func:`proportion_ci`, which never leaves [0, 1];
+other numbers (a loss, a user metric, a latency) get the Student-t interval of :func:`mean_ci`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,13 @@ import numpy as np
 
 from hwlab.errors import check
 
-__all__ = ["leveugle_sample_size", "mean_ci", "summarize"]
+__all__ = ["interval", "leveugle_sample_size", "mean_ci", "proportion_ci", "summarize"]
+
+PROPORTIONS = ("accuracy", "sdc", "critical_sdc", "top5")  # columns that are fractions in [0, 1]
+# extra field holding the denominator of each proportion (the trial's number of samples, or of
+# fault-free-correct samples for critical_sdc)
+DENOMINATORS = {"accuracy": "n_samples", "sdc": "n_samples", "top5": "n_samples",
+                "critical_sdc": "n_clean_correct"}
 
 
 def _check_confidence(confidence, caller):
@@ -20,39 +30,109 @@ def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:
     """``(mean, low, high)``: two-sided Student-t interval of the mean of ``values``.
 
     half-width = t_{(1+confidence)/2, n-1} * s / sqrt(n), s the sample standard deviation
-    (ddof=1). With one value the interval is (-inf, inf); with none everything is NaN.
+    (ddof=1). For numbers that are not proportions (a loss, a latency, a user metric); use
+    :func:`proportion_ci` for an accuracy. With one value the bounds are NaN (no spread can be
+    estimated: show the single value), with none everything is NaN. NaN values are ignored.
     """
     from scipy import stats
 
     _check_confidence(confidence, "mean_ci")
     v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
     n = v.size
     if n == 0:
         return math.nan, math.nan, math.nan
     mean = float(v.mean())
     if n == 1:
-        return mean, -math.inf, math.inf
+        return mean, math.nan, math.nan
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
     return mean, mean - half, mean + half
 
 
-def summarize(results, confidence: float = 0.95, by=("variant", "fault_model", "fault_rate")):
-    """Mean accuracy with a Student-t interval per group of a campaign's result rows.
+def proportion_ci(values, counts=None, confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(p, low, high)`` for a proportion measured in ``m`` trials; always inside [0, 1].
 
-    Returns a DataFrame with the ``by`` columns, ``n``, ``mean``, ``std``, ``ci_low``,
-    ``ci_high`` and ``half_width``. Rows whose accuracy is NULL are ignored.
+    ``values[i]`` is trial ``i``'s proportion (an accuracy) and ``counts[i]`` its denominator
+    (the number of samples it was measured on). The estimate is the pooled proportion
+    ``p = sum(v_i n_i) / N`` with ``N = sum(n_i)``, and the interval is the Wilson score interval
+    (Wilson 1927) ``(p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)`` on the pooled
+    trials with an effective sample size: the trials are clusters (one fault map each, every
+    sample of a trial shares it), so ``n = min(N, p(1-p) m / s^2)`` with ``s^2`` the variance of
+    the trial proportions (Kish's design effect, as in Korn & Graubard 1998's intervals for
+    clustered proportions). When the trials agree (``s = 0``) or ``m = 1`` this is the plain
+    Wilson interval on all ``N`` samples; with ``m >= 2`` the Student-t quantile with ``m - 1``
+    degrees of freedom replaces the normal ``z``, so two or three trials give wide intervals.
+    Without ``counts`` each trial counts as one sample (conservative). NaN trials are ignored.
     """
+    from scipy import stats
+
+    _check_confidence(confidence, "proportion_ci")
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    n = np.ones_like(v) if counts is None else np.asarray(counts, dtype=np.float64).reshape(-1)
+    check(n.shape == v.shape and bool(np.all(n[~np.isnan(v)] >= 0)), "counts", "proportion_ci",
+          f"None or {v.size} non-negative denominators", counts)
+    keep = ~np.isnan(v) & (n > 0)
+    v, n = v[keep], n[keep]
+    check(bool(np.all((v >= 0) & (v <= 1))), "values", "proportion_ci",
+          "proportions in [0, 1]", values)
+    m, total = v.size, float(n.sum())
+    if m == 0:
+        return math.nan, math.nan, math.nan
+    p = float(np.clip((v * n).sum() / total, 0.0, 1.0))
+    size = total
+    if m >= 2:
+        z = float(stats.t.ppf(0.5 + confidence / 2, m - 1))
+        s2 = float(v.var(ddof=1))
+        if s2 > 0 and 0 < p < 1:
+            size = min(total, p * (1 - p) * m / s2)
+    else:
+        z = float(stats.norm.ppf(0.5 + confidence / 2))
+    denom = 1 + z * z / size
+    centre = (p + z * z / (2 * size)) / denom
+    half = z * math.sqrt(p * (1 - p) / size + z * z / (4 * size * size)) / denom
+    return p, max(0.0, centre - half), min(1.0, centre + half)
+
+
+def interval(values, metric: str = "accuracy", counts=None, confidence: float = 0.95):
+    """``(mean, low, high)`` of a metric over trials: :func:`proportion_ci` for a proportion
+    (accuracy, sdc, critical_sdc, top5), :func:`mean_ci` for anything else."""
+    if metric in PROPORTIONS:
+        return proportion_ci(values, counts, confidence)
+    return mean_ci(values, confidence)
+
+
+def summarize(results, confidence: float = 0.95, by=("variant", "fault_model", "fault_rate"),
+              metric: str = "accuracy"):
+    """The mean of ``metric`` with its interval per group of a campaign's result rows.
+
+    Returns a DataFrame with the ``by`` columns, ``n`` (trials), ``mean``, ``std`` (between
+    trials), ``ci_low``, ``ci_high`` and ``half_width``. A proportion (accuracy, sdc,
+    critical_sdc, top5) gets :func:`proportion_ci` with each row's denominator read from its
+    ``extra`` (``n_samples``, or ``n_clean_correct`` for critical_sdc), so bounds stay in [0, 1]
+    and a single row (the fault-free one) gets the Wilson interval of its samples; any other
+    column gets the Student-t :func:`mean_ci`. Rows whose ``metric`` is NULL are ignored.
+    """
+    import json
+
     import pandas as pd
 
     _check_confidence(confidence, "summarize")
+    check(isinstance(metric, str) and metric in results.columns, "metric", "summarize",
+          f"a column of the results ({', '.join(map(str, results.columns))})", metric)
     by = [c for c in by if c in results.columns]
     rows = []
-    for keys, group in results.dropna(subset=["accuracy"]).groupby(by, dropna=False, sort=True):
-        acc = group["accuracy"].to_numpy(dtype=np.float64)
-        mean, low, high = mean_ci(acc, confidence)
+    field = DENOMINATORS.get(metric)
+    for keys, group in results.dropna(subset=[metric]).groupby(by, dropna=False, sort=True):
+        vals = group[metric].to_numpy(dtype=np.float64)
+        counts = None
+        if field is not None and "extra" in group.columns:
+            extra = [json.loads(e) if isinstance(e, str) else (e or {}) for e in group["extra"]]
+            got = [e.get(field) for e in extra]
+            counts = None if any(c is None for c in got) else np.asarray(got, dtype=np.float64)
+        mean, low, high = interval(vals, metric, counts, confidence)
         keys = keys if isinstance(keys, tuple) else (keys,)
-        rows.append({**dict(zip(by, keys)), "n": int(acc.size), "mean": mean,
-                     "std": float(acc.std(ddof=1)) if acc.size > 1 else math.nan,
+        rows.append({**dict(zip(by, keys)), "n": int(vals.size), "mean": mean,
+                     "std": float(vals.std(ddof=1)) if vals.size > 1 else math.nan,
                      "ci_low": low, "ci_high": high, "half_width": (high - low) / 2})
     return pd.DataFrame(rows, columns=[*by, "n", "mean", "std", "ci_low", "ci_high",
                                        "half_width"])

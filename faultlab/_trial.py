@@ -1,9 +1,10 @@
 """One campaign trial: draw the faults from the trial's seed, inject, evaluate, restore.
 
-Runs in the caller's process or in an executor's worker. The model and data travel as one
-:class:`Payload` that is pickled once per campaign (its bytes are cached) and unpickled once per
-worker process (kept in ``_LOADED`` by fingerprint), so a trial costs its faults and one
-evaluation, never a model copy (except for activation faults: pytorchfi copies the model).
+Runs in the caller's process or in an executor's worker. The model, the data and the fault-free
+pass travel as one :class:`Payload` that is pickled once per campaign (its bytes are cached) and
+unpickled once per worker process (kept in ``_LOADED`` by fingerprint, with its
+:class:`~faultlab._evaluator.Evaluator` and that evaluator's caches), so a trial costs its faults
+and one evaluation, never a model copy (except for activation faults: pytorchfi copies the model).
 """
 
 from __future__ import annotations
@@ -11,43 +12,29 @@ from __future__ import annotations
 import io
 import pickle
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from faultlab._evaluator import CampaignData, Clean, Evaluator, input_dtype
 from faultlab._faults import FAULT_MODELS
 from faultlab._inject import apply_fault_map, restore
 from faultlab._neuron import NeuronFault, neuron_faults
+from faultlab.systolic._faults import PEFault
 from faultlab._sample import _sample_faults, seed32
+from hwlab.seeds import derive_seed
 
-__all__ = ["Payload", "Trial", "accuracy", "input_dtype", "run_trial"]
+__all__ = ["Payload", "Trial", "input_dtype", "run_trial"]
 
-# The campaign payload this worker process holds: {fingerprint: (model, x, y)}, at most one entry.
-_LOADED: dict[str, tuple] = {}
-
-
-def input_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype inputs are cast to: the model's half / bfloat16 dtype, else float32."""
-    for p in model.parameters():
-        if p.dtype in (torch.float16, torch.bfloat16):
-            return p.dtype
-    return torch.float32
-
-
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
-    """Top-1 accuracy of ``model`` on ``(x, y)`` in batches (no grad)."""
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, x.shape[0], batch_size):
-            logits = model(x[start:start + batch_size])  # b x classes
-            correct += int((logits.argmax(dim=1) == y[start:start + batch_size]).sum())
-    return correct / x.shape[0]
+# The campaign payload this worker process holds: {fingerprint: Evaluator}, at most one entry.
+_LOADED: dict[str, Evaluator] = {}
 
 
 class Payload:
-    """Model and data of a campaign; pickles once, unpickles once per worker process.
+    """Model, data and fault-free pass of a campaign; pickles once, unpickles once per process.
 
     By default it pickles to cached bytes (``blob``) that travel with every item. After
     :meth:`spill` (the campaign does this for local process / Dask workers) it pickles to a path of
@@ -55,16 +42,19 @@ class Payload:
     through a pipe once per trial.
     """
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, fingerprint: str):
+    def __init__(self, model: nn.Module, data: CampaignData, clean: Clean, metrics: tuple,
+                 delayed_start: bool, cache_bytes: int, fingerprint: str):
         self.fingerprint = fingerprint
-        self.model, self.x, self.y = model, x, y
+        self.evaluator = Evaluator(model, data, clean, metrics, delayed_start, cache_bytes)
         self._blob: bytes | None = None
         self._path: str | None = None
 
     def _bytes(self) -> bytes:
         if self._blob is None:
+            ev = self.evaluator
             buf = io.BytesIO()
-            pickle.dump((self.model, self.x, self.y), buf, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump((ev.model, ev.data, ev.clean, ev.metrics, ev.delayed_start,
+                         ev.cache_bytes), buf, protocol=pickle.HIGHEST_PROTOCOL)
             self._blob = buf.getvalue()
         return self._blob
 
@@ -86,11 +76,12 @@ class Payload:
             _LOADED.clear()  # one campaign at a time per worker
             if "path" in state:  # written by the campaign's own process, never a user file
                 with open(state["path"], "rb") as f:
-                    _LOADED[fp] = pickle.load(f)
+                    parts = pickle.load(f)
             else:
-                _LOADED[fp] = pickle.loads(state["blob"])
+                parts = pickle.loads(state["blob"])
+            _LOADED[fp] = Evaluator(*parts)
         self.fingerprint = fp
-        self.model, self.x, self.y = _LOADED[fp]
+        self.evaluator = _LOADED[fp]
         self._blob, self._path = state.get("blob"), state.get("path")
 
 
@@ -109,7 +100,9 @@ class Trial:
 
 
 def _fault_rate(spec) -> float | None:
-    rates = [f.rate for f in spec if isinstance(f, FAULT_MODELS) and f.rate is not None]
+    rates = [getattr(f, "nominal_rate", f.rate) for f in spec  # asymmetric: the larger rate
+             if isinstance(f, (*FAULT_MODELS, PEFault))
+             and getattr(f, "nominal_rate", f.rate) is not None]
     if not spec:
         return 0.0  # the fault-free reference point
     return rates[0] if rates else None
@@ -117,44 +110,94 @@ def _fault_rate(spec) -> float | None:
 
 def run_trial(item: Trial) -> dict:
     """Run one trial and return its result row (without key / common columns)."""
-    from hwlab.studies import derive_seed
-
-    model, x, y = item.payload.model, item.payload.x, item.payload.y
+    ev = item.payload.evaluator
+    model = ev.model
     weight = [f for f in item.spec if isinstance(f, FAULT_MODELS)]
     neuron = [f for f in item.spec if isinstance(f, NeuronFault)]
+    pe = [f for f in item.spec if isinstance(f, PEFault)]  # systolic-array PE faults (hooks)
+    pe_hooks = None
+    if not item.spec:  # the fault-free row: measured once, in prepare
+        return _row(item, ev.clean.values, ev.clean.counts, ev.clean.latency_ms,
+                    {"n_faults": 0, "n_changed": 0, "inject_ms": 0.0})
     t0 = time.perf_counter()
     target, inner = model, model
     if neuron:
-        target = neuron_faults(model, neuron[0], tuple(x.shape[1:]), item.batch_size,
+        target = neuron_faults(model, neuron[0], ev.clean.in_shape, item.batch_size,
                                seed=seed32(derive_seed(item.seed, "neuron"), "campaign"))
         inner = target.corrupted  # same parameter names as the model
-    touched, n_faults, n_changed, eligible = [], 0, 0, 0
+    touched, fmaps, n_faults, n_changed, eligible, params = [], [], 0, 0, 0, set()
     try:
         for j, fm in enumerate(weight):
             fmap = _sample_faults(inner, fm, derive_seed(item.seed, f"weights{j}"), item.layers,
                                   item.include_bias, item.include_norm, "campaign")
             recs = apply_fault_map(inner, fmap, "campaign")
             touched.extend(recs)
+            fmaps.append(fmap)
             n_faults += len(fmap)
             n_changed += sum(r.changed for r in recs)
             eligible = max(eligible, fmap.eligible_bits)
+            if len(fmap):
+                params.update(fmap.names[i] for i in np.unique(fmap.param))
+        if pe:
+            from faultlab.systolic._inject import PEHooks
+
+            pe_hooks = PEHooks(inner, pe[0], derive_seed(item.seed, "pe"))
+            n_faults += len(pe_hooks.fmap)
         t1 = time.perf_counter()
-        acc = accuracy(target, x, y, item.batch_size)
-        t2 = time.perf_counter()
+        lift = None if neuron else _lifter(inner, fmaps, touched)
+        lift = pe_hooks.lifter(lift) if pe else lift
+        values, counts, latency = ev.run(target, None if neuron or pe else n_changed, params,
+                                         lift)
     finally:
+        if pe_hooks is not None:
+            pe_hooks.remove()
         with torch.no_grad():
             restore(touched)
     extra = {"n_faults": n_faults, "n_changed": n_changed, "inject_ms": 1e3 * (t1 - t0)}
     if weight:
         extra["eligible_bits"] = eligible
-        counts = [f.count for f in weight if f.count is not None]
-        if counts:
-            extra["count"] = int(np.sum(counts))
+        counts_ = [f.count for f in weight if f.count is not None]
+        if counts_:
+            extra["count"] = int(np.sum(counts_))
         bits = weight[0].bits
         extra["bits"] = list(bits) if bits is not None else None
+        if any(fm_.extra for fm_ in fmaps):  # faultlab.memory: ECC word counts, overhead
+            from faultlab.memory._nested import merge_extra
+
+            extra.update(merge_extra(fmaps))
     if neuron:
         extra["neurons"] = neuron[0].count
-    return {"module": "faultlab", "method": "fault-injection",
-            "fault_model": "+".join(f.label for f in item.spec) or "none",
-            "fault_rate": _fault_rate(item.spec), "trial": item.trial, "seed": item.seed,
-            "accuracy": acc, "latency_ms": 1e3 * (t2 - t1), "extra": extra}
+    if pe:
+        extra["pe_faults"] = len(pe_hooks.fmap)
+        extra["faulty_pes"] = len(pe_hooks.fmap.pes)
+        extra["array"] = pe[0].array.label
+    return _row(item, values, counts, latency, extra)
+
+
+def _row(item: Trial, values: dict, counts: dict, latency_ms: float, extra: dict) -> dict:
+    extra["n_samples"] = item.payload.evaluator.clean.n
+    if "critical_sdc" in counts:
+        extra["n_clean_correct"] = item.payload.evaluator.clean.counts["critical_sdc"]
+    row = {"module": "faultlab", "method": "fault-injection",
+           "fault_model": "+".join(f.label for f in item.spec) or "none",
+           "fault_rate": _fault_rate(item.spec), "trial": item.trial, "seed": item.seed,
+           "latency_ms": latency_ms, "extra": extra}
+    row.update(values)
+    return row
+
+
+def _lifter(model: nn.Module, fmaps, touched):
+    """A context manager factory that lifts the trial's weight faults for a moment."""
+
+    @contextmanager
+    def lift():
+        with torch.no_grad():
+            restore(touched)
+        try:
+            yield
+        finally:
+            touched.clear()
+            for fmap in fmaps:
+                touched.extend(apply_fault_map(model, fmap, "campaign"))
+
+    return lift

@@ -103,10 +103,40 @@ def test_summarize_and_intervals(digits_mlp, digits):
     s = fl.summarize(df)
     row = s[s["fault_model"] == "bitflip"].iloc[0]
     acc = df[df["fault_model"] == "bitflip"]["accuracy"].to_numpy()
-    half = stats.t.ppf(0.975, 4) * acc.std(ddof=1) / np.sqrt(5)
-    assert row["n"] == 5 and row["mean"] == pytest.approx(acc.mean())
-    assert row["ci_low"] == pytest.approx(acc.mean() - half)
-    assert row["half_width"] == pytest.approx(half)
+    n = len(digits[1])
+    # Wilson on the pooled trials with Kish's effective size and a t quantile (4 df), by hand
+    p, m = acc.mean(), 5
+    size = min(m * n, p * (1 - p) * m / acc.var(ddof=1))
+    z = stats.t.ppf(0.975, m - 1)
+    centre = (p + z**2 / (2 * size)) / (1 + z**2 / size)
+    half = z * np.sqrt(p * (1 - p) / size + z**2 / (4 * size**2)) / (1 + z**2 / size)
+    assert row["n"] == 5 and row["mean"] == pytest.approx(p)
+    assert row["ci_low"] == pytest.approx(centre - half) and 0 <= row["ci_low"] < p
+    assert row["ci_high"] == pytest.approx(centre + half) and p < row["ci_high"] <= 1
+    # the single fault-free row: the Wilson interval of its n samples, finite, inside [0, 1]
+    clean = s[s["fault_model"] == "none"].iloc[0]
+    q = df["accuracy"].iloc[0]
+    z = stats.norm.ppf(0.975)
+    centre = (q + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z * np.sqrt(q * (1 - q) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    assert clean["n"] == 1 and clean["ci_low"] == pytest.approx(centre - half)
+    assert clean["ci_high"] == pytest.approx(centre + half) and clean["ci_high"] < 1
+    # a non-proportion (latency) keeps the Student-t interval of the mean
+    lat = fl.summarize(df, metric="latency_ms")
+    vals = df[df["fault_model"] == "bitflip"]["latency_ms"].to_numpy()
+    t_half = stats.t.ppf(0.975, 4) * vals.std(ddof=1) / np.sqrt(5)
+    assert lat[lat["fault_model"] == "bitflip"]["half_width"].iloc[0] == pytest.approx(t_half)
+
+
+def test_proportion_ci_stays_in_unit_interval():
+    for vals in ([1.0, 1.0], [0.0, 0.0, 0.0], [0.0, 1.0], [0.99, 1.0, 0.2], [0.5]):
+        p, low, high = fl.proportion_ci(vals, [50] * len(vals))
+        assert 0.0 <= low <= p <= high <= 1.0
+    p, low, high = fl.proportion_ci([1.0, 1.0], [100, 100])  # all correct: still below 1
+    assert p == 1.0 and high == 1.0 and 0.5 < low < 1.0
+    assert fl.mean_ci([0.7])[1:] != (-np.inf, np.inf) and np.isnan(fl.mean_ci([0.7])[1])
+    with pytest.raises(ValueError, match=r"values of proportion_ci must be proportions in"):
+        fl.proportion_ci([1.2, 0.3])
 
 
 def test_leveugle_sample_size():
@@ -122,14 +152,19 @@ def test_leveugle_sample_size():
 
 
 @pytest.mark.parametrize("kw, match", [
-    ({"data": (torch.zeros(0, 1, 8, 8), torch.zeros(0))}, r"data of campaign must be a non-empty"),
+    ({"data": (torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))},
+     r"data of campaign must be a non-empty dataset"),
     ({"fault_models": []}, r"fault_models of campaign must be a non-empty list"),
     ({"fault_models": ["bitflip"]}, r"fault_models of campaign must be BitFlip, StuckAt"),
     ({"trials": 0}, r"trials of campaign must be an integer >= 1, got 0"),
     ({"layers": ["9"]}, r"layers of campaign must be module or parameter names"),
     ({"fault_models": [fl.BitFlip(rate=0.1, bits=[31])], "layers": ["2"]},
      r"model of campaign must be a model with parameters eligible"),
-    ({"metric": "f1"}, r"metric of campaign must be one of accuracy, got 'f1'"),
+    ({"metrics": ("f1",)}, r"metrics of campaign must be names among accuracy, sdc, "
+                           r"critical_sdc, top5, loss or callables, got 'f1'"),
+    ({"metrics": (lambda lg, y, c: 0.0,)}, r"metrics of campaign must be callables whose name"),
+    ({"executor": "bogus"}, r"executor of campaign must be None, an Executor or one of"),
+    ({"delayed_start": 1}, r"delayed_start of campaign must be True or False, got 1"),
     ({"fault_models": [fl.BitFlip(rate=0.1), fl.BitFlip(rate=0.1)]},
      r"fault_models of campaign must be distinct fault models"),
 ])

@@ -1,0 +1,281 @@
+"""A campaign's evaluation engine: one fault-free pass, then each trial as cheaply as its faults allow.
+
+:func:`prepare` runs the model once over the data, before any run is opened: it checks that the
+model accepts the data (one clear error naming both shapes), validates the labels against the
+model's outputs, fingerprints the data, measures the fault-free metrics and keeps the fault-free
+logits per batch (or only their top-1 class, when no user metric needs the logits) if they fit in
+``cache_bytes``; otherwise each trial recomputes them batch by batch (the weight faults are lifted
+for that batch and put back, which costs the faults, not a model copy).
+
+:class:`Evaluator` evaluates one trial (in the campaign's process or in a worker):
+
+* fault dropping: a map that changes no stored bit (empty at a low rate, or stuck-at bits that
+  already hold the stuck value) gives the fault-free result without inference;
+* delayed start: when all faulty parameters are read only after a cut point of the traced graph
+  (:func:`hwlab.graph.trace`), the fault-free activation at the last cut point before the first
+  faulty layer is cached (per batch, within ``cache_bytes``) and only the rest of the network
+  runs. The segments run the same operations on the same batches, so the metrics are identical
+  to full inference (tested); ``delayed_start=False`` always runs the whole model.
+
+Memory: in-memory data is used through views; a DataLoader is read batch by batch, so memory is
+one batch plus the model plus whatever the caches hold (bounded by ``cache_bytes`` each).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+
+import torch
+from torch import nn
+
+from hwlab.errors import check, fail
+from hwlab.metrics import MetricAccumulator
+
+__all__ = ["CACHE_BYTES", "CampaignData", "Evaluator", "prepare"]
+
+log = logging.getLogger(__name__)
+
+CACHE_BYTES = 256 * 2**20  # per cache (clean logits; delayed-start activations): fits a laptop
+
+
+def input_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype inputs are cast to: the model's half / bfloat16 dtype, else float32."""
+    for p in model.parameters():
+        if p.dtype in (torch.float16, torch.bfloat16):
+            return p.dtype
+    return torch.float32
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+class CampaignData:
+    """The evaluation data: in-memory batches (views, cast once) or a re-iterable stream."""
+
+    def __init__(self, data, batch_size: int, caller: str, model: nn.Module):
+        from hwlab.data import Split, iter_batches
+
+        self.caller, self.batch_size = caller, int(batch_size)
+        self.device, self.dtype = _device(model), input_dtype(model)
+        self.name = data.name or None if isinstance(data, Split) else None
+        in_memory = isinstance(data, Split) or (
+            isinstance(data, (tuple, list)) and len(data) == 2
+            and all(hasattr(t, "shape") for t in data))
+        self.stream = None if in_memory else data
+        self.memory = None
+        if in_memory:
+            x, y = next(iter_batches(data, 2**62, caller))  # validated once, as one view
+            x = x.to(device=self.device, dtype=self.dtype)
+            y = y.to(self.device)
+            self.memory = [(x[i:i + batch_size], y[i:i + batch_size])  # views
+                           for i in range(0, len(y), batch_size)]
+        else:
+            check(iter(data) is not data, "data", caller, "a Split, an (x, y) pair, a DataLoader "
+                  "or another re-iterable of (x, y) batches (each trial reads it again)",
+                  type(data).__name__ + " (a one-shot iterator)")
+            sampler = getattr(data, "sampler", None)
+            check(type(sampler).__name__ != "RandomSampler", "data", caller,
+                  "a DataLoader without shuffling (every trial must see the same batches)",
+                  "DataLoader(shuffle=True)")
+        self.checksums: list[tuple] | None = None  # per-batch label checksums of a stream
+
+    def batches(self):
+        """``(x, y)`` batches on the model's device and input dtype."""
+        if self.memory is not None:
+            yield from self.memory
+            return
+        from hwlab.data import iter_batches
+
+        for i, (x, y) in enumerate(iter_batches(self.stream, self.batch_size, self.caller)):
+            y = y.to(self.device)
+            if self.checksums is not None:
+                got = _checksum(y)
+                ok = i < len(self.checksums) and self.checksums[i] == got
+                check(ok, "data", self.caller, "an iterable that yields the same batches on "
+                      "every pass (each trial reads it again)", f"a different batch {i}")
+            yield x.to(device=self.device, dtype=self.dtype), y
+
+
+def _checksum(y: torch.Tensor) -> tuple:
+    """Cheap order-sensitive label checksum (catches a shuffling or changing stream)."""
+    w = torch.arange(1, len(y) + 1, device=y.device)
+    return len(y), int(y.sum()), int((y * w).sum())
+
+
+class Clean:
+    """The fault-free pass: metric values, denominators and (if they fit) per-batch outputs."""
+
+    def __init__(self, values, counts, logits, top1, fingerprint, n, latency_ms, in_shape):
+        self.values, self.counts, self.in_shape = values, counts, in_shape
+        self.logits, self.top1 = logits, top1  # lists per batch, or None (recompute)
+        self.fingerprint, self.n, self.latency_ms = fingerprint, n, latency_ms
+
+
+def prepare(model: nn.Module, data: CampaignData, metrics, cache_bytes: int,
+            model_name: str | None = None) -> Clean:
+    """Run the fault-free model once over ``data`` (see the module docstring)."""
+    caller = data.caller
+    keep_logits = any(m.needs_clean_logits for m in metrics)
+    keep_top1 = not keep_logits and any(m.needs_clean_top1 for m in metrics)
+    acc = MetricAccumulator(metrics)
+    h = hashlib.sha256()
+    logits_list, top1_list, sums, kept, n, seconds = [], [], [], 0, 0, 0.0
+    what = model_name or type(model).__name__
+    with torch.no_grad():
+        for i, (x, y) in enumerate(data.batches()):
+            t0 = time.perf_counter()
+            if i == 0:
+                try:
+                    logits = model(x)  # B x C
+                except Exception as exc:
+                    raise fail("data", caller, f"inputs that model {what} accepts (it raised "
+                               f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
+                               f"inputs of shape {tuple(x.shape)}") from exc
+                ok = isinstance(logits, torch.Tensor) and logits.dim() == 2 \
+                    and logits.shape[0] == x.shape[0]
+                check(ok, "model", caller, f"a classifier returning logits of shape "
+                      f"{x.shape[0]} x classes for inputs of shape {tuple(x.shape)}",
+                      f"{what} returning {_shape(logits)}")
+                classes, in_shape = logits.shape[1], tuple(x.shape[1:])
+            else:
+                logits = model(x)
+            seconds += time.perf_counter() - t0
+            lo, hi = int(y.min()), int(y.max())
+            check(lo >= 0 and hi < classes, "data", caller,
+                  f"labels in [0, {classes}) (model {what} has {classes} outputs)",
+                  f"labels from {lo} to {hi}")
+            acc.update(logits, y, logits)
+            h.update(f"{x.dtype}|{tuple(x.shape)}|".encode())
+            h.update(x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+            h.update(y.detach().cpu().contiguous().numpy().tobytes())
+            sums.append(_checksum(y))
+            n += len(y)
+            if keep_logits or keep_top1:
+                item = logits if keep_logits else logits.argmax(dim=1).to(torch.int32)
+                kept += item.numel() * item.element_size()
+                (logits_list if keep_logits else top1_list).append(item)
+                if kept > cache_bytes:  # too large: every trial recomputes them per batch
+                    keep_logits = keep_top1 = False
+                    logits_list, top1_list = [], []
+                    log.info("fault-free logits exceed cache_bytes=%d: recomputed per trial",
+                             cache_bytes)
+    if data.stream is not None:
+        data.checksums = sums
+    return Clean(acc.result(), acc.denominators(), logits_list if keep_logits else None,
+                 top1_list if keep_top1 else None, h.hexdigest()[:16], n, 1e3 * seconds,
+                 in_shape)
+
+
+def _shape(t) -> str:
+    return f"shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+class Evaluator:
+    """Evaluates trials of one campaign in this process (built lazily from the payload)."""
+
+    def __init__(self, model: nn.Module, data: CampaignData, clean: Clean, metrics,
+                 delayed_start: bool, cache_bytes: int):
+        self.model, self.data, self.clean, self.metrics = model, data, clean, metrics
+        self.delayed_start, self.cache_bytes = delayed_start, cache_bytes
+        self.needs_clean = any(m.needs_clean_logits or m.needs_clean_top1 for m in metrics)
+        self._graph = None  # (ModelGraph, {param: Cut or None}) once traced; False if untraceable
+        self._acts: dict[str, list | None] = {}  # cut node -> per-batch activations (or None)
+        self._segments: dict[str, tuple] = {}  # cut node -> (suffix module, mutates input)
+
+    # -- delayed start ------------------------------------------------------------------------
+    def start_cut(self, params) -> str | None:
+        """The cut node the trial can start from (None: the input), for faulty ``params``."""
+        if not self.delayed_start or not params:
+            return None
+        if self._graph is None:
+            self._graph = self._trace()
+        if self._graph is False:
+            return None
+        graph, cut_of = self._graph
+        best = None
+        for p in params:
+            c = cut_of.get(p)
+            if c is None:
+                return None
+            if best is None or c.index < best.index:
+                best = c
+        return best.node
+
+    def _trace(self):
+        import hwlab.graph as hg
+
+        try:
+            graph = hg.trace(self.model)
+        except Exception as exc:  # noqa: BLE001 - full inference is always correct
+            log.warning("delayed start off for %s: %s", type(self.model).__name__, exc)
+            return False
+        cut_of = {name: graph.cut_before([name]) for name, _ in self.model.named_parameters()}
+        return graph, cut_of
+
+    def _activations(self, cut: str):
+        """Fault-free activations at ``cut`` per batch (computed once), or None if too large."""
+        if cut not in self._acts:
+            graph = self._graph[0]
+            prefix = graph.segment(None, cut)
+            suffix = graph.segment(cut, None)
+            self._segments[cut] = (suffix, graph.mutates_input(suffix))
+            acts, size = [], 0
+            with torch.no_grad():
+                for x, y in self.data.batches():
+                    h = prefix(x)  # B x ... (the value at the cut)
+                    size += h.numel() * h.element_size() + y.numel() * y.element_size()
+                    if size > self.cache_bytes:
+                        acts = None
+                        log.info("activations at %s exceed cache_bytes: full inference", cut)
+                        break
+                    acts.append((h, y))
+            self._acts[cut] = acts
+        return self._acts[cut]
+
+    # -- one trial ------------------------------------------------------------------------------
+    def run(self, target: nn.Module, changed: int | None, params=(), lift=None) -> tuple:
+        """Metric values and denominators of ``target`` (the model with this trial's faults).
+
+        ``changed``: bits the weight faults changed (0 = drop: the fault-free result), None for
+        activation faults (always evaluated). ``params``: the faulty parameter names (for the
+        delayed start). ``lift``: a context manager factory that removes the weight faults for a
+        moment (to recompute fault-free logits when they are not cached).
+        """
+        if self.delayed_start and changed == 0:
+            return self.clean.values, self.clean.counts, 0.0
+        recompute = self.needs_clean and self.clean.logits is None and self.clean.top1 is None
+        cut = self.start_cut(params) if changed is not None and not recompute else None
+        acts = self._activations(cut) if cut is not None else None
+        acc = MetricAccumulator(self.metrics)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            if acts is not None:
+                suffix, mutates = self._segments[cut]
+                for i, (h, y) in enumerate(acts):
+                    logits = suffix(h.clone() if mutates else h)  # B x C
+                    self._update(acc, i, None, logits, y, lift)
+            else:
+                for i, (x, y) in enumerate(self.data.batches()):
+                    logits = target(x)  # B x C
+                    self._update(acc, i, x, logits, y, lift)
+        return acc.result(), acc.denominators(), 1e3 * (time.perf_counter() - t0)
+
+    def _update(self, acc, i, x, logits, y, lift) -> None:
+        if not self.needs_clean:
+            acc.update(logits, y)
+            return
+        c = self.clean
+        if c.logits is not None:
+            acc.update(logits, y, clean_logits=c.logits[i])
+        elif c.top1 is not None:
+            acc.update(logits, y, clean_top1=c.top1[i])
+        else:  # not cached (too large): recompute this batch (never on the delayed path)
+            if lift is None:
+                clean = self.model(x)  # activation faults live in a copy: the model is clean
+            else:
+                with lift():
+                    clean = self.model(x)
+            acc.update(logits, y, clean_logits=clean)
