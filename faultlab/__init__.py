@@ -14,6 +14,7 @@ _LAZY = {
     "StuckAt": "faultlab._faults",
     "FaultMap": "faultlab._faults",
     "FaultModel": "faultlab._faults",
+    "FaultModel": "faultlab._faults",
     "sample_faults": "faultlab._sample",
     "eligible_parameters": "faultlab._sample",
     "inject": "faultlab._inject",

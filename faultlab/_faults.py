@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from hwlab.errors import check, fail
 
-__all__ = ["FAULT_MODELS", "KINDS", "BitFlip", "FaultMap", "StuckAt"]
+__all__ = ["FAULT_MODELS", "KINDS", "BitFlip", "FaultMap", "FaultModel", "StuckAt"]
 
 # Fault kinds, in the order of their integer codes inside a FaultMap.
 KINDS = ("flip", "stuck0", "stuck1")
@@ -51,6 +53,18 @@ def _check_bits(bits, caller):
 def _validate(model) -> None:
     """Check and normalise rate / count / bits of a fault model (frozen dataclass) in place."""
     name = type(model).__name__
+    if model.rate_1to0 is not None or model.rate_0to1 is not None:  # asymmetric (thinning)
+        check(model.rate is None and model.count is None, "rate and count", name,
+              "None when rate_1to0 / rate_0to1 are given",
+              {"rate": model.rate, "count": model.count})
+        for what in ("rate_1to0", "rate_0to1"):
+            v = 0.0 if getattr(model, what) is None else getattr(model, what)
+            ok = isinstance(v, (int, float, np.floating)) and not isinstance(v, bool)
+            check(ok and not math.isnan(v) and 0.0 <= v <= 1.0, what, name,
+                  "a per-bit probability in [0, 1]", v)
+            object.__setattr__(model, what, float(v))
+        object.__setattr__(model, "bits", _check_bits(model.bits, name))
+        return
     _check_rate_count(model.rate, model.count, name)
     object.__setattr__(model, "bits", _check_bits(model.bits, name))
     if model.rate is not None:
@@ -60,58 +74,133 @@ def _validate(model) -> None:
 
 
 def _to_dict(model) -> dict:
-    return {"fault": model.label, "rate": model.rate, "count": model.count,
-            "bits": list(model.bits) if model.bits is not None else None}
+    d = {"fault": model.label, "rate": model.rate, "count": model.count,
+         "bits": list(model.bits) if model.bits is not None else None}
+    if model.asymmetric:
+        d.update(rate_1to0=model.rate_1to0, rate_0to1=model.rate_0to1)
+    return d
+
+
+class FaultModel:
+    """Base class of every weight-memory fault model (``isinstance`` checks use it).
+
+    A fault model says which stored bits go wrong and yields an ordinary :class:`FaultMap`
+    (``faultlab.sample_faults``), so ``inject``, ``campaign``, replay and the pytest plugin take
+    every subclass: :class:`BitFlip`, :class:`StuckAt` here, and the memory-level models of
+    ``faultlab.memory`` (``ECC``, ``Burst``, ``RowFault``, ``ColumnFault``, ``BankFault``,
+    ``ChipMap``). Subclasses have ``rate``, ``count`` and ``bits`` (None where not meaningful), a
+    ``label`` for result rows and ``to_dict()``.
+    """
+
+    asymmetric = False  # True when the probability depends on the stored bit value
+
+    @property
+    def nominal_rate(self) -> float | None:
+        """The rate a nested family scales (``rate``; the larger asymmetric rate)."""
+        return self.rate
+
+    def with_rate(self, rate: float):
+        """The same fault model at another nominal rate (nested maps, campaign families)."""
+        raise fail("fault_model", "with_rate", "a fault model with a rate",
+                   f"{type(self).__name__} without one")
+
+    def _sample_map(self, model, seed, layers, include_bias, include_norm, caller):
+        """A FaultMap of this model (drawn by ``faultlab.memory``'s thinning engine)."""
+        from faultlab.memory._nested import draw
+
+        return draw(model, self, self, seed, layers, include_bias, include_norm, caller)
+
+
+def _with_rate(self, rate):
+    if self.asymmetric:  # both rates scale, their ratio is kept
+        scale = rate / self.nominal_rate if self.nominal_rate else 0.0
+        return dataclasses.replace(self, rate_1to0=self.rate_1to0 * scale,
+                                   rate_0to1=self.rate_0to1 * scale)
+    check(self.rate is not None, "fault_model", "with_rate", "a fault model with a rate "
+          "(not a count)", self)
+    return dataclasses.replace(self, rate=rate)
+
+
+def _nominal(self):
+    return max(self.rate_1to0, self.rate_0to1) if self.asymmetric else self.rate
 
 
 @dataclass(frozen=True)
-class BitFlip:
+class BitFlip(FaultModel):
     """Transient bit flips: each faulty bit of the stored word is inverted (XOR).
 
     Exactly one of ``rate`` (per-bit probability, the bit-error rate: each eligible bit is faulty
     independently, so the number of faults is Binomial(eligible bits, rate)) or ``count`` (an exact
     number of distinct faulty bits). ``bits`` restricts the eligible bit positions (bit 0 = least
     significant bit of the stored word; float32 bit 31 = sign, 30..23 = exponent).
+
+    Asymmetric errors (profiled low-voltage memories, Stutz et al. MLSys'21): ``rate_1to0`` /
+    ``rate_0to1`` instead of ``rate`` make the probability depend on the stored bit (a bit holding
+    1 flips with ``rate_1to0``, a 0 with ``rate_0to1``; a missing one is 0). Drawn by thinning:
+    candidates at the larger rate, each kept with probability rate(stored bit) / larger rate, so
+    the count over the stored ones is Binomial(#ones, rate_1to0) and the cost stays proportional
+    to the faults.
     """
 
     rate: float | None = None  # None when count is given
     count: int | None = None  # exact number of faulty bits instead of a rate
     bits: tuple[int, ...] | None = None  # None = every bit of the word is eligible
+    rate_1to0: float | None = None  # asymmetric: flip probability of a stored 1
+    rate_0to1: float | None = None  # asymmetric: flip probability of a stored 0
 
     def __post_init__(self):
         _validate(self)
 
     kind = property(lambda self: "flip", doc="Fault kind inside a FaultMap.")
-    label = property(lambda self: "bitflip", doc="Name in result rows.")
+    label = property(lambda self: "bitflip-asym" if self.asymmetric else "bitflip",
+                     doc="Name in result rows.")
+    asymmetric = property(lambda self: self.rate_1to0 is not None)
+    nominal_rate = property(_nominal)
+    with_rate = _with_rate
     to_dict = _to_dict
 
 
 @dataclass(frozen=True)
-class StuckAt:
+class StuckAt(FaultModel):
     """Permanent stuck-at faults: each faulty bit reads ``value`` (0 or 1) whatever was stored.
 
     A stuck-at-1 fault ORs its bit in, a stuck-at-0 fault clears it (AND-NOT); a faulty bit that
     already holds ``value`` is unchanged (the fault is present but not *effective*). ``rate``,
     ``count`` and ``bits`` as in :class:`BitFlip`.
+
+    Retention-style asymmetric errors: ``StuckAt(rate_1to0=..., rate_0to1=...)`` (``value``
+    None): a stored 1 becomes stuck at 0 with ``rate_1to0``, a stored 0 stuck at 1 with
+    ``rate_0to1`` (thinning on the stored bit, as in :class:`BitFlip`).
     """
 
-    value: int  # the level the faulty bit is stuck at: 0 or 1
+    value: int | None = None  # the level the faulty bit is stuck at: 0 or 1 (None: asymmetric)
     rate: float | None = None  # None when count is given
     count: int | None = None  # exact number of faulty bits instead of a rate
     bits: tuple[int, ...] | None = None  # None = every bit of the word is eligible
+    rate_1to0: float | None = None  # asymmetric: a stored 1 sticks at 0 with this probability
+    rate_0to1: float | None = None  # asymmetric: a stored 0 sticks at 1 with this probability
 
     def __post_init__(self):
-        ok = isinstance(self.value, (int, np.integer)) and not isinstance(self.value, bool)
-        check(ok and self.value in (0, 1), "value", "StuckAt", "0 or 1", self.value)
-        object.__setattr__(self, "value", int(self.value))
+        asym = self.rate_1to0 is not None or self.rate_0to1 is not None
+        if asym:
+            check(self.value is None, "value", "StuckAt",
+                  "None when rate_1to0 / rate_0to1 are given", self.value)
+        else:
+            ok = isinstance(self.value, (int, np.integer)) and not isinstance(self.value, bool)
+            check(ok and self.value in (0, 1), "value", "StuckAt", "0 or 1", self.value)
+            object.__setattr__(self, "value", int(self.value))
         _validate(self)
 
     kind = property(lambda self: f"stuck{self.value}", doc="Fault kind inside a FaultMap.")
-    label = property(lambda self: f"stuck{self.value}", doc="Name in result rows.")
+    label = property(lambda self: "stuck-asym" if self.asymmetric else f"stuck{self.value}",
+                     doc="Name in result rows.")
+    asymmetric = property(lambda self: self.rate_1to0 is not None)
+    nominal_rate = property(_nominal)
+    with_rate = _with_rate
     to_dict = _to_dict
 
 
-FAULT_MODELS = (BitFlip, StuckAt)
+FAULT_MODELS = (FaultModel,)  # every weight fault model, incl. faultlab.memory's
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,6 +223,7 @@ class FaultMap:
     kind: np.ndarray  # int8, codes into KINDS
     eligible_bits: int = 0
     seed: int | None = None
+    extra: Mapping | None = None  # what the drawing recorded (e.g. ECC word counts); not compared
 
     def __len__(self) -> int:
         return int(self.index.shape[0])

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from faultlab import _kernels
-from faultlab._faults import FAULT_MODELS, KINDS, FaultMap
+from faultlab._faults import FAULT_MODELS, KINDS, BitFlip, FaultMap, StuckAt
 from hwlab.errors import check, fail
 
 __all__ = ["WORDS", "eligible_parameters", "sample_faults", "seed32"]
@@ -100,7 +100,7 @@ def _bit_table(fault_model, chosen, caller):
 
 
 def sample_faults(model: nn.Module, fault_model, seed: int = 0, layers=None,
-                  include_bias: bool = False, include_norm: bool = False) -> FaultMap:
+                  include_bias: bool = False, include_norm: bool = False, nested_rates=None):
     """Draw a :class:`FaultMap` for ``fault_model`` over the eligible bits of ``model``.
 
     The eligible bits are (element, bit in ``fault_model.bits``) of every parameter chosen by
@@ -111,14 +111,28 @@ def sample_faults(model: nn.Module, fault_model, seed: int = 0, layers=None,
     many distinct positions are drawn uniformly. The same seed gives the same map. The cost is
     proportional to the number of faults (Numba kernels in ``faultlab._kernels``), not to the
     number of bits. The model is only read.
+
+    Any :class:`~faultlab.FaultModel` is accepted: asymmetric rates and the memory-level models
+    of ``faultlab.memory`` (ECC, bursts, row / column / bank faults, chip maps) draw through
+    ``faultlab.memory``. With ``nested_rates=[r1, r2, ...]`` a list of maps is returned, one per
+    rate (``fault_model.with_rate(r)``), from one draw: every candidate bit has one uniform
+    number and is faulty at rate r iff it is below r (Stutz et al.), so the map at a lower rate
+    is a subset of the map at a higher one (see ``faultlab.memory.sample_nested``).
     """
+    if nested_rates is not None:
+        from faultlab.memory._nested import sample_nested
+
+        return sample_nested(model, fault_model, nested_rates, seed, layers, include_bias,
+                             include_norm, "sample_faults")
     return _sample_faults(model, fault_model, seed, layers, include_bias, include_norm,
                           "sample_faults")
 
 
 def _sample_faults(model, fault_model, seed, layers, include_bias, include_norm, caller):
     check(isinstance(fault_model, FAULT_MODELS), "fault_model", caller,
-          "a BitFlip or StuckAt", fault_model)
+          "a BitFlip, StuckAt or another faultlab.FaultModel", fault_model)
+    if fault_model.asymmetric or not isinstance(fault_model, (BitFlip, StuckAt)):
+        return fault_model._sample_map(model, seed, layers, include_bias, include_norm, caller)
     s32 = seed32(seed, caller)
     chosen = eligible_parameters(model, layers, include_bias, include_norm, caller)
     table, per_word = _bit_table(fault_model, chosen, caller)
