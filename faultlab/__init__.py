@@ -14,7 +14,6 @@ _LAZY = {
     "StuckAt": "faultlab._faults",
     "FaultMap": "faultlab._faults",
     "FaultModel": "faultlab._faults",
-    "FaultModel": "faultlab._faults",
     "sample_faults": "faultlab._sample",
     "eligible_parameters": "faultlab._sample",
     "inject": "faultlab._inject",
