@@ -11,6 +11,7 @@ and a live early-exit runner.
 
 from ._calibrate import Calibration, calibrate, candidate_thresholds, pareto_front, sweep
 from ._direct import SURROGATES, DirectTask, direct_net
+from ._graph_snn import GraphSpikingNet
 from ._live import LiveResult, run_live
 from ._qcfs import ARCHITECTURES, QCFS, qcfs_net, with_qcfs
 from ._record import Recording, record
@@ -36,6 +37,7 @@ __all__ = [
                      "Calibration",
                      "DirectTask",
                      "Exit",
+                     "GraphSpikingNet",
                      "LiveResult",
                      "Recording",
                      "SpikingNet",

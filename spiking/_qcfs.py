@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hwlab.errors import check, check_positive_int
@@ -32,12 +33,18 @@ def _floor_ste(x: torch.Tensor) -> torch.Tensor:
 class QCFS(nn.Module):
     """Quantised clipped activation with a learnable scale (the future SNN threshold).
 
+    A leaf and an activation for :mod:`hwlab.graph` (``_hwlab_leaf``, ``_hwlab_activation``): the
+    graph never traces into it, every call of it is an activation site.
+
     Args:
         levels: L, the number of quantisation steps between 0 and ``lambda`` (QCFS uses 4-8).
         scale: initial clip scale ``lambda``. QCFS initialises it at 8 for normalised CIFAR
             inputs; our inputs are in [0, 1], so we start at 2 (it is learned either way).
         shift: phi, 0.5 in QCFS (it makes the expected conversion error zero).
     """
+
+    _hwlab_leaf = True
+    _hwlab_activation = True
 
     def __init__(self, levels: int = 4, scale: float = 2.0, shift: float = 0.5):
         super().__init__()
@@ -95,24 +102,119 @@ def qcfs_net(arch: str = "lenet", in_shape=(1, 28, 28), num_classes: int = 10, l
     return ARCHITECTURES[arch](tuple(in_shape), num_classes, lambda: QCFS(levels, scale))
 
 
-def with_qcfs(model: nn.Module, levels: int = 4, scale: float = 2.0) -> nn.Module:
-    """A NEW model with every ``nn.ReLU`` replaced by QCFS and every ``nn.MaxPool2d`` by an
-    ``nn.AvgPool2d`` of the same geometry (for zoo models such as ``hwlab``'s ``mlp``/``lenet5``).
+def with_qcfs(model: nn.Module, levels: int = 4, scale: float = 2.0,
+              leaf_modules=()) -> nn.Module:
+    """A NEW model with every ReLU call site replaced by its own QCFS and max pooling by average
+    pooling of the same geometry; ``model`` is left untouched.
 
-    The input model is left untouched. Weights are copied; the result needs (re)training.
+    Sites are found by :mod:`hwlab.graph` on any traceable model: ``nn.ReLU`` / ``nn.ReLU6`` /
+    ``nn.Hardtanh(0, t)`` modules, ``F.relu`` / ``F.relu6`` / ``torch.relu`` / ``clamp(min=0)``
+    calls, ``x.relu()`` / ``relu_()``, ``inplace=True``; a module called twice gives two QCFS
+    (each call site learns its own scale, as QCFS has one scale per layer). Pools: ``nn.MaxPool2d``
+    -> ``nn.AvgPool2d``, ``nn.AdaptiveMaxPool2d`` -> ``nn.AdaptiveAvgPool2d``, ``F.max_pool2d`` /
+    ``torch.max_pool2d`` -> ``F.avg_pool2d``, ``F.adaptive_max_pool2d`` -> ``F.adaptive_avg_pool2d``
+    (max pooling has no exact spiking counterpart; QCFS and Dynamic Confidence use average
+    pooling). Other activations (GELU, SiLU, LeakyReLU...) are left as they are, and
+    :func:`spiking.convert` names them.
+
+    When every site is an activation module called once and every pool a module, the modules are
+    swapped in a deep copy (the model keeps its class, e.g. ``nn.Sequential``); otherwise the
+    result is an ``hwlab.graph.rewrite`` ``GraphModule``. Either way parameter names are kept
+    (a QCFS that replaces module ``features.1`` has its scale at ``features.1.scale``). Weights
+    are copied; the result needs (re)training. ``leaf_modules``: passed to ``hwlab.graph``.
     """
+    import hwlab.graph as hg
+
     check(isinstance(model, nn.Module), "model", "with_qcfs", "an nn.Module", type(model).__name__)
     check_positive_int(levels, "levels", "with_qcfs")
-    new = copy.deepcopy(model)
-    _swap(new, levels, scale)
+    check(isinstance(scale, (int, float)) and scale > 0, "scale", "with_qcfs", "a number > 0", scale)
+    g = hg.trace(model, leaf_modules=leaf_modules)
+    gm = g.module
+    replace: dict[str, nn.Module] = {}
+    calls: dict[str, int] = {}
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            calls[str(n.target)] = calls.get(str(n.target), 0) + 1
+    for site in g.sites:
+        if _relu_like(gm, site):
+            replace[site.name] = QCFS(levels, scale)
+    functional_pools = []
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            m = gm.get_submodule(n.target)
+            if isinstance(m, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)):
+                replace[str(n.target)] = _avg_module(m, str(n.target))
+        elif n.op == "call_function" and n.target in _MAX_POOL_FUNCTIONS:
+            functional_pools.append(n.name)
+    sites = {s.name: s for s in g.sites}
+    by_module = all(k not in sites or (sites[k].module is not None and calls[sites[k].module] == 1)
+                    for k in replace)
+    if by_module and not functional_pools:
+        new = copy.deepcopy(model)
+        for key, module in replace.items():
+            _set_submodule(new, sites[key].module if key in sites else key, module)
+        return new
+    new = hg.rewrite(model, replace, leaf_modules=leaf_modules)
+    _avg_functions(new)
     return new
 
 
-def _swap(module: nn.Module, levels: int, scale: float) -> None:
-    for name, child in module.named_children():
-        if isinstance(child, nn.ReLU):
-            setattr(module, name, QCFS(levels, scale))
-        elif isinstance(child, nn.MaxPool2d):
-            setattr(module, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding))
-        else:
-            _swap(child, levels, scale)
+def _relu_like(gm, site) -> bool:
+    """ReLU, ReLU6, clamp(min=0) and Hardtanh(0, t): activations QCFS stands in for."""
+    if site.op in ("relu", "relu6", "clamp"):
+        return True
+    if site.op == "hardtanh" and site.module is not None:
+        return float(gm.get_submodule(site.module).min_val) == 0.0
+    return False
+
+
+def _avg_module(m: nn.Module, name: str) -> nn.Module:
+    if isinstance(m, nn.AdaptiveMaxPool2d):
+        check(not m.return_indices, f"layer {name!r}", "with_qcfs",
+              "a max pool without return_indices", "return_indices=True")
+        return nn.AdaptiveAvgPool2d(m.output_size)
+    check(m.dilation in (1, (1, 1)) and not m.return_indices, f"layer {name!r}", "with_qcfs",
+          "a max pool with dilation 1 and without return_indices (average pooling has neither)",
+          f"dilation={m.dilation}, return_indices={m.return_indices}")
+    return nn.AvgPool2d(m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode)
+
+
+def _max_pool_args(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                   return_indices=False):
+    return input, kernel_size, stride, padding, dilation, ceil_mode, return_indices
+
+
+def _adaptive_args(input, output_size, return_indices=False):
+    return input, output_size, return_indices
+
+
+_MAX_POOL_FUNCTIONS = {F.max_pool2d: "max", torch.max_pool2d: "max",
+                       F.adaptive_max_pool2d: "adaptive"}
+
+
+def _avg_functions(gm) -> None:
+    """In place on a rewritten GraphModule: functional max pools -> average pools."""
+    changed = False
+    for n in gm.graph.nodes:
+        kind = _MAX_POOL_FUNCTIONS.get(n.target) if n.op == "call_function" else None
+        if kind == "max":
+            x, k, s, p, d, ceil, idx = _max_pool_args(*n.args, **n.kwargs)
+            check(d in (1, (1, 1)) and not idx, f"call {n.name!r}", "with_qcfs",
+                  "a max pool with dilation 1 and without return_indices", f"dilation={d}")
+            n.target, n.args = F.avg_pool2d, (x, k, s if s not in (None, []) else None, p, ceil)
+            n.kwargs = {}
+            changed = True
+        elif kind == "adaptive":
+            x, size, idx = _adaptive_args(*n.args, **n.kwargs)
+            check(not idx, f"call {n.name!r}", "with_qcfs", "a max pool without return_indices",
+                  "return_indices=True")
+            n.target, n.args, n.kwargs = F.adaptive_avg_pool2d, (x, size), {}
+            changed = True
+    if changed:
+        gm.graph.lint()
+        gm.recompile()
+
+
+def _set_submodule(root: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, leaf = path.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, new)

@@ -89,40 +89,57 @@ def _flat_children(model: nn.Module) -> list[nn.Module]:
     return [model]
 
 
-def convert(ann: nn.Module, encoding: str = "direct") -> SpikingNet:
+def convert(ann: nn.Module, encoding: str = "direct", leaf_modules=()) -> SpikingNet:
     """Convert a QCFS ANN into a NEW spiking net; ``ann`` is left untouched.
 
-    Each :class:`QCFS` becomes an integrate-and-fire neuron: ``snntorch.Leaky`` with beta 1,
-    reset by subtraction, threshold = the learned scale lambda, spikes graded to lambda (so a
-    spike carries the same value as one full ANN activation) and membrane started at
-    ``shift * lambda`` (lambda / 2). Linear, convolution, average pooling, batch norm (eval mode),
-    flatten and dropout layers are copied. The analogue input is fed at every step by default
-    (``encoding="direct"``), as in QCFS and Dynamic Confidence.
+    Each :class:`QCFS` call site becomes an integrate-and-fire neuron: ``snntorch.Leaky`` with
+    beta 1, reset by subtraction, threshold = the learned scale lambda, spikes graded to lambda (so
+    a spike carries the same value as one full ANN activation) and membrane started at
+    ``shift * lambda`` (lambda / 2). Everything else must be linear at each time step and is
+    kept: linear, convolution, average pooling, batch norm (eval mode), flatten, dropout (off),
+    residual adds, concatenation, reshapes and scaling by constants. The analogue input is fed at
+    every step by default (``encoding="direct"``), as in QCFS and Dynamic Confidence.
+
+    An ``nn.Sequential`` of such layers becomes a :class:`SpikingNet` of its layers; any other
+    traceable network (residual blocks, ``torch.cat``, functional ops; see
+    :func:`spiking.with_qcfs`) is traced with :mod:`hwlab.graph` and run as its graph once per
+    time step, every QCFS site with its own neuron and membrane (:class:`spiking.GraphSpikingNet`).
+    A remaining ReLU, a max pool or any other non-linear operation is an error naming it.
 
     Differs from the paper: none in the neuron model; the readout is the last layer's per-step
     output, accumulated by the stopping rules (the official code does the same).
     """
-    check(isinstance(ann, nn.Sequential), "ann", "convert", "an nn.Sequential of layers",
+    check(isinstance(ann, nn.Module), "ann", "convert", "an nn.Module (a QCFS network)",
           type(ann).__name__)
     check_choice(encoding, ENCODINGS, "encoding", "convert")
-    children = _flat_children(ann)
-    qcfs = [m for m in children if isinstance(m, QCFS)]
+    if isinstance(ann, nn.Sequential):
+        children = _flat_children(ann)
+        if all(isinstance(m, (QCFS, *_PASS_THROUGH)) for m in children):
+            return _convert_sequential(children, encoding)
+    from ._graph_snn import convert_graph
+
+    return convert_graph(ann, encoding, leaf_modules)
+
+
+def _neuron(m: QCFS) -> snn.Leaky:
+    lam = float(m.scale.detach().abs())
+    return snn.Leaky(beta=1.0, threshold=lam, reset_mechanism="subtract",
+                     graded_spikes_factor=lam)
+
+
+def _shift(qcfs: list[QCFS]) -> float:
     check(len(qcfs) > 0, "ann", "convert", "a network with at least one QCFS activation",
           "no QCFS layer")
     shifts = {m.shift for m in qcfs}
     check(len(shifts) == 1, "ann", "convert", "QCFS layers with one shift", sorted(shifts))
+    return shifts.pop()
+
+
+def _convert_sequential(children: list[nn.Module], encoding: str) -> SpikingNet:
+    shift = _shift([m for m in children if isinstance(m, QCFS)])
     layers = []
     with torch.no_grad():
         for m in children:
-            if isinstance(m, QCFS):
-                lam = float(m.scale.detach().abs())
-                layers.append(snn.Leaky(beta=1.0, threshold=lam, reset_mechanism="subtract",
-                                        graded_spikes_factor=lam))
-            elif isinstance(m, _PASS_THROUGH):
-                layers.append(copy.deepcopy(m))
-            else:
-                allowed = "QCFS, " + ", ".join(t.__name__ for t in _PASS_THROUGH)
-                raise fail("layers", "convert", f"one of {allowed}", type(m).__name__)
-    net = SpikingNet(layers, encoding=encoding, mem_init=shifts.pop())
+            layers.append(_neuron(m) if isinstance(m, QCFS) else copy.deepcopy(m))
+    net = SpikingNet(layers, encoding=encoding, mem_init=shift)
     return net.eval()
-

@@ -92,8 +92,10 @@ def test_convert_rejects_what_it_cannot_convert():
         sp.convert(nn.Sequential(nn.Linear(2, 2), nn.ReLU(), sp.QCFS(), nn.Linear(2, 2)))
     with pytest.raises(ValueError, match="ann of convert must be a network with at least one QCFS"):
         sp.convert(nn.Sequential(nn.Linear(2, 2)))
-    with pytest.raises(ValueError, match="ann of convert must be an nn.Sequential of layers, got 'Linear'"):
-        sp.convert(nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="ann of convert must be a network with at least one QCFS"):
+        sp.convert(nn.Linear(2, 2))  # any module is traced; a single layer has no QCFS site
+    with pytest.raises(ValueError, match="layers of convert must be one of QCFS, Linear.*got 'MaxPool2d'"):
+        sp.convert(nn.Sequential(nn.Conv2d(1, 2, 3), sp.QCFS(), nn.MaxPool2d(2)))
 
 
 def test_with_qcfs_swaps_relu_and_maxpool_in_a_copy():
