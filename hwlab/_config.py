@@ -46,7 +46,8 @@ class Constraint:
     range: tuple | None = None  # (lo, hi) of a number; None on a side = unbounded
     inclusive: tuple[bool, bool] = (True, True)  # whether lo / hi themselves are allowed
     nonempty: bool = False  # a tuple must have at least one element
-    kind: str | None = None  # "model": a model spec (hwlab.models.check_spec)
+    kind: str | None = None  # "model" (hwlab.models.check_spec), "dataset" (check_dataset),
+    # "path" (an existing file, "" for none)
     validate: Callable | None = None  # extra check: validate(value, name, caller) -> value
 
     def as_dict(self) -> dict:
@@ -100,6 +101,10 @@ def describe(tp: Any, c: Constraint) -> str:
         if is_tuple:
             text = f"a {'non-empty ' if c.nonempty else ''}tuple from {listed}"
         return text
+    if c.kind == "path":
+        return "an existing file or '' (none)"
+    if c.kind == "dataset":
+        return "a dataset spec (see hwlab.data.load)"
     if c.kind == "model":
         if is_tuple:
             return (f"a {'non-empty ' if c.nonempty else ''}tuple of model specs (zoo names, "
@@ -195,6 +200,14 @@ def _check_value(v: Any, elem: Any, c: Constraint, name: str, caller: str, text:
         from hwlab.models import check_spec
 
         check_spec(v, name, caller)
+    if c.kind == "path" and v:
+        from pathlib import Path
+
+        check(Path(v).expanduser().is_file(), name, caller, describe(str, c), v)
+    if c.kind == "dataset" and v is not None:
+        from hwlab.data import check_dataset
+
+        check_dataset(v, name, caller)
 
 
 def check_field(value: Any, tp: Any, c: Constraint, name: str, caller: str) -> Any:

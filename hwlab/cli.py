@@ -16,10 +16,11 @@ is a one-line error on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import logging
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,9 @@ from hwlab.errors import HwlabError, check
 
 __all__ = ["main"]
 
-_COMMON = ("model", "dataset", "seed")  # flags every study accepts (see Study.make_config)
+_COMMON = ("model", "dataset", "seed", "weights")  # flags every study accepts (make_config)
+_NEGATIVE = re.compile(r"-(\d|\.\d|inf|nan)", re.IGNORECASE)  # "-1e-4", "-.5", "-inf", lists
+STOP_GRACE_S = 3.0  # the dashboard server gets this long after SIGTERM, then SIGKILL
 
 
 class _UsageError(Exception):
@@ -72,17 +75,24 @@ def _run_parser(study) -> _Parser:
     parser.add_argument("--quick", action="store_true", default=False,
                         help=f"the quick configuration {dict(study.quick)}")
     options = study.options()
-    defaults = {f.name: f.default for f in dataclasses.fields(study.Config)}
+    declared = study.constraints()
     group = parser.add_argument_group(f"options of {study.name}")
     for name, tp in options.items():
         flag = "--" + name.replace("_", "-")
+        c = declared[name]
+        shown = c["default"]
+        shown = ",".join(map(str, shown)) if isinstance(shown, tuple) else shown
+        words = f"{c['help']} " if c["help"] else ""
         if tp is bool:
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
-                               help=f"default: {defaults[name]}")
-        else:
-            shown = defaults[name]
-            shown = ",".join(map(str, shown)) if isinstance(shown, tuple) else shown
-            group.add_argument(flag, dest=name, metavar=name.upper(), help=f"default: {shown}")
+                               help=f"{words}(default: {shown})")
+            continue
+        metavar = name.upper()
+        if c["choices"] is not None:  # checked by the Config (one message), listed here
+            metavar = "{" + ",".join(map(str, c["choices"])) + "}"
+            metavar += ",..." if c["is_tuple"] else ""
+        group.add_argument(flag, dest=name, metavar=metavar,
+                           help=f"{words}(default: {shown}; {c['text']})".replace("%", "%%"))
     for name in _COMMON:  # --model for a Config with `models`, ...
         if name not in options:
             if f"{name}s" in options:
@@ -123,13 +133,33 @@ def _cmd_list() -> int:
     return 0
 
 
+def _join_negative_values(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """``--rates -1e-4`` -> ``--rates=-1e-4``: argparse would read ``-1e-4`` as an option, so
+    the value would never reach the Config's validator (which names the allowed range)."""
+    takes_value = {s for a in parser._actions if a.nargs is None and a.option_strings
+                   and not isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction,
+                                          argparse.BooleanOptionalAction))
+                   for s in a.option_strings}
+    out, i = [], 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok in takes_value and i + 1 < len(argv) and _NEGATIVE.match(argv[i + 1]):
+            out.append(f"{tok}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(tok)
+        i += 1
+    return out
+
+
 def _cmd_run(argv: list[str]) -> int:
     from hwlab.executors import parse_spec
     from hwlab.store import Store
     from hwlab.studies import get_study, run_study
 
     study = get_study(argv[0])
-    args = vars(_run_parser(study).parse_args(argv[1:]))
+    parser = _run_parser(study)
+    args = vars(parser.parse_args(_join_negative_values(argv[1:], parser)))
     verbose, quick = args.pop("verbose"), args.pop("quick")
     store_path, executor = args.pop("store"), args.pop("executor")
     if verbose:
@@ -194,10 +224,71 @@ def _cmd_dashboard(args) -> int:
            "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--client.toolbarMode", "minimal"]
     print(f"hwlab dashboard on http://127.0.0.1:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+    return _serve(cmd, env)
+
+
+class _Stop(Exception):
+    """A termination signal reached ``hwlab dashboard``."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the server gets SIGKILL when hwlab dies, even by SIGKILL (PR_SET_PDEATHSIG)."""
     try:
-        return subprocess.call(cmd, env=env)
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _serve(cmd: list[str], env: dict) -> int:
+    """Run the server in its own process group; stop the whole group when hwlab stops.
+
+    SIGTERM, SIGINT and SIGHUP to hwlab are forwarded as SIGTERM to the group; whatever is
+    still alive after :data:`STOP_GRACE_S` gets SIGKILL (Streamlit can take seconds to honour
+    SIGTERM). On Linux the server also dies with hwlab if hwlab itself is SIGKILLed.
+    """
+    linux = sys.platform.startswith("linux")
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True,
+                            preexec_fn=_die_with_parent if linux else None)  # noqa: PLW1509
+
+    def on_signal(signum, frame):
+        raise _Stop(signum)
+
+    caught = [s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s]
+    previous = {s: signal.signal(s, on_signal) for s in caught}
+    try:
+        return proc.wait()
+    except _Stop as stop:
+        return 128 + stop.signum
     except KeyboardInterrupt:
         return 130
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    def kill(sig):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    if proc.poll() is None:
+        kill(signal.SIGTERM)
+        try:
+            proc.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            pass
+    kill(signal.SIGKILL)  # the server and anything it started, if still there
+    if proc.poll() is None:
+        proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,7 +83,7 @@ class Study:
         options = self.options()
         values = dict(self.quick) if quick else {}
         for name, value in overrides.items():
-            if value is None and name in ("model", "dataset", "seed"):
+            if value is None and name in ("model", "dataset", "seed", "weights"):
                 continue  # a common CLI flag that was not given
             if name not in options and f"{name}s" in options:
                 name, value = f"{name}s", value if isinstance(value, (tuple, list)) else (value,)

@@ -22,35 +22,94 @@ import logging
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from hwlab.errors import check
-from hwlab.studies import Study, derive_seed, run_items
+from hwlab.seeds import derive_seed, seeded, torch_threads
+from hwlab.studies import Study, StudyConfig, param, run_items
 
-__all__ = ["CREEP_STUDY", "CreepConfig", "CreepStudy"]
+__all__ = ["CREEP_STUDY", "CreepConfig", "CreepStudy", "FaultItem", "TrainItem"]
 
 log = logging.getLogger(__name__)
 
 
+_ORDERS = ("paper", "layer")  # quantum._swap.ORDERS (not imported here: it loads PennyLane)
+_SCHEDULES = ("cosine", "none")  # hwlab.train.SCHEDULES
+
+
 @dataclass(frozen=True)
-class CreepConfig:
-    datasets: tuple[str, ...] = ("digits", "mnist5k")  # the two built-in real image sets
-    levels: tuple[int, ...] = (0, 1, 2)  # the paper's levels: classical, quantum convs, + linear
-    order: str = "paper"  # "paper" groups (convs, then linear); "layer": one layer per level
-    seeds: tuple[int, ...] = (0, 1, 2)  # 3 runs per level (paper: 5); same seeds for every level
-    epochs: int = 15  # paper: 50 epochs of 60k images (15k steps); 15 x 80 steps fit a CPU
-    batch_size: int = 50  # paper: 200; 4k images need smaller batches for enough Adam steps
-    lr: float = 1e-2  # Adam (paper: 5e-4 over 12x more steps); chosen on val, never on test
-    schedule: str = "cosine"  # hwlab's default decay (paper: constant) to settle in 15 epochs
-    channels: tuple[int, ...] = (16, 8)  # paper (32, 16) halved
-    size: int = 14  # 28x28 -> 14x14: 800 features -> 5 qubits (paper: 32x32, 7 qubits)
-    reps: int = 10  # re-uploading repetitions (paper: 10)
-    train_limit: int = 0  # train on the first N of a seeded stratified shuffle; 0 = all
-    test_limit: int = 0  # evaluate on the first N test images; 0 = all
-    latency_batch: int = 64  # test images per timed forward; latency_ms is per sample
-    latency_repeats: int = 10  # timed forwards after warm-up; the median is reported
-    fault_dataset: str = "mnist5k"  # models of this dataset (first seed) get the fault sweep
-    fault_rates: tuple[float, ...] = (1e-6, 1e-5, 1e-4)  # bit error rates of the parameters
-    fault_trials: int = 3  # fault maps per (level, target, rate)
+class CreepConfig(StudyConfig):
+    study: ClassVar[str] = "quantum.creep"
+    datasets: tuple[str, ...] = param(  # the two built-in real image sets
+        ("digits", "mnist5k"), "datasets (hwlab.data specs)", kind="dataset", nonempty=True)
+    levels: tuple[int, ...] = param(  # the paper's levels: classical, quantum convs, + linear
+        (0, 1, 2), "swap levels (at most 2 for order=paper, 3 for order=layer)", range=(0, 3),
+        nonempty=True)
+    order: str = param(  # "paper" groups (convs, then linear); "layer": one layer per level
+        "paper", "which layers a level swaps", choices=_ORDERS)
+    seeds: tuple[int, ...] = param(  # 3 runs per level (paper: 5); same seeds for every level
+        (0, 1, 2), "training seeds", range=(0, None), nonempty=True)
+    epochs: int = param(  # paper: 50 epochs of 60k images (15k steps); 15 x 80 steps fit a CPU
+        15, "training epochs", range=(1, None))
+    batch_size: int = param(  # paper: 200; 4k images need smaller batches for enough steps
+        50, "training batch", range=(1, None))
+    lr: float = param(  # Adam (paper: 5e-4 over 12x more steps); chosen on val, never on test
+        1e-2, "Adam learning rate", range=(0, None), inclusive=(False, True))
+    schedule: str = param(  # hwlab's default decay (paper: constant) to settle in 15 epochs
+        "cosine", "learning-rate schedule", choices=_SCHEDULES)
+    channels: tuple[int, ...] = param(  # paper (32, 16) halved
+        (16, 8), "channels of the two convolutions", range=(1, None), nonempty=True)
+    size: int = param(  # 28x28 -> 14x14: 800 features -> 5 qubits (paper: 32x32, 7 qubits)
+        14, "input resize (pixels)", range=(1, None))
+    reps: int = param(10, "re-uploading repetitions (paper: 10)", range=(1, None))
+    train_limit: int = param(  # the first N of a seeded stratified shuffle; 0 = all
+        0, "training images (0 = all)", range=(0, None))
+    test_limit: int = param(0, "test images (0 = all)", range=(0, None))
+    latency_batch: int = param(64, "test images per timed forward", range=(1, None))
+    latency_repeats: int = param(10, "timed forwards after warm-up (median)", range=(1, None))
+    fault_dataset: str = param(  # models of this dataset (first seed) get the fault sweep
+        "mnist5k", "dataset of the fault sweep", kind="dataset")
+    fault_rates: tuple[float, ...] = param(  # bit error rates of the parameters
+        (1e-6, 1e-5, 1e-4), "per-bit flip rates", range=(0, 1), inclusive=(False, True))
+    fault_trials: int = param(3, "fault maps per (level, target, rate)", range=(0, None))
+
+    def __post_init__(self):
+        super().__post_init__()
+        caller, top = f"study {self.study}", 2 if self.order == "paper" else 3
+        check(all(v <= top for v in self.levels), "levels", caller,
+              f"a non-empty tuple of integers in [0, {top}]", self.levels)
+        check(len(self.channels) == 2, "channels", caller, "a pair of positive integers",
+              self.channels)
+
+
+@dataclass(frozen=True)
+class TrainItem:
+    """One (dataset, level, seed) model to train (or load) and measure."""
+
+    budget: tuple  # sorted (name, value) pairs of _budget(config): hashable
+    root: str  # checkpoint folder
+    dataset: str
+    level: int
+    seed: int
+    test_limit: int
+    latency_batch: int
+    latency_repeats: int
+
+
+@dataclass(frozen=True)
+class FaultItem:
+    """One bit-flip map on the target parameters of a trained model."""
+
+    budget: tuple
+    root: str
+    dataset: str
+    level: int
+    seed: int
+    target: str  # "quantum" or "classical"
+    rate: float
+    trial: int
+    fault_seed: int
+    test_limit: int
 
 
 def _budget(config: CreepConfig) -> dict:
@@ -74,13 +133,10 @@ def _data(dataset: str, split: str, limit: int, seed: int = 0):
 
 
 def _build(budget: dict, in_shape, num_classes: int, level: int, seed: int):
-    import torch
-
     from quantum._models import creep_model
     from quantum._swap import swap
 
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)  # local: the global RNG state is restored on exit
+    with seeded(seed):  # local: the global RNG state is restored on exit
         base = creep_model(in_shape, num_classes, channels=tuple(budget["channels"]),
                            size=budget["size"], reps=budget["reps"])
         return swap(base, level, order=budget["order"], reps=budget["reps"])
@@ -114,7 +170,7 @@ def _trained(budget: dict, root: str, dataset: str, level: int, seed: int):
     return model.eval(), record
 
 
-def _train_row(item: tuple) -> dict:
+def _train_row(item: TrainItem) -> dict:
     """Train (or load) one (dataset, level, seed) model and measure it. Top-level: picklable."""
     import torch
 
@@ -122,17 +178,14 @@ def _train_row(item: tuple) -> dict:
     from hwlab.train import evaluate
     from quantum._swap import classical_parameters, quantum_parameters
 
-    budget, root, dataset, level, seed, test_limit, lat_batch, lat_repeats = item
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # comparable timings on a shared CPU
-    try:
-        model, record = _trained(budget, root, dataset, level, seed)
-        test = _data(dataset, "test", test_limit)
+    budget, dataset, level, seed = dict(item.budget), item.dataset, item.level, item.seed
+    lat_batch = item.latency_batch
+    with torch_threads(1):  # comparable timings on a shared CPU
+        model, record = _trained(budget, item.root, dataset, level, seed)
+        test = _data(dataset, "test", item.test_limit)
         acc = evaluate(model, test)
         with torch.no_grad():
-            timing = meters.latency(model, test.x[:lat_batch], repeats=lat_repeats)
-    finally:
-        torch.set_num_threads(threads)
+            timing = meters.latency(model, test.x[:lat_batch], repeats=item.latency_repeats)
     params = dict(model.named_parameters())
     n_q = sum(params[n].numel() for n in quantum_parameters(model))
     n_c = sum(params[n].numel() for n in classical_parameters(model))
@@ -149,25 +202,20 @@ def _train_row(item: tuple) -> dict:
     }
 
 
-def _fault_row(item: tuple) -> dict:
+def _fault_row(item: FaultItem) -> dict:
     """Accuracy of one trained model under one bit-flip map on the target parameters."""
-    import torch
-
     import faultlab as fl
     from hwlab.train import evaluate
     from quantum._swap import classical_parameters, quantum_parameters
 
-    budget, root, dataset, level, seed, target, rate, trial, fseed, test_limit = item
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model, _ = _trained(budget, root, dataset, level, seed)
+    dataset, level, seed, target = item.dataset, item.level, item.seed, item.target
+    rate, trial, fseed = item.rate, item.trial, item.fault_seed
+    with torch_threads(1):
+        model, _ = _trained(dict(item.budget), item.root, dataset, level, seed)
         names = quantum_parameters(model) if target == "quantum" else classical_parameters(model)
-        test = _data(dataset, "test", test_limit)
+        test = _data(dataset, "test", item.test_limit)
         with fl.inject(model, fl.BitFlip(rate=rate), seed=fseed, layers=names) as fmap:
             acc = evaluate(model, test)
-    finally:
-        torch.set_num_threads(threads)
     return {
         "module": "quantum", "method": "creep-faults", "model": "creep-cnn", "dataset": dataset,
         "variant": f"level-{level}", "seed": seed, "trial": trial, "fault_model": "bitflip",
@@ -214,42 +262,13 @@ class CreepStudy(Study):
              "test_limit": 300, "fault_rates": (1e-5, 1e-4), "fault_trials": 2,
              "latency_repeats": 3}
 
-    def _validate(self, config: CreepConfig) -> None:
-        from hwlab.train import SCHEDULES
-        from quantum._swap import ORDERS
-
-        caller = f"study {self.name}"
-        check(len(config.datasets) > 0, "datasets", caller, "a non-empty tuple", config.datasets)
-        check(config.order in ORDERS, "order", caller, f"one of {', '.join(ORDERS)}",
-              config.order)
-        top = 2 if config.order == "paper" else 3
-        check(len(config.levels) > 0 and all(0 <= v <= top for v in config.levels), "levels",
-              caller, f"a non-empty tuple of integers in [0, {top}]", config.levels)
-        check(len(config.seeds) > 0 and all(s >= 0 for s in config.seeds), "seeds", caller,
-              "a non-empty tuple of integers >= 0", config.seeds)
-        for name in ("epochs", "batch_size", "reps", "latency_batch", "latency_repeats",
-                     "size"):
-            check(getattr(config, name) >= 1, name, caller, "an integer >= 1",
-                  getattr(config, name))
-        for name in ("train_limit", "test_limit", "fault_trials"):
-            check(getattr(config, name) >= 0, name, caller, "an integer >= 0",
-                  getattr(config, name))
-        check(config.lr > 0, "lr", caller, "a number > 0", config.lr)
-        check(config.schedule in SCHEDULES, "schedule", caller, f"one of {', '.join(SCHEDULES)}",
-              config.schedule)
-        check(len(config.channels) == 2 and min(config.channels) >= 1, "channels", caller,
-              "a pair of positive integers", config.channels)
-        check(all(0 < r <= 1 for r in config.fault_rates), "fault_rates", caller,
-              "numbers in (0, 1]", config.fault_rates)
-
     def run(self, config: CreepConfig, store, progress=None, executor=None) -> str:
-        self._validate(config)
-        budget = _budget(config)
+        budget = tuple(sorted(_budget(config).items()))
         root = str(Path(store.path).parent / "quantum-creep")
         train_items = {
             f"train|{d}|level-{lv}|seed={s}":
-                (budget, root, d, lv, s, config.test_limit, config.latency_batch,
-                 config.latency_repeats)
+                TrainItem(budget, root, d, lv, s, config.test_limit, config.latency_batch,
+                          config.latency_repeats)
             for d in config.datasets for lv in config.levels for s in config.seeds}
         fault_items = {}
         if config.fault_dataset in config.datasets and config.fault_trials and config.fault_rates:
@@ -260,9 +279,9 @@ class CreepStudy(Study):
                         for t in range(config.fault_trials):
                             key = (f"fault|{config.fault_dataset}|level-{lv}|{target}|"
                                    f"rate={rate:g}|trial={t}")
-                            fault_items[key] = (budget, root, config.fault_dataset, lv, seed,
-                                                target, rate, t, derive_seed(seed, key) % 2**31,
-                                                config.test_limit)
+                            fault_items[key] = FaultItem(
+                                budget, root, config.fault_dataset, lv, seed, target, rate, t,
+                                derive_seed(seed, key) % 2**31, config.test_limit)
         with self.open_run(store, config) as run_id:
             log.info("quantum.creep: %d training items, %d fault items", len(train_items),
                      len(fault_items))

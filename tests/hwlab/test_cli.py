@@ -123,11 +123,11 @@ def test_foreign_store_is_refused(tmp_path, capsys):
 def test_dashboard_runs_streamlit_on_localhost(tmp_path, monkeypatch):
     seen = {}
 
-    def fake_call(cmd, env):
+    def fake_serve(cmd, env):
         seen.update(cmd=cmd, env=env)
         return 0
 
-    monkeypatch.setattr(cli.subprocess, "call", fake_call)
+    monkeypatch.setattr(cli, "_serve", fake_serve)  # the process-group runner: tested below
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "__init__.py").write_text("raise RuntimeError('must not be imported')\n")
     (tmp_path / "app" / "main.py").write_text("")

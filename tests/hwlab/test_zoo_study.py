@@ -48,8 +48,9 @@ def test_zoo_rows_are_real_and_resumable(tmp_path):
 
 
 def test_zoo_study_rejects_unknown_models_before_training(tmp_path):
-    with pytest.raises(ValueError, match=r"models of study hwlab.zoo must be names from .*lenet5"
-                                         r".*, got 'lenet6'"):
+    with pytest.raises(ValueError, match=r"models of study hwlab.zoo must be a model spec: a zoo "
+                                         r"name \(.*lenet5.*\), 'module.path:callable' or a "
+                                         r"hwlab.models entry point, got 'lenet6'"):
         run_study("hwlab.zoo", store=tmp_path / "z.sqlite", models="mlp,lenet6")
 
 
