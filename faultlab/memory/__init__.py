@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from faultlab.memory._chipmap import ChipMap
 from faultlab.memory._codes import CODES, Code, get_code
+from faultlab.memory._draw import memory_map
 from faultlab.memory._ecc import ECC, POLICIES
 from faultlab.memory._layout import MemoryLayout, ModelMemory
 from faultlab.memory._models import BankFault, Burst, ColumnFault, MemoryFault, RowFault
@@ -33,6 +34,7 @@ __all__ = [
     "Nested",
     "RowFault",
     "get_code",
+    "memory_map",
     "relative_energy",
     "sample_nested",
 ]

@@ -23,7 +23,7 @@ from faultlab._faults import KINDS, FaultMap
 from faultlab._sample import WORDS
 from faultlab.memory import _kernels
 
-__all__ = ["build_map", "read_words", "stored_bits"]
+__all__ = ["build_map", "memory_map", "read_words", "stored_bits"]
 
 FLIP, STUCK0, STUCK1 = (KINDS.index(k) for k in ("flip", "stuck0", "stuck1"))
 
@@ -132,3 +132,39 @@ def build_map(mem, code, policy, word, bit, kind, seed, eligible, extra=None) ->
     extra["corrupted_words"] = corrupted
     return _entries(mem, np.concatenate(w_out), np.concatenate(b_out), np.concatenate(k_out),
                     seed, eligible, extra)
+
+
+def memory_map(model, word, bit, kind="flip", code=None, policy="zero", layout=None,
+               layers=None, include_bias: bool = False, include_norm: bool = False) -> FaultMap:
+    """A FaultMap from faults given in memory coordinates (``word``, ``bit`` of the word; check
+    bits are ``bit >= word_bits``), read through ``code`` (None, or a name of
+    ``faultlab.memory.CODES``) with ``policy`` for detected words, over ``layout`` (default
+    ``MemoryLayout(word_bits=k)``). ``kind``: one of ``flip``, ``stuck0``, ``stuck1`` or an
+    array of them per fault. Use ``ModelMemory.from_physical`` for (row, column) cells."""
+    from faultlab.memory._codes import get_code
+    from faultlab.memory._ecc import POLICIES
+    from faultlab.memory._layout import MemoryLayout
+    from hwlab.errors import check
+
+    c = "memory_map"
+    spec = None if code is None else get_code(code, c)
+    check(policy in POLICIES, "policy", c, f"one of {', '.join(POLICIES)}", policy)
+    if layout is None:
+        layout = MemoryLayout(word_bits=spec.k if spec else 64)
+    check(isinstance(layout, MemoryLayout), "layout", c, "None or a MemoryLayout", layout)
+    check(spec is None or layout.word_bits == spec.k, "layout", c,
+          f"a MemoryLayout with word_bits={spec.k if spec else ''}", layout)
+    mem = layout.bind(model, spec.r if spec else 0, layers, include_bias, include_norm, c)
+    word = np.atleast_1d(np.asarray(word, dtype=np.int64))
+    bit = np.atleast_1d(np.asarray(bit, dtype=np.int64))
+    check(word.shape == bit.shape and word.ndim == 1, "word and bit", c,
+          "1-D arrays of one length", (word.shape, bit.shape))
+    check(word.size == 0 or (word.min() >= 0 and word.max() < mem.words), "word", c,
+          f"word indices in [0, {mem.words})", word.max() if word.size else word)
+    check(bit.size == 0 or (bit.min() >= 0 and bit.max() < mem.n), "bit", c,
+          f"bit indices in [0, {mem.n}) (check bits from {mem.k})", bit.max() if bit.size else bit)
+    names = np.asarray(kind if not isinstance(kind, str) else [kind] * word.size)
+    check(names.shape == word.shape and bool(np.isin(names, KINDS).all()), "kind", c,
+          f"one of {', '.join(KINDS)} (or one per fault)", kind)
+    codes = np.select([names == k for k in KINDS], range(len(KINDS))).astype(np.int8)
+    return build_map(mem, spec, policy, word, bit, codes, 0, mem.stored_bits)
