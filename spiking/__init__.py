@@ -11,6 +11,18 @@ and a live early-exit runner.
 
 from ._calibrate import Calibration, calibrate, candidate_thresholds, pareto_front, sweep
 from ._direct import SURROGATES, DirectTask, direct_net
+from ._faults import (
+                     NEURON_KINDS,
+                     LeakDrift,
+                     NeuronFaultMap,
+                     NeuronStuck,
+                     ThresholdDrift,
+                     inject_neuron_faults,
+                     neuron_layers,
+                     neuron_shapes,
+                     sample_neuron_faults,
+                     with_neuron_faults,
+)
 from ._graph_snn import GraphSpikingNet
 from ._live import LiveResult, run_live
 from ._qcfs import ARCHITECTURES, QCFS, qcfs_net, with_qcfs
@@ -31,6 +43,7 @@ from ._snn import ENCODINGS, SpikingNet, convert
 __all__ = [
                      "ARCHITECTURES",
                      "ENCODINGS",
+                     "NEURON_KINDS",
                      "QCFS",
                      "RULES",
                      "SURROGATES",
@@ -38,10 +51,14 @@ __all__ = [
                      "DirectTask",
                      "Exit",
                      "GraphSpikingNet",
+                     "LeakDrift",
                      "LiveResult",
+                     "NeuronFaultMap",
+                     "NeuronStuck",
                      "Recording",
                      "SpikingNet",
                      "StoppingRule",
+                     "ThresholdDrift",
                      "apply_rule",
                      "calibrate",
                      "candidate_thresholds",
@@ -50,12 +67,17 @@ __all__ = [
                      "dynamic_confidence_rule",
                      "fixed_steps",
                      "get_rule",
+                     "inject_neuron_faults",
+                     "neuron_layers",
+                     "neuron_shapes",
                      "oracle_any",
                      "oracle_stay",
                      "pareto_front",
                      "qcfs_net",
                      "record",
                      "run_live",
+                     "sample_neuron_faults",
                      "sweep",
                      "with_qcfs",
+                     "with_neuron_faults",
 ]
