@@ -28,7 +28,7 @@ _LAZY = {
     "assert_resilient": "faultlab._resilience",
     "vulnerability": "faultlab._vulnerability",
 }
-_SUBPACKAGES: tuple[str, ...] = ("clipact", "memory")  # imported as faultlab.<name> on first use
+_SUBPACKAGES: tuple[str, ...] = ("clipact", "memory", "systolic")  # imported as faultlab.<name> on first use
 
 __all__ = [*_LAZY, *_SUBPACKAGES]  # noqa: PLE0604 (all strings)
 
