@@ -28,7 +28,8 @@ _LAZY = {
     "assert_resilient": "faultlab._resilience",
     "vulnerability": "faultlab._vulnerability",
 }
-_SUBPACKAGES: tuple[str, ...] = ("clipact", "memory", "systolic")  # imported as faultlab.<name> on first use
+# imported as faultlab.<name> on first use
+_SUBPACKAGES: tuple[str, ...] = ("clipact", "memory", "systolic")
 
 __all__ = [*_LAZY, *_SUBPACKAGES]  # noqa: PLE0604 (all strings)
 
