@@ -11,49 +11,73 @@ model (variant ``K=1``). Rows are keyed ``model|rule|K=k`` so an interrupted run
 from __future__ import annotations
 
 import types
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import ClassVar
 
-import torch
+from hwlab.seeds import seeded
+from hwlab.studies import Study, StudyConfig, param, run_items
+from localtrain._rules import RULES
 
-from hwlab.errors import check
-from hwlab.studies import Study, run_items
+__all__ = ["COMPARE_STUDY", "CompareConfig", "CompareItem", "CompareStudy"]
 
-__all__ = ["COMPARE_STUDY", "CompareConfig", "CompareStudy"]
+
+_RULES = RULES
 
 
 @dataclass(frozen=True)
-class CompareConfig:
-    models: tuple[str, ...] = ("resnet32", "resnet20", "vit-tiny")  # the issue's three networks
-    dataset: str = "mnist5k"  # 4,000 training images: ResNet-32 trains on a CPU in minutes/epoch
-    rules: tuple[str, ...] = ("e2e", "dgl", "infopro", "man", "auglocal", "featrecon")  # all
-    ks: tuple[int, ...] = (2, 4, 8)  # the issue's K values; K=8 only where the model has 8 units
-    epochs: int = 5  # equal budget for every rule; 0 measures memory and latency only
-    train_size: int = 0  # 0 = the whole training split; else a seeded stratified subset
-    batch_size: int = 128  # the training batch
-    memory_batch: int = 128  # the batch memory and latency are read at (activations dominate)
-    lr: float = 1e-3  # Adam, cosine schedule: hwlab.train defaults, no per-rule tuning
-    balance: str = "memory"  # InfoPro*: cuts balance saved activations (the issue's memory target)
-    latency_repeats: int = 5  # timed training steps per row (median reported)
-    seed: int = 0  # same initial weights, shuffling and subset for every rule
+class CompareConfig(StudyConfig):
+    study: ClassVar[str] = "localtrain.compare"
+    models: tuple[str, ...] = param(  # the issue's three networks
+        ("resnet32", "resnet20", "vit-tiny"), "models: zoo names, module:callable or "
+        "hwlab.models entry points", kind="model", nonempty=True)
+    dataset: str = param(  # 4,000 training images: ResNet-32 trains on a CPU in minutes/epoch
+        "mnist5k", "dataset spec (see hwlab.data.load)", kind="dataset")
+    rules: tuple[str, ...] = param(  # all of them
+        _RULES, "local-learning rules", choices=_RULES, nonempty=True)
+    ks: tuple[int, ...] = param(  # the issue's K values; K=8 only where the model has 8 units
+        (2, 4, 8), "numbers of local modules K", range=(2, None), nonempty=True)
+    epochs: int = param(  # equal budget for every rule; 0 measures memory and latency only
+        5, "training epochs (0: memory and latency only)", range=(0, None))
+    train_size: int = param(  # 0 = the whole training split; else a seeded stratified subset
+        0, "training images (0 = all)", range=(0, None))
+    batch_size: int = param(128, "training batch", range=(1, None))
+    memory_batch: int = param(  # activations dominate
+        128, "batch memory and latency are read at", range=(1, None))
+    lr: float = param(  # Adam, cosine schedule: hwlab.train defaults, no per-rule tuning
+        1e-3, "Adam learning rate", range=(0, None), inclusive=(False, True))
+    balance: str = param(  # InfoPro*: cuts balance saved activations (the issue's memory target)
+        "memory", "what the cuts balance", choices=("layers", "memory"))
+    latency_repeats: int = param(5, "timed training steps per row (median)", range=(1, None))
+    seed: int = param(  # same initial weights, shuffling and subset for every rule
+        0, "seed of weights, shuffling and subset", range=(0, None))
 
 
-def _item(args: dict) -> dict:
+@dataclass(frozen=True)
+class CompareItem:
+    """One (model, rule, K) to train and measure."""
+
+    config: CompareConfig
+    model: str
+    rule: str
+    k: int
+
+
+def _item(item: CompareItem) -> dict:
     """Train and measure one (model, rule, K); top-level so that executors can pickle it."""
     from hwlab.data import load
-    from hwlab.models import create_model
+    from hwlab.models import resolve
     from hwlab.train import TrainConfig, evaluate, fit
     from localtrain._measure import measure_step
     from localtrain._rules import make_rule
 
-    cfg = CompareConfig(**args["config"])
+    cfg = item.config
     train = load(cfg.dataset, "train", seed=cfg.seed)
     test = load(cfg.dataset, "test", seed=cfg.seed)
     if cfg.train_size:
         train = train.subset(cfg.train_size, seed=cfg.seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)  # identical initial weights for every rule
-        model = create_model(args["model"], train.in_shape, train.num_classes)
-        rule = make_rule(args["rule"], model, K=args["K"], in_shape=train.in_shape,
+    with seeded(cfg.seed):  # identical initial weights for every rule
+        model = resolve(item.model, train.in_shape, train.num_classes)
+        rule = make_rule(item.rule, model, K=item.k, in_shape=train.in_shape,
                          balance=cfg.balance, lr=cfg.lr)
     accuracy, seconds = None, None
     if cfg.epochs > 0:
@@ -61,26 +85,26 @@ def _item(args: dict) -> dict:
         hist = fit(rule, train, tc)
         accuracy, seconds = evaluate(rule, test), hist.seconds
     n = min(cfg.memory_batch or cfg.batch_size, len(train))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
+    with seeded(cfg.seed):
         dev = rule.device  # fit moved the rule to CUDA when available
         m = measure_step(rule, train.x[:n].to(dev), train.y[:n].to(dev),
                          repeats=cfg.latency_repeats)
     extra = {k: m[k] for k in ("saved_peak_bytes", "param_bytes", "grad_bytes", "optimizer_bytes")}
     extra.update(epochs=cfg.epochs, train_size=len(train), batch_size=n, balance=cfg.balance,
                  train_seconds=seconds, cuts=[list(b) for b in rule.partition.unit_bounds])
-    return {"module": "localtrain", "method": args["rule"], "model": args["model"],
-            "dataset": cfg.dataset, "variant": f"K={args['K']}", "seed": cfg.seed,
-            "accuracy": accuracy, "memory_bytes": m["memory_bytes"],
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
+    return {"module": "localtrain", "method": item.rule, "model": item.model,
+            "dataset": cfg.dataset, "variant": f"K={item.k}", "dtype": ",".join(dtypes),
+            "seed": cfg.seed, "accuracy": accuracy, "memory_bytes": m["memory_bytes"],
             "latency_ms": m["latency_ms"], "params": m["params"], "extra": extra}
 
 
-def _n_units(model_name: str, in_shape) -> int:
-    from hwlab.models import create_model
+def _n_units(model_name: str, in_shape, num_classes: int) -> int:
+    from hwlab.models import resolve
     from localtrain._split import partition
 
-    with torch.random.fork_rng(devices=[]):
-        return len(partition(create_model(model_name, in_shape, 10), 1).units)
+    with seeded(0):
+        return len(partition(resolve(model_name, in_shape, num_classes), 1).units)
 
 
 class CompareStudy(Study):
@@ -93,33 +117,18 @@ class CompareStudy(Study):
                                     "train_size": 256, "batch_size": 64, "memory_batch": 64,
                                     "latency_repeats": 3})
 
-    def items(self, config: CompareConfig) -> dict[str, dict]:
-        """Result key -> item argument, in a stable order."""
+    def items(self, config: CompareConfig) -> dict[str, CompareItem]:
+        """Result key -> work item, in a stable order."""
         from hwlab.data import load
-        from hwlab.models import list_models
-        from localtrain._rules import RULES
 
-        caller = f"study {self.name}"
-        for m in config.models:
-            check(m in list_models(), "models", caller, f"names from {list_models()}", m)
-        for r in config.rules:
-            check(r in RULES, "rules", caller, f"names from {list(RULES)}", r)
-        check(all(isinstance(k, int) and k >= 2 for k in config.ks), "ks", caller,
-              "integers >= 2", config.ks)
-        check(config.epochs >= 0 and config.train_size >= 0, "epochs", caller,
-              "an integer >= 0 (train_size too)", (config.epochs, config.train_size))
-        check(config.balance in ("layers", "memory"), "balance", caller, "layers or memory",
-              config.balance)
-        in_shape = load(config.dataset, "test", seed=config.seed).in_shape
-        cfg = asdict(config)
-        out: dict[str, dict] = {}
+        test = load(config.dataset, "test", seed=config.seed)
+        out: dict[str, CompareItem] = {}
         for model in config.models:
-            units = _n_units(model, in_shape)
+            units = _n_units(model, test.in_shape, test.num_classes)
             for rule in config.rules:
                 ks = (1,) if rule == "e2e" else tuple(k for k in config.ks if k <= units)
                 for k in ks:
-                    out[f"{model}|{rule}|K={k}"] = {"config": cfg, "model": model, "rule": rule,
-                                                    "K": k}
+                    out[f"{model}|{rule}|K={k}"] = CompareItem(config, model, rule, k)
         return out
 
     def run(self, config, store, progress=None, executor=None) -> str:
