@@ -4,31 +4,44 @@
 
 - ``"serial"``: runs each function inline in ``submit`` (debugging, tiny studies);
 - ``"process:N"``: N local worker processes (``spawn`` start method, safe with torch and numba
-  threads), each limited to one torch / OpenMP thread;
+  threads), each limited to one torch / OpenMP thread. Spawned workers re-import the main script,
+  so a script that creates one must keep its work under ``if __name__ == "__main__":``; a call
+  from unguarded top-level code is detected and refused with that advice;
 - ``"dask-local:N"``: a Dask ``LocalCluster`` of N single-threaded worker processes bound to
-  127.0.0.1 (no dashboard), closed with the executor;
+  127.0.0.1 (no dashboard), closed with the executor (the same main-script rule);
 - ``"dask:ADDRESS"``: an existing Dask scheduler (``tcp://host:8786``), e.g. a cluster that spans
-  several machines; the client is closed with the executor, the cluster is left running.
+  several machines; the client is closed with the executor, the cluster is left running. An
+  address where no scheduler answers is an error within a few seconds.
 
 Use it as a context manager. Submitted functions must be top-level (picklable), and results must
 not depend on the executor: derive seeds from the study seed and the item key
 (:func:`hwlab.studies.derive_seed`), never from the order of completion.
+
+Many small items and one large shared object (a model and its data) go through
+:func:`share` and :func:`map_chunked` (module :mod:`hwlab._chunks`): the object reaches every
+worker once and stays there, and items travel in chunks sized to keep every worker busy.
 """
 
 from __future__ import annotations
 
+import ast
 import multiprocessing
 import os
 import re
+import socket
+import sys
 import threading
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 
+from hwlab._chunks import ItemError, Shared, map_chunked, share, worker_count
 from hwlab.errors import fail
 
-__all__ = ["SPEC_FORMS", "DaskExecutor", "SerialExecutor", "get_executor", "parse_spec"]
+__all__ = ["SPEC_FORMS", "DaskExecutor", "ItemError", "SerialExecutor", "Shared", "get_executor",
+           "map_chunked", "parse_spec", "share", "worker_count"]
 
 SPEC_FORMS = "'serial', 'process:N', 'dask-local:N' or 'dask:ADDRESS'"
 _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+CONNECT_SECONDS = 3.0  # a scheduler on a reachable host answers a TCP connect in milliseconds
 
 
 class SerialExecutor(Executor):
@@ -101,19 +114,97 @@ def parse_spec(spec: str | None) -> tuple[str, str]:
     raise fail("spec", "get_executor", f"one of {SPEC_FORMS}", spec)
 
 
+def _unguarded_main_call() -> str | None:
+    """``"FILE:LINE"`` when the caller runs in a main script's unguarded top level, else None.
+
+    Spawned workers (``process:N`` and Dask's nanny) import the main script again as
+    ``__mp_main__``; work at its top level outside ``if __name__ == "__main__":`` then runs again in
+    every worker. Found by locating the main script's module frame on the stack and parsing the
+    script: the top-level statement that holds the current line must be such an ``if``.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or not os.path.isfile(path):
+        return None  # interactive, python -c, a notebook: nothing is re-imported
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_code.co_name == "<module>"
+                                     and frame.f_globals.get("__name__") == "__main__"
+                                     and os.path.abspath(frame.f_code.co_filename)
+                                     == os.path.abspath(path)):
+        frame = frame.f_back
+    if frame is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    line = frame.f_lineno
+    for stmt in tree.body:
+        if stmt.lineno <= line <= (stmt.end_lineno or stmt.lineno):
+            return None if _is_main_guard(stmt) else f"{path}:{line}"
+    return None
+
+
+def _is_main_guard(stmt) -> bool:
+    if not isinstance(stmt, ast.If) or not isinstance(stmt.test, ast.Compare):
+        return False
+    sides = [stmt.test.left, *stmt.test.comparators]
+    names = {s.id for s in sides if isinstance(s, ast.Name)}
+    texts = {s.value for s in sides if isinstance(s, ast.Constant)}
+    return names == {"__name__"} and texts == {"__main__"} \
+        and isinstance(stmt.test.ops[0], ast.Eq)
+
+
+def _check_main_guard(spec: str) -> None:
+    where = _unguarded_main_call()
+    if where is None and not getattr(multiprocessing.current_process(), "_inheriting", False):
+        return
+    raise fail("spec", "get_executor", "used from a script whose work is guarded by "
+               "`if __name__ == \"__main__\":` (spawned workers import the main script again and "
+               f"would rerun it), or 'serial'; unguarded call at {where or 'a worker import'}",
+               spec)
+
+
+def _connect(spec: str, address: str):
+    """A Dask client of ``address``; an address without a scheduler is a quick, clear error."""
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if "://" not in address or address.startswith(("tcp://", "tls://")):
+        try:
+            socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)),
+                                     timeout=CONNECT_SECONDS).close()
+        except ValueError:
+            raise fail("spec", "get_executor", "'dask:ADDRESS' with ADDRESS like "
+                       "tcp://host:8786", spec) from None
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise fail("spec", "get_executor", "the address of a running Dask scheduler "
+                       f"(connecting to {hostport} failed: {reason})", spec) from None
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=f"{int(3 * CONNECT_SECONDS)}s")
+    except Exception as exc:  # noqa: BLE001 - refused, timed out, or not a Dask scheduler
+        raise fail("spec", "get_executor", "the address of a running Dask scheduler "
+                   f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]})", spec) from None
+
+
 def get_executor(spec: str | None = "serial") -> Executor:
     """An executor for ``spec`` (see the module docstring); ``None`` means ``"serial"``."""
     kind, arg = parse_spec(spec)
     if kind == "serial":
         return SerialExecutor()
+    if kind in ("process", "dask-local"):
+        _check_main_guard(spec)
     if kind == "process":
         return ProcessPoolExecutor(max_workers=int(arg),
                                    mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_single_thread_worker)
+    if kind == "dask":
+        return DaskExecutor(_connect(spec, arg))
     from distributed import Client, LocalCluster
 
-    if kind == "dask":
-        return DaskExecutor(Client(arg))
     # Worker processes get OMP/MKL/OPENBLAS_NUM_THREADS=1 from the Dask nanny's default
     # pre-spawn environment, so torch starts with one thread in each.
     cluster = LocalCluster(n_workers=int(arg), threads_per_worker=1, processes=True,

@@ -69,3 +69,118 @@ def test_dask_local_cluster_matches_serial(tmp_path):
         table = _run_items_table(tmp_path, "dask", ex)
     assert ex.client.status == "closed"
     assert table == _run_items_table(tmp_path, "serial", None)
+
+
+# -- shared state and chunked mapping ---------------------------------------------------------
+def _setup(obj):
+    """Worker-side state: the shared object plus a marker of this setup call."""
+    import os
+    import uuid
+
+    return {"base": obj["base"], "setup_id": uuid.uuid4().hex, "pid": os.getpid()}
+
+
+def _shifted(state, item):
+    if item == "boom":
+        raise ValueError("item said boom")
+    return {"value": state["base"] + item, "setup_id": state["setup_id"], "pid": state["pid"]}
+
+
+def _check_chunked(ex) -> None:
+    from hwlab.executors import ItemError, map_chunked, share, worker_count
+
+    items = {f"k{i}": i for i in range(23)}
+    assert worker_count(ex) == 2
+    with share(ex, {"base": 1000, "pad": b"x" * 2**20}, setup=_setup) as ref:
+        first = dict(map_chunked(ex, _shifted, items, shared=ref))
+        again = dict(map_chunked(ex, _shifted, items, shared=ref, chunksize=5))
+        assert {k: v["value"] for k, v in first.items()} == {k: 1000 + i for k, i in items.items()}
+        # setup ran once per worker process and was reused by the second call
+        per_pid = {}
+        for row in [*first.values(), *again.values()]:
+            per_pid.setdefault(row["pid"], set()).add(row["setup_id"])
+        assert all(len(ids) == 1 for ids in per_pid.values()) and 1 <= len(per_pid) <= 2
+        bad = {**{f"k{i}": i for i in range(6)}, "bad": "boom"}
+        with pytest.raises(ItemError, match=r"item 'bad' of run_items failed: ValueError: item "
+                                            r"said boom"):
+            list(map_chunked(ex, _shifted, bad, shared=ref, caller="run_items"))
+    with pytest.raises(ValueError, match=r"chunksize of map_chunked must be None or an integer"):
+        list(map_chunked(ex, _shifted, items, chunksize=0))
+
+
+def test_map_chunked_serial_is_inline_and_same_values():
+    from hwlab.executors import map_chunked, share, worker_count
+
+    with share(None, {"base": 1000}, setup=_setup) as ref:
+        rows = dict(map_chunked(None, _shifted, [("a", 1), ("b", 2)], shared=ref))
+        assert ref.path is None and ref.future is None  # nothing written, nothing sent
+    assert [r["value"] for r in rows.values()] == [1001, 1002]
+    assert len({r["setup_id"] for r in rows.values()}) == 1
+    assert worker_count(None) == 1 and worker_count(SerialExecutor()) == 1
+
+
+def test_process_pool_map_chunked_shares_once_per_worker():
+    with get_executor("process:2") as ex:
+        _check_chunked(ex)
+
+
+def test_dask_local_map_chunked_scatters_once_per_worker():
+    with get_executor("dask-local:2") as ex:
+        _check_chunked(ex)
+
+
+# -- clear errors instead of hangs and reruns (#13 items 5 and 14) ----------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dask_address_without_scheduler_is_a_quick_clear_error(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    spec = f"dask:tcp://127.0.0.1:{_free_port()}"
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match=r"spec of get_executor must be the address of a running "
+                                         r"Dask scheduler \(connecting to 127.0.0.1:\d+ failed: "
+                                         r"Connection refused\), got 'dask:tcp://127"):
+        get_executor(spec)
+    assert time.monotonic() - t0 < 5
+    from pathlib import Path
+
+    hwlab = str(Path(sys.executable).parent / "hwlab")  # the console script
+    done = subprocess.run([hwlab, "run", "hwlab.zoo", "--quick",
+                           "--executor", spec, "--store", str(tmp_path / "s.sqlite")],
+                          check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    errors = [ln for ln in done.stderr.splitlines() if "error" in ln.lower()]
+    assert errors == [(f"hwlab: error: spec of get_executor must be the address of a running "
+                       f"Dask scheduler (connecting to {spec[11:]} failed: Connection refused), "
+                       f"got {spec!r}")]
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_process_pool_from_an_unguarded_script_is_refused(tmp_path, guarded):
+    import subprocess
+    import sys
+
+    body = ('from hwlab.executors import get_executor\n'
+            'with get_executor("process:1") as ex:\n'
+            '    print("result", ex.submit(abs, -3).result())\n')
+    if guarded:
+        body = "if __name__ == '__main__':\n" + "".join(f"    {ln}\n" for ln in body.splitlines())
+    script = tmp_path / "user_script.py"
+    script.write_text(body)
+    done = subprocess.run([sys.executable, str(script)], check=False, capture_output=True,
+                          text=True, timeout=120)
+    if guarded:
+        assert done.returncode == 0 and "result 3" in done.stdout
+    else:
+        assert done.returncode == 1 and "result" not in done.stdout
+        assert (f'unguarded call at {script}:2, got \'process:1\'') in done.stderr
+        assert 'guarded by `if __name__ == "__main__":`' in done.stderr

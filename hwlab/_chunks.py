@@ -1,0 +1,213 @@
+"""Persistent worker state and chunked mapping over any executor.
+
+A study with a large shared object (a model and its data) and many small items pays for the
+object once per worker and for each item only its own work:
+
+>>> with share(executor, (model, x, y), setup=build) as ref:       # once per campaign
+...     for key, row in map_chunked(executor, trial, items, shared=ref):
+...         ...                                                    # trial(build(obj), item)
+
+- the object reaches each worker once: a pickle file written once to a private temporary folder
+  for a process pool (workers read it on first use), ``client.scatter(..., broadcast=True)`` on
+  Dask (the scheduler keeps it in every worker's memory), nothing at all for the serial executor;
+- ``setup(obj)`` runs once per worker process (build an evaluator, warm Numba kernels) and its
+  result is kept there, keyed by the share's token, for every later chunk and every later
+  ``map_chunked`` call with the same ref (the workers of one executor stay up);
+- items go in chunks of ``ceil(n / (4 * workers))``: each worker gets about four chunks, so the
+  work balances while per-task overhead (pickling, scheduling) is paid a few times per worker;
+- rows come back as each chunk finishes, in completion order; ``fn`` sees the same arguments as
+  inline, so the results are those of the serial executor.
+
+A worker runs one chunk of a given share at a time (a lock per token), so a Dask worker with
+several threads never runs two items on the same model at once; give such workers one thread and
+more processes for parallelism.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from typing import Any
+
+from hwlab.errors import check
+
+__all__ = ["ItemError", "Shared", "map_chunked", "share", "worker_count"]
+
+CHUNKS_PER_WORKER = 4  # enough to balance uneven items; few enough that task overhead is small
+_STATE: dict[str, Any] = {}  # worker side only: token -> setup(obj); at most _KEEP entries
+_KEEP = 2
+_LOCK = threading.Lock()
+_LOCKS: dict[str, threading.Lock] = {}
+
+
+class ItemError(RuntimeError):
+    """An item that raised: ``key``, the original exception's type name and message."""
+
+    def __init__(self, key: str, kind: str, message: str, caller: str = "map_chunked"):
+        super().__init__(f"item {key!r} of {caller} failed: {kind}: {message}")
+        self.key, self.kind, self.message = key, kind, message
+
+
+class Shared:
+    """Handle of one object shared with every worker of an executor (see :func:`share`)."""
+
+    def __init__(self, token: str, value: Any = None, path: str | None = None, future=None,
+                 setup: Callable | None = None):
+        self.token, self.path, self.future, self.setup = token, path, future, setup
+        self._value = value  # this process only (serial / thread executors); never pickled
+        self._state = None
+
+    def __getstate__(self):
+        return {"token": self.token, "path": self.path, "setup": self.setup}
+
+    def __setstate__(self, state):
+        self.__init__(state["token"], path=state["path"], setup=state["setup"])
+
+    def local_state(self):
+        """``setup(obj)`` in the sharing process (computed once)."""
+        if self._state is None:
+            self._state = self.setup(self._value) if self.setup else self._value
+        return self._state
+
+
+def _is_dask(executor) -> bool:
+    return getattr(executor, "client", None) is not None and hasattr(executor.client, "scatter")
+
+
+def _is_inline(executor) -> bool:
+    from hwlab.executors import SerialExecutor
+
+    return executor is None or isinstance(executor, SerialExecutor)
+
+
+def worker_count(executor) -> int:
+    """How many items ``executor`` runs at once (1 for serial, N for ``process:N``, Dask threads)."""
+    if _is_inline(executor):
+        return 1
+    if isinstance(executor, ProcessPoolExecutor):
+        return int(executor._max_workers)
+    if _is_dask(executor):
+        return max(1, sum(executor.client.nthreads().values()))
+    return max(1, int(getattr(executor, "_max_workers", 0) or os.cpu_count() or 1))
+
+
+@contextmanager
+def share(executor: Executor | None, obj: Any, setup: Callable | None = None) -> Iterator[Shared]:
+    """Send ``obj`` to the workers of ``executor`` once; yield the :class:`Shared` handle.
+
+    ``setup`` (top-level, picklable) turns the object into what ``fn`` receives, once per worker.
+    The file or the scattered data is released on exit.
+    """
+    token = uuid.uuid4().hex
+    if _is_inline(executor):
+        yield Shared(token, obj, setup=setup)
+        return
+    if _is_dask(executor):
+        future = executor.client.scatter(obj, broadcast=True, hash=False)
+        try:
+            yield Shared(token, obj, future=future, setup=setup)
+        finally:
+            executor.client.cancel([future])
+        return
+    folder = tempfile.mkdtemp(prefix="hwlab-shared-")
+    try:
+        path = os.path.join(folder, f"{token}.pkl")
+        with open(path, "wb") as f:  # written by this process; read back only by its workers
+            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+        yield Shared(token, obj, path=path, setup=setup)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _worker_state(ref: Shared, data: Any):
+    """The worker's ``setup(obj)`` for ``ref``: built on first use, then reused."""
+    state = _STATE.get(ref.token)
+    if state is None:
+        if data is None:
+            with open(ref.path, "rb") as f:  # the sharing process wrote it (never a user file)
+                data = pickle.load(f)
+        state = ref.setup(data) if ref.setup else data
+        while len(_STATE) >= _KEEP:
+            _STATE.pop(next(iter(_STATE)))
+        _STATE[ref.token] = state
+    return state
+
+
+def _run_chunk(fn: Callable, ref: Shared | None, data: Any, keys: list, items: list) -> list:
+    """Worker side: run a chunk in order; stop at the first item that raises."""
+    if ref is None:
+        state, lock = None, threading.Lock()
+    else:
+        with _LOCK:
+            lock = _LOCKS.setdefault(ref.token, threading.Lock())
+    out = []
+    with lock:
+        if ref is not None:
+            state = ref.local_state() if ref._value is not None else _worker_state(ref, data)
+        for key, item in zip(keys, items):
+            try:
+                out.append((key, True, fn(item) if ref is None else fn(state, item)))
+            except Exception as exc:  # noqa: BLE001 - reported with its key by the caller
+                out.append((key, False, (type(exc).__name__, str(exc))))
+                break
+    return out
+
+
+def map_chunked(executor: Executor | None, fn: Callable, items, shared: Shared | None = None,
+                chunksize: int | None = None, caller: str = "map_chunked",
+                idle_seconds: float | None = None, on_idle: Callable | None = None
+                ) -> Iterator[tuple[str, Any]]:
+    """Yield ``(key, fn(item))`` (or ``fn(state, item)`` with ``shared``) for every item.
+
+    ``items``: a mapping ``key -> item`` or an iterable of ``(key, item)``. Inline for the serial
+    executor (or None), else in chunks of ``chunksize`` items (default ``ceil(n / (4 *
+    workers))``) submitted at once; results arrive per finished chunk. An item that raises ends
+    the iteration with :class:`ItemError` (naming ``caller`` and the key) after the results of
+    the chunks that finished; pending chunks are cancelled. With ``on_idle``, it is called
+    whenever nothing finished for ``idle_seconds`` (e.g. to flush buffered rows).
+    """
+    pairs = list(items.items() if isinstance(items, Mapping) else items)
+    check(chunksize is None or (isinstance(chunksize, int) and chunksize >= 1), "chunksize",
+          caller, "None or an integer >= 1", chunksize)
+    check(shared is None or isinstance(shared, Shared), "shared", caller,
+          "None or a hwlab.executors.Shared from share()", type(shared).__name__)
+    if not pairs:
+        return
+    if _is_inline(executor):
+        state = shared.local_state() if shared is not None else None
+        for key, item in pairs:
+            try:
+                value = fn(item) if shared is None else fn(state, item)
+            except Exception as exc:
+                raise ItemError(key, type(exc).__name__, str(exc), caller) from exc
+            yield key, value
+        return
+    size = chunksize or max(1, math.ceil(len(pairs) / (CHUNKS_PER_WORKER * worker_count(executor))))
+    data = shared.future if shared is not None else None
+    pending = set()
+    try:
+        for lo in range(0, len(pairs), size):
+            part = pairs[lo:lo + size]
+            pending.add(executor.submit(_run_chunk, fn, shared, data, [k for k, _ in part],
+                                        [v for _, v in part]))
+        while pending:
+            ready, pending = wait(pending, return_when=FIRST_COMPLETED,
+                                  timeout=idle_seconds if on_idle is not None else None)
+            if not ready:
+                on_idle()
+            for fut in ready:
+                for key, ok, value in fut.result():
+                    if not ok:
+                        raise ItemError(key, value[0], value[1], caller)
+                    yield key, value
+    finally:
+        for fut in pending:
+            fut.cancel()
