@@ -66,10 +66,10 @@ class ChipMap(FaultModel):
     label = property(lambda self: "chipmap")
 
     @classmethod
-    def load(cls, path, offset=None, layout=None) -> ChipMap:
+    def load(cls, path, offset=None, layout=None, shape=None) -> ChipMap:
         """Read a map: ``.npy`` (rows x cols ints: -1 healthy, 0 / 1 stuck-at level; loaded with
-        ``allow_pickle=False``) or ``.csv`` (``row,col,value`` per faulty cell; the shape is the
-        largest row / column + 1; a header line is skipped)."""
+        ``allow_pickle=False``) or ``.csv`` (``row,col,value`` per faulty cell, a header line is
+        skipped; the map's ``shape`` is given, or taken as the largest row / column + 1)."""
         p = Path(path)
         check(p.is_file(), "path", "ChipMap.load", "an existing .npy or .csv file", str(path))
         if p.suffix == ".npy":
@@ -94,7 +94,8 @@ class ChipMap(FaultModel):
                     raise fail("path", "ChipMap.load", "a CSV of integer row,col,value lines",
                                f"line {i + 1}: {line}") from None
         a = np.asarray(cells, dtype=np.int64).reshape(-1, 3)
-        shape = (int(a[:, 0].max()) + 1, int(a[:, 1].max()) + 1) if len(a) else (1, 1)
+        if shape is None:
+            shape = (int(a[:, 0].max()) + 1, int(a[:, 1].max()) + 1) if len(a) else (1, 1)
         return cls(a[:, 0], a[:, 1], a[:, 2], shape, offset, layout)
 
     def fingerprint(self) -> str:
