@@ -1,37 +1,67 @@
-"""Prefix-activation caching: evaluate a model whose faults sit in one part of the network.
+"""Prefix-activation caching on ``hwlab.graph`` cut points, for any traceable model.
 
-A fault in the weights of top-level child ``i`` of an ``nn.Sequential`` leaves ``children[:i]``
-untouched, so their output on the evaluation set is the same for every fault map. ``PrefixEvaluator``
-computes it once per start index (batch by batch, and keeps each batch) and then runs only
-``children[i:]`` per fault map. The batches are the same ones full inference uses, so the logits
-are bit-identical to ``model(x)`` batch by batch (the same kernels see the same shapes).
+Faults in the weights of some layers cannot change what the network computes before the first
+node that reads them. ``PrefixEvaluator`` traces the model once (``hwlab.graph.trace``) and, for
+the faulty layers, takes the latest cut point before that node (``ModelGraph.cut_before``): one
+tensor there carries everything the rest of the network needs. Its fault-free value is computed
+once for the evaluation set (batch by batch, and each batch kept); per fault map only the segment
+after the cut runs (``ModelGraph.segment``). Same batches, same operations in the same order, so
+the logits are bit-identical to ``model(x)`` batch by batch. When the segment may write its input
+in place (``ModelGraph.mutates_input``) the cached value is cloned before each run.
 
-Models that are not ``nn.Sequential`` fall back to full inference (start index 0, nothing cached).
-The cache assumes ``children[:i]`` do not change while it is used; the caller builds a new
-evaluator (or calls :meth:`PrefixEvaluator.clear`) after changing them.
+A model fx cannot trace is evaluated by full inference: ``PrefixEvaluator.cached`` is False,
+``fallback`` says why, and a warning is logged (never silently). The cache assumes the layers
+before the cut do not change while it is used; callers build a new evaluator (or call
+:meth:`PrefixEvaluator.clear`) after changing them.
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
-from hwlab.errors import check, fail
+import hwlab.graph as hg
+from hwlab.errors import HwlabError, check, fail
+
+__all__ = ["PrefixEvaluator", "as_xy", "iter_batches"]
+
+logger = logging.getLogger(__name__)
 
 
 class PrefixEvaluator:
-    """Accuracy of ``model`` on ``(x, y)`` in batches, reusing fault-free prefix activations."""
+    """Accuracy of ``model`` on ``(x, y)`` in batches, reusing fault-free prefix activations.
+
+    ``enabled=False`` always runs full inference. ``graph``: a ``hwlab.graph.ModelGraph`` of
+    ``model`` to reuse (else the model is traced here, with ``leaf_modules``).
+    """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500,
-                 enabled: bool = True):
+                 enabled: bool = True, graph: hg.ModelGraph | None = None, leaf_modules=()):
         check(len(x) > 0, "data", "PrefixEvaluator", "a non-empty set of samples", len(x))
         self.model = model
         self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
         self.x = x.to(self.device)  # N x C x H x W
         self.y = y.to(self.device)  # N
         self.batch_size = int(batch_size)
-        self.sequential = enabled and isinstance(model, nn.Sequential)
-        self._cache: dict[int, list[torch.Tensor]] = {}  # start index -> per-batch inputs
+        self.fallback: str | None = None  # why prefix caching is off although enabled
+        self.graph = graph if enabled else None
+        if enabled and graph is None:
+            try:
+                self.graph = hg.trace(model, leaf_modules=leaf_modules)
+            except HwlabError as exc:
+                self.fallback = str(exc)
+                logger.warning("prefix caching is off, every evaluation runs the whole model: %s",
+                               exc)
+        self._cuts = {c.index: c for c in self.graph.cuts} if self.graph is not None else {}
+        self._cache: dict[int, list[torch.Tensor]] = {}  # cut index -> per-batch inputs
+        self._tails: dict[int, tuple] = {}  # cut index -> (segment after it, clone input?)
+
+    @property
+    def cached(self) -> bool:
+        """True when prefix caching is active (enabled and the model traced)."""
+        return self.graph is not None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -40,51 +70,57 @@ class PrefixEvaluator:
         self._cache.clear()
 
     def start_index(self, names) -> int:
-        """The first top-level child a fault in any of the modules/parameters ``names`` can reach.
+        """Where evaluation may start when faults sit in the modules/parameters ``names``.
 
-        ``names`` are dotted module or parameter names (``"3"``, ``"3.weight"``, ``"7.conv1"``);
-        ``None`` (the whole model) or a non-Sequential model gives 0.
+        The graph position of the latest cut point before the first node reading any of them
+        (``ModelGraph.cut_before``), or 0: run from the input (no such cut, ``names`` None, or
+        caching off). Names are dotted module or parameter names (``"layer4.1.conv2"``,
+        ``"fc.weight"``).
         """
-        if not self.sequential or names is None:
+        if self.graph is None or names is None:
             return 0
-        keys = list(self.model._modules)
-        idx = []
+        names = [names] if isinstance(names, str) else list(names)
+        known = {n for n, _ in self.model.named_modules()} | {
+            n for n, _ in self.model.named_parameters()} | {n for n, _ in self.model.named_buffers()}
         for name in names:
-            head = str(name).split(".", 1)[0]
-            check(head in keys, "layers", "PrefixEvaluator.start_index",
-                  "names inside the model's top-level children", name)
-            idx.append(keys.index(head))
-        return min(idx, default=0)
+            check(isinstance(name, str) and name in known, "layers",
+                  "PrefixEvaluator.start_index", "module or parameter names of the model", name)
+        cut = self.graph.cut_before(names)
+        return 0 if cut is None else cut.index
+
+    def _cut(self, start: int) -> hg.Cut:
+        if start not in self._cuts:
+            raise fail("start", "PrefixEvaluator.logits",
+                       "0 or a value returned by start_index", start)
+        return self._cuts[start]
 
     @torch.no_grad()
     def _inputs(self, start: int) -> list[torch.Tensor]:
         if start not in self._cache:
-            children = list(self.model.children())[:start]
-            batches = []
-            for lo in range(0, len(self.x), self.batch_size):
-                h = self.x[lo: lo + self.batch_size]  # B x C x H x W
-                for child in children:
-                    h = child(h)
-                batches.append(h)
-            self._cache[start] = batches
+            head = self.graph.segment(None, self._cut(start))
+            self._cache[start] = [head(self.x[lo: lo + self.batch_size])  # B x ... at the cut
+                                  for lo in range(0, len(self.x), self.batch_size)]
         return self._cache[start]
+
+    def _tail(self, start: int) -> tuple:
+        if start not in self._tails:
+            seg = self.graph.segment(self._cut(start))
+            self._tails[start] = (seg, self.graph.mutates_input(seg))
+        return self._tails[start]
 
     @torch.no_grad()
     def logits(self, start: int = 0) -> torch.Tensor:
-        """Logits of the whole evaluation set, running ``children[start:]`` on cached inputs.
+        """Logits of the whole evaluation set, running only what follows cut ``start``.
 
-        The model runs in whatever mode it is in; callers put it in eval mode first.
+        ``start=0`` (or caching off) runs ``model`` itself. The model runs in whatever mode it
+        is in; callers put it in eval mode first.
         """
-        if not self.sequential or start == 0:
+        if self.graph is None or start == 0:
             outs = [self.model(self.x[lo: lo + self.batch_size])
                     for lo in range(0, len(self.x), self.batch_size)]
             return torch.cat(outs)  # N x classes
-        children = list(self.model.children())[start:]
-        outs = []
-        for h in self._inputs(start):
-            for child in children:
-                h = child(h)
-            outs.append(h)
+        tail, clone = self._tail(start)
+        outs = [tail(h.clone() if clone else h) for h in self._inputs(start)]
         return torch.cat(outs)  # N x classes
 
     def accuracy(self, start: int = 0) -> float:
@@ -94,26 +130,19 @@ class PrefixEvaluator:
 
 
 def as_xy(data, caller: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x, y)`` tensors from a :class:`hwlab.data.Split` or an ``(x, y)`` pair, validated.
+    """``(x, y)`` tensors from a Split, an ``(x, y)`` pair, a DataLoader or an iterable of
+    ``(x, y)`` batches, validated (``hwlab.data.as_xy``; kept here for faultlab's importers).
 
     ``limit`` keeps at most that many samples: a stratified seeded subset for a Split
-    (``Split.subset(limit)``), the first ``limit`` for a pair.
+    (``Split.subset(limit)``), the first ``limit`` otherwise.
     """
-    if hasattr(data, "x") and hasattr(data, "y") and hasattr(data, "subset"):
-        if limit is not None and limit < len(data):
-            data = data.subset(limit)
-        x, y = data.x, data.y
-    elif isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = data
-        if limit is not None:
-            x, y = x[:limit], y[:limit]
-    else:
-        raise fail("data", caller, "a hwlab.data.Split or an (x, y) pair", type(data).__name__)
-    ok = isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.dim() >= 2
-    check(ok and y.dim() == 1 and len(x) == len(y), "data", caller,
-          "tensors x (N x ...) and y (N) of the same length",
-          (tuple(getattr(x, "shape", ())), tuple(getattr(y, "shape", ()))))
-    check(len(y) > 0, "data", caller, "a non-empty dataset", len(y))
-    check(x.is_floating_point() and bool(torch.isfinite(x).all()), "data", caller,
-          "finite floating-point inputs", "non-finite or integer x")
-    return x, y
+    from hwlab.data import as_xy as _as_xy
+
+    return _as_xy(data, caller, limit)
+
+
+def iter_batches(data, batch_size: int, caller: str):
+    """Validated ``(x, y)`` batches of ``data`` (``hwlab.data.iter_batches``), streamed."""
+    from hwlab.data import iter_batches as _iter
+
+    return _iter(data, batch_size, caller)

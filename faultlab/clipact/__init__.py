@@ -1,10 +1,12 @@
-"""FT-ClipAct (Hoang, Hanif, Shafique, DATE 2020): clipped activations with searched thresholds.
+"""FT-ClipAct (Hoang, Hanif, Shafique, DATE 2020): clipped activations with searched thresholds,
+per activation CALL site, on any model ``hwlab.graph`` can trace.
 
 >>> from faultlab import clipact
->>> maxima = clipact.profile(model, train_subset)             # {activation name: max}
->>> protected = clipact.protect(model, train_subset, mode="zero")   # new model, input untouched
->>> clipact.thresholds(protected)                             # {activation name: threshold}
->>> ranger = clipact.clip(model, maxima, mode="cap")          # Ranger: profiled bounds, capped
+>>> clipact.activation_sites(model)                        # ["stem.relu", "layer1.0.relu()", ...]
+>>> maxima = clipact.profile(model, train_subset)           # {site: max}
+>>> protected = clipact.protect(model, train_subset, mode="zero")   # new module, input untouched
+>>> clipact.thresholds(protected)                           # {site: threshold}
+>>> ranger = clipact.clip(model, maxima, mode="cap")        # Ranger: profiled bounds, capped
 
 See docs/faultlab-clipact.md for the search procedure, its defaults and the reproduction study.
 """
@@ -12,6 +14,7 @@ See docs/faultlab-clipact.md for the search procedure, its defaults and the repr
 from faultlab.clipact._modules import (
     MODES,
     ClippedReLU,
+    FunctionalActivation,
     activation_sites,
     feeding_layers,
 )
@@ -21,6 +24,7 @@ from faultlab.clipact._search import SearchConfig, ThresholdSearch, protect, sea
 __all__ = [
     "MODES",
     "ClippedReLU",
+    "FunctionalActivation",
     "SearchConfig",
     "ThresholdSearch",
     "activation_sites",

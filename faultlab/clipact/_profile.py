@@ -1,83 +1,113 @@
-"""``profile`` (per-layer maximum activation) and ``clip`` (apply given thresholds)."""
+"""``profile`` (maximum per activation call site), ``clip`` (apply thresholds), ``thresholds``."""
 
 from __future__ import annotations
 
-import copy
-
 import torch
-from torch import nn
+from torch import fx, nn
 
-from faultlab._prefix import as_xy
-from faultlab.clipact._modules import MODES, ClippedReLU, activation_sites, replace_activations
+from faultlab._prefix import iter_batches
+from faultlab.clipact._modules import (
+    MODES,
+    ClippedReLU,
+    clip_graph,
+    clip_sites,
+    eval_mode,
+    trace,
+)
 from hwlab.errors import check, check_choice, check_positive_int
 
 
-def profile(model: nn.Module, data, batch_size: int = 500) -> dict[str, float]:
-    """Maximum output of every unbounded activation module over ``data`` (a training subset).
+def profile(model: nn.Module, data, batch_size: int = 500, leaf_modules=()) -> dict[str, float]:
+    """Maximum output of every unbounded activation CALL site over ``data`` (a training subset).
 
-    Returns ``{module name: max}`` in forward order, read with forward hooks on the activation
-    modules (nothing else of the model runs differently); for an already clipped activation the
-    maximum before clipping. The model runs in eval mode and is
-    left in the mode it was in. This is Ranger's profiled upper bound and FT-ClipAct's search
-    interval ``[0, max]``.
+    Returns ``{site name: max}`` in execution order (names as in :func:`activation_sites`): a
+    module called twice has two entries, functional / method / in-place calls have their own.
+    The values are read at the site itself while the traced graph runs (an ``fx.Interpreter``;
+    the model computes exactly what its forward computes), so a reused module is not merged.
+    For an already clipped site, the maximum before clipping. ``data``: a Split, an ``(x, y)``
+    pair, a DataLoader or an iterable of ``(x, y)`` batches (streamed; labels unused). The model
+    runs in eval mode and every submodule is left in the mode it was in. This is Ranger's
+    profiled upper bound and FT-ClipAct's search interval ``[0, max]``.
     """
-    check(isinstance(model, nn.Module), "model", "profile", "a torch.nn.Module",
-          type(model).__name__)
     batch_size = check_positive_int(batch_size, "batch_size", "profile")
-    x, _ = as_xy(data, "profile")
-    return _profile(model, x, batch_size)
+    graph = trace(model, "profile", leaf_modules)
+    sites = clip_sites(graph)
+    check(len(sites) > 0, "model", "profile", "a model with ReLU-like activations",
+          type(model).__name__)
+    return profile_graph(graph, sites, iter_batches(data, batch_size, "profile"))
+
+
+class _SiteMax(fx.Interpreter):
+    """Runs the graph and keeps the running maximum of each site's output (pre-clip if clipped)."""
+
+    def __init__(self, gm: fx.GraphModule, keys: dict[str, str]):
+        super().__init__(gm)
+        self.keys = keys  # fx node name -> site name
+        self.maxima: dict[str, torch.Tensor] = {}
+
+    def _record(self, key: str, y: torch.Tensor) -> None:
+        m = y.detach().amax().float() if y.numel() else torch.tensor(float("-inf"))
+        prev = self.maxima.get(key)
+        self.maxima[key] = m if prev is None else torch.maximum(prev, m.to(prev.device))
+
+    def run_node(self, n: fx.Node):
+        key = self.keys.get(n.name)
+        if key is None:
+            return super().run_node(n)
+        if n.op == "call_module":
+            m = self.module.get_submodule(n.target)
+            if isinstance(m, ClippedReLU):  # the range it would have unclipped
+                args, _ = self.fetch_args_kwargs_from_env(n)
+                y = m.base(args[0])
+                self._record(key, y)
+                return m.clip_output(y)
+        out = super().run_node(n)
+        self._record(key, out)  # right after the call: an in-place one is read before reuse
+        return out
 
 
 @torch.no_grad()
-def _profile(model: nn.Module, x: torch.Tensor, batch_size: int) -> dict[str, float]:
-    sites = activation_sites(model)
-    check(len(sites) > 0, "model", "profile", "a model with ReLU-like activation modules",
-          type(model).__name__)
-    maxima = {name: float("-inf") for name in sites}
-
-    def hook_for(name):
-        def hook(module, inputs, output):
-            maxima[name] = max(maxima[name], float(output.detach().max()))
-        return hook
-
-    # A clipped site is profiled before its clipping (its base activation's output), so
-    # re-profiling a partly protected model sees the range the activation would have unclipped.
-    modules = {n: model.get_submodule(n) for n in sites}
-    modules = {n: m.base if isinstance(m, ClippedReLU) else m for n, m in modules.items()}
-    handles = [m.register_forward_hook(hook_for(n)) for n, m in modules.items()]
-    was_training = model.training
+def profile_graph(graph, sites: dict, batches) -> dict[str, float]:
+    """Per-site maxima of the traced model over the ``(x, y)`` batches (internal helper)."""
+    model = graph.model
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    try:
-        model.eval()
-        for lo in range(0, len(x), batch_size):
-            model(x[lo: lo + batch_size].to(device))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return {n: max(v, 0.0) for n, v in maxima.items()}  # a ReLU's maximum is at least 0
+    runner = _SiteMax(graph.module, {s.node: name for name, s in sites.items()})
+    with eval_mode(model):
+        for x, _ in batches:
+            runner.run(x.to(device))
+    out = {}
+    for name in sites:  # a ReLU's maximum is at least 0 (a site never reached: 0)
+        v = runner.maxima.get(name)
+        out[name] = max(float(v), 0.0) if v is not None else 0.0
+    return out
 
 
-def clip(model: nn.Module, thresholds: dict[str, float], mode: str = "zero") -> nn.Module:
-    """A NEW model with the named activations replaced by :class:`ClippedReLU` at ``thresholds``.
+def clip(model: nn.Module, thresholds: dict[str, float], mode: str = "zero",
+         leaf_modules=()) -> nn.Module:
+    """A NEW model with the named activation sites clipped (:class:`ClippedReLU`) at ``thresholds``.
 
-    ``clip(model, profile(model, data), mode="cap")`` is Ranger (profiled bounds, capped). The
-    input model is left untouched (deep copy); activations not named keep their original module.
+    ``clip(model, profile(model, data), mode="cap")`` is Ranger (profiled bounds, capped). Keys
+    are site names (:func:`activation_sites`); sites not named keep their original activation.
+    The result is a ``torch.fx.GraphModule`` (``hwlab.graph.rewrite``) with every parameter and
+    buffer of the model under its original name, so a FaultMap drawn on the model replays on it
+    and its state dict loads; each new threshold is a buffer ``<path>.threshold``. The input
+    model is left untouched.
     """
-    check(isinstance(model, nn.Module), "model", "clip", "a torch.nn.Module",
-          type(model).__name__)
     check_choice(mode, MODES, "mode", "clip")
-    sites = set(activation_sites(model))
-    check(isinstance(thresholds, dict), "thresholds", "clip", "a dict {activation name: float}",
-          type(thresholds).__name__)
-    for name, t in thresholds.items():
-        check(name in sites, "thresholds", "clip",
-              f"keys among the model's activations ({', '.join(sorted(sites))})", name)
-        ok = isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t < float("inf")
-        check(ok, f"thresholds[{name!r}]", "clip", "a finite number >= 0", t)
-    return replace_activations(copy.deepcopy(model), thresholds, mode)
+    graph = trace(model, "clip", leaf_modules)
+    return clip_graph(model, graph, thresholds, mode, "clip", leaf_modules)
 
 
-def thresholds(model: nn.Module) -> dict[str, float]:
-    """The thresholds of every :class:`ClippedReLU` in ``model`` (``{module name: threshold}``)."""
-    return {n: float(m.threshold) for n, m in model.named_modules() if isinstance(m, ClippedReLU)}
+def thresholds(model: nn.Module, leaf_modules=()) -> dict[str, float]:
+    """``{site name: threshold}`` of every clipped activation site of ``model``, execution order.
+
+    Names are those of the unprotected model's sites (a ClippedReLU remembers its site), so
+    ``thresholds(protect(model, ...)) == search_thresholds(model, ...).thresholds``.
+    """
+    graph = trace(model, "thresholds", leaf_modules)
+    out = {}
+    for name, s in clip_sites(graph).items():
+        m = graph.module.get_submodule(s.module) if s.module is not None else None
+        if isinstance(m, ClippedReLU):
+            out[name] = float(m.threshold)
+    return out

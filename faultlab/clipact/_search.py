@@ -6,8 +6,9 @@ Per activation site, in forward order:
 1. Candidates: ``candidates`` thresholds evenly spaced over ``[lo, hi]``, ends included; the first
    round searches ``[0, profiled max]``.
 2. Score of a candidate: the area under the accuracy-vs-fault-rate curve with faults ONLY in the
-   weight layer that feeds the site (``feeding_layers``: the Conv/Linear just before it; weights
-   only, biases and BatchNorm excluded as in the paper's simulator). Accuracy is in percent,
+   weight layers that feed the site (``feeding_layers``: its producers by data flow, e.g. the conv
+   before it, or both branches' convs of a residual add; weights only, biases and BatchNorm
+   excluded as in the paper's simulator). Accuracy is in percent,
    averaged over ``maps`` fault maps per rate, and the rates are placed at evenly spaced positions
    ``1/k, 2/k, ..., 1`` (the toolbox's axis for its five rates: 0.2 .. 1.0), integrated with the
    trapezoid rule. Unit: percent x unit axis; the maximum is ``100 (k - 1) / k`` (80 for 5 rates).
@@ -26,23 +27,25 @@ ties go to the LARGER threshold (it changes clean behaviour least; the toolbox t
 the result is the best candidate of ALL rounds, not of the last one (with 4 evenly spaced
 candidates on ``[T[b-1], T[b+1]]`` the previous best is not re-scored, and the toolbox's last-round
 pick can be worse than an earlier candidate);
-faults go only into the feeding layer (the toolbox's code injects into all layers while scoring one
-site; the paper's analysis and this project's notes inject per layer).
+faults go only into the site's own producers (the toolbox's code injects into all layers while
+scoring one site; the paper's analysis and this project's notes inject per layer); a site is an
+activation CALL (a module called twice is two sites with two thresholds), on any model
+``hwlab.graph`` can trace.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
+import torch
 from torch import nn
 
-from faultlab._prefix import PrefixEvaluator, as_xy
-from faultlab.clipact._modules import MODES, feeding_layers, replace_activations
-from faultlab.clipact._profile import _profile, clip
+from faultlab._prefix import PrefixEvaluator, as_xy, iter_batches
+from faultlab.clipact._modules import MODES, clip_graph, clip_sites, trace
+from faultlab.clipact._profile import profile_graph
 from hwlab.errors import check, check_choice, check_positive_int, fail
 from hwlab.studies import derive_seed
 
@@ -89,7 +92,7 @@ class ThresholdSearch:
 
     thresholds: dict[str, float]  # site -> chosen threshold, forward order
     profiled: dict[str, float]  # site -> profiled maximum of the unprotected model
-    feeders: dict[str, str | None]  # site -> weight layer whose faults scored it
+    feeders: dict[str, list[str]]  # site -> weight layers whose faults scored it (producers)
     mode: str
     config: SearchConfig
     history: list[dict] = field(default_factory=list)  # site, round, threshold, score, clean
@@ -114,16 +117,19 @@ def _bitflip(rate: float):
 
 
 def search_thresholds(model: nn.Module, data, mode: str = "zero", fault_model=None,
-                      progress=None, **options) -> ThresholdSearch:
+                      progress=None, leaf_modules=(), **options) -> ThresholdSearch:
     """Choose one clipping threshold per activation site by FT-ClipAct's interval search.
 
-    ``data``: a :class:`hwlab.data.Split` (or ``(x, y)``) of training samples; all of it is
-    profiled, its first ``eval_size`` (stratified) samples score the candidates. ``fault_model``:
+    ``data``: a :class:`hwlab.data.Split`, an ``(x, y)`` pair, a DataLoader or an iterable of
+    ``(x, y)`` batches of training samples; all of it is profiled (read into memory once: it is
+    profiled again after each site, so pass a subset), its first ``eval_size`` (stratified for a
+    Split) samples score the candidates (a shuffling DataLoader makes the search irreproducible). ``fault_model``:
     a callable ``rate -> fault model`` (default ``faultlab.BitFlip(rate=rate)``, the paper's
     per-bit fault rate). ``options``: fields of :class:`SearchConfig` (``rates``, ``maps``,
     ``rounds``, ``min_rounds``, ``candidates``, ``tolerance``, ``eval_size``, ``batch_size``,
-    ``seed``). ``progress(done, total, message)`` is called after each site. Reproducible: the
-    same seed and inputs give the same thresholds. The input model is not modified.
+    ``seed``). ``progress(done, total, message)`` is called after each site. ``leaf_modules``:
+    as in ``hwlab.graph.trace``. Reproducible: the same seed and inputs give the same thresholds.
+    The input model is not modified.
     """
     check(isinstance(model, nn.Module), "model", "protect", "a torch.nn.Module",
           type(model).__name__)
@@ -138,64 +144,79 @@ def search_thresholds(model: nn.Module, data, mode: str = "zero", fault_model=No
           "None or a callable rate -> fault model", fault_model)
     x_prof, _ = as_xy(data, "protect")
     x_eval, y_eval = as_xy(data, "protect", limit=config.eval_size)
-    return _search(model, x_prof, x_eval, y_eval, mode, fault_model or _bitflip, config, progress)
+    return _search(model, x_prof, x_eval, y_eval, mode, fault_model or _bitflip, config, progress,
+                   leaf_modules)
 
 
 def protect(model: nn.Module, data, mode: str = "zero", fault_model=None, progress=None,
-            **options) -> nn.Module:
-    """FT-ClipAct: a NEW model whose unbounded activations are clipped at searched thresholds.
+            leaf_modules=(), **options) -> nn.Module:
+    """FT-ClipAct: a NEW model whose unbounded activation sites are clipped at searched thresholds.
 
     ``mode="zero"`` (the paper's) sets activations above the threshold to 0, ``"cap"`` caps them.
     Arguments as in :func:`search_thresholds`; read the chosen thresholds back with
-    :func:`faultlab.clipact.thresholds`. The input model is untouched.
+    :func:`faultlab.clipact.thresholds`. The result is a ``GraphModule`` with the model's
+    parameter names (see :func:`faultlab.clipact.clip`); the input model is untouched.
     """
     result = search_thresholds(model, data, mode=mode, fault_model=fault_model,
-                               progress=progress, **options)
-    return clip(model, result.thresholds, mode=mode)
+                               progress=progress, leaf_modules=leaf_modules, **options)
+    return clip_graph(model, trace(model, "protect", leaf_modules), result.thresholds, mode,
+                      "protect", leaf_modules)
 
 
-def _search(model, x_prof, x_eval, y_eval, mode, make_fault, config, progress) -> ThresholdSearch:
+def _search(model, x_prof, x_eval, y_eval, mode, make_fault, config, progress,
+            leaf_modules) -> ThresholdSearch:
     t0 = time.perf_counter()
-    work = copy.deepcopy(model).eval()  # private working copy; thresholds change in place
-    profiled = _profile(work, x_prof, config.batch_size)
-    feeders = feeding_layers(work)
-    replace_activations(work, profiled, mode)  # every site starts clipped at its maximum
-    sites = list(profiled)
+    bs = config.batch_size
+
+    def batches():
+        return iter_batches((x_prof, torch.zeros(len(x_prof), dtype=torch.long)), bs, "protect")
+
+    graph = trace(model, "protect", leaf_modules)
+    sites = clip_sites(graph)
+    check(len(sites) > 0, "model", "protect", "a model with ReLU-like activations",
+          type(model).__name__)
+    profiled = profile_graph(graph, sites, batches())
+    feeders = {name: list(graph.producers[s.name]) for name, s in sites.items()}
+    # private working copy, every site clipped at its maximum; thresholds change in place
+    work = clip_graph(model, graph, profiled, mode, "protect", leaf_modules).eval()
+    wgraph = trace(work, "protect")
+    wsites = clip_sites(wgraph)  # the same names (each ClippedReLU remembers its site)
+    modules = {name: work.get_submodule(wsites[name].module) for name in sites}
+    evaluator = PrefixEvaluator(work, x_eval, y_eval, bs, graph=wgraph)
     chosen: dict[str, float] = {}
     history: list[dict] = []
     for n_done, site in enumerate(sites):
-        module = work.get_submodule(site)
-        hi = float(module.threshold)
-        if feeders[site] is None or hi <= 0:  # nothing to fault before it, or a dead activation
+        module, hi = modules[site], float(modules[site].threshold)
+        if not feeders[site] or hi <= 0:  # nothing to fault before it, or a dead activation
             chosen[site] = hi
         else:
-            chosen[site] = _tune_site(work, site, feeders[site], hi, x_eval, y_eval, make_fault,
-                                      config, history)
+            evaluator.clear()  # the sites tuned so far changed what a cached prefix holds
+            start = evaluator.start_index([*feeders[site], wsites[site].module])
+            chosen[site] = _tune_site(work, module, site, feeders[site], hi, evaluator, start,
+                                      make_fault, config, history)
             logger.info("clipact: %s (faults in %s) threshold %.4g of max %.4g", site,
-                        feeders[site], chosen[site], profiled[site])
+                        ", ".join(feeders[site]), chosen[site], profiled[site])
         module.set_threshold(chosen[site])
-        later = sites[n_done + 1:]
+        later = list(sites)[n_done + 1:]
         if later:  # the toolbox re-profiles after each site: later maxima may have moved
-            again = _profile(work, x_prof, config.batch_size)
+            again = profile_graph(wgraph, wsites, batches())
             for s in later:
-                work.get_submodule(s).set_threshold(again[s])
+                modules[s].set_threshold(again[s])
         if progress is not None:
             progress(n_done + 1, len(sites), f"clipact {site}: threshold {chosen[site]:.4g}")
     return ThresholdSearch(chosen, profiled, feeders, mode, config, history,
                            time.perf_counter() - t0)
 
 
-def _tune_site(work, site, feeder, hi, x_eval, y_eval, make_fault, config, history) -> float:
+def _tune_site(work, module, site, feeders, hi, evaluator, start, make_fault, config,
+               history) -> float:
     """Interval search for one site; appends every scored candidate to ``history``."""
     from faultlab import inject, sample_faults
 
-    module = work.get_submodule(site)
-    evaluator = PrefixEvaluator(work, x_eval, y_eval, config.batch_size)
-    start = evaluator.start_index([feeder])
     k = len(config.rates)
     axis = np.arange(1, k + 1) / k  # toolbox's rate axis: 0.2, 0.4, ..., 1.0 for five rates
     fmaps = [[sample_faults(work, make_fault(rate), seed=derive_seed(config.seed, f"{site}|{r}|{m}"),
-                            layers=[feeder]) for m in range(config.maps)]
+                            layers=feeders) for m in range(config.maps)]
              for r, rate in enumerate(config.rates)]
     scores: dict[float, tuple[float, float]] = {}  # threshold -> (AUC, clean accuracy)
 
@@ -218,7 +239,7 @@ def _tune_site(work, site, feeder, hi, x_eval, y_eval, make_fault, config, histo
     for rnd in range(config.rounds):
         cands = np.linspace(lo, hi, config.candidates).tolist()
         aucs = np.array([score(t)[0] for t in cands])
-        history.extend({"site": site, "feeder": feeder, "round": rnd, "threshold": t,
+        history.extend({"site": site, "feeders": ", ".join(feeders), "round": rnd, "threshold": t,
                         "score": scores[t][0], "clean_accuracy": scores[t][1]} for t in cands)
         b = int(len(aucs) - 1 - np.argmax(aucs[::-1]))  # ties go to the larger threshold
         lo, hi = cands[max(b - 1, 0)], cands[min(b + 1, len(cands) - 1)]

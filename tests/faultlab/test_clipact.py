@@ -71,14 +71,15 @@ def test_clipped_relu_rejects_unknown_mode():
 def test_sites_and_feeding_layers_flat_and_residual():
     lenet = create_model("lenet5")
     assert clipact.activation_sites(lenet) == ["1", "4", "8", "10"]
-    assert clipact.feeding_layers(lenet) == {"1": "0", "4": "3", "8": "7", "10": "9"}
+    assert clipact.feeding_layers(lenet) == {"1": ["0"], "4": ["3"], "8": ["7"], "10": ["9"]}
     vgg = create_model("vgg-s")  # conv, BatchNorm, ReLU: the conv feeds, BN is skipped
-    assert clipact.feeding_layers(vgg)["2"] == "0"
+    assert clipact.feeding_layers(vgg)["2"] == ["0"]
     res = create_model("resnet20", in_shape=(1, 8, 8))
     feeders = clipact.feeding_layers(res)
     assert len(feeders) == 19
-    assert feeders["2"] == "0" and feeders["3.relu1"] == "3.conv1"
-    assert feeders["3.relu2"] == "3.conv2" and feeders["11.relu2"] == "11.conv2"
+    assert feeders["2"] == ["0"] and feeders["3.relu1"] == ["3.conv1"]
+    # after the residual add: this block's conv2 (the option-A shortcut carries no weights)
+    assert feeders["3.relu2"] == ["3.conv2"] and feeders["11.relu2"] == ["11.conv2"]
 
 
 def test_profile_is_the_max_of_each_relu_output():
@@ -105,7 +106,8 @@ def test_clip_returns_new_model_and_leaves_input_untouched():
     assert ranger is not model
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert isinstance(model[2], nn.ReLU) and isinstance(model[3].relu1, nn.ReLU)
-    assert isinstance(ranger[3].relu1, clipact.ClippedReLU)
+    assert isinstance(ranger.get_submodule("3.relu1"), clipact.ClippedReLU)
+    assert set(model.state_dict()) <= set(ranger.state_dict())  # parameter names preserved
     assert clipact.thresholds(ranger) == maxima
     with torch.no_grad():  # capping at the profiled maximum changes nothing on the profiled data
         assert torch.equal(ranger(x), model(x))
@@ -116,7 +118,7 @@ def test_clip_returns_new_model_and_leaves_input_untouched():
 def test_clip_rejects_unknown_site_and_bad_threshold():
     model = create_model("lenet5")
     with pytest.raises(ValueError, match=r"thresholds of clip must be keys among the model's "
-                                         r"activations \(1, 10, 4, 8\), got '2'"):
+                                         r"activation sites \(1, 10, 4, 8\), got '2'"):
         clipact.clip(model, {"2": 1.0})
     with pytest.raises(ValueError, match=r"thresholds\['1'\] of clip must be a finite number"):
         clipact.clip(model, {"1": -1.0})
@@ -126,7 +128,8 @@ def test_profile_rejects_empty_data_and_model_without_activations():
     with pytest.raises(ValueError, match="data of profile must be a non-empty dataset"):
         clipact.profile(create_model("lenet5"), (torch.zeros(0, 1, 28, 28),
                                                  torch.zeros(0, dtype=torch.long)))
-    with pytest.raises(ValueError, match="model of profile must be a model with ReLU-like"):
+    with pytest.raises(ValueError, match="model of profile must be a model with ReLU-like "
+                                         "activations, got 'Sequential'"):
         clipact.profile(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)),
                         (torch.zeros(3, 1, 2, 2), torch.zeros(3, dtype=torch.long)))
 
@@ -139,15 +142,19 @@ def test_prefix_evaluator_is_bit_identical_to_full_inference(name, shape):
     model = create_model(name, in_shape=shape).eval()
     x, y = torch.rand(37, *shape), torch.randint(0, 10, (37,))
     ev = PrefixEvaluator(model, x, y, batch_size=16)
+    assert ev.cached and ev.fallback is None
     with torch.no_grad():
         full = torch.cat([model(x[i: i + 16]) for i in range(0, 37, 16)])
-    for start in range(len(model)):
+    cuts = [c.index for c in ev.graph.cuts]
+    assert len(cuts) >= len(model) - 1
+    for start in [0, *cuts]:
         assert torch.equal(ev.logits(start), full), start
-    # under a fault in child i, running children[i:] on the cached input equals full inference
-    layer = clipact.feeding_layers(model)[clipact.activation_sites(model)[-1]]
+    # under a fault in the last site's producer, the segment after the cut equals full inference
+    layer = clipact.feeding_layers(model)[clipact.activation_sites(model)[-1]][0]
     start = ev.start_index([layer])
     assert start > 0
     fmap = fl.sample_faults(model, fl.BitFlip(count=5, bits=(30,)), seed=1, layers=[layer])
+    ev.clear()
     ev.logits(start)  # cache filled before the fault
     with fl.inject(model, fmap):
         faulty = PrefixEvaluator(model, x, y, batch_size=16, enabled=False).logits()
@@ -155,7 +162,7 @@ def test_prefix_evaluator_is_bit_identical_to_full_inference(name, shape):
         assert not torch.equal(faulty, full)
 
 
-def test_prefix_evaluator_falls_back_for_non_sequential():
+def test_prefix_evaluator_start_index_on_sequential_and_wrapped_models():
     class Wrapped(nn.Module):
         def __init__(self):
             super().__init__()
@@ -166,13 +173,39 @@ def test_prefix_evaluator_falls_back_for_non_sequential():
 
     model = Wrapped().eval()
     ev = PrefixEvaluator(model, torch.rand(5, 1, 28, 28), torch.zeros(5, dtype=torch.long))
-    assert not ev.sequential and ev.start_index(["body.9"]) == 0
-    seq = PrefixEvaluator(create_model("lenet5"), torch.rand(5, 1, 28, 28),
-                          torch.zeros(5, dtype=torch.long))
-    assert seq.start_index(["9", "3.weight"]) == 3
-    with pytest.raises(ValueError, match="layers of PrefixEvaluator.start_index must be names "
-                                         "inside the model's top-level children, got 'fc'"):
+    seq = PrefixEvaluator(model.body, ev.x, ev.y)
+    # the same cut (the flatten before body.7) in the wrapper as in the Sequential itself
+    assert ev.cached and ev.start_index(["body.7"]) == seq.start_index(["7"]) > 0
+    assert seq.start_index(["9", "3.weight"]) == seq.start_index(["3"])
+    assert seq.start_index(["0"]) == 0  # nothing before the first layer
+    assert torch.equal(ev.logits(ev.start_index(["body.9"])), seq.logits())
+    with pytest.raises(ValueError, match="layers of PrefixEvaluator.start_index must be module "
+                                         "or parameter names of the model, got 'fc'"):
         seq.start_index(["fc"])
+    with pytest.raises(ValueError, match="start of PrefixEvaluator.logits must be 0 or a value "
+                                         "returned by start_index, got 999"):
+        seq.logits(999)
+
+
+def test_prefix_evaluator_falls_back_loudly_for_an_untraceable_model(caplog):
+    class Branchy(nn.Module):  # data-dependent control flow: torch.fx cannot trace it
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            h = x.flatten(1)
+            return self.fc(h) if h.sum() > 0 else -self.fc(h)
+
+    model = Branchy().eval()
+    x = torch.rand(6, 1, 2, 2)
+    with caplog.at_level("WARNING", logger="faultlab._prefix"):
+        ev = PrefixEvaluator(model, x, torch.zeros(6, dtype=torch.long))
+    assert not ev.cached and "must be traceable by torch.fx" in ev.fallback
+    assert "prefix caching is off" in caplog.text
+    assert ev.start_index(["fc"]) == 0
+    with torch.no_grad():
+        assert torch.equal(ev.logits(), model(x))
 
 
 # -- the threshold search ---------------------------------------------------------------------
@@ -186,7 +219,7 @@ def test_protect_is_reproducible_and_leaves_input_untouched(digits_mlp):
     assert clipact.thresholds(protected) == a.thresholds
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(isinstance(m, nn.ReLU) for m in (model[2], model[4]))
-    assert list(a.thresholds) == ["2", "4"] and a.feeders == {"2": "1", "4": "3"}
+    assert list(a.thresholds) == ["2", "4"] and a.feeders == {"2": ["1"], "4": ["3"]}
     assert a.to_dict()["config"]["maps"] == 4
 
 
@@ -241,5 +274,7 @@ def test_protect_rejects_bad_options(digits_mlp):
         clipact.protect(model, train, rates=(1e-5, -1.0))
     with pytest.raises(ValueError, match="candidates of protect must be an integer >= 3, got 2"):
         clipact.protect(model, train, candidates=2)
-    with pytest.raises(ValueError, match="data of protect must be a hwlab.data.Split or an"):
+    with pytest.raises(ValueError, match=r"data of protect must be a hwlab.data.Split, an \(x, y\) "
+                                         r"pair, a DataLoader or an iterable of \(x, y\) batches; "
+                                         r"batch 0 is not an \(x, y\) pair, got 'int'"):
         clipact.protect(model, [1, 2, 3])
