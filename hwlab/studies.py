@@ -213,7 +213,8 @@ FLUSH_SECONDS = 1.0  # ... or fewer, when this long has passed since the last wr
 def run_items(store, run_id: str, items: Mapping[str, Any], fn: Callable[[Any], dict],
               executor: Executor | None = None, progress: Progress | None = None,
               defaults: Mapping[str, Any] | None = None, max_pending: int | None = None,
-              flush_rows: int = FLUSH_ROWS, flush_seconds: float = FLUSH_SECONDS) -> int:
+              flush_rows: int = FLUSH_ROWS, flush_seconds: float = FLUSH_SECONDS,
+              many: bool = False) -> int:
     """Run ``fn(item)`` for every item whose key is not stored yet; write the rows in batches.
 
     ``items`` maps a result key to the one argument of ``fn`` (a frozen dataclass when there are
@@ -225,7 +226,12 @@ def run_items(store, run_id: str, items: Mapping[str, Any], fn: Callable[[Any], 
     the running items; started again, only those are computed. With an executor, at most
     ``max_pending`` items (default: all) are submitted at once. Progress is reported as
     ``progress(done, total, key)`` after each finished item. An item that raises stops the run
-    (pending items are cancelled, finished ones are written) and its key is named in the error.
+    (pending items are cancelled, finished ones are written) and its key is named in the error;
+    a :class:`~hwlab.errors.HwlabError` (a refused input) is raised as it is.
+
+    ``many=True``: ``fn`` returns a list of rows, each keyed ``"ITEMKEY|..."``; the rows of one
+    item are always written in the same transaction, and an item counts as done when any of
+    its rows is stored.
 
     Returns the number of rows newly written.
     """
@@ -243,9 +249,11 @@ def run_items(store, run_id: str, items: Mapping[str, Any], fn: Callable[[Any], 
           flush_seconds)
     total = len(items)
     done = store.done_keys(run_id)
+    if many:  # an item is done when any row "ITEMKEY|..." is stored
+        done = {"|".join(d.split("|")[:i]) for d in done for i in range(1, d.count("|") + 1)}
     todo = [k for k in items if k not in done]
     sink = _Sink(store, run_id, defaults or {}, flush_rows, flush_seconds, progress, total,
-                 total - len(todo))
+                 total - len(todo), many)
     if progress is not None:
         progress(sink.finished, total, f"{sink.finished} stored")
     try:
@@ -262,18 +270,26 @@ def run_items(store, run_id: str, items: Mapping[str, Any], fn: Callable[[Any], 
 class _Sink:
     """Finished rows waiting for their write: flushed by count, by age and at the end."""
 
-    def __init__(self, store, run_id, defaults, rows, seconds, progress, total, finished):
-        self.store, self.run_id, self.defaults = store, run_id, defaults
+    def __init__(self, store, run_id, defaults, rows, seconds, progress, total, finished, many):
+        self.store, self.run_id, self.defaults, self.many = store, run_id, defaults, many
         self.rows, self.seconds, self.progress, self.total = rows, seconds, progress, total
         self.finished, self.written = finished, 0
         self.buffer: list[dict] = []
         self.last = time.monotonic()
 
     def add(self, key: str, row: Any) -> None:
-        check(isinstance(row, dict), f"result for {key!r}", "run_items", "a dict (one row)", row)
-        check(row.get("key", key) == key, f"key of the row for {key!r}", "run_items",
-              f"absent or {key!r}", row.get("key"))
-        self.buffer.append({**self.defaults, **row, "key": key})
+        if self.many:
+            ok = isinstance(row, (list, tuple)) and len(row) > 0 and all(
+                isinstance(r, dict) and str(r.get("key", "")).startswith(f"{key}|") for r in row)
+            check(ok, f"result for {key!r}", "run_items",
+                  f"a non-empty list of rows keyed '{key}|...' (many=True)", row)
+            self.buffer.extend({**self.defaults, **r} for r in row)
+        else:
+            check(isinstance(row, dict), f"result for {key!r}", "run_items", "a dict (one row)",
+                  row)
+            check(row.get("key", key) == key, f"key of the row for {key!r}", "run_items",
+                  f"absent or {key!r}", row.get("key"))
+            self.buffer.append({**self.defaults, **row, "key": key})
         self.finished += 1
         if len(self.buffer) >= self.rows or time.monotonic() - self.last >= self.seconds:
             self.flush()
@@ -314,6 +330,9 @@ def _run_on(executor, todo, items, fn, max_pending, sink) -> None:
 def _call(fn: Callable, arg: Any, key: str, call_bare: bool = False) -> Any:
     try:
         return fn() if call_bare else fn(arg)
+    except HwlabError:
+        log.debug("item %r of run_items refused its input", key)
+        raise
     except Exception as exc:
         raise RuntimeError(f"item {key!r} of run_items failed: {type(exc).__name__}: {exc}") \
             from exc

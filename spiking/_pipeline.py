@@ -13,7 +13,7 @@ import torch
 
 from hwlab.data import Split
 from hwlab.meters import latency
-from hwlab.models import create_model
+from hwlab.models import resolve
 from hwlab.train import TrainConfig, fit
 
 from ._calibrate import Calibration, calibrate, pareto_front, sweep
@@ -33,7 +33,8 @@ METHODS = ("converted", "direct")
 def build_snn(method: str, cfg, train: Split, val: Split | None = None) -> SpikingNet:
     """Train the SNN of ``method`` ("converted" or "direct") with ``hwlab.train.fit``."""
     if method == "converted":
-        ann = qcfs_ann(cfg.model, train.in_shape, train.num_classes, cfg.levels)
+        ann = qcfs_ann(cfg.model, train.in_shape, train.num_classes, cfg.levels,
+                       weights=getattr(cfg, "weights", "") or None)
         tc = TrainConfig(epochs=cfg.ann_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                          seed=cfg.seed)
         fit(ann, train, tc, val=val)
@@ -46,12 +47,14 @@ def build_snn(method: str, cfg, train: Split, val: Split | None = None) -> Spiki
     return net.eval()
 
 
-def qcfs_ann(model: str, in_shape, num_classes: int, levels: int):
-    """A QCFS ANN: one of :data:`spiking.ARCHITECTURES`, else a ``hwlab.models`` network with its
-    ReLUs swapped for QCFS and max pools for average pools (:func:`spiking.with_qcfs`)."""
+def qcfs_ann(model: str, in_shape, num_classes: int, levels: int, weights=None):
+    """A QCFS ANN: one of :data:`spiking.ARCHITECTURES`, else any model spec of
+    :func:`hwlab.models.resolve` (zoo name, ``module:callable``, entry point; optional initial
+    ``weights``) with its ReLUs swapped for QCFS and max pools for average pools
+    (:func:`spiking.with_qcfs`)."""
     if model in ARCHITECTURES:
         return qcfs_net(model, in_shape, num_classes, levels=levels)
-    return with_qcfs(create_model(model, in_shape, num_classes), levels=levels)
+    return with_qcfs(resolve(model, in_shape, num_classes, weights=weights), levels=levels)
 
 
 def best_fixed(rec: Recording, points: float = 0.005) -> tuple[float, int]:

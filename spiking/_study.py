@@ -9,17 +9,17 @@ SNN's weights (faultlab) comparing fixed T* with Dynamic Confidence under the sa
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from types import MappingProxyType
+from typing import ClassVar
 
 import torch
 
 import faultlab as fl
 from hwlab.data import load
-from hwlab.errors import check, check_choice
 from hwlab.meters import param_count
-from hwlab.models import list_models
-from hwlab.studies import Study, derive_seed
+from hwlab.seeds import derive_seed, seeded
+from hwlab.studies import Study, StudyConfig, param, run_items
 
 from ._live import run_live
 from ._pipeline import METHODS, PathResult, build_snn, evaluate_path, live_ms, rule_for, test_curve
@@ -28,37 +28,75 @@ from ._record import record
 from ._rules import apply_rule, fixed_steps, oracle_any, oracle_stay
 from ._snn import ENCODINGS
 
-__all__ = ["DYNAMIC_CONFIDENCE_STUDY", "DynamicConfidenceConfig", "DynamicConfidenceStudy"]
+__all__ = ["DYNAMIC_CONFIDENCE_STUDY", "DynamicConfidenceConfig", "DynamicConfidenceStudy",
+           "MethodItem"]
 
 log = logging.getLogger(__name__)
 RULE_VARIANTS = ("dynamic-confidence", "entropy", "margin")
 
 
+def _model_spec(value, name: str, caller: str):
+    """The converted path's model: a spiking architecture, else any hwlab model spec."""
+    if value not in ARCHITECTURES:
+        from hwlab.models import check_spec
+
+        check_spec(value, name, caller)
+    return value
+
+
 @dataclass(frozen=True)
-class DynamicConfidenceConfig:
-    dataset: str = "mnist5k"  # the issue's target set (4000/500/500 train/val/test)
-    model: str = "vgg-s"  # converted path: "lenet"/"mlp" (spiking) or a hwlab.models name;
-    # a deep net as in the paper: LeNet/MLP SNNs settle within ~4 steps (see docs/spiking.md)
-    direct_model: str = "mlp"  # direct path: "lenet" or "mlp"; BPTT on a CPU stays affordable
-    methods: tuple[str, ...] = ("converted", "direct")  # the two ways to get an SNN
-    levels: int = 4  # QCFS quantisation levels L (QCFS's CIFAR-10 setting)
-    max_steps: int = 32  # T_max of each recording (the official demo runs 27)
-    ann_epochs: int = 8  # QCFS VGG-s reaches ~98% on mnist5k in 8 Adam epochs
-    lr: float = 1e-3  # Adam default for the ANN
-    direct_epochs: int = 8  # BPTT is T times the ANN's cost; 8 epochs plateau on mnist5k
-    direct_steps: int = 8  # steps unrolled while training directly
-    direct_encoding: str = "rate"  # input code of the direct SNN ("rate" or "direct")
-    direct_threshold: float = 0.5  # firing threshold of the direct SNN; 1.0 starts too silent
-    direct_lr: float = 2e-3  # surrogate-gradient nets like a larger step than the ANN
-    batch_size: int = 64  # training mini-batch
-    eval_batch: int = 500  # recording / live batch (the whole mnist5k test set at once)
-    constant: float = 30.0  # Dynamic Confidence softmax divisor (official code: /30)
-    tolerance: float = 0.002  # calibration: val acc >= best fixed-T val acc - 0.2 points
-    fault_rates: tuple[float, ...] = (1e-6, 1e-5)  # per-bit flip rates of the fault sweep
-    trials: int = 2  # fault maps per rate (each one re-records the test set)
-    latency_repeats: int = 3  # timed live runs per row (median)
-    latency_steps: tuple[int, ...] = (1, 2, 4, 8, 16, 32)  # fixed T timed (plus T*, T_max)
-    seed: int = 0  # data split, training, rate code, fault maps
+class DynamicConfidenceConfig(StudyConfig):
+    study: ClassVar[str] = "spiking.dynamic-confidence"
+    dataset: str = param(  # the issue's target set (4000/500/500 train/val/test)
+        "mnist5k", "dataset spec (see hwlab.data.load)", kind="dataset")
+    model: str = param(  # a deep net as in the paper: LeNet/MLP SNNs settle within ~4 steps
+        "vgg-s", f"converted path: a spiking architecture ({', '.join(ARCHITECTURES)}) or a "
+        "model spec (zoo name, module:callable, entry point)", validate=_model_spec)
+    weights: str = param(  # warm start; the QCFS ANN is still trained for ann_epochs
+        "", "initial state dict of the converted path's ANN (a model spec's keys); '' = none",
+        kind="path")
+    direct_model: str = param(  # BPTT on a CPU stays affordable
+        "mlp", "direct path architecture", choices=tuple(ARCHITECTURES))
+    methods: tuple[str, ...] = param(  # the two ways to get an SNN
+        ("converted", "direct"), "SNN paths", choices=METHODS, nonempty=True)
+    levels: int = param(4, "QCFS quantisation levels L (QCFS's CIFAR-10 setting)",
+                        range=(1, None))
+    max_steps: int = param(32, "T_max of each recording (the official demo runs 27)",
+                           range=(2, None))
+    ann_epochs: int = param(8, "ANN training epochs (QCFS VGG-s: ~98% on mnist5k in 8)",
+                            range=(1, None))
+    lr: float = param(1e-3, "Adam learning rate of the ANN", range=(0, None),
+                      inclusive=(False, True))
+    direct_epochs: int = param(8, "BPTT epochs (8 plateau on mnist5k)", range=(1, None))
+    direct_steps: int = param(8, "steps unrolled while training directly", range=(1, None))
+    direct_encoding: str = param("rate", "input code of the direct SNN", choices=ENCODINGS)
+    direct_threshold: float = param(  # 1.0 starts too silent
+        0.5, "firing threshold of the direct SNN", range=(0, None), inclusive=(False, True))
+    direct_lr: float = param(  # surrogate-gradient nets like a larger step than the ANN
+        2e-3, "Adam learning rate of the direct SNN", range=(0, None), inclusive=(False, True))
+    batch_size: int = param(64, "training mini-batch", range=(1, None))
+    eval_batch: int = param(500, "recording / live batch (all of mnist5k's test set)",
+                            range=(1, None))
+    constant: float = param(30.0, "Dynamic Confidence softmax divisor (official code: /30)",
+                            range=(0, None), inclusive=(False, True))
+    tolerance: float = param(  # val acc >= best fixed-T val acc - 0.2 points
+        0.002, "calibration tolerance (accuracy)", range=(0, 1))
+    fault_rates: tuple[float, ...] = param(
+        (1e-6, 1e-5), "per-bit flip rates of the fault sweep", range=(0, 1))
+    trials: int = param(2, "fault maps per rate (each re-records the test set)",
+                        range=(0, None))
+    latency_repeats: int = param(3, "timed live runs per row (median)", range=(1, None))
+    latency_steps: tuple[int, ...] = param(  # plus T*, T_max
+        (1, 2, 4, 8, 16, 32), "fixed T timed", range=(1, None))
+    seed: int = param(0, "data split, training, rate code, fault maps", range=(0, None))
+
+
+@dataclass(frozen=True)
+class MethodItem:
+    """One SNN path to train and measure (all its rows are written together)."""
+
+    config: DynamicConfidenceConfig
+    method: str
 
 
 class DynamicConfidenceStudy(Study):
@@ -75,52 +113,21 @@ class DynamicConfidenceStudy(Study):
 
     def run(self, config, store, progress=None, executor=None) -> str:
         """Run every method (on ``executor`` if given) and write its rows; resumable by key."""
-        _check(config)
-        with self.open_run(store, asdict(config)) as run_id:
-            done = store.done_keys(run_id)
-            todo = [m for m in config.methods if not _keys(config, m) <= done]
-            total = len(config.methods)
-            if progress:
-                progress(total - len(todo), total, "methods stored")
-            jobs = ([executor.submit(_method_rows, config, m) for m in todo] if executor
-                    else None)
-            for i, m in enumerate(todo):
-                rows = jobs[i].result() if jobs else _method_rows(config, m)
-                store.add_results(run_id, rows)
-                if progress:
-                    progress(total - len(todo) + i + 1, total, m)
+        items = {m: MethodItem(config, m) for m in config.methods}
+        with self.open_run(store, config) as run_id:
+            run_items(store, run_id, items, _method_item, executor, progress, many=True)
         return run_id
 
 
-def _check(cfg) -> None:
-    c = "spiking.dynamic-confidence"
-    check(isinstance(cfg, DynamicConfidenceConfig), "config", c, "a DynamicConfidenceConfig",
-          type(cfg).__name__)
-    check(cfg.model in ARCHITECTURES or cfg.model in list_models(), "model", c,
-          "a spiking architecture or a hwlab.models name", cfg.model)
-    check_choice(cfg.direct_model, tuple(ARCHITECTURES), "direct_model", c)
-    check(len(cfg.methods) > 0 and set(cfg.methods) <= set(METHODS), "methods", c,
-          f"a non-empty subset of {', '.join(METHODS)}", cfg.methods)
-    check_choice(cfg.direct_encoding, ENCODINGS, "direct_encoding", c)
-    check(cfg.max_steps >= 2, "max_steps", c, "an integer >= 2", cfg.max_steps)
-    check(all(0 <= r <= 1 for r in cfg.fault_rates), "fault_rates", c, "rates in [0, 1]",
-          cfg.fault_rates)
-
-
-def _keys(cfg, method: str) -> set[str]:
-    keys = {f"{method}|fixed-T{t}" for t in range(1, cfg.max_steps + 1)}
-    keys |= {f"{method}|{v}" for v in (*RULE_VARIANTS, "oracle-any", "oracle-stay")}
-    for rate in cfg.fault_rates:
-        for k in range(cfg.trials):
-            keys |= {f"{method}|bitflip|{rate:g}|trial={k}|{v}" for v in ("fixed", "dc")}
-    return keys
+def _method_item(item: MethodItem) -> list[dict]:
+    """All rows of one method (top-level: runs on any executor)."""
+    return _method_rows(item.config, item.method)
 
 
 def _method_rows(cfg, method: str) -> list[dict]:
     """Train one path and measure everything about it (top-level: runs on any executor)."""
     train, val, test = (load(cfg.dataset, s, seed=cfg.seed) for s in ("train", "val", "test"))
-    with torch.random.fork_rng(devices=[]):  # seeded weight init without touching global state
-        torch.manual_seed(cfg.seed)
+    with seeded(cfg.seed):  # seeded weight init without touching global state
         net = build_snn(method, cfg, train, val)
     res = evaluate_path(net, val, test, cfg)
     model = cfg.model if method == "converted" else cfg.direct_model

@@ -70,7 +70,10 @@ def test_rerun_resumes_without_work(study_run):
 
 def test_bad_study_options_are_refused():
     study = get_study("spiking.dynamic-confidence")
-    with pytest.raises(ValueError, match="methods of spiking.dynamic-confidence must be a non-empty"):
+    # one template from the declared constraints (#12): "PARAM of study NAME must be ..."
+    with pytest.raises(ValueError, match="methods of study spiking.dynamic-confidence must be a "
+                                         "non-empty tuple from converted, direct, got"):
         study.run(study.make_config(quick=True, methods=("hybrid",)), store=None)
-    with pytest.raises(ValueError, match="direct_model of spiking.dynamic-confidence must be one"):
+    with pytest.raises(ValueError, match="direct_model of study spiking.dynamic-confidence must "
+                                         "be one of"):
         study.run(study.make_config(quick=True, direct_model="vgg-s"), store=None)
