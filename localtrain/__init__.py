@@ -29,7 +29,7 @@ from localtrain._rules import (
     list_rules,
     make_rule,
 )
-from localtrain._split import Partition, partition, split, unit_saved_bytes
+from localtrain._split import Partition, as_chain, partition, split, unit_saved_bytes
 
 __all__ = [
     "DGL",
@@ -41,6 +41,7 @@ __all__ = [
     "InfoPro",
     "LocalRule",
     "Partition",
+    "as_chain",
     "auglocal_depths",
     "auglocal_layer_indices",
     "ema_update",

@@ -84,10 +84,10 @@ class LocalRule(Task):
 
     name = "local"
 
-    def __init__(self, model: nn.Sequential, K: int = 4, in_shape=(1, 28, 28),
+    def __init__(self, model: nn.Module, K: int = 4, in_shape=(1, 28, 28),
                  balance: str = "layers", lr: float = 1e-3):
         caller = f"make_rule({self.name!r})"
-        model = _check_model(model, caller)
+        chain = _check_model(model, caller)  # the model itself when it is an nn.Sequential
         self.K = check_positive_int(K, "K", caller)
         ok = isinstance(in_shape, (tuple, list)) and len(in_shape) == 3 and all(
             isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in in_shape)
@@ -99,12 +99,13 @@ class LocalRule(Task):
         self.num_classes = num_classes_of(model)
         device = next(model.parameters()).device
         model.to("cpu")  # shapes, cuts and auxiliary nets are built on the CPU, then moved back
-        children = list(model.children())
+        self.chain = chain
+        children = list(chain.children())
         self.children_ = children
-        shapes = _probe_shapes(model, torch.zeros(2, *self.in_shape))
+        shapes = _probe_shapes(chain, torch.zeros(2, *self.in_shape), caller)
         self.child_shapes = [tuple(s) for s in shapes]  # output shape of every child
         self.net = nn.ModuleDict({"model": model})
-        part = partition(model, self.K, "layers")
+        part = partition(chain, self.K, "layers")
         if balance == "memory" and self.K > 1:
             part = self._memory_partition(part)
         self._set_partition(part)
@@ -129,11 +130,11 @@ class LocalRule(Task):
         gen = torch.Generator().manual_seed(0)
         x = torch.rand(8, *self.in_shape, generator=gen)
         y = torch.randint(0, self.num_classes, (8,), generator=gen)
-        sizes, tail = unit_saved_bytes(self.model, x)
+        sizes, tail = unit_saved_bytes(self.chain, x)
         sizes[-1] += tail
         n, K = len(part.units), self.K
         feats = []  # (input, output) of every unit on x
-        probe = copy.deepcopy(self.model).train()
+        probe = copy.deepcopy(self.chain).train()
         kids = list(probe.children())
         with torch.no_grad():
             h = x

@@ -175,14 +175,22 @@ def list_rules() -> list[str]:
     return list(RULES)
 
 
-def make_rule(name: str, model: nn.Sequential, K: int = 4, **config) -> LocalRule:
+def make_rule(name: str, model: nn.Module, K: int = 4, sample=None, **config) -> LocalRule:
     """Build the training task of rule ``name`` over ``model`` cut into ``K`` local modules.
 
-    Common options: ``in_shape=(C, H, W)`` (default (1, 28, 28)), ``balance="layers"|"memory"``,
-    ``lr`` (for :meth:`LocalRule.step`). Rule options: ``lambda_rec``/``lambda_ce`` (infopro, man,
-    featrecon), ``momentum`` (man), ``depth``/``tau`` (auglocal). The model is trained in place.
+    ``model``: any traceable network (see :func:`localtrain.split`). Common options:
+    ``in_shape=(C, H, W)``, taken from ``sample`` (an input batch N x C x H x W) when omitted,
+    else (1, 28, 28); an input shape the model rejects is an error naming ``in_shape``;
+    ``balance="layers"|"memory"``, ``lr`` (for :meth:`LocalRule.step`). Rule options:
+    ``lambda_rec``/``lambda_ce`` (infopro, man, featrecon), ``momentum`` (man), ``depth``/``tau``
+    (auglocal). The model is trained in place.
     """
     check_choice(name, RULES, "name", "make_rule")
+    if sample is not None:
+        ok = isinstance(sample, torch.Tensor) and sample.ndim == 4 and len(sample) > 0
+        check(ok, "sample", f"make_rule({name!r})", "an input batch N x C x H x W",
+              getattr(sample, "shape", sample))
+        config.setdefault("in_shape", tuple(int(s) for s in sample.shape[1:]))
     cls = _registry()[name]
     allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "model",
                                                                                   "K")]

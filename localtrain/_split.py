@@ -1,13 +1,20 @@
-"""Cut an ``nn.Sequential`` zoo network into K local modules.
+"""Cut any traceable network into K local modules.
 
-Every hwlab model is an ``nn.Sequential`` whose top-level children run in order (a residual or a
-transformer block is one child). A *unit* is one weight-bearing child (a conv, a linear, a block)
-together with the parameter-free children and normalisation layers that follow it (ReLU, pooling,
-BatchNorm after a stem conv). The *tail* is the classifier: the last weight-bearing child with the
-pooling / flatten / final-norm children just before it. Cuts go only between units; the tail always
-belongs to the last module. For ResNet-32 this gives 16 units (the stem and 15 residual blocks), the
-layer count InfoPro and AugLocal use, and ``balance="layers"`` with K = 4 reproduces InfoPro's
-published ResNet-32 split (4 units per module).
+A network is first seen as a *chain*: an ``nn.Sequential`` whose children run in order. A zoo
+``nn.Sequential`` is its own chain (a residual or a transformer block is one child). Any other
+model is traced with :mod:`hwlab.graph` and cut at every graph cut point (a node whose value
+carries everything the rest of the network needs: block boundaries of a ResNet, never inside a
+residual block); the chain's children are the segments between consecutive cut points
+(``GraphModule`` views sharing the model's parameters), so chaining them computes the model.
+
+A *unit* is one weight-bearing child (a conv, a linear, a block; for a segment: one that applies a
+conv / linear, per ``hwlab.graph``) together with the weight-free children and normalisation
+layers that follow it (ReLU, pooling, BatchNorm after a stem conv). The *tail* is the classifier:
+the last weight-bearing child with the pooling / flatten / final-norm children just before it.
+Cuts go only between units; the tail always belongs to the last module. For ResNet-32 this gives
+16 units (the stem and 15 residual blocks), the layer count InfoPro and AugLocal use, and
+``balance="layers"`` with K = 4 reproduces InfoPro's published ResNet-32 split (4 units per
+module); a researcher's ResNet-18 gives 9 units (stem + 8 BasicBlocks).
 
 ``balance="memory"`` (InfoPro*, Wang et al. 2021, Sec. 5) measures, on a sample batch, the bytes that
 autograd saves for backward inside each unit (``torch.autograd.graph.saved_tensors_hooks``,
@@ -24,9 +31,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hwlab.errors import check, check_choice, check_positive_int
+from hwlab.errors import check, check_choice, check_positive_int, fail
 
-__all__ = ["Partition", "partition", "split", "unit_saved_bytes"]
+__all__ = ["Partition", "as_chain", "partition", "split", "unit_saved_bytes"]
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
 
@@ -51,13 +58,17 @@ def _has_params(m: nn.Module) -> bool:
 
 
 def _is_weight_child(m: nn.Module) -> bool:
+    flag = getattr(m, "_hwlab_weights", None)  # a graph segment: does it apply a conv / linear?
+    if flag is not None:
+        return bool(flag)
     return _has_params(m) and not isinstance(m, _NORMS)
 
 
 def _units_and_tail(model: nn.Sequential) -> tuple[list[tuple[int, int]], tuple[int, int]]:
     children = list(model.children())
     weights = [i for i, c in enumerate(children) if _is_weight_child(c)]
-    check(len(weights) >= 1, "model", "split", "an nn.Sequential with a weight layer", model)
+    check(len(weights) >= 1, "model", "split", "a network with a weight layer",
+          type(model).__name__)
     t = weights[-1]
     while t > 0 and not _is_weight_child(children[t - 1]):
         t -= 1  # pooling, flatten and the final norm belong to the classifier tail
@@ -69,19 +80,47 @@ def _units_and_tail(model: nn.Sequential) -> tuple[list[tuple[int, int]], tuple[
 
 
 def _check_model(model, caller: str) -> nn.Sequential:
-    check(isinstance(model, nn.Sequential), "model", caller, "an nn.Sequential (hwlab zoo model)",
-          type(model).__name__)
-    return model
+    """The chain of ``model`` (see the module docstring)."""
+    check(isinstance(model, nn.Module), "model", caller, "an nn.Module", type(model).__name__)
+    return as_chain(model, caller=caller)
+
+
+def as_chain(model: nn.Module, leaf_modules=(), caller: str = "as_chain") -> nn.Sequential:
+    """``model`` as an ``nn.Sequential`` of children that run in order, sharing its parameters.
+
+    An ``nn.Sequential`` is returned as is; any other model is traced (``hwlab.graph``) and cut at
+    every cut point; each segment records whether it applies a weight layer. A model torch.fx
+    cannot trace is an error naming the failing submodule and the ``leaf_modules`` fix.
+    """
+    if isinstance(model, nn.Sequential):
+        return model
+    import hwlab.graph as hg
+
+    g = hg.trace(model, leaf_modules=leaf_modules)
+    segments = g.split(g.cuts)
+    for seg in segments:
+        seg._hwlab_weights = bool(hg.trace(seg).weight_layers)
+    return nn.Sequential(*segments)
 
 
 @torch.no_grad()
-def _probe_shapes(model: nn.Sequential, x: torch.Tensor) -> list[torch.Size]:
-    """Output shape (without batch) of every child on ``x``; model state is left untouched."""
+def _probe_shapes(model: nn.Sequential, x: torch.Tensor, caller: str = "split"
+                  ) -> list[torch.Size]:
+    """Output shape (without batch) of every child on ``x``; model state is left untouched.
+
+    An input the model rejects is an error naming ``in_shape`` (not a raw torch shape error).
+    """
     probe = copy.deepcopy(model).eval()
-    shapes = []
-    for child in probe.children():
-        x = child(x)
-        shapes.append(x.shape[1:])
+    shapes, given = [], tuple(x.shape[1:])
+    try:
+        for child in probe.children():
+            x = child(x)
+            shapes.append(x.shape[1:])
+    except (RuntimeError, ValueError, IndexError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise fail("in_shape", caller, f"the (C, H, W) input shape the model accepts (or give "
+                   f"sample=a batch; the model raised {type(exc).__name__}: {first})",
+                   given) from exc
     return shapes
 
 
@@ -122,7 +161,7 @@ def _ptrs(tensors) -> set[int]:
     return {t.untyped_storage().data_ptr() for t in tensors}
 
 
-def unit_saved_bytes(model: nn.Sequential, x: torch.Tensor) -> tuple[list[int], int]:
+def unit_saved_bytes(model: nn.Module, x: torch.Tensor) -> tuple[list[int], int]:
     """Bytes saved for backward inside each body unit and inside the tail on the batch ``x``.
 
     Each saved storage is counted once, at the unit where autograd first saves it; parameters are
@@ -191,7 +230,7 @@ def _sample_batch(sample, caller: str) -> torch.Tensor:
     return torch.rand(8, *sample, generator=gen)
 
 
-def partition(model: nn.Sequential, k: int, balance: str = "layers",
+def partition(model: nn.Module, k: int, balance: str = "layers",
               sample=None) -> Partition:
     """Compute where :func:`split` cuts ``model`` (see the module docstring)."""
     model = _check_model(model, "split")
@@ -209,9 +248,11 @@ def partition(model: nn.Sequential, k: int, balance: str = "layers",
     return _from_stops(units, tail, stops)
 
 
-def split(model: nn.Sequential, K: int, balance: str = "layers",
+def split(model: nn.Module, K: int, balance: str = "layers",
           sample=None) -> list[nn.Sequential]:
     """Cut ``model`` into ``K`` local modules (``nn.Sequential`` views sharing the model's layers).
+
+    ``model``: any traceable network (its chain, see the module docstring).
 
     ``balance="layers"`` gives each module the same number of units (weight-bearing children);
     ``balance="memory"`` needs ``sample`` (an input batch, or its ``(C, H, W)`` shape for a seeded
@@ -219,6 +260,7 @@ def split(model: nn.Sequential, K: int, balance: str = "layers",
     module saves for backward (InfoPro*). The modules share parameters with ``model``: training them
     trains the model, and ``nn.Sequential(*split(model, K))`` computes the same function.
     """
-    part = partition(model, K, balance, sample)
-    children = list(model.children())
+    chain = _check_model(model, "split")
+    part = partition(chain, K, balance, sample)
+    children = list(chain.children())
     return [nn.Sequential(*children[a:b]) for a, b in part.bounds]
