@@ -13,6 +13,7 @@ from quantum._models import DEFAULT_CHANNELS, DEFAULT_SIZE, Preprocess, creep_mo
 from quantum._swap import (
                            ORDERS,
                            classical_parameters,
+                           match_layers,
                            max_level,
                            quantum_parameters,
                            swap,
@@ -29,6 +30,7 @@ __all__ = [
     "classical_parameters",
     "creep_model",
     "linear_qubits",
+    "match_layers",
     "max_level",
     "quantum_parameters",
     "swap",

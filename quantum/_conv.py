@@ -80,6 +80,8 @@ class QuantumConv2d(LazyQNode, nn.Module):
     in the official code; ``bias`` (out,), N(0, 1) likewise.
     """
 
+    _hwlab_leaf = True  # hwlab.graph: an opaque layer (PennyLane inside), never traced
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride=1,
                  padding=0, bias: bool = True, device: str = DEFAULT_DEVICE,
                  diff_method: str = DEFAULT_DIFF):

@@ -104,6 +104,8 @@ class QuantumLinear(LazyQNode, nn.Module):
     (out_features,), N(0, 1) likewise.
     """
 
+    _hwlab_leaf = True  # hwlab.graph: an opaque layer (PennyLane inside), never traced
+
     def __init__(self, in_features: int, out_features: int, n_qubits: int | None = None,
                  reps: int = DEFAULT_REPS, bias: bool = True, device: str = DEFAULT_DEVICE,
                  diff_method: str = DEFAULT_DIFF):

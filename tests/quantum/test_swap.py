@@ -108,3 +108,58 @@ def test_training_level2_learns_and_keeps_gates_unitary():
         eye = torch.eye(u.shape[-1], dtype=u.dtype)
         assert (u @ u.conj().transpose(-1, -2) - eye).abs().max().item() < 1e-10
         assert (torch.linalg.det(u) - 1).abs().max().item() < 1e-8  # special unitary
+
+
+class _Res(nn.Module):
+    """Not Sequential: residual add, F.relu, a reused in-place ReLU, BatchNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 2, 3, padding=1)
+        self.bn = nn.BatchNorm2d(2)
+        self.conv_a = nn.Conv2d(2, 2, 3, padding=1)
+        self.conv_b = nn.Conv2d(2, 2, 3, padding=1)
+        self.act = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(2 * 8 * 8, 3)
+
+    def forward(self, x):
+        x = torch.nn.functional.relu(self.bn(self.stem(x)))
+        h = self.act(self.conv_a(x))
+        h = self.act(self.conv_b(h) + x)
+        return self.fc(h.flatten(1))
+
+
+def test_swap_by_name_replaces_exactly_the_named_layers_of_a_non_sequential_model():
+    torch.manual_seed(1)  # seed 0 leaves every stem ReLU nearly dead at init
+    model = _Res().eval()
+    before = _snapshot(model)
+    x = torch.rand(2, 1, 8, 8)
+    new = q.swap(model, layers=["conv_b"])
+    kinds = {n: type(m).__name__ for n, m in new.named_modules() if n}
+    assert kinds["conv_b"] == "QuantumConv2d"
+    assert [n for n, k in kinds.items() if k.startswith("Quantum")] == ["conv_b"]
+    for name in ("stem", "conv_a", "fc"):  # every other layer copied bit for bit
+        assert torch.equal(new.get_submodule(name).weight, model.get_submodule(name).weight)
+    assert new(x).shape == model(x).shape == (2, 3)
+    assert not torch.allclose(new(x), model(x))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert isinstance(model.conv_b, nn.Conv2d)
+    # glob patterns; an already quantum layer is kept as is
+    both = q.swap(new, layers=["conv_?", "fc"], reps=2)
+    assert q.quantum_parameters(both) == ["conv_a.theta", "conv_b.theta", "fc.theta"]
+    assert torch.equal(both.conv_b.theta, new.conv_b.theta)
+    assert q.match_layers(model, "conv*") == ["conv_a", "conv_b"]
+
+
+def test_swap_by_name_errors():
+    model = _Res()
+    with pytest.raises(ValueError, match=r"layers of swap must be names or glob patterns of "
+                       r"swappable layers \(stem, conv_a, conv_b, fc\), got 'bn'"):
+        q.swap(model, layers=["conv_a", "bn"])
+    with pytest.raises(ValueError, match="layers of swap must be a non-empty list of layer names"):
+        q.swap(model, layers=[])
+    with pytest.raises(ValueError, match="level and layers of swap must be exactly one of level "
+                       "or layers"):
+        q.swap(model, 1, layers=["fc"])
+    with pytest.raises(ValueError, match="level and layers of swap must be exactly one of"):
+        q.swap(model)
