@@ -237,7 +237,8 @@ def _tune_site(work, module, site, feeders, hi, evaluator, start, make_fault, co
 
     lo = 0.0
     for rnd in range(config.rounds):
-        cands = np.linspace(lo, hi, config.candidates).tolist()
+        # thresholds as the float32 buffer holds them, so the reported one is the one applied
+        cands = np.linspace(lo, hi, config.candidates).astype(np.float32).tolist()
         aucs = np.array([score(t)[0] for t in cands])
         history.extend({"site": site, "feeders": ", ".join(feeders), "round": rnd, "threshold": t,
                         "score": scores[t][0], "clean_accuracy": scores[t][1]} for t in cands)
