@@ -37,7 +37,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, w
 from contextlib import contextmanager
 from typing import Any
 
-from hwlab.errors import check
+from hwlab.errors import HwlabError, check
 
 __all__ = ["ItemError", "Shared", "map_chunked", "share", "worker_count"]
 
@@ -155,6 +155,9 @@ def _run_chunk(fn: Callable, ref: Shared | None, data: Any, keys: list, items: l
         for key, item in zip(keys, items):
             try:
                 out.append((key, True, fn(item) if ref is None else fn(state, item)))
+            except HwlabError as exc:  # a refused input: raised as it is by the caller
+                out.append((key, False, exc))
+                break
             except Exception as exc:  # noqa: BLE001 - reported with its key by the caller
                 out.append((key, False, (type(exc).__name__, str(exc))))
                 break
@@ -163,8 +166,8 @@ def _run_chunk(fn: Callable, ref: Shared | None, data: Any, keys: list, items: l
 
 def map_chunked(executor: Executor | None, fn: Callable, items, shared: Shared | None = None,
                 chunksize: int | None = None, caller: str = "map_chunked",
-                idle_seconds: float | None = None, on_idle: Callable | None = None
-                ) -> Iterator[tuple[str, Any]]:
+                idle_seconds: float | None = None, on_idle: Callable | None = None,
+                max_pending: int | None = None) -> Iterator[tuple[str, Any]]:
     """Yield ``(key, fn(item))`` (or ``fn(state, item)`` with ``shared``) for every item.
 
     ``items``: a mapping ``key -> item`` or an iterable of ``(key, item)``. Inline for the serial
@@ -177,6 +180,8 @@ def map_chunked(executor: Executor | None, fn: Callable, items, shared: Shared |
     pairs = list(items.items() if isinstance(items, Mapping) else items)
     check(chunksize is None or (isinstance(chunksize, int) and chunksize >= 1), "chunksize",
           caller, "None or an integer >= 1", chunksize)
+    check(max_pending is None or (isinstance(max_pending, int) and max_pending >= 1),
+          "max_pending", caller, "None or an integer >= 1", max_pending)
     check(shared is None or isinstance(shared, Shared), "shared", caller,
           "None or a hwlab.executors.Shared from share()", type(shared).__name__)
     if not pairs:
@@ -186,18 +191,31 @@ def map_chunked(executor: Executor | None, fn: Callable, items, shared: Shared |
         for key, item in pairs:
             try:
                 value = fn(item) if shared is None else fn(state, item)
+            except HwlabError:
+                raise
             except Exception as exc:
                 raise ItemError(key, type(exc).__name__, str(exc), caller) from exc
             yield key, value
         return
-    size = chunksize or max(1, math.ceil(len(pairs) / (CHUNKS_PER_WORKER * worker_count(executor))))
+    workers = worker_count(executor)
+    size = chunksize or max(1, math.ceil(len(pairs) / (CHUNKS_PER_WORKER * workers)))
+    if max_pending is not None and chunksize is None:  # keep every worker busy within the limit
+        size = max(1, min(size, max_pending // workers))
     data = shared.future if shared is not None else None
+    window = len(pairs) if max_pending is None else max(1, math.ceil(max_pending / size))
+    chunks = iter(range(0, len(pairs), size))
     pending = set()
-    try:
-        for lo in range(0, len(pairs), size):
+
+    def submit():
+        for lo in chunks:
             part = pairs[lo:lo + size]
             pending.add(executor.submit(_run_chunk, fn, shared, data, [k for k, _ in part],
                                         [v for _, v in part]))
+            if len(pending) >= window:
+                return
+
+    try:
+        submit()
         while pending:
             ready, pending = wait(pending, return_when=FIRST_COMPLETED,
                                   timeout=idle_seconds if on_idle is not None else None)
@@ -206,8 +224,11 @@ def map_chunked(executor: Executor | None, fn: Callable, items, shared: Shared |
             for fut in ready:
                 for key, ok, value in fut.result():
                     if not ok:
+                        if isinstance(value, HwlabError):
+                            raise value
                         raise ItemError(key, value[0], value[1], caller)
                     yield key, value
+                submit()
     finally:
         for fut in pending:
             fut.cancel()

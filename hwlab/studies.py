@@ -214,7 +214,7 @@ def run_items(store, run_id: str, items: Mapping[str, Any], fn: Callable[[Any], 
               executor: Executor | None = None, progress: Progress | None = None,
               defaults: Mapping[str, Any] | None = None, max_pending: int | None = None,
               flush_rows: int = FLUSH_ROWS, flush_seconds: float = FLUSH_SECONDS,
-              many: bool = False) -> int:
+              many: bool = False, shared=None, chunksize: int | None = None) -> int:
     """Run ``fn(item)`` for every item whose key is not stored yet; write the rows in batches.
 
     ``items`` maps a result key to the one argument of ``fn`` (a frozen dataclass when there are
@@ -232,6 +232,11 @@ def run_items(store, run_id: str, items: Mapping[str, Any], fn: Callable[[Any], 
     ``many=True``: ``fn`` returns a list of rows, each keyed ``"ITEMKEY|..."``; the rows of one
     item are always written in the same transaction, and an item counts as done when any of
     its rows is stored.
+
+    On a process pool or Dask, items go in chunks (``chunksize``, default about four chunks
+    per worker) through :func:`hwlab.executors.map_chunked`. ``shared``: a handle from
+    :func:`hwlab.executors.share` (the model and data sent once per worker, set up once
+    there); ``fn`` is then called as ``fn(state, item)``, also inline.
 
     Returns the number of rows newly written.
     """
@@ -257,11 +262,16 @@ def run_items(store, run_id: str, items: Mapping[str, Any], fn: Callable[[Any], 
     if progress is not None:
         progress(sink.finished, total, f"{sink.finished} stored")
     try:
-        if executor is None or isinstance(executor, SerialExecutor):  # inline
-            for key in todo:
+        if shared is None and (executor is None or isinstance(executor, SerialExecutor)):
+            for key in todo:  # inline
                 sink.add(key, _call(fn, items[key], key))
         else:
-            _run_on(executor, todo, items, fn, max_pending, sink)
+            from hwlab.executors import map_chunked
+
+            for key, row in map_chunked(executor, fn, {k: items[k] for k in todo}, shared,
+                                        chunksize, "run_items", sink.seconds, sink.flush,
+                                        max_pending):
+                sink.add(key, row)
     finally:
         sink.flush()
     return sink.written
