@@ -29,7 +29,7 @@ from faultlab.memory._draw import build_map, stored_bits
 from faultlab.memory._layout import MemoryLayout
 from hwlab.errors import check
 
-__all__ = ["Nested", "draw", "sample_nested"]
+__all__ = ["Nested", "draw", "draw_in_memory", "merge_extra", "nest_specs", "sample_nested"]
 
 _STREAM = 0x6E657374  # "nest": the uniforms' stream, separate from the positions' kernel seed
 
@@ -95,13 +95,18 @@ def draw(model, member, top, seed, layers, include_bias, include_norm, caller) -
     _check_nest(member, top, caller)
     if isinstance(member, (BitFlip, StuckAt)):
         return _draw_plain(model, member, top, seed, layers, include_bias, include_norm, caller)
-    s32 = seed32(seed, caller)
     code, policy, layout, prim = _unwrap(member)
     mem = layout.bind(model, code.r if code else 0, layers, include_bias, include_norm, caller)
+    return draw_in_memory(mem, code, policy, prim, _unwrap(top)[3], seed, caller)
+
+
+def draw_in_memory(mem, code, policy, prim, prim_top, seed, caller) -> FaultMap:
+    """The map of the primitive model ``prim`` (not an ECC) thinned from ``prim_top``'s
+    candidates, in the bound memory ``mem`` read through ``code`` (None: no code)."""
     if hasattr(prim, "_events"):  # a measured map: fixed cells, nothing to draw
         word, bit, kind = prim._events(mem, seed)
         return build_map(mem, code, policy, word, bit, kind, seed, mem.stored_bits)
-    prim_top = _unwrap(top)[3]
+    s32 = seed32(seed, caller)
     ops, ops_top = (p if hasattr(p, "_expand") else _BitUnits(p) for p in (prim, prim_top))
     total = ops._total(mem)
     if prim_top.count is not None:
