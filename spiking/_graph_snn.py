@@ -166,7 +166,8 @@ def _thread_membranes(gm: fx.GraphModule, mem_init: float) -> list[str]:
             spk = graph.call_function(operator.getitem, (n, 0))
         with graph.inserting_after(spk):
             new_mem = graph.call_function(operator.getitem, (n, 1))
-        n.replace_all_uses_with(spk, delete_user_cb=lambda u: u not in (spk, new_mem))
+        keep = (spk, new_mem)
+        n.replace_all_uses_with(spk, delete_user_cb=lambda u, keep=keep: u not in keep)
         mems_out.append(new_mem)
     out = next(n for n in graph.nodes if n.op == "output")
     out.args = ((out.args[0], tuple(mems_out)),)

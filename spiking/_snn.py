@@ -14,7 +14,7 @@ import snntorch as snn
 import torch
 from torch import nn
 
-from hwlab.errors import check, check_choice, fail
+from hwlab.errors import check, check_choice
 
 from ._qcfs import QCFS
 

@@ -125,7 +125,7 @@ class MobileNetV2(nn.Module):
         super().__init__()
 
         def ch(c: int) -> int:
-            return max(4, int(round(c * width / 4)) * 4)  # multiples of 4 channels
+            return max(4, round(c * width / 4) * 4)  # multiples of 4 channels
 
         c = ch(32)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 3, 1, 1, bias=False),

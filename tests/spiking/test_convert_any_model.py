@@ -99,7 +99,7 @@ def test_with_qcfs_keeps_the_class_when_modules_suffice():
 
 
 def test_residual_snn_after_64_steps_within_2_points_of_its_qcfs_ann(trained, digits):
-    model, ann = trained
+    _, ann = trained
     acc_ann = evaluate(ann, digits["test"])
     assert acc_ann >= 0.90  # the QCFS ANN learned digits
     net = sp.convert(ann)
