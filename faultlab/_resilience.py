@@ -37,30 +37,66 @@ class ResilienceResult:
     mean: float
     ci_low: float
     ci_high: float
-    min_accuracy: float
+    min_accuracy: float | None  # the lower limit (higher-is-better metrics), else None
     confidence: float
     passed: bool
+    metric: str = "accuracy"
+    max_value: float | None = None  # the upper limit (sdc, critical_sdc, loss), else None
 
 
-def assert_resilient(model, data, fault_model, min_accuracy: float, trials: int = 20,
-                     confidence: float = 0.95, seed: int = 0, **campaign_kw) -> ResilienceResult:
-    """Pass only if the lower confidence bound of the mean accuracy under faults >= min_accuracy.
+_LOWER_IS_BETTER = ("sdc", "critical_sdc", "loss")
 
-    Runs :func:`faultlab.campaign` with ``fault_model`` (one BitFlip / StuckAt / NeuronFault or a
-    tuple of them) for ``trials`` seeded trials (overridden by pytest's ``--fault-trials`` and
-    ``--fault-seed`` when run under the faultlab plugin) and computes the two-sided Student-t
-    interval of the mean at ``confidence``. Raises ``AssertionError`` with the figures when the
-    lower bound is below ``min_accuracy``; otherwise returns the :class:`ResilienceResult`.
-    Under pytest each check is listed in the faultlab summary at the end of the report.
-    Bad arguments raise ``ValueError`` (the campaign's checks).
-    """
-    from faultlab._campaign import campaign, point_key
-    from faultlab._stats import mean_ci
+
+def _limit(value, name, metric):
     from hwlab.errors import check
 
-    ok = isinstance(min_accuracy, (int, float)) and not isinstance(min_accuracy, bool)
-    check(ok and 0.0 <= min_accuracy <= 1.0, "min_accuracy", "assert_resilient",
-          "a number in [0, 1]", min_accuracy)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    if metric in ("accuracy", "sdc", "critical_sdc", "top5"):
+        check(ok and 0.0 <= value <= 1.0, name, "assert_resilient", "a number in [0, 1]", value)
+    else:
+        check(ok, name, "assert_resilient", "a number", value)
+    return float(value)
+
+
+def assert_resilient(model, data, fault_model, min_accuracy: float | None = None,
+                     trials: int = 20, confidence: float = 0.95, seed: int = 0, *,
+                     metric="accuracy", max_value: float | None = None,
+                     **campaign_kw) -> ResilienceResult:
+    """Pass only if the confidence interval of ``metric`` under faults clears its limit.
+
+    Runs :func:`faultlab.campaign` with ``fault_model`` (one weight fault model / NeuronFault or a
+    tuple of them) for ``trials`` seeded trials (overridden by pytest's ``--fault-trials`` and
+    ``--fault-seed`` when run under the faultlab plugin). ``metric``: ``accuracy`` (default),
+    ``top5`` or a user callable ``metric(logits, y, clean_logits)`` must have a lower bound
+    ``>= min_accuracy``; ``sdc``, ``critical_sdc`` or ``loss`` an upper bound ``<= max_value``.
+    The interval of a proportion (accuracy, top5, sdc, critical_sdc) is
+    :func:`faultlab.proportion_ci` (Wilson on the pooled trials with the trials' effective sample
+    size: never outside [0, 1]); for a loss or a user metric the Student-t :func:`mean_ci`.
+    Raises ``AssertionError`` with the figures when the check fails; otherwise returns the
+    :class:`ResilienceResult`. Under pytest each check is listed in the faultlab summary at the
+    end of the report. Bad arguments raise ``ValueError`` (the campaign's checks).
+    """
+    import json
+
+    from faultlab._campaign import campaign, point_key
+    from faultlab._stats import DENOMINATORS, interval
+    from hwlab.errors import check
+    from hwlab.metrics import resolve_metrics
+
+    (m,) = resolve_metrics((metric,), "assert_resilient")
+    lower = m.name in _LOWER_IS_BETTER
+    if lower:
+        check(max_value is not None, "max_value", "assert_resilient",
+              f"given for metric {m.name!r} (lower is better)", max_value)
+        check(min_accuracy is None, "min_accuracy", "assert_resilient",
+              f"None for metric {m.name!r} (give max_value)", min_accuracy)
+        max_value = _limit(max_value, "max_value", m.name)
+    else:
+        check(min_accuracy is not None, "min_accuracy", "assert_resilient",
+              f"given for metric {m.name!r} (higher is better)", min_accuracy)
+        check(max_value is None, "max_value", "assert_resilient",
+              f"None for metric {m.name!r} (give min_accuracy)", max_value)
+        min_accuracy = _limit(min_accuracy, "min_accuracy", m.name)
     rec = RECORDER.get()
     if rec is not None:
         trials = rec.trials if rec.trials is not None else trials
@@ -68,18 +104,24 @@ def assert_resilient(model, data, fault_model, min_accuracy: float, trials: int 
     check(isinstance(trials, int) and trials >= 2, "trials", "assert_resilient",
           "an integer >= 2 (an interval needs two trials)", trials)
     df = campaign(model, data, [fault_model], trials=trials, seed=seed, clean=False,
-                  confidence=confidence, **campaign_kw)
-    mean, low, high = mean_ci(df["accuracy"].to_numpy(), confidence)
+                  confidence=confidence, metrics=(metric,), **campaign_kw)
+    counts = None
+    if m.name in DENOMINATORS:
+        counts = [json.loads(e)[DENOMINATORS[m.name]] for e in df["extra"]]
+    mean, low, high = interval(df[m.name].to_numpy(dtype=float), m.name, counts, confidence)
     spec = fault_model if isinstance(fault_model, tuple) else (fault_model,)
+    passed = high <= max_value if lower else low >= min_accuracy
     result = ResilienceResult(
         test=rec.test if rec is not None else "", fault_model=point_key(spec), trials=trials,
-        seed=seed, mean=mean, ci_low=low, ci_high=high, min_accuracy=float(min_accuracy),
-        confidence=confidence, passed=bool(low >= min_accuracy and not math.isnan(low)))
+        seed=seed, mean=mean, ci_low=low, ci_high=high, min_accuracy=min_accuracy,
+        confidence=confidence, passed=bool(passed and not math.isnan(mean)), metric=m.name,
+        max_value=max_value)
     if rec is not None:
         rec.results.append(result)
     if not result.passed:
+        what = f"upper bound above max_value {max_value}" if lower else \
+            f"lower bound below min_accuracy {min_accuracy}"
         raise AssertionError(
-            f"not resilient to {result.fault_model}: mean accuracy {mean:.4f} over {trials} "
-            f"trials, {confidence:.0%} interval [{low:.4f}, {high:.4f}], lower bound below "
-            f"min_accuracy {min_accuracy}")
+            f"not resilient to {result.fault_model}: mean {m.name} {mean:.4f} over {trials} "
+            f"trials, {confidence:.0%} interval [{low:.4f}, {high:.4f}], {what}")
     return result

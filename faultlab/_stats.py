@@ -59,9 +59,11 @@ def proportion_ci(values, counts=None, confidence: float = 0.95) -> tuple[float,
     trials with an effective sample size: the trials are clusters (one fault map each, every
     sample of a trial shares it), so ``n = min(N, p(1-p) m / s^2)`` with ``s^2`` the variance of
     the trial proportions (Kish's design effect, as in Korn & Graubard 1998's intervals for
-    clustered proportions). When the trials agree (``s = 0``) or ``m = 1`` this is the plain
-    Wilson interval on all ``N`` samples; with ``m >= 2`` the Student-t quantile with ``m - 1``
-    degrees of freedom replaces the normal ``z``, so two or three trials give wide intervals.
+    clustered proportions). When the trials vary no more than sampling explains (``n = N``,
+    e.g. ``s = 0``) or ``m = 1``, this is the plain Wilson interval on all ``N`` samples with the
+    normal ``z``; when the between-trial variance sets ``n`` the Student-t quantile with
+    ``m - 1`` degrees of freedom replaces ``z``, so a few disagreeing trials give a wide
+    interval.
     Without ``counts`` each trial counts as one sample (conservative). NaN trials are ignored.
     """
     from scipy import stats
@@ -79,18 +81,18 @@ def proportion_ci(values, counts=None, confidence: float = 0.95) -> tuple[float,
     if m == 0:
         return math.nan, math.nan, math.nan
     p = float(np.clip((v * n).sum() / total, 0.0, 1.0))
-    size = total
-    if m >= 2:
-        z = float(stats.t.ppf(0.5 + confidence / 2, m - 1))
+    size, z = total, float(stats.norm.ppf(0.5 + confidence / 2))
+    if m >= 2 and 0 < p < 1:
         s2 = float(v.var(ddof=1))
-        if s2 > 0 and 0 < p < 1:
-            size = min(total, p * (1 - p) * m / s2)
-    else:
-        z = float(stats.norm.ppf(0.5 + confidence / 2))
+        if s2 > 0 and p * (1 - p) * m / s2 < total:  # the trials disagree beyond sampling
+            size = p * (1 - p) * m / s2
+            z = float(stats.t.ppf(0.5 + confidence / 2, m - 1))
     denom = 1 + z * z / size
     centre = (p + z * z / (2 * size)) / denom
     half = z * math.sqrt(p * (1 - p) / size + z * z / (4 * size * size)) / denom
-    return p, max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if p == 0.0 else max(0.0, centre - half)  # Wilson's bound is exactly 0 / 1 there
+    high = 1.0 if p == 1.0 else min(1.0, centre + half)
+    return p, low, high
 
 
 def interval(values, metric: str = "accuracy", counts=None, confidence: float = 0.95):

@@ -4,7 +4,9 @@ Gives every project that installs hwlab:
 
 - the ``assert_resilient`` fixture (the function :func:`faultlab.assert_resilient`):
   ``assert_resilient(model, data, fault_model, min_accuracy, trials=20, confidence=0.95)`` passes
-  only if the lower Student-t bound of the mean accuracy under faults is >= ``min_accuracy``;
+  only if the lower confidence bound of the accuracy under faults is >= ``min_accuracy``
+  (``metric="sdc", max_value=...`` and the other campaign metrics likewise; the interval of a
+  proportion is Wilson's on the pooled trials, inside [0, 1]);
 - options ``--fault-trials N`` and ``--fault-seed S`` that override every check's trials / seed;
 - a "faultlab resilience checks" table at the end of the terminal report.
 
@@ -56,7 +58,8 @@ def pytest_runtest_call(item):
 @pytest.fixture
 def assert_resilient():
     """``assert_resilient(model, data, fault_model, min_accuracy, trials=20, confidence=0.95,
-    seed=0, **campaign_kw)``: see :func:`faultlab.assert_resilient`."""
+    seed=0, *, metric="accuracy", max_value=None, **campaign_kw)``: see
+    :func:`faultlab.assert_resilient`."""
     from faultlab._resilience import assert_resilient as check
 
     return check
@@ -68,10 +71,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     tr = terminalreporter
     tr.write_sep("=", "faultlab resilience checks")
-    head = f"{'test':<40} {'fault model':<28} {'trials':>6} {'mean':>7} {'CI low':>7} " \
-           f"{'min':>6}  result"
+    head = f"{'test':<36} {'fault model':<26} {'metric':<12} {'trials':>6} {'mean':>7} " \
+           f"{'bound':>7} {'limit':>8}  result"
     tr.write_line(head)
     for r in rec.results:
-        tr.write_line(f"{r.test[-40:]:<40} {r.fault_model[:28]:<28} {r.trials:>6} "
-                      f"{r.mean:>7.4f} {r.ci_low:>7.4f} {r.min_accuracy:>6.3f}  "
+        upper = r.max_value is not None
+        bound, limit = (r.ci_high, f"<= {r.max_value:.3f}") if upper else \
+            (r.ci_low, f">= {r.min_accuracy:.3f}")
+        tr.write_line(f"{r.test[-36:]:<36} {r.fault_model[:26]:<26} {r.metric[:12]:<12} "
+                      f"{r.trials:>6} {r.mean:>7.4f} {bound:>7.4f} {limit:>8}  "
                       f"{'PASS' if r.passed else 'FAIL'}")
