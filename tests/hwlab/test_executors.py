@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import operator
+import tempfile
 from concurrent.futures import Executor
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,6 +88,14 @@ def _shifted(state, item):
     return {"value": state["base"] + item, "setup_id": state["setup_id"], "pid": state["pid"]}
 
 
+def _row_of(state, item):
+    if item == "refused":
+        from hwlab.errors import fail
+
+        raise fail("item", "_row_of", "not 'refused'", item)
+    return {"trial": state["base"] + item}
+
+
 def _check_chunked(ex) -> None:
     from hwlab.executors import ItemError, map_chunked, share, worker_count
 
@@ -100,10 +110,18 @@ def _check_chunked(ex) -> None:
         for row in [*first.values(), *again.values()]:
             per_pid.setdefault(row["pid"], set()).add(row["setup_id"])
         assert all(len(ids) == 1 for ids in per_pid.values()) and 1 <= len(per_pid) <= 2
+        store = Store(Path(tempfile.mkdtemp()) / "s.sqlite")  # run_items on the same workers
+        run = store.open_run("t", {})
+        rows = {k: {"trial": i} for i, k in enumerate(items)}
+        assert run_items(store, run, items, _row_of, executor=ex, shared=ref, max_pending=4) == 23
+        got = store.results(run_id=run).set_index("key")["trial"].to_dict()
+        assert got == {k: 1000 + r["trial"] for k, r in rows.items()}
         bad = {**{f"k{i}": i for i in range(6)}, "bad": "boom"}
         with pytest.raises(ItemError, match=r"item 'bad' of run_items failed: ValueError: item "
                                             r"said boom"):
             list(map_chunked(ex, _shifted, bad, shared=ref, caller="run_items"))
+        with pytest.raises(ValueError, match=r"item of _row_of must be not 'refused'"):
+            list(map_chunked(ex, _row_of, {"a": 1, "r": "refused"}, shared=ref))  # as it is
     with pytest.raises(ValueError, match=r"chunksize of map_chunked must be None or an integer"):
         list(map_chunked(ex, _shifted, items, chunksize=0))
 
