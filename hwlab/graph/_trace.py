@@ -17,7 +17,9 @@ that was being traced when it failed, the operation fx reported, and the ``leaf_
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 
 import torch
 from torch import fx, nn
@@ -137,11 +139,13 @@ def propagate_shapes(gm: fx.GraphModule, sample: torch.Tensor, caller: str) -> N
     dtype = next((p.dtype for p in probe.parameters() if p.is_floating_point()), torch.float32)
     x = sample.to(device=device, dtype=dtype if sample.is_floating_point() else sample.dtype)
     try:
-        ShapeProp(probe).propagate(x)
+        with contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints the traceback
+            ShapeProp(probe).propagate(x)
     except Exception as exc:
+        cause = exc.__cause__ or exc  # ShapeProp wraps the torch error in its own
         raise fail("sample", caller, "an input the model accepts (check in_shape against the "
-                   "model's first layer)", f"shape {tuple(sample.shape)}: {type(exc).__name__}: "
-                   f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+                   "model's first layer)", f"shape {tuple(sample.shape)}: {type(cause).__name__}: "
+                   f"{str(cause).splitlines()[0] if str(cause) else ''}") from exc
     for src, dst in zip(probe.graph.nodes, gm.graph.nodes):
         if "tensor_meta" in src.meta:
             dst.meta["tensor_meta"] = src.meta["tensor_meta"]
