@@ -16,7 +16,7 @@ from torch import nn
 
 from faultlab._evaluator import CACHE_BYTES, CampaignData, prepare
 from faultlab._faults import FAULT_MODELS, BitFlip, StuckAt
-from faultlab._neuron import NeuronFault
+from faultlab._neuron import NeuronFault, check_neuron_count
 from faultlab.systolic._faults import PEFault
 from faultlab._rows import MemoryStore
 from faultlab._sample import _bit_table, eligible_parameters
@@ -201,6 +201,11 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
         seed_of = dict(zip(keys, seed_keys))
     cdata = CampaignData(data, int(batch_size), "campaign", model)
     fault_free = prepare(model, cdata, resolved, int(cache_bytes), model_name)
+    neurons = [f for s in specs for f in s if isinstance(f, NeuronFault)]
+    if neurons:
+        sample = next(iter(cdata.batches()))[0]
+        for f in neurons:
+            check_neuron_count(model, f, sample, "campaign")
     prints = {"weights": weights_fingerprint(model), "data": fault_free.fingerprint,
               "fault_models": hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:16]}
     names = [m.name if m.fn is None else f"{m.name}:{getattr(m.fn, '__qualname__', '?')}"

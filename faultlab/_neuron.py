@@ -14,7 +14,7 @@ from torch import nn
 
 from hwlab.errors import check, fail
 
-__all__ = ["LAYER_TYPES", "NeuronFault", "NeuronFaulty", "neuron_faults"]
+__all__ = ["LAYER_TYPES", "NeuronFault", "NeuronFaulty", "neuron_count", "neuron_faults"]
 
 # Names accepted in NeuronFault.layer_types -> the module classes pytorchfi hooks.
 LAYER_TYPES = {"conv2d": nn.Conv2d, "linear": nn.Linear, "relu": nn.ReLU}
@@ -103,8 +103,11 @@ def neuron_faults(model: nn.Module, fault: NeuronFault, input_shape, batch_size:
     sizes = np.array([int(np.prod(s[1:])) for s in pfi.output_size], dtype=np.int64)
     check(sizes.size > 0, "fault", caller, "layer_types present in the model",
           fault.layer_types)
+    check(fault.count <= int(sizes.sum()), "count", caller,
+          f"at most the number of neurons of the {', '.join(fault.layer_types)} layers "
+          f"({int(sizes.sum())})", fault.count)
     rng = np.random.default_rng(np.random.SeedSequence(seed))
-    flat = rng.choice(int(sizes.sum()), size=min(fault.count, int(sizes.sum())), replace=False)
+    flat = rng.choice(int(sizes.sum()), size=fault.count, replace=False)
     ends = np.cumsum(sizes)
     layer = np.searchsorted(ends, flat, side="right")
     local = flat - (ends - sizes)[layer]
@@ -126,6 +129,38 @@ def neuron_faults(model: nn.Module, fault: NeuronFault, input_shape, batch_size:
                                       value=val)
     corrupted.train(model.training)
     return NeuronFaulty(corrupted, pfi, batch_size).train(model.training)
+
+
+def neuron_count(model: nn.Module, fault: NeuronFault, sample: torch.Tensor) -> int:
+    """Neurons a NeuronFault can hit: output elements per input of its layer types on ``sample``.
+
+    Counted with forward hooks on one forward pass of ``sample`` (no grad), as pytorchfi's
+    profiling pass sees them.
+    """
+    types = tuple(LAYER_TYPES[t] for t in fault.layer_types)
+    total, handles = [0], []
+
+    def hook(module, args, out):
+        total[0] += out[0].numel() if isinstance(out, torch.Tensor) else 0
+
+    for m in model.modules():
+        if isinstance(m, types):
+            handles.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(sample[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+def check_neuron_count(model: nn.Module, fault: NeuronFault, sample: torch.Tensor,
+                       caller: str) -> None:
+    """A NeuronFault's ``count`` must not exceed the neurons of its layers (as BitFlip's)."""
+    n = neuron_count(model, fault, sample)
+    check(fault.count <= n, "count", caller, f"at most the number of neurons of the "
+          f"{', '.join(fault.layer_types)} layers ({n})", fault.count)
 
 
 class NeuronFaulty(nn.Module):

@@ -62,6 +62,25 @@ def test_bad_neuron_fault():
                          fl.NeuronFault(layer_types=("conv2d",)), (2,), batch_size=2)
 
 
+def test_neuron_count_larger_than_the_neurons_is_an_error(tmp_path):
+    from hwlab.store import Store
+
+    m = _cnn()  # conv: 3 x 6 x 6 = 108 neurons, linear: 4 -> 112
+    x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    y = torch.zeros(8, dtype=torch.long)
+    store = Store(tmp_path / "s.sqlite")
+    with pytest.raises(ValueError, match=r"count of campaign must be at most the number of "
+                                         r"neurons of the conv2d, linear layers \(112\), "
+                                         r"got 10000000"):
+        fl.campaign(m, (x, y), [fl.NeuronFault(count=10**7)], trials=1, store=store)
+    assert len(store.runs()) == 0  # refused before the run opened
+    with pytest.raises(ValueError, match=r"count of neuron_faults must be at most the number of "
+                                         r"neurons of the linear layers \(4\), got 5"):
+        fl.neuron_faults(m, fl.NeuronFault(count=5, layer_types=("linear",)), (1, 8, 8), 2)
+    df = fl.campaign(m, (x, y), [fl.NeuronFault(count=112, value=0.0)], trials=1)
+    assert len(df) == 2  # exactly all neurons is allowed
+
+
 def test_pytorchfi_logging_config_is_undone():
     import logging
 
