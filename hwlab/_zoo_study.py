@@ -102,7 +102,20 @@ class ZooStudy(Study):
                         config.latency_repeats, config.latency_threads, config.weights)
                 for m in config.models}
 
+    def check_inputs(self, config: ZooConfig) -> None:
+        """Before the run opens: every model builds for the data, weights load, shapes fit."""
+        from hwlab.data import load
+        from hwlab.models import check_fits, resolve
+        from hwlab.seeds import seeded
+
+        test = load(config.dataset, "test", seed=config.seed)
+        for m in config.models:
+            with seeded(0):
+                net = resolve(m, test.in_shape, test.num_classes, weights=config.weights or None)
+            check_fits(net, test.in_shape, test.num_classes, f"study {self.name}", "models")
+
     def run(self, config: ZooConfig, store, progress=None, executor=None) -> str:
+        self.check_inputs(config)  # a refusal leaves the store exactly as it was
         items = self.items(config)
         with self.open_run(store, config) as run_id:
             run_items(store, run_id, items, _zoo_row, executor=executor, progress=progress)

@@ -18,6 +18,7 @@ from hwlab.models import _mlp_cnn, _researcher, _resnet, _vit  # noqa: F401  (re
 from hwlab.models._registry import create_model, list_models, register_model
 from hwlab.models._spec import (
     ENTRY_POINT_GROUP,
+    check_fits,
     check_spec,
     load_weights,
     model_names,
@@ -25,5 +26,5 @@ from hwlab.models._spec import (
     spec_digest,
 )
 
-__all__ = ["ENTRY_POINT_GROUP", "check_spec", "create_model", "list_models", "load_weights",
-           "model_names", "register_model", "resolve", "spec_digest"]
+__all__ = ["ENTRY_POINT_GROUP", "check_fits", "check_spec", "create_model", "list_models",
+           "load_weights", "model_names", "register_model", "resolve", "spec_digest"]

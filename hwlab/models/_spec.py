@@ -36,8 +36,8 @@ from torch import nn
 from hwlab.errors import check, fail
 from hwlab.models._registry import _MODELS, create_model, list_models
 
-__all__ = ["ENTRY_POINT_GROUP", "check_spec", "load_weights", "model_names", "resolve",
-           "spec_digest"]
+__all__ = ["ENTRY_POINT_GROUP", "check_fits", "check_spec", "load_weights", "model_names",
+           "resolve", "spec_digest"]
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "hwlab.models"
@@ -78,6 +78,9 @@ def _import(module: str, spec: str, param: str, caller: str):
         cwd = os.getcwd()
         if exc.name not in (top, module) or cwd in sys.path:
             raise fail(param, caller, _allowed(), f"{spec} (import failed: {exc})") from None
+    except Exception as exc:  # the user's module itself is broken (syntax, import-time error)
+        raise fail(param, caller, _allowed(),
+                   f"{spec} (import failed: {type(exc).__name__}: {exc})") from None
     # Not installed: look in the current directory (kept on sys.path, so that spawned worker
     # processes, which copy sys.path, import it too).
     sys.path.append(cwd)
@@ -209,6 +212,36 @@ def load_weights(model: nn.Module, weights: str | os.PathLike) -> nn.Module:
           f"{path} ({'; '.join(wrong[:3])})")
     model.load_state_dict(state, strict=True)
     return model
+
+
+def check_fits(model: nn.Module, in_shape, num_classes: int, caller: str,
+               param: str = "model") -> None:
+    """Run two zero inputs of ``in_shape`` through ``model`` (eval mode, no grad, modes and RNG
+    untouched); an exception or an output that is not ``2 x num_classes`` is one error naming
+    the mismatch, before any run opens (#13: a model/data mismatch found up front)."""
+    import torch
+
+    check(isinstance(model, nn.Module), param, caller, "an nn.Module", type(model).__name__)
+    p = next(model.parameters(), None)
+    x = torch.zeros(2, *in_shape, dtype=p.dtype if p is not None and p.is_floating_point()
+                    else torch.float32, device=p.device if p is not None else "cpu")
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            out = model(x)
+    except Exception as exc:  # noqa: BLE001 - any failure here is the user's mismatch
+        raise fail(param, caller, f"a model that accepts inputs of shape (N, "
+                   f"{', '.join(map(str, in_shape))}) (the data's)",
+                   f"{type(model).__name__} ({type(exc).__name__}: "
+                   f"{' '.join(str(exc).split())[:200]})") from None
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    shape = tuple(getattr(out, "shape", ()))
+    check(shape == (2, num_classes), param, caller, f"a model with {num_classes} outputs per "
+          "sample (the data's classes)", f"{type(model).__name__} (output shape {shape} for "
+          "2 inputs)")
 
 
 def spec_digest(spec: str) -> str:
