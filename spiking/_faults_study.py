@@ -23,8 +23,13 @@ from hwlab.errors import check, check_choice
 from hwlab.meters import param_count
 from hwlab.studies import Study, derive_seed
 
-from ._faults import LeakDrift, NeuronStuck, ThresholdDrift, inject_neuron_faults, \
-    sample_neuron_faults
+from ._faults import (
+    LeakDrift,
+    NeuronStuck,
+    ThresholdDrift,
+    inject_neuron_faults,
+    sample_neuron_faults,
+)
 from ._pipeline import METHODS, build_snn, evaluate_path, rule_for
 from ._qcfs import ARCHITECTURES
 from ._record import record

@@ -13,7 +13,7 @@ from hwlab.errors import check, check_choice, fail
 
 from ._array import SystolicArray
 
-__all__ = ["PEFault", "PEFaultMap", "TARGETS", "sample_pe_faults"]
+__all__ = ["TARGETS", "PEFault", "PEFaultMap", "sample_pe_faults"]
 
 TARGETS = ("output", "weight")  # the PE's output (accumulator / partial-sum) or weight register
 WORD_BITS = 32  # float32 registers

@@ -175,7 +175,6 @@ def test_values_match_cycle_reference(dataflow):
 
 def test_no_effect_keeps_output_bits():
     conv, x = _small_conv()
-    array = SystolicArray(4, 4, OS)
     # bit 31 stuck at 0 on positive accumulators changes nothing; a PE beyond the used columns
     # (M = 6 < 8 with cols = 8) changes nothing either
     clean = conv(x)
@@ -221,26 +220,26 @@ def test_errors_are_pinned():
     with pytest.raises(ValueError, match="kind of PEFault must be one of"):
         PEFault("stuck2", rate=0.1)
     with pytest.raises(ValueError, match="fault_or_map of faultlab.systolic.inject must be a "
-                                         "PEFault or PEFaultMap"):
-        with inject(nn.Linear(2, 2), fl.BitFlip(rate=0.1)):
-            pass
+                                         "PEFault or PEFaultMap"), \
+            inject(nn.Linear(2, 2), fl.BitFlip(rate=0.1)):
+        pass
     with pytest.raises(ValueError, match="model of faultlab.systolic.inject must be a model with "
-                                         "float32 Conv2d / Linear layers .* got \"int8 layer '0'\""):
-        with inject(fl.quantize_int8(nn.Sequential(nn.Linear(2, 2))), PEFault(rate=0.1)):
-            pass
+                                         "float32 Conv2d / Linear layers .* got \"int8 layer '0'\""), \
+            inject(fl.quantize_int8(nn.Sequential(nn.Linear(2, 2))), PEFault(rate=0.1)):
+        pass
     with pytest.raises(ValueError, match="model of faultlab.systolic.inject must be a model with "
-                                         "float32 Conv2d / Linear weights"):
-        with inject(nn.Linear(2, 2).half(), PEFault(rate=0.1)):
-            pass
+                                         "float32 Conv2d / Linear weights"), \
+            inject(nn.Linear(2, 2).half(), PEFault(rate=0.1)):
+        pass
 
 
 def test_restored_after_exception():
     conv, x = _small_conv()
     snap = _snapshot(conv)
-    with pytest.raises(RuntimeError, match="boom"):
-        with torch.no_grad(), inject(conv, PEFault(rate=0.5, array=SystolicArray(4, 4))):
-            conv(x)
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), torch.no_grad(), \
+            inject(conv, PEFault(rate=0.5, array=SystolicArray(4, 4))):
+        conv(x)
+        raise RuntimeError("boom")
     assert not conv._forward_hooks and _same(conv, snap)
 
 

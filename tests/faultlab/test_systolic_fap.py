@@ -10,8 +10,15 @@ import torch.nn.functional as F
 from torch import nn
 
 import faultlab as fl
-from faultlab.systolic import (PEFault, SystolicArray, fap, fap_masks, fap_t, inject,
-                               sample_pe_faults)
+from faultlab.systolic import (
+    PEFault,
+    SystolicArray,
+    fap,
+    fap_masks,
+    fap_t,
+    inject,
+    sample_pe_faults,
+)
 from hwlab.train import TrainConfig, evaluate, fit
 
 

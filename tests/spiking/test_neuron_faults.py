@@ -66,7 +66,7 @@ def test_dead_never_spikes_saturated_spikes_every_step(which, converted, direct,
 
 def test_threshold_drift_scales_threshold_exactly(converted, digits):
     net = converted[1]
-    (name, mod), (name2, mod2) = sp.neuron_layers(net)[:2]
+    (name, mod), (_, mod2) = sp.neuron_layers(net)[:2]
     original, original2 = mod.threshold, mod2.threshold
     idx = (0, 7, 100, 255)
     fault = sp.ThresholdDrift(1.37, neurons=tuple((name, i) for i in idx))
@@ -83,7 +83,7 @@ def test_threshold_drift_scales_threshold_exactly(converted, digits):
 
 def test_leak_drift_sets_beta_and_changes_membranes(converted, digits):
     net = converted[1]
-    name, mod = sp.neuron_layers(net)[0]
+    _, mod = sp.neuron_layers(net)[0]
     beta = mod.beta
     assert float(beta) == 1.0  # converted neurons integrate and fire
     rec0 = sp.record(net, digits["test"], 8)
@@ -132,10 +132,10 @@ def test_restore_after_exception(converted, digits):
     net = converted[1]
     mods = sp.neuron_layers(net)
     thresholds = [m.threshold for _, m in mods]
-    with pytest.raises(RuntimeError, match="boom"):
-        with sp.inject_neuron_faults(net, sp.ThresholdDrift(2.0, rate=0.5), (1, 8, 8)), \
-                sp.inject_neuron_faults(net, sp.NeuronStuck("saturated", rate=0.5), (1, 8, 8)):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), \
+            sp.inject_neuron_faults(net, sp.ThresholdDrift(2.0, rate=0.5), (1, 8, 8)), \
+            sp.inject_neuron_faults(net, sp.NeuronStuck("saturated", rate=0.5), (1, 8, 8)):
+        raise RuntimeError("boom")
     assert all(m.threshold is t for (_, m), t in zip(mods, thresholds))
     assert all(not m._forward_hooks for _, m in mods)
 
@@ -146,7 +146,7 @@ def test_maps_replayable_nested_counted_and_errors(converted):
     a = sp.sample_neuron_faults(net, sp.NeuronStuck("dead", rate=0.05), shape, seed=9)
     assert a == sp.sample_neuron_faults(net, sp.NeuronStuck("dead", rate=0.05), shape, seed=9)
     b = sp.sample_neuron_faults(net, sp.ThresholdDrift(1.5, rate=0.2), shape, seed=9)
-    pos = lambda m: set(zip(m.layer.tolist(), m.index.tolist()))  # noqa: E731
+    pos = lambda m: set(zip(m.layer.tolist(), m.index.tolist()))
     assert pos(a) <= pos(b)  # same seed: nested across rates and fault kinds
     c = sp.sample_neuron_faults(net, sp.LeakDrift(0.9, count=17), shape, seed=0)
     assert len(c) == 17 and c.neurons == 384 and sum(c.counts().values()) == 17
@@ -161,9 +161,9 @@ def test_maps_replayable_nested_counted_and_errors(converted):
                                          "256 for layer 'layers.2'"):
         sp.sample_neuron_faults(net, sp.NeuronStuck("dead", neurons=(("layers.2", 256),)), shape)
     with pytest.raises(ValueError, match="in_shape of inject_neuron_faults must be one sample's "
-                                         "input shape when a fault model is given"):
-        with sp.inject_neuron_faults(net, sp.NeuronStuck("dead", rate=0.1)):
-            pass
+                                         "input shape when a fault model is given"), \
+            sp.inject_neuron_faults(net, sp.NeuronStuck("dead", rate=0.1)):
+        pass
 
 
 class _NestedSNN(sp.SpikingNet):
@@ -198,14 +198,12 @@ def test_nested_user_snn_and_residual_conversion():
     x, y = torch.rand(6, 1, 8, 8), torch.randint(0, 5, (6,))
     assert [n for n, _ in sp.neuron_layers(net)] == ["spikes.a", "spikes.b"]
     assert sp.neuron_shapes(net, (1, 8, 8)) == {"spikes.a": (16,), "spikes.b": (16,)}
-    log, h = _spike_log(net, "spikes.b")
     with sp.inject_neuron_faults(net, sp.NeuronStuck("saturated", neurons=(("spikes.b", 2),)),
                                  (1, 8, 8)):
         log2, h2 = _spike_log(net, "spikes.b")
         rec = sp.record(net, (x, y), 5)
         live = sp.run_live(net, x, "dynamic-confidence", 0.5, steps=5)
         h2.remove()
-    h.remove()
     spikes = torch.stack(log2, dim=1)
     assert bool((spikes[:, :, 2] == 1.0).all()) and rec.outputs.shape == (6, 5, 5)
     assert torch.equal(live.predictions, sp.apply_rule(rec, "dynamic-confidence", 0.5).predictions)
