@@ -18,9 +18,13 @@ change only on a near tie. The tests check equal accuracies on the zoo's lenet5 
 residual model with ``F.relu``.
 
 Where batching pays: on a GPU, one small model leaves the device idle and B maps per pass fill
-it; on a CPU the work per map is the same and the batched kernels are slower (a prototype was
-1.1-2.3x slower on one core), so :func:`choose_maps_per_pass` returns 1 on a CPU and otherwise
-picks B by a short measurement. A model that vmap cannot run (data-dependent Python control flow,
+it. On a CPU it depends on the model: ``benchmarks/faultlab_batched_maps.py`` measured B = 8 at
+2.1x one-map-at-a-time for a LeNet-5-size CNN (200 inputs, one core of a loaded machine; the
+prefix before the first faulty layer is shared) and 0.58x for a 9.84M-weight MLP (the stacked
+copies of large layers cost more than they save); an earlier prototype was 1.1-2.3x slower for a
+small CNN. :func:`choose_maps_per_pass` returns 1 on a CPU, so that by default a campaign's rows
+are bit-identical to the inject path (no reassociation); pass a B explicitly to use batching
+there. On other devices it picks B by a short measurement. A model that vmap cannot run (data-dependent Python control flow,
 in-place writes into an unbatched tensor from a batched one) is retried with the input expanded
 to the batch (no shared prefix); if that fails too, the error names the model and the fix
 (``maps_per_pass=1``).
