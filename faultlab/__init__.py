@@ -27,6 +27,11 @@ _LAZY = {
     "neuron_faults": "faultlab._neuron",
     "assert_resilient": "faultlab._resilience",
     "vulnerability": "faultlab._vulnerability",
+    "FaultAwareTask": "faultlab._fat",
+    "ClippedTask": "faultlab._clipping",
+    "clip_weights": "faultlab._clipping",
+    "harden": "faultlab._harden",
+    "plan_hardening": "faultlab._harden",
 }
 # imported as faultlab.<name> on first use
 _SUBPACKAGES: tuple[str, ...] = ("clipact", "memory", "systolic")

@@ -26,7 +26,7 @@ from torch import nn
 from hwlab.errors import check
 from hwlab.train import Task, as_task
 
-__all__ = ["ClippedTask", "W_MAX", "clip_weights", "clipped_parameters"]
+__all__ = ["W_MAX", "ClippedTask", "clip_weights", "clipped_parameters"]
 
 W_MAX = 0.1  # the paper's Clipping[0.1] (CIFAR-10 SimpleNet: 8.93 % error at p = 1 %, 8 bit)
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)

@@ -37,8 +37,15 @@ from torch import nn
 from faultlab._clipping import _check_w_max, _clip, clipped_parameters
 from faultlab._faults import FAULT_MODELS, FaultMap
 from faultlab._inject import apply_fault_map, restore
-from faultlab._quant import (GRANULARITIES, ROUNDINGS, SCHEMES, _dequantize, _quantize,
-                             quantizable, quantize_int8)
+from faultlab._quant import (
+    GRANULARITIES,
+    ROUNDINGS,
+    SCHEMES,
+    _dequantize,
+    _quantize,
+    quantizable,
+    quantize_int8,
+)
 from faultlab._sample import _sample_faults
 from hwlab.errors import check, check_choice, fail
 from hwlab.studies import derive_seed

@@ -37,7 +37,7 @@ import pandas as pd
 from torch import nn
 
 from faultlab._faults import FaultMap
-from faultlab._sample import WORDS, _DTYPE_NAMES, eligible_parameters
+from faultlab._sample import _DTYPE_NAMES, WORDS, eligible_parameters
 from hwlab.errors import check, check_positive_int
 
 __all__ = ["COSTS", "FIELDS", "HardeningResult", "Plan", "harden", "plan_hardening"]

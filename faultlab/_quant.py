@@ -29,7 +29,7 @@ from torch import nn
 
 from hwlab.errors import check, check_choice
 
-__all__ = ["GRANULARITIES", "Int8Conv2d", "Int8Linear", "ROUNDINGS", "SCHEMES", "quantize_int8"]
+__all__ = ["GRANULARITIES", "ROUNDINGS", "SCHEMES", "Int8Conv2d", "Int8Linear", "quantize_int8"]
 
 QMAX = 127  # symmetric int8 range [-127, 127]; -128 is never produced by rounding (a fault may)
 SCHEMES = ("symmetric", "asymmetric")

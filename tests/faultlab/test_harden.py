@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -78,7 +80,7 @@ def test_candidates_ordered_from_nothing_to_everything(int8_res, digits):
     table = fl.vulnerability(int8_res, digits[1], fault=0.02, trials=2)
     chain = plan_hardening(int8_res, table, 0.02)
     assert chain[0].label() == "none" and chain[0].overhead == 0.0
-    assert all(a.overhead <= b.overhead for a, b in zip(chain, chain[1:]))
+    assert all(a.overhead <= b.overhead for a, b in itertools.pairwise(chain))
     assert chain[-1].overhead == pytest.approx(COSTS["tmr"])  # every word triplicated
     assert {s for _, _, s, f in chain[-1].protect} == {"tmr"}
     labels = [p.label() for p in chain]

@@ -1,0 +1,92 @@
+"""The faultlab.mitigation study on a tiny config: every variant, paired nested maps, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from faultlab._mitigation_study import VARIANTS, table
+from hwlab.store import Store
+from hwlab.studies import get_study, run_study
+
+TINY = {"rates": (0.02, 0.05), "trials": 2, "eval_size": 100, "train_epochs": 1, "train_size": 400,
+        "select_size": 200, "search_maps": 1, "search_rounds": 1, "harden_trials": 2,
+        "latency_repeats": 1}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    store = Store(tmp_path_factory.mktemp("mitigation") / "m.sqlite")
+    run_id = run_study("faultlab.mitigation", store=store, **TINY)
+    return store, run_id
+
+
+def test_every_variant_on_the_same_nested_maps(run):
+    store, run_id = run
+    df = store.results(run_id=run_id)
+    clean = df[df.key.str.startswith("clean|")]
+    faulty = df[~df.key.str.startswith("clean|")].copy()
+    assert sorted(clean.variant) == sorted(VARIANTS)
+    assert len(faulty) == len(VARIANTS) * 2 * 2  # variants x rates x trials
+    faulty["x"] = faulty.extra.map(json.loads)
+    faulty["map"] = faulty.x.map(lambda e: e["map"])
+    faulty["n_raw"] = faulty.x.map(lambda e: e["n_raw"])
+    plain = faulty[faulty.variant != "secded"]
+    # Paired: at each (rate, trial) every bit-flip variant saw exactly the same raw map.
+    assert (plain.groupby(["fault_rate", "trial"]).map.nunique() == 1).all()
+    assert plain.groupby("trial").map.nunique().min() == 2  # a new map per rate ...
+    by = plain[plain.variant == "unprotected"].set_index(["trial", "fault_rate"]).n_raw
+    assert all(by[(t, 0.02)] < by[(t, 0.05)] for t in (0, 1))  # ... nested: more at 5 %
+    assert plain.groupby("trial").map.agg(set).map(len).eq(2).all()
+    ecc = faulty[faulty.variant == "secded"]
+    assert set(ecc.fault_model) == {"bitflip@secded72_64"}
+    assert all(e["corrected_words"] > 0 and e["code_overhead"] == 0.125 for e in ecc.x)
+    # The hardening plan only removes faults: never more than the raw map.
+    hard = faulty[faulty.variant == "harden"]
+    assert (hard.x.map(lambda e: e["n_faults"]) <= hard.n_raw).all()
+    assert (faulty.accuracy.between(0, 1)).all()
+
+
+def test_overheads_and_table(run):
+    store, run_id = run
+    df = store.results(run_id=run_id)
+    t = table(df).set_index("variant")
+    assert list(t.index) == list(VARIANTS)
+    assert t.loc["secded", "memory_overhead"] == pytest.approx(0.125)
+    assert t.loc["unprotected", "memory_overhead"] == 0.0
+    assert t.loc["randbet", "memory_overhead"] == 0.0 and t.loc["randbet", "train_seconds"] > 0
+    assert 0 < t.loc["clipact-zero", "memory_overhead"] < 1e-3  # one float per site
+    assert 0 < t.loc["harden", "memory_overhead"] <= 2.0
+    assert t.loc["unprotected", "latency_overhead"] == 1.0
+    assert {"acc@0.02", "acc@0.05", "clean"} <= set(t.columns)
+    extra = json.loads(df.set_index("key").loc["clean|harden", "extra"])
+    assert extra["pareto"] and extra["plan"] and extra["hardware_decoder_untimed"] is True
+
+
+def test_resume_writes_nothing_new(run):
+    store, run_id = run
+    n = len(store.results(run_id=run_id))
+    assert run_study("faultlab.mitigation", store=store, **TINY) == run_id  # same config: same
+    assert len(store.results(run_id=run_id)) == n
+    keep = {**TINY, "variants": ("unprotected", "secded"), "ecc_policy": "keep"}
+    other = run_study("faultlab.mitigation", store=store, **keep)
+    assert other != run_id  # another config is another run
+    df = store.results(run_id=other)
+    zero = store.results(run_id=run_id)
+    acc = df[df.variant == "secded"].set_index("key").accuracy
+    acc0 = zero[zero.variant == "secded"].set_index("key").accuracy
+    assert (acc >= acc0.loc[acc.index] - 0.02).all()  # zeroing 8-weight words never helps here
+
+
+def test_config_errors():
+    study = get_study("faultlab.mitigation")
+    with pytest.raises(ValueError, match=r"rates of study faultlab.mitigation must be"):
+        study.make_config(rates=(0.0,))
+    with pytest.raises(ValueError, match=r"variants of study faultlab.mitigation must be a "
+                       r"non-empty tuple from unprotected"):
+        study.make_config(variants=("fap",))
+    with pytest.raises(ValueError, match=r"model of study faultlab.mitigation must be a zoo "
+                       r"model: one of"):
+        study.make_config(model="resnet99")
+    assert study.make_config(dtype="float32").resolved_rates() == (1e-5, 3e-5, 1e-4)
