@@ -43,10 +43,13 @@ def read_words(mem, words: np.ndarray) -> np.ndarray:
         _, udtype, tdtype = WORDS[t.dtype]
         ints = t.detach().view(tdtype)
         flat = elem[ok]
-        where = tuple(torch.from_numpy(a).to(ints.device)
-                      for a in np.unravel_index(flat, tuple(ints.shape)))
         vals = np.zeros(elem.shape, dtype=np.uint64)
-        vals[ok] = ints[where].cpu().numpy().view(udtype).astype(np.uint64)
+        if ints.device.type == "cpu" and ints.is_contiguous():  # a view: reads only `flat`
+            vals[ok] = ints.view(-1).numpy().view(udtype)[flat]
+        else:  # CUDA or strided: gather just these elements
+            where = tuple(torch.from_numpy(a).to(ints.device)
+                          for a in np.unravel_index(flat, tuple(ints.shape)))
+            vals[ok] = ints[where].cpu().numpy().view(udtype).astype(np.uint64)
         shifts = (np.arange(pw, dtype=np.uint64) * np.uint64(w))[None, :]
         out[sel] = np.bitwise_or.reduce(vals << shifts, axis=1)
     return out
@@ -69,6 +72,8 @@ def _merge(mem, word, bit, kind):
     """Distinct (word, bit) with the net kind of their events; net-zero flips dropped."""
     key = np.asarray(word, dtype=np.int64) * mem.n + np.asarray(bit, dtype=np.int64)
     kind = np.asarray(kind, dtype=np.int8)
+    if key.size < 2 or (key[1:] > key[:-1]).all():  # distinct and sorted already
+        return key // mem.n, key % mem.n, kind
     uk, inv = np.unique(key, return_inverse=True)
     flips = np.bincount(inv, weights=(kind == FLIP), minlength=uk.size).astype(np.int64) % 2
     stuck = kind != FLIP
@@ -81,6 +86,10 @@ def _merge(mem, word, bit, kind):
 
 
 def _entries(mem, word, bit, kind, seed, eligible, extra):
+    if not word.size:
+        return FaultMap(mem.names, mem.dtypes, np.zeros(0, np.int32), np.zeros(0, np.int64),
+                        np.zeros(0, np.uint8), np.zeros(0, np.int8), int(eligible), int(seed),
+                        extra)
     p, e, b = mem.to_weights(word, bit)
     ok = p >= 0
     p, e, b, kind = p[ok], e[ok], b[ok], np.asarray(kind, dtype=np.int8)[ok]
@@ -92,10 +101,11 @@ def _entries(mem, word, bit, kind, seed, eligible, extra):
 
 def _bits_of(masks: np.ndarray, k: int):
     """(row index, bit) of every set bit of uint64 ``masks`` (k low bits)."""
+    some = np.flatnonzero(masks)  # most decoded words deliver their stored data
     bits = np.arange(k, dtype=np.uint64)
-    hit = ((masks[:, None] >> bits[None, :]) & np.uint64(1)).astype(bool)  # words x k
+    hit = ((masks[some, None] >> bits[None, :]) & np.uint64(1)).astype(bool)  # words x k
     rows, cols = np.nonzero(hit)
-    return rows, cols.astype(np.int64)
+    return some[rows], cols.astype(np.int64)
 
 
 def build_map(mem, code, policy, word, bit, kind, seed, eligible, extra=None) -> FaultMap:
@@ -105,11 +115,15 @@ def build_map(mem, code, policy, word, bit, kind, seed, eligible, extra=None) ->
     if code is None:
         extra["faulty_bits"] = int(word.size)
         return _entries(mem, word, bit, kind, seed, eligible, extra)
-    stored = stored_bits(mem, code, word, bit)
-    effective = (kind == FLIP) | ((kind == STUCK0) & (stored == 1)) | \
-        ((kind == STUCK1) & (stored == 0))
-    word, bit = word[effective], bit[effective]  # sorted by (word, bit) from _merge
-    words, start = np.unique(word, return_index=True)
+    if not (kind == FLIP).all():  # a stuck-at is an error only where it differs
+        stored = stored_bits(mem, code, word, bit)
+        effective = (kind == FLIP) | ((kind == STUCK0) & (stored == 1)) | \
+            ((kind == STUCK1) & (stored == 0))
+        word, bit = word[effective], bit[effective]  # sorted by (word, bit) from _merge
+    first = np.ones(word.size, dtype=bool)  # word is sorted: a new word starts a run
+    first[1:] = word[1:] != word[:-1]
+    start = np.flatnonzero(first)
+    words = word[start]
     ptr = np.append(start, word.size).astype(np.int64)
     outcome, diff = _kernels.decode_errors(ptr, bit, code.column_array(), code.lookup(),
                                            mem.k, code.detects)
@@ -119,7 +133,11 @@ def build_map(mem, code, policy, word, bit, kind, seed, eligible, extra=None) ->
     extra.update(code=code.name, policy=policy, code_overhead=code.overhead,
                  faulty_bits=int(word.size), faulty_words=int(words.size))
     zero = (outcome == _kernels.DETECTED) & (policy == "zero")
-    rows, b_flip = _bits_of(np.where(zero, np.uint64(0), diff), mem.k)
+    flips = np.where(zero, np.uint64(0), diff)
+    extra["corrupted_words"] = int(np.count_nonzero(flips)) + int(np.count_nonzero(zero))
+    if not extra["corrupted_words"]:  # every word delivered intact: an empty map
+        return _entries(mem, word[:0], bit[:0], np.zeros(0, np.int8), seed, eligible, extra)
+    rows, b_flip = _bits_of(flips, mem.k)
     w_out, b_out = [words[rows]], [b_flip]
     k_out = [np.full(rows.size, FLIP, dtype=np.int8)]
     if zero.any():  # the word reads 0: clear every set stored data bit
@@ -128,8 +146,6 @@ def build_map(mem, code, policy, word, bit, kind, seed, eligible, extra=None) ->
         w_out.append(zw[rows])
         b_out.append(b_zero)
         k_out.append(np.full(rows.size, STUCK0, dtype=np.int8))
-    corrupted = int(np.count_nonzero(diff[~zero])) + int(np.count_nonzero(zero))
-    extra["corrupted_words"] = corrupted
     return _entries(mem, np.concatenate(w_out), np.concatenate(b_out), np.concatenate(k_out),
                     seed, eligible, extra)
 

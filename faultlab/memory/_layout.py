@@ -70,14 +70,15 @@ class MemoryLayout:
         """The :class:`ModelMemory` of ``model``'s eligible parameters with ``check_bits``."""
         _int(check_bits, 0, "check_bits", caller)
         chosen = eligible_parameters(model, layers, include_bias, include_norm, caller)
-        widths = np.array([WORDS[t.dtype][0] for _, t in chosen], dtype=np.int64)
+        widths = [WORDS[t.dtype][0] for _, t in chosen]
         for (name, t), w in zip(chosen, widths):
             check(self.word_bits % w == 0, "word_bits", caller,
                   f"a multiple of the {w}-bit elements of parameter {name!r}", self.word_bits)
-        per_word = self.word_bits // widths
-        numel = np.array([t.numel() for _, t in chosen], dtype=np.int64)
+        table = np.array([[w, self.word_bits // w, t.numel()] for w, (_, t) in
+                          zip(widths, chosen)], dtype=np.int64)  # params x (width, per word, n)
+        widths, per_word, numel = table[:, 0], table[:, 1], table[:, 2]
         words = -(-numel // per_word)  # ceil
-        start = np.concatenate([[0], np.cumsum(words)[:-1]]).astype(np.int64)
+        start = np.cumsum(words) - words
         return ModelMemory(self, int(check_bits), tuple(n for n, _ in chosen),
                            tuple(_DTYPE_NAMES[t.dtype] for _, t in chosen),
                            tuple(t for _, t in chosen), widths, per_word, numel, start, words)

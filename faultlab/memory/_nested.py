@@ -39,7 +39,7 @@ def uniforms(seed, n):
 
 
 def _class_rates(fm) -> np.ndarray:
-    fm = _unwrap(fm)[3]
+    fm = getattr(fm, "inner", fm)  # an ECC's rates are its inner model's
     if fm.asymmetric:
         return np.array([fm.rate_0to1, fm.rate_1to0])
     if isinstance(fm, (BitFlip, StuckAt)):
@@ -117,10 +117,11 @@ def draw_in_memory(mem, code, policy, prim, prim_top, seed, caller) -> FaultMap:
     else:
         lam = float(_class_rates(prim_top).max())
         units = _base_kernels.bernoulli_positions(total, lam, s32)
-        u = uniforms(seed, units.size)
         cls = ops._classes(mem, code, units)
-        keep = u * lam < _class_rates(prim)[cls]
-        units, cls = units[keep], cls[keep]
+        rates = _class_rates(prim)
+        if not (rates == lam).all():  # thinning (asymmetric, nested); else all kept
+            keep = uniforms(seed, units.size) * lam < rates[cls]
+            units, cls = units[keep], cls[keep]
     word, bit, kind = ops._expand(mem, code, units, cls)
     return build_map(mem, code, policy, word, bit, kind, seed, mem.stored_bits,
                      {"units": int(units.size)})
