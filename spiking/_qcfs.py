@@ -147,7 +147,9 @@ def with_qcfs(model: nn.Module, levels: int = 4, scale: float = 2.0,
         elif n.op == "call_function" and n.target in _MAX_POOL_FUNCTIONS:
             functional_pools.append(n.name)
     sites = {s.name: s for s in g.sites}
-    by_module = all(k not in sites or (sites[k].module is not None and calls[sites[k].module] == 1)
+    nodes = {n.name: n for n in gm.graph.nodes}
+    by_module = all(k not in sites or (sites[k].module is not None and calls[sites[k].module] == 1
+                                       and not _input_read_again(nodes[sites[k].node], sites[k]))
                     for k in replace)
     if by_module and not functional_pools:
         new = copy.deepcopy(model)
@@ -157,6 +159,14 @@ def with_qcfs(model: nn.Module, levels: int = 4, scale: float = 2.0,
     new = hg.rewrite(model, replace, leaf_modules=leaf_modules)
     _avg_functions(new)
     return new
+
+
+def _input_read_again(node, site) -> bool:
+    """An in-place site whose input another node reads too (an out-of-place QCFS must be rewired
+    there, which only the graph rewrite does)."""
+    if not site.inplace or not node.args or not hasattr(node.args[0], "users"):
+        return False
+    return len(node.args[0].users) > 1
 
 
 def _relu_like(gm, site) -> bool:

@@ -97,6 +97,22 @@ def test_with_qcfs_keeps_the_class_when_modules_suffice():
     assert type(new).__name__ == "Plain"
     assert isinstance(new.act, sp.QCFS) and isinstance(new.pool, nn.AvgPool2d)
 
+    class ReadsAgain(nn.Module):  # relu_ writes x, and the add reads the rectified x
+        def __init__(self):
+            super().__init__()
+            self.fc, self.act = nn.Linear(3, 3), nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            x = self.fc(x)
+            y = self.act(x)
+            return y + x  # == 2 * relu(fc(x)) in the original
+
+    model = ReadsAgain()
+    q = sp.with_qcfs(model, levels=2, scale=1.0)
+    x = torch.randn(16, 3)
+    h = model.fc(x)
+    assert torch.equal(q(x), 2 * sp.QCFS(2, 1.0)(h))  # rewired: the add reads the QCFS output
+
 
 def test_residual_snn_after_64_steps_within_2_points_of_its_qcfs_ann(trained, digits):
     _, ann = trained
