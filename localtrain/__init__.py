@@ -1,6 +1,7 @@
 """localtrain: supervised local learning that saves training memory.
 
-A network from the hwlab zoo is cut into K gradient-isolated local modules (:func:`split`); each
+A network (a zoo model or any model ``hwlab.graph`` can trace) is cut into K gradient-isolated
+local modules (:func:`split`, at graph cut points for non-Sequential models); each
 rule is an ``hwlab.train.Task`` (:func:`make_rule`) that trains them with local losses through the
 one training loop, ``hwlab.train.fit``:
 
