@@ -183,6 +183,7 @@ class Evaluator:
         self.needs_clean = any(m.needs_clean_logits or m.needs_clean_top1 for m in metrics)
         self._graph = None  # (ModelGraph, {param: Cut or None}) once traced; False if untraceable
         self._acts: dict[str, list | None] = {}  # cut node -> per-batch activations (or None)
+        self._act_bytes: dict[str, int] = {}  # cut node -> bytes its activations hold
         self._segments: dict[str, tuple] = {}  # cut node -> (suffix module, mutates input)
 
     # -- delayed start ------------------------------------------------------------------------
@@ -216,24 +217,41 @@ class Evaluator:
         return graph, cut_of
 
     def _activations(self, cut: str):
-        """Fault-free activations at ``cut`` per batch (computed once), or None if too large."""
+        """Fault-free activations and labels at ``cut`` per batch, computed once.
+
+        All cached cuts together stay within ``cache_bytes``; a cut that does not fit falls back
+        to the latest cached cut before it, else to full inference (``None``).
+        """
         if cut not in self._acts:
             graph = self._graph[0]
             prefix = graph.segment(None, cut)
             suffix = graph.segment(cut, None)
             self._segments[cut] = (suffix, graph.mutates_input(suffix))
-            acts, size = [], 0
+            acts, size = [], sum(self._act_bytes.values())
             with torch.no_grad():
                 for x, y in self.data.batches():
                     h = prefix(x)  # B x ... (the value at the cut)
                     size += h.numel() * h.element_size() + y.numel() * y.element_size()
                     if size > self.cache_bytes:
                         acts = None
-                        log.info("activations at %s exceed cache_bytes: full inference", cut)
+                        log.info("activations at %s exceed cache_bytes", cut)
                         break
                     acts.append((h, y))
             self._acts[cut] = acts
-        return self._acts[cut]
+            self._act_bytes[cut] = 0 if acts is None else \
+                size - sum(self._act_bytes.values())
+        if self._acts[cut] is None:
+            index = {c.node: c.index for c in self._graph[0].cuts}
+            earlier = [c for c, a in self._acts.items() if a is not None and index[c] < index[cut]]
+            if not earlier:
+                return None, None
+            cut = max(earlier, key=index.get)
+        return cut, self._acts[cut]
+
+    def clear_activations(self) -> None:
+        """Drop the cached cut activations (e.g. when the faults move to another layer)."""
+        self._acts.clear()
+        self._act_bytes.clear()
 
     # -- one trial ------------------------------------------------------------------------------
     def run(self, target: nn.Module, changed: int | None, params=(), lift=None) -> tuple:
@@ -248,7 +266,7 @@ class Evaluator:
             return self.clean.values, self.clean.counts, 0.0
         recompute = self.needs_clean and self.clean.logits is None and self.clean.top1 is None
         cut = self.start_cut(params) if changed is not None and not recompute else None
-        acts = self._activations(cut) if cut is not None else None
+        cut, acts = self._activations(cut) if cut is not None else (None, None)
         acc = MetricAccumulator(self.metrics)
         t0 = time.perf_counter()
         with torch.no_grad():
