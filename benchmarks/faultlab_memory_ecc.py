@@ -10,6 +10,7 @@ benchmarks/results/faultlab_memory_ecc.json. ``--small`` uses a 1M-weight model 
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import sys
@@ -31,7 +32,7 @@ def big_mlp(small: bool = False) -> nn.Module:
     sizes = (1024, 960, 64, 10) if small else (3072, 2560, 768, 10)
     g = torch.Generator().manual_seed(0)
     layers = []
-    for a, b in zip(sizes, sizes[1:]):
+    for a, b in itertools.pairwise(sizes):
         layers += [nn.Linear(a, b), nn.ReLU()]
     m = nn.Sequential(*layers[:-1])  # a benchmark network, not a user model
     with torch.no_grad():

@@ -207,7 +207,7 @@ class MemoryStudy(Study):
         return run_id
 
 
-class _memory_row_energy:  # noqa: N801 - a picklable function with bound energies
+class _memory_row_energy:
     def __init__(self, energy: dict):
         self.energy = energy
 

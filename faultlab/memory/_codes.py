@@ -12,7 +12,7 @@ XOR of the columns of the erroneous bits: it depends only on the error pattern.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from itertools import combinations
 
 import numpy as np
@@ -107,7 +107,7 @@ class Code:
         return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _arrays(code: Code):
     cols = np.asarray(code.columns, dtype=np.int64)
     lookup = np.full(1 << code.r, -1, dtype=np.int64)

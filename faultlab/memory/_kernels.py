@@ -46,9 +46,7 @@ def decode_errors(ptr, bits, columns, lookup, k, detects):
             if j < k:
                 emask |= one << np.uint64(j)
         diff[w] = emask
-        if not detects:
-            outcome[w] = SILENT
-        elif s == 0:
+        if not detects or s == 0:
             outcome[w] = SILENT
         elif lookup[s] >= 0:
             j = lookup[s]

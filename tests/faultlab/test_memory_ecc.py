@@ -74,7 +74,7 @@ def test_published_matrix_properties_and_library_columns():
         assert code.r == r and len(set(code.columns)) == code.n
     assert [c for c in CODES["parity"].columns[:64:8]] == [1 << i for i in range(8)]
     c39 = CODES["secded39_32"]
-    assert all(bin(c).count("1") % 2 == 1 for c in c39.columns)
+    assert all((c).bit_count() % 2 == 1 for c in c39.columns)
     assert sorted(sum((c >> i) & 1 for c in c39.columns[:32]) for i in range(7)) == \
         [13, 13, 14, 14, 14, 14, 14]
     assert CODES["secded72_64"].overhead == 0.125 and CODES["secded39_32"].overhead == 7 / 32

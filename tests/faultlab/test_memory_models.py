@@ -8,8 +8,7 @@ import torch
 from torch import nn
 
 import faultlab as fl
-from faultlab.memory import (ECC, BankFault, Burst, ChipMap, ColumnFault, MemoryLayout,
-                             RowFault)
+from faultlab.memory import ECC, BankFault, Burst, ChipMap, ColumnFault, MemoryLayout, RowFault
 
 
 class Two(nn.Module):
@@ -80,7 +79,7 @@ def test_column_and_bank_faults(two):
     mem = lay.bind(two)
     fmap = fl.sample_faults(two, ColumnFault(count=2, layout=lay), seed=0)
     w, b = mem.to_memory(fmap.param, fmap.index, fmap.bit)
-    bank, row, col = mem.to_physical(w, b)
+    bank, _row, col = mem.to_physical(w, b)
     lines = set(zip(bank.tolist(), col.tolist()))
     assert len(lines) <= 2 and len(fmap) > 0
     for bk, c in lines:  # every row of that bank has the cell (unless it is padding)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -45,7 +47,7 @@ def test_nested_maps_are_subsets_with_binomial_counts():
     per_rate = {r: [] for r in rates}
     for seed in range(150):
         maps = fl.sample_faults(m, fl.BitFlip(rate=0.5), seed=seed, nested_rates=rates)
-        for small, big in zip(maps, maps[1:]):
+        for small, big in itertools.pairwise(maps):
             assert _entries(small) <= _entries(big)
         for r, fmap in zip(rates, maps):
             per_rate[r].append(len(fmap))
@@ -61,7 +63,7 @@ def test_nested_memory_models_and_ecc_raw_faults():
     for seed in range(5):
         maps = fl.sample_faults(m, RowFault(rate=0.5, kind="stuck1", layout=lay), seed=seed,
                                 nested_rates=[0.05, 0.2, 0.6])
-        assert all(_entries(a) <= _entries(b) for a, b in zip(maps, maps[1:]))
+        assert all(_entries(a) <= _entries(b) for a, b in itertools.pairwise(maps))
         assert [x.extra["units"] for x in maps] == sorted(x.extra["units"] for x in maps)
         ecc = fl.sample_faults(m, ECC("secded72_64", fl.BitFlip(rate=1e-3)), seed=seed,
                                nested_rates=[1e-4, 1e-3, 1e-2])
