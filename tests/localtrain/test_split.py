@@ -216,3 +216,16 @@ def test_an_untraceable_model_names_the_fix():
         lt.split(Wrapper(), 1)
     chain = lt.as_chain(Wrapper(), leaf_modules=["body"])
     assert len(lt.partition(chain, 1).units) == 1  # the opaque body is one unit
+
+
+@pytest.mark.parametrize("name", lt.list_rules())
+def test_every_rule_trains_every_layer_of_the_user_model(name):
+    torch.manual_seed(0)
+    x, y = torch.rand(16, *SHAPE), torch.randint(0, 10, (16,))
+    model = UserResNet()
+    rule = lt.make_rule(name, model, K=3, sample=x)
+    losses = rule.step(x, y)
+    expected = {"loss"} if name == "e2e" else {"local0", "local1", "loss"}
+    assert expected <= set(losses) and all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    # the local modules are views of the user's model: every weight got a gradient
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
