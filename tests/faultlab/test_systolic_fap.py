@@ -156,3 +156,13 @@ def test_fap_and_fap_t_on_residual_user_model(digits):
     pruned, tuned = fap(model, fmap), fap_t(model, fmap, train)
     assert evaluate(tuned, test) >= evaluate(pruned, test)
     assert _unmitigated(model, fmap, test) < evaluate(pruned, test)
+
+
+def test_assert_resilient_with_pe_faults(lenet, digits):
+    big = SystolicArray(256, 256, "output-stationary")  # lenet: <= 120 channels, <= 64 positions
+    ok = fl.assert_resilient(lenet, digits[1], PEFault(pes=((255, 255),), array=big), 0.9,
+                             trials=2)  # an idle PE changes nothing
+    array = SystolicArray(16, 16, "output-stationary")
+    assert ok.passed and ok.mean == pytest.approx(evaluate(lenet, digits[1]))
+    with pytest.raises(AssertionError, match="not resilient to pe-stuck1-output"):
+        fl.assert_resilient(lenet, digits[1], PEFault(rate=0.2, array=array), 0.9, trials=2)
