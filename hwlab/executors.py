@@ -79,6 +79,20 @@ def _single_thread_worker() -> None:
     torch.set_num_threads(1)
 
 
+def _warm() -> int:
+    """A first task: makes the worker import torch (one thread) while the caller prepares."""
+    _single_thread_worker()
+    return os.getpid()
+
+
+def _prestart(ex: Executor, n: int) -> Executor:
+    """Start all ``n`` workers now (not on the first items), so their start-up overlaps the
+    caller's own preparation (a campaign's fault-free pass); nothing waits for them here."""
+    for _ in range(n):
+        ex.submit(_warm)
+    return ex
+
+
 class DaskExecutor(Executor):
     """A Dask ``Client`` executor that also closes its client (and its own local cluster)."""
 
@@ -198,9 +212,9 @@ def get_executor(spec: str | None = "serial") -> Executor:
     if kind in ("process", "dask-local"):
         _check_main_guard(spec)
     if kind == "process":
-        return ProcessPoolExecutor(max_workers=int(arg),
-                                   mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_single_thread_worker)
+        return _prestart(ProcessPoolExecutor(max_workers=int(arg),
+                                             mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_single_thread_worker), int(arg))
     if kind == "dask":
         return DaskExecutor(_connect(spec, arg))
     from distributed import Client, LocalCluster
@@ -210,7 +224,7 @@ def get_executor(spec: str | None = "serial") -> Executor:
     cluster = LocalCluster(n_workers=int(arg), threads_per_worker=1, processes=True,
                            host="127.0.0.1", dashboard_address=None)
     try:
-        return DaskExecutor(Client(cluster), cluster)
+        return _prestart(DaskExecutor(Client(cluster), cluster), int(arg))
     except BaseException:
         cluster.close()
         raise
