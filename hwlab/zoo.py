@@ -35,9 +35,10 @@ import torch
 from filelock import FileLock, Timeout
 from torch import nn
 
-from hwlab.data import load
+from hwlab.data import check_dataset, load
 from hwlab.errors import check, fail
 from hwlab.models import check_spec, list_models, resolve, spec_digest
+from hwlab.models._spec import _load_weights
 from hwlab.train import TrainConfig, _check_config, evaluate, fit
 
 __all__ = ["Recipe", "ZooEntry", "entry", "pretrained", "recipe_for", "zoo_dir"]
@@ -128,9 +129,11 @@ def entry(model: str, dataset: str, seed: int = 0, recipe: Recipe | None = None,
     check_spec(model, "model", "entry")
     check(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", "entry",
           "an integer >= 0", seed)
-    check(isinstance(dataset, str), "dataset", "entry", "a dataset name", dataset)
+    check_dataset(dataset, "dataset", "entry")
     if weights is not None:
         check(recipe is None, "recipe", "entry", "None when weights are given", recipe)
+        ok = isinstance(weights, (str, os.PathLike)) and Path(weights).expanduser().is_file()
+        check(ok, "weights", "entry", "an existing state dict file or None", weights)
         return _weights_entry(model, dataset, seed, weights)
     if recipe is None:
         recipe = recipe_for(model, dataset)
@@ -151,7 +154,8 @@ def _weights_entry(model: str, dataset: str, seed: int, weights) -> ZooEntry:
     """A user's state dict for ``model``: loaded strictly, measured, not cached."""
     test, val = load(dataset, "test", seed=seed), load(dataset, "val", seed=seed)
     path = Path(weights).expanduser()
-    net = resolve(model, in_shape=test.in_shape, num_classes=test.num_classes, weights=path)
+    net = _load_weights(resolve(model, in_shape=test.in_shape, num_classes=test.num_classes),
+                        path, "entry")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     test_acc, val_acc = evaluate(net, test), evaluate(net, val)
     info = {"model": model, "dataset": dataset, "seed": seed, "weights": str(path),

@@ -65,6 +65,12 @@ def _check_batch(x, y, caller: str, num_classes: int | None,
     return x, y
 
 
+def _check_num_classes(num_classes, caller: str) -> None:
+    ok = num_classes is None or (isinstance(num_classes, int) and not isinstance(num_classes, bool)
+                                 and num_classes >= 1)
+    check(ok, "num_classes", caller, "None or an integer >= 1", num_classes)
+
+
 def _is_split(data) -> bool:
     from hwlab.data._split import Split
 
@@ -88,8 +94,7 @@ def iter_batches(data, batch_size: int = 512, caller: str = "iter_batches",
     sample shape; an iteration that yields no sample at all raises at its end.
     """
     batch_size = check_positive_int(batch_size, "batch_size", caller)
-    check(num_classes is None or (isinstance(num_classes, int) and num_classes >= 1),
-          "num_classes", caller, "None or an integer >= 1", num_classes)
+    _check_num_classes(num_classes, caller)
     if _is_split(data):
         return _iter_memory(data.x, data.y, batch_size, caller,
                             num_classes if num_classes is not None else data.num_classes)
@@ -136,6 +141,7 @@ def as_xy(data, caller: str = "as_xy", limit: int | None = None,
     """
     check(limit is None or (isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1),
           "limit", caller, "None or an integer >= 1", limit)
+    _check_num_classes(num_classes, caller)
     if _is_split(data):
         if limit is not None and limit < len(data):
             data = data.subset(limit)

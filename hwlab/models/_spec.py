@@ -135,9 +135,9 @@ def _call(fn, spec: str, in_shape: tuple, num_classes: int, caller: str) -> nn.M
     try:
         model = fn(**kwargs)
     except TypeError as exc:
-        raise fail("model", caller, "a factory callable as factory(in_shape=(C, H, W), "
+        raise fail("spec", caller, "a factory callable as factory(in_shape=(C, H, W), "
                    "num_classes=K)", f"{spec} ({exc})") from None
-    check(isinstance(model, nn.Module), "model", caller, "a factory returning an nn.Module",
+    check(isinstance(model, nn.Module), "spec", caller, "a factory returning an nn.Module",
           f"{spec} (returned {type(model).__name__})")
     return model
 
@@ -146,7 +146,7 @@ def resolve(spec: str, in_shape=(1, 28, 28), num_classes: int = 10,
             weights: str | os.PathLike | None = None) -> nn.Module:
     """A fresh model for ``spec`` (train mode; weights from the global torch RNG unless
     ``weights`` is given, then loaded strictly with :func:`load_weights`)."""
-    fn = _factory(spec, "model", "resolve")
+    fn = _factory(spec, "spec", "resolve")
     ok = isinstance(in_shape, (tuple, list)) and len(in_shape) >= 1
     ok = ok and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in in_shape)
     check(ok, "in_shape", "resolve", "a tuple of positive integers such as (C, H, W)", in_shape)
@@ -154,13 +154,11 @@ def resolve(spec: str, in_shape=(1, 28, 28), num_classes: int = 10,
           "num_classes", "resolve", "an integer >= 1", num_classes)
     model = _call(fn, spec, tuple(in_shape), num_classes, "resolve")
     if weights is not None:
-        load_weights(model, weights)
+        _load_weights(model, weights, "resolve")
     return model
 
 
-def _read_state(path: Path) -> dict:
-    import pickle
-
+def _read_state(path: Path, caller: str) -> dict:
     import torch
 
     if path.suffix == ".safetensors":
@@ -169,12 +167,12 @@ def _read_state(path: Path) -> dict:
         try:
             return load_file(str(path), device="cpu")
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-            raise fail("weights", "load_weights", "a readable .safetensors file",
+            raise fail("weights", caller, "a readable .safetensors file",
                        f"{path} ({type(exc).__name__}: {exc})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise fail("weights", "load_weights", "a state dict saved with torch.save (loaded with "
+    except Exception as exc:  # noqa: BLE001 - the weights-only unpickler raises many types
+        raise fail("weights", caller, "a state dict saved with torch.save (loaded with "
                    "weights_only=True) or a .safetensors file",
                    f"{path} ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
@@ -188,27 +186,31 @@ def load_weights(model: nn.Module, weights: str | os.PathLike) -> nn.Module:
     Missing keys, unexpected keys and shape mismatches are one error naming them (the model is
     left unchanged then: the check runs before anything is copied).
     """
+    return _load_weights(model, weights, "load_weights")
+
+
+def _load_weights(model: nn.Module, weights, caller: str) -> nn.Module:
     import torch
 
-    check(isinstance(model, nn.Module), "model", "load_weights", "an nn.Module",
+    check(isinstance(model, nn.Module), "model", caller, "an nn.Module",
           type(model).__name__)
-    check(isinstance(weights, (str, os.PathLike)), "weights", "load_weights",
+    check(isinstance(weights, (str, os.PathLike)), "weights", caller,
           "a path to a state dict file", weights)
     path = Path(weights).expanduser()
-    check(path.is_file(), "weights", "load_weights", "an existing file", str(path))
-    state = _read_state(path)
+    check(path.is_file(), "weights", caller, "an existing file", str(path))
+    state = _read_state(path, caller)
     ok = isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
-    check(ok, "weights", "load_weights", "a state dict (names -> tensors)",
+    check(ok, "weights", caller, "a state dict (names -> tensors)",
           f"{path} ({type(state).__name__})")
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    check(not missing and not unexpected, "weights", "load_weights",
+    check(not missing and not unexpected, "weights", caller,
           "a state dict with exactly the model's keys",
           f"{path} (missing: {missing[:5]}{' ...' if len(missing) > 5 else ''}; unexpected: "
           f"{unexpected[:5]}{' ...' if len(unexpected) > 5 else ''})")
     wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
              if tuple(state[k].shape) != tuple(v.shape)]
-    check(not wrong, "weights", "load_weights", "a state dict whose shapes match the model",
+    check(not wrong, "weights", caller, "a state dict whose shapes match the model",
           f"{path} ({'; '.join(wrong[:3])})")
     model.load_state_dict(state, strict=True)
     return model

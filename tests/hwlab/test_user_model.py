@@ -126,7 +126,7 @@ def test_wrong_weights_are_one_error_and_leave_the_store_alone(workdir):
                "--weights", str(bad), "--dataset", "digits", "--store", str(store))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     line = r.stderr.strip().splitlines()[-1]
-    assert line.startswith("hwlab: error: weights of load_weights must be a state dict with "
+    assert line.startswith("hwlab: error: weights of resolve must be a state dict with "
                            "exactly the model's keys, got ") and "missing: ['block.bn.bias'" in line
     assert hashlib.sha256(store.read_bytes()).hexdigest() == digest
     assert Store(store).runs().empty  # the refused run was not left behind

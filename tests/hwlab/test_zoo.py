@@ -111,6 +111,6 @@ def test_recipes_and_errors(home):
     assert zoo.recipe_for("hwlab.models:create_model", "digits") == zoo.Recipe()
     with pytest.raises(ValueError, match=r"lr of entry must be a finite number > 0, got -1"):
         zoo.entry("mlp", "digits", recipe=zoo.Recipe(lr=-1))
-    with pytest.raises(ValueError, match=r"name of load must be one of digits"):
+    with pytest.raises(ValueError, match=r"dataset of entry must be one of digits, mnist5k"):
         zoo.entry("mlp", "imagenet")
     assert not (home / "zoo").exists() or not list((home / "zoo").glob("*.pt"))
