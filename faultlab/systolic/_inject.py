@@ -234,7 +234,25 @@ def layer_inputs(module: nn.Module, x: torch.Tensor):
     return [x.reshape(n * L, module.in_features)], L, n
 
 
+def _touches(tab: PETable, module: nn.Module, y: torch.Tensor) -> bool:
+    """Whether any fault can reach this layer call (checked before any im2col work)."""
+    w = module.weight
+    groups = getattr(module, "groups", 1)
+    m, k = w.shape[0] // groups, w[0].numel()
+    if isinstance(module, nn.Conv2d):
+        positions = y.shape[-1] * y.shape[-2]
+    else:
+        positions = y[..., 0].numel() // (y.shape[0] if y.dim() > 1 else 1)
+    if tab.dataflow == "weight-stationary":
+        return bool((tab.out.col < m).any() or ((tab.weight.col < m) & (tab.weight.row < k)).any())
+    rows = min(tab.rows, positions)
+    return bool(((tab.out.col < m) & (tab.out.row < rows)).any()
+                or ((tab.weight.col < m) & (tab.weight.row < rows)).any())
+
+
 def _faulty(module: nn.Module, x: torch.Tensor, y: torch.Tensor, tab: PETable) -> torch.Tensor:
+    if not _touches(tab, module, y):
+        return y
     with torch.no_grad():
         parts, L, n = layer_inputs(module, x)
         groups = len(parts)
