@@ -103,11 +103,11 @@ def test_recipes_and_errors(home):
     # any model spec is accepted now (#12): unknown names are still refused, naming the kinds
     with pytest.raises(ValueError, match=r"model_name of recipe_for must be a model spec: a zoo "
                        r"name \(alexnet-s, .*'module.path:callable' or a hwlab.models entry "
-                       r"point, got 'resnet18'"):
-        zoo.recipe_for("resnet18", "digits")
+                       r"point, got 'resnet99'"):
+        zoo.recipe_for("resnet99", "digits")
     with pytest.raises(ValueError, match=r"model of entry must be a model spec: a zoo name "
-                       r"\(alexnet-s.*got 'resnet18'"):
-        zoo.entry("resnet18", "digits")
+                       r"\(alexnet-s.*got 'resnet99'"):
+        zoo.entry("resnet99", "digits")
     assert zoo.recipe_for("hwlab.models:create_model", "digits") == zoo.Recipe()
     with pytest.raises(ValueError, match=r"lr of entry must be a finite number > 0, got -1"):
         zoo.entry("mlp", "digits", recipe=zoo.Recipe(lr=-1))
