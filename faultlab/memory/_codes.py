@@ -12,7 +12,6 @@ XOR of the columns of the erroneous bits: it depends only on the error pattern.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 from itertools import combinations
 
 import numpy as np
@@ -107,8 +106,11 @@ class Code:
         return out
 
 
-@cache
 def _arrays(code: Code):
+    """(columns, lookup, row masks), computed once per Code and kept on it (read-only)."""
+    cached = code.__dict__.get("_arrays")
+    if cached is not None:
+        return cached
     cols = np.asarray(code.columns, dtype=np.int64)
     lookup = np.full(1 << code.r, -1, dtype=np.int64)
     if code.corrects:
@@ -120,6 +122,7 @@ def _arrays(code: Code):
                 rows[i] |= np.uint64(1) << np.uint64(j)
     for a in (cols, lookup, rows):
         a.setflags(write=False)
+    object.__setattr__(code, "_arrays", (cols, lookup, rows))  # not a field: eq/hash unchanged
     return cols, lookup, rows
 
 

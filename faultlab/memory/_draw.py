@@ -120,16 +120,10 @@ def build_map(mem, code, policy, word, bit, kind, seed, eligible, extra=None) ->
         effective = (kind == FLIP) | ((kind == STUCK0) & (stored == 1)) | \
             ((kind == STUCK1) & (stored == 0))
         word, bit = word[effective], bit[effective]  # sorted by (word, bit) from _merge
-    first = np.ones(word.size, dtype=bool)  # word is sorted: a new word starts a run
-    first[1:] = word[1:] != word[:-1]
-    start = np.flatnonzero(first)
-    words = word[start]
-    ptr = np.append(start, word.size).astype(np.int64)
-    outcome, diff = _kernels.decode_errors(ptr, bit, code.column_array(), code.lookup(),
-                                           mem.k, code.detects)
-    counts = np.bincount(outcome, minlength=len(_kernels.OUTCOMES))
-    extra.update({f"{name}_words": int(counts[i])
-                  for i, name in enumerate(_kernels.OUTCOMES) if i != _kernels.CLEAN})
+    words, outcome, diff, counts = _kernels.decode_sorted(
+        word, bit, code.column_array(), code.lookup(), mem.k, code.detects)  # word is sorted
+    extra.update(corrected_words=int(counts[1]), detected_words=int(counts[2]),
+                 miscorrected_words=int(counts[3]), silent_words=int(counts[4]))
     extra.update(code=code.name, policy=policy, code_overhead=code.overhead,
                  faulty_bits=int(word.size), faulty_words=int(words.size))
     zero = (outcome == _kernels.DETECTED) & (policy == "zero")

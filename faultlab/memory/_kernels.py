@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 __all__ = ["CLEAN", "CORRECTED", "DETECTED", "MISCORRECTED", "OUTCOMES", "SILENT",
-           "decode_errors"]
+           "decode_errors", "decode_sorted"]
 
 # Outcome codes of one word.
 CLEAN, CORRECTED, DETECTED, MISCORRECTED, SILENT = 0, 1, 2, 3, 4
@@ -60,3 +60,28 @@ def decode_errors(ptr, bits, columns, lookup, k, detects):
         else:
             outcome[w] = DETECTED
     return outcome, diff
+
+
+@njit(cache=True)
+def decode_sorted(word, bits, columns, lookup, k, detects):
+    """:func:`decode_errors` on errors sorted by word (``word[i]``, ``bits[i]``): returns the
+    distinct words, their outcome and diff, and the count of each outcome (CLEAN unused)."""
+    m = word.shape[0]
+    n_words = 0
+    for i in range(m):
+        if i == 0 or word[i] != word[i - 1]:
+            n_words += 1
+    words = np.empty(n_words, dtype=np.int64)
+    ptr = np.empty(n_words + 1, dtype=np.int64)
+    w = 0
+    for i in range(m):
+        if i == 0 or word[i] != word[i - 1]:
+            words[w] = word[i]
+            ptr[w] = i
+            w += 1
+    ptr[n_words] = m
+    outcome, diff = decode_errors(ptr, bits, columns, lookup, k, detects)
+    counts = np.zeros(5, dtype=np.int64)
+    for w in range(n_words):
+        counts[outcome[w]] += 1
+    return words, outcome, diff, counts

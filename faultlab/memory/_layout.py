@@ -19,6 +19,7 @@ bank ``row % banks``.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,11 +75,12 @@ class MemoryLayout:
         for (name, t), w in zip(chosen, widths):
             check(self.word_bits % w == 0, "word_bits", caller,
                   f"a multiple of the {w}-bit elements of parameter {name!r}", self.word_bits)
-        table = np.array([[w, self.word_bits // w, t.numel()] for w, (_, t) in
-                          zip(widths, chosen)], dtype=np.int64)  # params x (width, per word, n)
-        widths, per_word, numel = table[:, 0], table[:, 1], table[:, 2]
-        words = -(-numel // per_word)  # ceil
-        start = np.cumsum(words) - words
+        per_word = [self.word_bits // w for w in widths]
+        numel = [t.numel() for _, t in chosen]
+        words = [-(-n // p) for n, p in zip(numel, per_word)]  # ceil
+        start = [0, *itertools.accumulate(words)][:-1]
+        widths, per_word, numel, start, words = np.array(  # 5 x params, one conversion
+            [widths, per_word, numel, start, words], dtype=np.int64)
         return ModelMemory(self, int(check_bits), tuple(n for n, _ in chosen),
                            tuple(_DTYPE_NAMES[t.dtype] for _, t in chosen),
                            tuple(t for _, t in chosen), widths, per_word, numel, start, words)

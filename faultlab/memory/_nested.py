@@ -26,6 +26,7 @@ from faultlab import _kernels as _base_kernels
 from faultlab._faults import KINDS, BitFlip, FaultMap, FaultModel, StuckAt
 from faultlab._sample import WORDS, _sample_faults, seed32
 from faultlab.memory._draw import build_map, stored_bits
+from faultlab.memory._ecc import ECC
 from faultlab.memory._layout import MemoryLayout
 from hwlab.errors import check
 
@@ -74,18 +75,18 @@ class _BitUnits:
 
 def _unwrap(fm):
     """(code or None, policy, layout, primitive model) of a memory-level model."""
-    from faultlab.memory._ecc import ECC
-
     if isinstance(fm, ECC):
         return fm.spec, fm.policy, fm.layout, fm.inner
     return None, None, getattr(fm, "layout", None) or MemoryLayout(), fm
 
 
 def _check_nest(member, top, caller):
+    if member is top:
+        return
     ok = type(member) is type(top) and (member.count is None) == (top.count is None)
     check(ok, "fault_model", caller, "members of one family (same model, different rates)",
           (member, top))
-    if member.count is None and member is not top:
+    if member.count is None:
         check(bool(np.all(_class_rates(member) <= _class_rates(top))), "nested_rates", caller,
               "rates no larger than the top member's (every class rate)", (member, top))
 

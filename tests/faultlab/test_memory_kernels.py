@@ -42,3 +42,19 @@ def test_decode_errors_matches_reference(name):
     assert [int(d) for d in diff] == [w[1] for w in want]
     if code.corrects:
         assert {K.CORRECTED, K.DETECTED, K.MISCORRECTED} <= set(outcome.tolist())
+
+
+def test_decode_sorted_groups_words_like_decode_errors():
+    code = CODES["secded72_64"]
+    rng = np.random.default_rng(3)
+    word = np.sort(rng.integers(0, 50, size=120)).astype(np.int64)
+    bits = rng.integers(0, 72, size=120).astype(np.int64)
+    key = np.unique(word * 72 + bits)  # distinct (word, bit), sorted
+    word, bits = key // 72, key % 72
+    words, outcome, diff, counts = K.decode_sorted(word, bits, code.column_array(),
+                                                   code.lookup(), 64, True)
+    assert np.array_equal(words, np.unique(word))
+    ptr = np.searchsorted(word, np.append(words, words[-1] + 1)).astype(np.int64)
+    o2, d2 = K.decode_errors(ptr, bits, code.column_array(), code.lookup(), 64, True)
+    assert np.array_equal(outcome, o2) and np.array_equal(diff, d2)
+    assert counts.tolist() == np.bincount(o2, minlength=5).tolist()
