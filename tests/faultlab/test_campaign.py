@@ -175,3 +175,17 @@ def test_bad_input(digits_mlp, digits, kw, match):
     with pytest.raises(ValueError, match=match):
         fl.campaign(digits_mlp, **args)
     assert all(torch.equal(a, b) for a, b in zip(before, _words(digits_mlp)))
+
+
+@pytest.mark.parametrize("fm", [fl.BitFlip(rate=1e-3), fl.BitFlip(count=7, bits=(30, 2)),
+                                fl.StuckAt(0, rate=1e-2, bits=(31,)), fl.StuckAt(1, count=3)])
+def test_cached_sampler_draws_the_maps_of_sample_faults(digits_mlp, fm):
+    from faultlab._trial import _Sampler
+
+    for layers, bias in ((None, False), (("3",), True)):
+        draw = _Sampler(digits_mlp, fm, layers, bias, False)
+        for seed in (0, 1, 2**40 + 3):
+            want = fl.sample_faults(digits_mlp, fm, seed=seed, layers=layers, include_bias=bias)
+            got = draw(seed)
+            assert got.fingerprint() == want.fingerprint() and got.names == want.names
+            assert got.eligible_bits == want.eligible_bits
