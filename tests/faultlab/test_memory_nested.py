@@ -153,3 +153,25 @@ def test_ber_curve_log_linear_and_monotone(tmp_path):
     assert relative_energy(0.8, 1.0) == pytest.approx(0.64)
     with pytest.raises(ValueError, match=r"voltage of relative_energy must be a voltage > 0"):
         relative_energy(0, 1.0)
+
+
+def test_memory_models_pickle_and_run_in_assert_resilient_and_campaign(digits, digits_mlp):
+    import pickle
+
+    from faultlab.memory import Burst, ChipMap
+
+    _, test = digits
+    models = [ECC("secded72_64", fl.BitFlip(rate=1e-3)), Burst(rate=1e-4, length=3),
+              fl.BitFlip(rate_1to0=1e-3), ChipMap(np.array([0]), np.array([5]), np.array([1]),
+                                                  (4, 64))]
+    for fm in models:  # executors pickle the fault models: the map must not change
+        back = pickle.loads(pickle.dumps(fm))
+        assert fl.sample_faults(digits_mlp, back, seed=2) == \
+            fl.sample_faults(digits_mlp, fm, seed=2)
+    res = fl.assert_resilient(digits_mlp, test, ECC("secded72_64", fl.BitFlip(rate=1e-4)),
+                              min_accuracy=0.8, trials=5)
+    assert res is not None
+    with pytest.raises(AssertionError):  # unprotected at 1e-2: the check bites
+        fl.assert_resilient(digits_mlp, test, fl.BitFlip(rate=1e-2), min_accuracy=0.8, trials=5)
+    df = fl.campaign(digits_mlp, test, models[1:], trials=2, clean=False)
+    assert list(df.fault_model.unique()) == ["burst3", "bitflip-asym", "chipmap"]
