@@ -35,7 +35,7 @@ __all__ = ["GraphSpikingNet", "convert_graph"]
 _LINEAR_FUNCTIONS = {
     operator.add, operator.sub, operator.neg, operator.getitem, torch.add, torch.sub, torch.cat,
     torch.concat, torch.stack, torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze,
-    torch.transpose, torch.permute, torch.chunk, torch.split, torch.mean, F.avg_pool1d,
+    torch.transpose, torch.permute, torch.chunk, torch.split, torch.mean, torch.sum, F.avg_pool1d,
     F.avg_pool2d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.linear, F.conv1d, F.conv2d,
     F.batch_norm, F.dropout, F.pad, getattr,
 }
@@ -43,7 +43,7 @@ _SCALING_FUNCTIONS = {operator.mul, operator.truediv, torch.mul}  # allowed by a
 _LINEAR_METHODS = {
     "view", "reshape", "flatten", "size", "dim", "mean", "contiguous", "squeeze", "unsqueeze",
     "permute", "transpose", "add", "add_", "sub", "chunk", "split", "expand", "expand_as",
-    "view_as", "reshape_as", "clone", "to", "type_as", "float",
+    "view_as", "reshape_as", "clone", "to", "type_as", "float", "sum", "neg", "sub_",
 }
 _SCALING_METHODS = {"mul", "mul_", "div", "div_"}
 

@@ -1,6 +1,8 @@
 """The SNN module both paths produce, and ANN-to-SNN conversion.
 
-A :class:`SpikingNet` is a sequence of layers run once per time step; the spiking layers are
+A :class:`SpikingNet` is a sequence of layers run once per time step (a non-Sequential QCFS net
+converts to its subclass :class:`spiking.GraphSpikingNet`, which runs a traced graph per step
+instead); the spiking layers are
 snntorch ``Leaky`` neurons whose membranes are passed in and returned explicitly (no hidden
 state), so a runner can index-select the states of the samples still running. The readout is the
 last layer's output at each step; stopping rules look at its running sum over steps.
