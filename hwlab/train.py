@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwlab.data import Split, batches
-from hwlab.data._split import _xy
-from hwlab.errors import check, check_choice, check_positive_int, fail
+from hwlab.data import Split, batches, iter_batches
+from hwlab.errors import check, check_choice, check_positive_int
 
 __all__ = ["ClassificationTask", "History", "Task", "TrainConfig", "TrainState", "evaluate", "fit",
            "predict", "resolve_device"]
@@ -188,9 +187,33 @@ def _make_optimizer(params: list, cfg: TrainConfig) -> torch.optim.Optimizer:
     return opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def fit(model_or_task, data: Split, config: TrainConfig = TrainConfig(), val: Split | None = None,
+_DATA_KINDS = ("a non-empty Split, an (x, y) pair, a DataLoader or a re-iterable of (x, y) "
+               "batches (not a one-shot iterator)")
+
+
+def _fit_data(data, caller: str):
+    """(x, y) tensors for in-memory data, else the re-iterable batch source itself."""
+    if isinstance(data, Split):
+        check(len(data) > 0, "data", caller, _DATA_KINDS, f"{data.name} (empty)")
+        return (data.x, data.y), data.name
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(
+            isinstance(t, torch.Tensor) for t in data):
+        x, y = next(iter_batches(data, max(len(data[1]), 1), caller))  # validated, non-empty
+        return (x, y), "(x, y)"
+    ok = isinstance(data, Iterable) and iter(data) is not data and not isinstance(
+        data, (str, bytes, dict))
+    check(ok, "data", caller, _DATA_KINDS, type(data).__name__)
+    return data, type(data).__name__
+
+
+def fit(model_or_task, data, config: TrainConfig = TrainConfig(), val=None,
         callbacks=(), progress: bool = False) -> History:
     """Train a model (as a ``ClassificationTask``) or a ``Task`` on ``data``, in place.
+
+    ``data``: a Split or an ``(x, y)`` pair (shuffled each epoch by a seeded permutation), or a
+    ``DataLoader`` / any re-iterable of ``(x, y)`` batches, read again every epoch and streamed
+    batch by batch (its own order and batch size; ``config.batch_size`` is not used; the
+    cosine schedule needs ``len(data)`` batches per epoch). ``val``: any data ``evaluate`` takes.
 
     Deterministic for ``config.seed`` on a given device: shuffling uses a seeded
     ``torch.Generator`` and the step runs inside ``torch.random.fork_rng`` seeded with
@@ -199,20 +222,24 @@ def fit(model_or_task, data: Split, config: TrainConfig = TrainConfig(), val: Sp
     ``on_epoch_end(state)`` methods (see ``TrainState``).
     """
     task = as_task(model_or_task, "fit")
-    check(isinstance(data, Split) and len(data) > 0, "data", "fit", "a non-empty Split",
-          type(data).__name__ if not isinstance(data, Split) else f"{data.name} (empty)")
-    check(val is None or isinstance(val, Split), "val", "fit", "a Split or None",
-          type(val).__name__)
+    data, name = _fit_data(data, "fit")
+    ok = val is None or isinstance(val, Split) or (
+        isinstance(val, Iterable) and not isinstance(val, (str, bytes, dict)))
+    check(ok, "val", "fit", "None or data as for evaluate", type(val).__name__)
     cfg = _check_config(config, "fit")
+    if not isinstance(data, tuple):
+        check(cfg.schedule != "cosine" or hasattr(data, "__len__"), "data", "fit",
+              "a batch source with len() when schedule='cosine' (or use schedule='none')",
+              type(data).__name__)
     check(isinstance(callbacks, (tuple, list)), "callbacks", "fit", "a tuple or list",
           type(callbacks).__name__)
     params = [p for p in task.parameters() if p.requires_grad]
     check(len(params) > 0, "model_or_task", "fit", "a task with trainable parameters",
           type(task).__name__)
-    return _fit(task, params, data, cfg, val, tuple(callbacks), progress)
+    return _fit(task, params, data, name, cfg, val, tuple(callbacks), progress)
 
 
-def _fit(task, params, data, cfg, val, callbacks, progress) -> History:
+def _fit(task, params, data, name, cfg, val, callbacks, progress) -> History:
     device = resolve_device(cfg.device)
     threads = torch.get_num_threads()
     fork_devices = [device.index or 0] if device.type == "cuda" else []
@@ -222,11 +249,16 @@ def _fit(task, params, data, cfg, val, callbacks, progress) -> History:
         with torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(cfg.seed)
             task.to(device)
-            x, y = data.x.to(device), data.y.to(device)
             opt = _make_optimizer(params, cfg)
-            # BatchNorm cannot train on a batch of one: drop a trailing batch of size 1.
-            drop_last = len(y) % cfg.batch_size == 1 and len(y) > 1
-            steps_per_epoch = len(y) // cfg.batch_size + (len(y) % cfg.batch_size > int(drop_last))
+            if isinstance(data, tuple):
+                x, y = data[0].to(device), data[1].to(device)
+                # BatchNorm cannot train on a batch of one: drop a trailing batch of size 1.
+                drop_last = len(y) % cfg.batch_size == 1 and len(y) > 1
+                steps_per_epoch = (len(y) // cfg.batch_size
+                                   + (len(y) % cfg.batch_size > int(drop_last)))
+            else:  # a DataLoader or another re-iterable batch source, streamed
+                x, y, drop_last = data, device, True
+                steps_per_epoch = len(data) if hasattr(data, "__len__") else 1
             sched = None
             if cfg.schedule == "cosine":
                 sched = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -236,7 +268,7 @@ def _fit(task, params, data, cfg, val, callbacks, progress) -> History:
             if progress:
                 from tqdm.auto import tqdm
 
-                epochs = tqdm(epochs, desc=f"fit {data.name}", unit="epoch")
+                epochs = tqdm(epochs, desc=f"fit {name}", unit="epoch")
             for epoch in epochs:
                 state.epoch = epoch
                 _run_epoch(task, opt, sched, x, y, cfg, epoch, drop_last, callbacks, state)
@@ -260,9 +292,15 @@ def _run_epoch(task, opt, sched, x, y, cfg, epoch, drop_last, callbacks, state) 
     task.train(True)
     sums: dict[str, float] = {}
     seen = 0
-    # Distinct, reproducible shuffle per epoch (seed, epoch) without touching the global RNG.
-    seed = cfg.seed * 100_003 + epoch
-    for xb, yb in batches((x, y), cfg.batch_size, shuffle=True, seed=seed, drop_last=drop_last):
+    if isinstance(x, torch.Tensor):
+        # Distinct, reproducible shuffle per epoch (seed, epoch) without touching the global RNG.
+        seed = cfg.seed * 100_003 + epoch
+        source = batches((x, y), cfg.batch_size, shuffle=True, seed=seed, drop_last=drop_last)
+    else:  # streamed: x is the batch source, y the device; batches of one are skipped (BN)
+        device = y
+        source = ((xb.to(device), yb.to(device)) for xb, yb in iter_batches(x, 1, "fit")
+                  if len(yb) > 1)
+    for xb, yb in source:
         opt.zero_grad(set_to_none=True)
         losses = task.backward(xb, yb)
         bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
@@ -286,6 +324,24 @@ def _run_epoch(task, opt, sched, x, y, cfg, epoch, drop_last, callbacks, state) 
         if state.stop:
             break
     state.history.losses.append({k: v / max(seen, 1) for k, v in sums.items()})
+
+
+def _correct(task: Task, data, batch_size: int, caller: str) -> tuple[int, int]:
+    """(correct top-1 predictions, samples) over any data, streamed batch by batch."""
+    modes = [m.training for m in task.modules()]
+    task.train(False)
+    device = task.device
+    correct = total = 0
+    try:
+        with torch.no_grad():
+            for xb, yb in iter_batches(data, batch_size, caller):
+                pred = task.predict(xb.to(device)).argmax(dim=1).cpu()  # B
+                correct += int((pred == yb.cpu()).sum())
+                total += len(yb)
+    finally:
+        for m, mode in zip(task.modules(), modes):
+            m.train(mode)
+    return correct, total
 
 
 def _predict(task: Task, x: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -317,14 +373,12 @@ def predict(model_or_task, x: torch.Tensor, batch_size: int = 512) -> torch.Tens
 
 
 def evaluate(model_or_task, data, batch_size: int = 512) -> float:
-    """Top-1 accuracy in [0, 1] of a model or task on a Split or an ``(x, y)`` pair."""
+    """Top-1 accuracy in [0, 1] of a model or task on a Split, an ``(x, y)`` pair, a DataLoader
+    or any iterable of ``(x, y)`` batches (streamed: memory is one batch plus the model)."""
     task = as_task(model_or_task, "evaluate")
-    x, y = _xy(data, "evaluate")
-    if len(y) == 0:
-        raise fail("data", "evaluate", "non-empty", getattr(data, "name", "(x, y)"))
     batch_size = check_positive_int(batch_size, "batch_size", "evaluate")
-    logits = _predict(task, x, batch_size)  # N x num_classes
-    return (logits.argmax(dim=1) == y.cpu()).float().mean().item()
+    correct, total = _correct(task, data, batch_size, "evaluate")
+    return correct / total
 
 
 def config_dict(cfg: TrainConfig) -> dict:

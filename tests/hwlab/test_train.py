@@ -139,10 +139,52 @@ def test_errors(digits):
         fit(_mlp(), tr, TrainConfig(device="tpu"))
     with pytest.raises(ValueError, match=r"model_or_task of fit must be an nn.Module or a Task"):
         fit("lenet5", tr)
-    with pytest.raises(ValueError, match=r"data of fit must be a non-empty Split, got 'tuple'"):
-        fit(_mlp(), (tr.x, tr.y))
+    # an (x, y) pair and DataLoaders are accepted now (#12); a one-shot iterator is not
+    with pytest.raises(ValueError, match=r"data of fit must be a non-empty Split, an \(x, y\) "
+                       r"pair, a DataLoader or a re-iterable of \(x, y\) batches \(not a "
+                       r"one-shot iterator\), got 'generator'"):
+        fit(_mlp(), ((tr.x, tr.y) for _ in range(2)))
+    with pytest.raises(ValueError, match=r"data of fit must be a batch source with len\(\) when "
+                       r"schedule='cosine'"):
+        fit(_mlp(), _NoLen(tr), CFG)
     with pytest.raises(ValueError, match=r"loss of ClassificationTask must be a callable or one "
                        r"of ce, got 'mse'"):
         ClassificationTask(_mlp(), loss="mse")
     with pytest.raises(NotImplementedError, match=r"must implement backward"):
         fit(type("T", (Task,), {"__init__": lambda s: setattr(s, "m", _mlp())})(), tr, CFG)
+
+
+class _NoLen:
+    """A re-iterable of (x, y) batches without len()."""
+
+    def __init__(self, split, batch=64):
+        self.split, self.batch = split, batch
+
+    def __iter__(self):
+        for i in range(0, len(self.split), self.batch):
+            yield self.split.x[i:i + self.batch], self.split.y[i:i + self.batch]
+
+
+def test_fit_and_evaluate_stream_a_dataloader(digits):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    tr, _, te = digits
+    loader = DataLoader(TensorDataset(tr.x, tr.y), batch_size=64, shuffle=True,
+                        generator=torch.Generator().manual_seed(0))
+    model = _mlp()
+    hist = fit(model, loader, CFG, val=DataLoader(TensorDataset(te.x, te.y), batch_size=50))
+    assert hist.steps == 3 * 23 and len(hist.val_accuracy) == 3
+    acc = evaluate(model, te)
+    assert acc > 0.9  # learns as well as from the Split
+    test_loader = DataLoader(TensorDataset(te.x, te.y), batch_size=7)
+    assert evaluate(model, test_loader) == acc == evaluate(model, (te.x, te.y))
+    correct = int((predict(model, te.x).argmax(1) == te.y).sum())
+    assert acc == correct / len(te)  # exactly correct / total
+    pair_model, split_model = _mlp(), _mlp()  # an (x, y) pair trains exactly like the Split
+    fit(pair_model, (tr.x, tr.y), dataclasses.replace(CFG, epochs=1))
+    fit(split_model, tr, dataclasses.replace(CFG, epochs=1))
+    assert all(torch.equal(p, q) for p, q in zip(pair_model.parameters(),
+                                                 split_model.parameters()))
+    fit(_mlp(), _NoLen(tr), dataclasses.replace(CFG, epochs=1, schedule="none"))
+    with pytest.raises(ValueError, match=r"data of evaluate must be labels in \[0, inf\)"):
+        evaluate(model, (te.x, te.y - 1))
