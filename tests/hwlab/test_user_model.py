@@ -149,3 +149,28 @@ def test_check_fits_names_a_model_data_mismatch():
                                          r"sample \(the data's classes\), got 'Sequential \(output "
                                          r"shape \(2, 10\) for 2 inputs\)'"):
         check_fits(lenet, (1, 28, 28), 4, "campaign")
+
+
+def test_hwlab_models_entry_points_resolve_and_broken_ones_are_skipped(workdir, monkeypatch,
+                                                                       caplog):
+    import importlib.metadata
+
+    from hwlab.models import _spec, model_names
+
+    monkeypatch.syspath_prepend(str(workdir))
+    group = _spec.ENTRY_POINT_GROUP
+    eps = {n: importlib.metadata.EntryPoint(n, v, group) for n, v in [
+        ("tinyres", "usermods_hwlab_test:factory"), ("gone", "no_such_pkg_hwlab:f"),
+        ("notcallable", "usermods_hwlab_test:__name__")]}
+    monkeypatch.setattr(_spec, "_entry_points", lambda: eps)
+    with caplog.at_level("WARNING", logger="hwlab.models._spec"):
+        names = model_names()
+    assert "tinyres" in names and "lenet5" in names
+    assert "gone" not in names and "notcallable" not in names
+    assert "skipping model entry point gone: ModuleNotFoundError" in caplog.text
+    assert "skipping model entry point notcallable: TypeError" in caplog.text
+    net = resolve("tinyres", (1, 8, 8), 10)
+    assert type(net).__name__ == "TinyRes" and net(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    with pytest.raises(ValueError, match=r"spec of resolve must be a model spec: .*got \"gone "
+                                         r"\(entry point failed to load: ModuleNotFoundError"):
+        resolve("gone", (1, 8, 8), 10)
