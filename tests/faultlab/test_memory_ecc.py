@@ -256,3 +256,33 @@ def test_residual_model_with_ecc_and_row_faults():
         assert not torch.equal(m(x), clean)
     for k, v in m.state_dict().items():
         assert torch.equal(v, state[k])
+
+
+def test_residual_model_int8_words_bursts_chip_map_and_nested_campaign():
+    from faultlab.memory import Burst, ChipMap
+
+    torch.manual_seed(1)
+    q = fl.quantize_int8(Residual().eval())  # int8 conv / linear words, 8 per 64-bit word
+    mem = MemoryLayout().bind(q, 8)
+    assert mem.dtypes == ("int8", "int8", "int8") and mem.words == (216 + 576 + 32 + 7) // 8
+    fmap = memory_map(q, np.arange(mem.words), (7 * np.arange(mem.words)) % 72,
+                      code="secded72_64")
+    assert len(fmap) == 0 and fmap.extra["corrected_words"] == mem.words
+    x = torch.randn(16, 3, 8, 8)
+    clean = q(x)
+    state = {k: v.clone() for k, v in q.state_dict().items()}
+    burst = fl.sample_faults(q, ECC("secded72_64", Burst(count=6, length=4)), seed=0)
+    chip = fl.sample_faults(q, ChipMap(np.array([0, 0]), np.array([3, 80]), np.array([1, 0]),
+                                       (1, 9216), offset=(0, 0)))
+    assert chip.names[chip.param[0]] == "conv1.weight" and chip.index.tolist() == [0, 10]
+    assert chip.bit.tolist() == [3, 0] and chip.kind.tolist() == [2, 1]  # word 1 bit 16 = elem 10
+    for fm in (burst, chip):
+        with fl.inject(q, fm):
+            out = q(x)
+        assert out.shape == clean.shape
+    for k, v in q.state_dict().items():
+        assert torch.equal(v, state[k])
+    y = clean.argmax(1)
+    df = fl.campaign(q, (x, y), [ECC("secded72_64", fl.BitFlip(rate=r)) for r in (1e-3, 3e-2)],
+                     trials=3, nested=True, clean=False)
+    assert len(df) == 6 and df.groupby("trial").seed.nunique().max() == 1
