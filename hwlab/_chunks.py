@@ -141,8 +141,28 @@ def _worker_state(ref: Shared, data: Any):
     return state
 
 
-def _run_chunk(fn: Callable, ref: Shared | None, data: Any, keys: list, items: list) -> list:
-    """Worker side: run a chunk in order; stop at the first item that raises."""
+def _groups(keys: list, items: list, batch: int | None):
+    """``(keys, items, one)`` per call of ``fn``: single items, or lists of up to ``batch``."""
+    if batch is None:
+        return [([k], v, True) for k, v in zip(keys, items)]
+    return [(keys[i:i + batch], items[i:i + batch], False) for i in range(0, len(keys), batch)]
+
+
+def _call_group(fn, state, ref, group_keys, arg, one, caller):
+    """``fn`` on one item or one group; a list of results with one per key."""
+    args = (arg,) if ref is None else (state, arg)
+    if one:
+        return [fn(*args)]
+    out = fn(*args)
+    ok = isinstance(out, (list, tuple)) and len(out) == len(group_keys)
+    check(ok, "fn", caller, f"a function returning one result per item of a group "
+          f"({len(group_keys)})", type(out).__name__)
+    return list(out)
+
+
+def _run_chunk(fn: Callable, ref: Shared | None, data: Any, keys: list, items: list,
+               batch: int | None = None, caller: str = "map_chunked") -> list:
+    """Worker side: run a chunk in order; stop at the first item (or group) that raises."""
     if ref is None:
         state, lock = None, threading.Lock()
     else:
@@ -152,55 +172,68 @@ def _run_chunk(fn: Callable, ref: Shared | None, data: Any, keys: list, items: l
     with lock:
         if ref is not None:
             state = ref.local_state() if ref._value is not None else _worker_state(ref, data)
-        for key, item in zip(keys, items):
+        for group_keys, arg, one in _groups(keys, items, batch):
             try:
-                out.append((key, True, fn(item) if ref is None else fn(state, item)))
+                values = _call_group(fn, state, ref, group_keys, arg, one, caller)
             except HwlabError as exc:  # a refused input: raised as it is by the caller
-                out.append((key, False, exc))
+                out.append((group_keys[0], False, exc))
                 break
             except Exception as exc:  # noqa: BLE001 - reported with its key by the caller
-                out.append((key, False, (type(exc).__name__, str(exc))))
+                out.append((group_keys[0], False, (type(exc).__name__, str(exc))))
                 break
+            out.extend((k, True, v) for k, v in zip(group_keys, values))
     return out
 
 
 def map_chunked(executor: Executor | None, fn: Callable, items, shared: Shared | None = None,
                 chunksize: int | None = None, caller: str = "map_chunked",
                 idle_seconds: float | None = None, on_idle: Callable | None = None,
-                max_pending: int | None = None) -> Iterator[tuple[str, Any]]:
+                max_pending: int | None = None, batch: int | None = None
+                ) -> Iterator[tuple[str, Any]]:
     """Yield ``(key, fn(item))`` (or ``fn(state, item)`` with ``shared``) for every item.
 
     ``items``: a mapping ``key -> item`` or an iterable of ``(key, item)``. Inline for the serial
     executor (or None), else in chunks of ``chunksize`` items (default ``ceil(n / (4 *
-    workers))``) submitted at once; results arrive per finished chunk. An item that raises ends
-    the iteration with :class:`ItemError` (naming ``caller`` and the key) after the results of
-    the chunks that finished; pending chunks are cancelled. With ``on_idle``, it is called
-    whenever nothing finished for ``idle_seconds`` (e.g. to flush buffered rows).
+    workers))``), all submitted at once unless ``max_pending`` limits the items in flight;
+    results arrive per finished chunk. An item that raises ends the iteration with
+    :class:`ItemError` (naming ``caller`` and the key; a :class:`~hwlab.errors.HwlabError` is
+    raised as it is) after the results of the chunks that finished; pending chunks are
+    cancelled. With ``on_idle``, it is called whenever nothing finished for ``idle_seconds``
+    (e.g. to flush buffered rows).
+
+    ``batch=B``: ``fn`` takes a list of up to B consecutive items (of one chunk; chunks are then
+    multiples of B) and returns their results as a list in the same order (e.g. B fault maps
+    in one forward pass); a failing group is reported with its first key.
     """
     pairs = list(items.items() if isinstance(items, Mapping) else items)
     check(chunksize is None or (isinstance(chunksize, int) and chunksize >= 1), "chunksize",
           caller, "None or an integer >= 1", chunksize)
     check(max_pending is None or (isinstance(max_pending, int) and max_pending >= 1),
           "max_pending", caller, "None or an integer >= 1", max_pending)
+    check(batch is None or (isinstance(batch, int) and not isinstance(batch, bool)
+                            and batch >= 1), "batch", caller, "None or an integer >= 1", batch)
     check(shared is None or isinstance(shared, Shared), "shared", caller,
           "None or a hwlab.executors.Shared from share()", type(shared).__name__)
     if not pairs:
         return
     if _is_inline(executor):
         state = shared.local_state() if shared is not None else None
-        for key, item in pairs:
+        keys, values = [k for k, _ in pairs], [v for _, v in pairs]
+        for group_keys, arg, one in _groups(keys, values, batch):
             try:
-                value = fn(item) if shared is None else fn(state, item)
+                results = _call_group(fn, state, shared, group_keys, arg, one, caller)
             except HwlabError:
                 raise
             except Exception as exc:
-                raise ItemError(key, type(exc).__name__, str(exc), caller) from exc
-            yield key, value
+                raise ItemError(group_keys[0], type(exc).__name__, str(exc), caller) from exc
+            yield from zip(group_keys, results)
         return
     workers = worker_count(executor)
     size = chunksize or max(1, math.ceil(len(pairs) / (CHUNKS_PER_WORKER * workers)))
     if max_pending is not None and chunksize is None:  # keep every worker busy within the limit
         size = max(1, min(size, max_pending // workers))
+    if batch is not None:
+        size = batch * math.ceil(size / batch)  # whole groups per chunk
     data = shared.future if shared is not None else None
     window = len(pairs) if max_pending is None else max(1, math.ceil(max_pending / size))
     chunks = iter(range(0, len(pairs), size))
@@ -210,7 +243,7 @@ def map_chunked(executor: Executor | None, fn: Callable, items, shared: Shared |
         for lo in chunks:
             part = pairs[lo:lo + size]
             pending.add(executor.submit(_run_chunk, fn, shared, data, [k for k, _ in part],
-                                        [v for _, v in part]))
+                                        [v for _, v in part], batch, caller))
             if len(pending) >= window:
                 return
 
@@ -221,14 +254,17 @@ def map_chunked(executor: Executor | None, fn: Callable, items, shared: Shared |
                                   timeout=idle_seconds if on_idle is not None else None)
             if not ready:
                 on_idle()
-            for fut in ready:
+            error = None
+            for fut in ready:  # every finished row first, then the first error
                 for key, ok, value in fut.result():
-                    if not ok:
-                        if isinstance(value, HwlabError):
-                            raise value
-                        raise ItemError(key, value[0], value[1], caller)
-                    yield key, value
-                submit()
+                    if ok:
+                        yield key, value
+                    elif error is None:
+                        error = value if isinstance(value, HwlabError) else \
+                            ItemError(key, value[0], value[1], caller)
+            if error is not None:
+                raise error
+            submit()
     finally:
         for fut in pending:
             fut.cancel()

@@ -214,7 +214,8 @@ def run_items(store, run_id: str, items: Mapping[str, Any], fn: Callable[[Any], 
               executor: Executor | None = None, progress: Progress | None = None,
               defaults: Mapping[str, Any] | None = None, max_pending: int | None = None,
               flush_rows: int = FLUSH_ROWS, flush_seconds: float = FLUSH_SECONDS,
-              many: bool = False, shared=None, chunksize: int | None = None) -> int:
+              many: bool = False, shared=None, chunksize: int | None = None,
+              batch: int | None = None) -> int:
     """Run ``fn(item)`` for every item whose key is not stored yet; write the rows in batches.
 
     ``items`` maps a result key to the one argument of ``fn`` (a frozen dataclass when there are
@@ -236,7 +237,8 @@ def run_items(store, run_id: str, items: Mapping[str, Any], fn: Callable[[Any], 
     On a process pool or Dask, items go in chunks (``chunksize``, default about four chunks
     per worker) through :func:`hwlab.executors.map_chunked`. ``shared``: a handle from
     :func:`hwlab.executors.share` (the model and data sent once per worker, set up once
-    there); ``fn`` is then called as ``fn(state, item)``, also inline.
+    there); ``fn`` is then called as ``fn(state, item)``, also inline. ``batch=B``: ``fn`` takes
+    a list of up to B items and returns their rows as a list (one per item, same order).
 
     Returns the number of rows newly written.
     """
@@ -262,7 +264,8 @@ def run_items(store, run_id: str, items: Mapping[str, Any], fn: Callable[[Any], 
     if progress is not None:
         progress(sink.finished, total, f"{sink.finished} stored")
     try:
-        if shared is None and (executor is None or isinstance(executor, SerialExecutor)):
+        if shared is None and batch is None and (executor is None
+                                                 or isinstance(executor, SerialExecutor)):
             for key in todo:  # inline
                 sink.add(key, _call(fn, items[key], key))
         else:
@@ -270,7 +273,7 @@ def run_items(store, run_id: str, items: Mapping[str, Any], fn: Callable[[Any], 
 
             for key, row in map_chunked(executor, fn, {k: items[k] for k in todo}, shared,
                                         chunksize, "run_items", sink.seconds, sink.flush,
-                                        max_pending):
+                                        max_pending, batch):
                 sink.add(key, row)
     finally:
         sink.flush()

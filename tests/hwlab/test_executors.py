@@ -96,6 +96,17 @@ def _row_of(state, item):
     return {"trial": state["base"] + item}
 
 
+def _one_dict(state, group):
+    return {"n": len(group)}  # wrong for batch=: one dict for a whole group
+
+
+def _group_of(state, group):
+    """``batch=`` form: one call for a list of items, one result per item."""
+    if "boom" in group:
+        raise ValueError("group said boom")
+    return [{"value": state["base"] + i, "group": len(group)} for i in group]
+
+
 def _check_chunked(ex) -> None:
     from hwlab.executors import ItemError, map_chunked, share, worker_count
 
@@ -116,6 +127,11 @@ def _check_chunked(ex) -> None:
         assert run_items(store, run, items, _row_of, executor=ex, shared=ref, max_pending=4) == 23
         got = store.results(run_id=run).set_index("key")["trial"].to_dict()
         assert got == {k: 1000 + r["trial"] for k, r in rows.items()}
+        grouped = dict(map_chunked(ex, _group_of, items, shared=ref, batch=4))
+        assert {k: v["value"] for k, v in grouped.items()} == {k: 1000 + i
+                                                               for k, i in items.items()}
+        assert max(v["group"] for v in grouped.values()) == 4  # groups of up to 4 items
+        assert sorted(v["group"] for v in grouped.values()).count(4) >= 16
         bad = {**{f"k{i}": i for i in range(6)}, "bad": "boom"}
         with pytest.raises(ItemError, match=r"item 'bad' of run_items failed: ValueError: item "
                                             r"said boom"):
@@ -135,6 +151,16 @@ def test_map_chunked_serial_is_inline_and_same_values():
     assert [r["value"] for r in rows.values()] == [1001, 1002]
     assert len({r["setup_id"] for r in rows.values()}) == 1
     assert worker_count(None) == 1 and worker_count(SerialExecutor()) == 1
+    with share(None, {"base": 10}, setup=_setup) as ref:
+        groups = dict(map_chunked(None, _group_of, {f"k{i}": i for i in range(7)}, shared=ref,
+                                  batch=3))
+        assert [g["group"] for g in groups.values()] == [3, 3, 3, 3, 3, 3, 1]
+        assert [g["value"] for g in groups.values()] == list(range(10, 17))
+        with pytest.raises(ValueError, match=r"fn of map_chunked must be a function returning "
+                                             r"one result per item of a group \(2\), got 'dict'"):
+            list(map_chunked(None, _one_dict, [("a", 1), ("b", 2)], shared=ref, batch=2))
+        with pytest.raises(ValueError, match=r"batch of map_chunked must be None or an integer"):
+            list(map_chunked(None, _shifted, [("a", 1)], batch=0))
 
 
 def test_process_pool_map_chunked_shares_once_per_worker():
