@@ -297,3 +297,18 @@ def test_untraceable_model_runs_full_inference_with_a_flag(caplog):
     with pytest.raises(ValueError, match=r"model of hwlab.graph.trace must be traceable by "
                                          r"torch.fx.*Gate"):
         clipact.profile(model, (x, y))
+
+
+@pytest.mark.parametrize("first", ["block1.relu@2", "block1.relu", "relu()@2", "relu()"])
+def test_partly_clipped_models_keep_the_original_site_names(first):
+    model = DigitsNet().eval()
+    part = clipact.clip(model, {first: 1.5})
+    assert clipact.activation_sites(part) == SITES  # later calls are not renumbered
+    assert clipact.thresholds(part) == {first: 1.5}
+    other = next(s for s in SITES if s != first)
+    both = clipact.clip(part, {other: 0.5, first: 2.0})  # re-tuning the clipped one too
+    th = clipact.thresholds(both)
+    assert th == {first: 2.0, other: 0.5} and list(th) == [s for s in SITES if s in th]
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():  # the same function as clipping both at once on the original
+        assert torch.equal(both(x), clipact.clip(model, {first: 2.0, other: 0.5})(x))
