@@ -133,7 +133,7 @@ def trace(model: nn.Module, caller: str, leaf_modules=()) -> hg.ModelGraph:
 def _clippable(graph: hg.ModelGraph, site: hg.Site) -> bool:
     if site.module is not None:
         m = graph.module.get_submodule(site.module)
-        return isinstance(m, ClippedReLU) or isinstance(m, UNBOUNDED)
+        return isinstance(m, (ClippedReLU, *UNBOUNDED))
     if site.op not in UNBOUNDED_OPS:
         return False
     if site.op == "clamp":  # clamp(x, min=0) is a ReLU; with a max it is already bounded

@@ -200,7 +200,7 @@ def test_protect_gives_every_call_site_its_own_threshold(trained, protected):
 
 
 def test_ranger_caps_each_site_at_its_profiled_max(trained):
-    model, train, test = trained
+    model, train, _ = trained
     maxima = clipact.profile(model, train)
     ranger = clipact.clip(model, maxima, mode="cap")
     assert clipact.thresholds(ranger) == maxima
