@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import faultlab as fl
@@ -185,6 +186,30 @@ def test_prefix_evaluator_start_index_on_sequential_and_wrapped_models():
     with pytest.raises(ValueError, match="start of PrefixEvaluator.logits must be 0 or a value "
                                          "returned by start_index, got 999"):
         seq.logits(999)
+
+
+def test_prefix_evaluator_clones_a_cached_input_the_tail_writes_in_place():
+    class Scale(nn.Module):  # the segment after fc1 doubles its input in place
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            h = self.fc1(x.flatten(1))
+            h.mul_(2).add_(1)  # not idempotent: a reused, written cache would drift
+            return self.fc2(F.relu(h))
+
+    torch.manual_seed(5)
+    model = Scale().eval()
+    x, y = torch.randn(9, 1, 2, 2), torch.zeros(9, dtype=torch.long)
+    ev = PrefixEvaluator(model, x, y, batch_size=4)
+    start = next(c.index for c in ev.graph.cuts if c.node == "fc1")  # the tail: mul_, add_, ...
+    assert ev.graph.mutates_input(ev.graph.segment(ev._cut(start)))
+    assert not ev.graph.mutates_input(ev.graph.segment(ev._cut(ev.start_index(["fc2"]))))
+    with torch.no_grad():
+        full = torch.cat([model(x[i: i + 4]) for i in range(0, 9, 4)])
+    for _ in range(3):
+        assert torch.equal(ev.logits(start), full)
 
 
 def test_prefix_evaluator_falls_back_loudly_for_an_untraceable_model(caplog):
