@@ -172,3 +172,62 @@ def test_fault_free_prefix_runs_once_unbatched(mnist):
         for h in handles:
             h.remove()
     assert batched == {0: False, 9: False, 11: True}  # only the faulty last layer is batched
+
+
+def _campaign_table(model, data, faults, batched, monkeypatch, **kw):
+    """fl.campaign rows; with ``batched`` its trials go through run_trials in groups of 4 (the
+    integration ``maps_per_pass=4`` stands for)."""
+    import json
+
+    import faultlab._campaign as campaign_module
+    from faultlab._batched import run_trials
+
+    plain = campaign_module.run_items
+    groups = []
+
+    def counted(items):
+        groups.append(len(items))
+        return run_trials(items)
+
+    def grouped(store, run_id, items, fn, *args, **kwargs):
+        if fn is campaign_module.run_trial and len(items) > 1:
+            return plain(store, run_id, items, counted, *args, batch=4, **kwargs)
+        return plain(store, run_id, items, fn, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        if batched:
+            m.setattr(campaign_module, "run_items", grouped)
+        df = fl.campaign(model, data, faults, **kw)
+    assert (max(groups, default=0) == 4) == batched  # the batched path ran in groups of 4
+    extra = df["extra"].map(json.loads)
+    for k in ("inject_ms",):
+        extra.map(lambda e, k=k: e.pop(k, None))
+    return df.drop(columns=["latency_ms", "extra"]).assign(extra=extra.map(json.dumps))
+
+
+@pytest.mark.parametrize("delayed_start", [True, False])
+def test_campaign_rows_with_batched_maps_equal_the_plain_path(mnist, monkeypatch,
+                                                              delayed_start):
+    model, x, y = mnist
+    faults = [fl.BitFlip(rate=1e-5), fl.StuckAt(1, count=2, bits=[30]), fl.BitFlip(rate=1e-7)]
+    kw = dict(trials=6, seed=4, metrics=("accuracy", "sdc"), delayed_start=delayed_start)  # noqa: C408
+    plain = _campaign_table(model, (x, y), faults, False, monkeypatch, **kw)
+    batched = _campaign_table(model, (x, y), faults, True, monkeypatch, **kw)
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(plain, batched)
+    assert plain["accuracy"].nunique() > 3  # the faults do change results
+
+
+def test_campaign_rows_with_batched_maps_on_a_residual_model(monkeypatch):
+    torch.manual_seed(2)
+    model = _Residual().eval()
+    x = torch.randn(64, 1, 8, 8)
+    y = model(x).argmax(1)
+    faults = [fl.BitFlip(rate=2e-3), (fl.BitFlip(rate=1e-3), fl.NeuronFault(count=2))]
+    kw = dict(trials=5, seed=1, metrics=("accuracy", "critical_sdc"))  # noqa: C408
+    plain = _campaign_table(model, (x, y), faults, False, monkeypatch, **kw)
+    batched = _campaign_table(model, (x, y), faults, True, monkeypatch, **kw)
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(plain, batched)
