@@ -312,3 +312,36 @@ def test_partly_clipped_models_keep_the_original_site_names(first):
     x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():  # the same function as clipping both at once on the original
         assert torch.equal(both(x), clipact.clip(model, {first: 2.0, other: 0.5})(x))
+
+
+def test_every_form_of_an_unbounded_activation_is_a_site_and_clips():
+    class Forms(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+            self.act6 = nn.ReLU6()
+
+        def forward(self, x):
+            h = torch.relu(self.a(x))  # torch.relu
+            h = self.b(h).relu_()  # in-place method
+            h = F.leaky_relu(h - 0.5, 0.2, True)  # in-place functional with a positional slope
+            h = F.gelu(h, approximate="tanh") + self.act6(h)  # ReLU6: bounded, not a site
+            h = torch.clamp(h, min=0, max=6) + F.relu(h, inplace=True)  # clamp(0, 6): bounded
+            return self.c(h)
+
+    model = Forms().eval()
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(7))
+    data = (x, torch.zeros(64, dtype=torch.long))
+    assert clipact.activation_sites(model) == ["relu()", "relu()@2", "leaky_relu()", "gelu()",
+                                               "relu()@3"]
+    maxima = clipact.profile(model, data)
+    with torch.no_grad():
+        ref = model(x)
+        assert torch.equal(clipact.clip(model, maxima, mode="cap")(x), ref)
+        low = {**maxima, "leaky_relu()": maxima["leaky_relu()"] / 3}
+        got = clipact.clip(model, {"leaky_relu()": low["leaky_relu()"]}, mode="zero")(x)
+        h = torch.relu(model.b(torch.relu(model.a(x))))
+        h = F.leaky_relu(h - 0.5, 0.2)
+        h = torch.where(h <= torch.tensor(low["leaky_relu()"]), h, torch.zeros(()))
+        h = F.gelu(h, approximate="tanh") + F.relu6(h)
+        assert torch.equal(got, model.c(torch.clamp(h, 0, 6) + F.relu(h)))
