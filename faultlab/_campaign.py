@@ -248,8 +248,8 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
             _run(store, run_id, specs, keys, trials, clean, margin, confidence, min_trials,
                  trial, ex, progress, common, order, resolved[0], fault_free)
         df = store.results(run_id=run_id)
-    df = df.assign(_order=df["key"].map(order)).sort_values("_order", kind="stable")
-    return df.drop(columns="_order").reset_index(drop=True)
+    rank = np.array([order.get(k, len(order)) for k in df["key"]])
+    return df.iloc[np.argsort(rank, kind="stable")].reset_index(drop=True)
 
 
 def _local_workers(ex) -> bool:

@@ -78,23 +78,29 @@ class MemoryStore:
             if row["key"] in self.rows:
                 continue
             cells = {c: row.get(c) for c in self.columns_}
-            cells["run_id"] = run_id
-            if isinstance(cells["extra"], dict):
-                cells["extra"] = json.dumps(cells["extra"], sort_keys=True, allow_nan=True)
+            cells["run_id"] = run_id  # extra (a dict) becomes JSON text in results()
             self.rows[row["key"]] = cells
             written += 1
         return written
 
     def results(self, study=None, run_id=None, module=None):
         """The rows as a DataFrame with the SQLite store's columns and dtypes (plus ``study``)."""
+        import numpy as np
         import pandas as pd
 
-        df = pd.DataFrame(list(self.rows.values()), columns=self.columns_)
+        rows = list(self.rows.values())
+        data = {}
         for c in self.columns_:
+            values = [r[c] for r in rows]
+            if c == "extra":
+                values = [json.dumps(v, sort_keys=True, allow_nan=True) if isinstance(v, dict)
+                          else v for v in values]
             if c in _INT:
-                df[c] = df[c].astype("Int64")
+                data[c] = pd.array(values, dtype="Int64")
             elif c not in _TEXT:
-                df[c] = df[c].map(lambda v: math.nan if v is None else float(v)).astype("float64")
-            # text columns: pandas infers their dtype as it does for the SQLite store's frame
+                data[c] = np.array([math.nan if v is None else v for v in values], dtype=float)
+            else:  # pandas infers the dtype as it does for the SQLite store's frame
+                data[c] = pd.Series(values, dtype=None if values else object)
+        df = pd.DataFrame(data, columns=self.columns_)
         df["study"] = self.study
         return df

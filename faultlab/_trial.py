@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import pickle
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -150,7 +149,7 @@ def run_trial(item: Trial) -> dict:
             pe_hooks = PEHooks(inner, pe[0], derive_seed(item.seed, "pe"))
             n_faults += len(pe_hooks.fmap)
         t1 = time.perf_counter()
-        lift = None if neuron else _lifter(inner, fmaps, touched)
+        lift = None if neuron else _Lift(inner, fmaps, touched)
         lift = pe_hooks.lifter(lift) if pe else lift
         values, counts, latency = ev.run(target, None if neuron or pe else n_changed, params,
                                          lift)
@@ -245,18 +244,26 @@ def _sampler(ev: Evaluator, fm, item: Trial) -> _Sampler:
     return cache[key]
 
 
-def _lifter(model: nn.Module, fmaps, touched):
-    """A context manager factory that lifts the trial's weight faults for a moment."""
+class _Lift:
+    """Lifts the trial's weight faults for a moment (``with lift():``), then puts them back.
 
-    @contextmanager
-    def lift():
+    Built for every trial but used only when fault-free logits must be recomputed, so it is a
+    plain object (no per-trial generator function)."""
+
+    __slots__ = ("model", "fmaps", "touched")
+
+    def __init__(self, model: nn.Module, fmaps, touched):
+        self.model, self.fmaps, self.touched = model, fmaps, touched
+
+    def __call__(self):
+        return self
+
+    def __enter__(self):
         with torch.no_grad():
-            restore(touched)
-        try:
-            yield
-        finally:
-            touched.clear()
-            for fmap in fmaps:
-                touched.extend(apply_fault_map(model, fmap, "campaign"))
+            restore(self.touched)
 
-    return lift
+    def __exit__(self, *exc):
+        self.touched.clear()
+        for fmap in self.fmaps:
+            self.touched.extend(apply_fault_map(self.model, fmap, "campaign"))
+        return False

@@ -139,3 +139,31 @@ def test_assert_resilient_on_other_metrics(digits_mlp, digits):
                             metric="sdc", max_value=0.01)
     with pytest.raises(ValueError, match=r"max_value of assert_resilient must be given"):
         fl.assert_resilient(digits_mlp, digits[1], fl.BitFlip(count=1), trials=2, metric="sdc")
+
+
+class _Stream:
+    """A re-iterable of fresh batches that counts how many of its inputs are alive at once."""
+
+    def __init__(self, x, y, size):
+        self.x, self.y, self.size, self.refs, self.most = x, y, size, [], 0
+
+    def __iter__(self):
+        import weakref
+
+        for i in range(0, len(self.y), self.size):
+            xb = self.x[i:i + self.size].clone()  # a new tensor, as a loader would decode it
+            self.refs = [r for r in self.refs if r() is not None] + [weakref.ref(xb)]
+            self.most = max(self.most, len(self.refs))
+            yield xb, self.y[i:i + self.size]
+            del xb
+
+
+@pytest.mark.parametrize("kw", [{"delayed_start": False}, {"cache_bytes": 0}])
+def test_a_stream_is_read_one_batch_at_a_time(digits_mlp, digits, kw):
+    # (with delayed start and a budget, cached cut activations, possibly views of the inputs,
+    # may hold up to cache_bytes more)
+    stream = _Stream(digits[1].x, digits[1].y, 20)
+    df = fl.campaign(digits_mlp, stream, FAULTS, trials=2, metrics=METRICS, **kw)
+    memory = fl.campaign(digits_mlp, digits[1], FAULTS, trials=2, metrics=METRICS, batch_size=20)
+    pd.testing.assert_frame_equal(_same(df), _same(memory))
+    assert stream.most <= 2  # the batch being evaluated (and the one being produced)
