@@ -108,7 +108,7 @@ def draw_in_memory(mem, code, policy, prim, prim_top, seed, caller) -> FaultMap:
         word, bit, kind = prim._events(mem, seed)
         return build_map(mem, code, policy, word, bit, kind, seed, mem.stored_bits)
     s32 = seed32(seed, caller)
-    ops, _ops_top = (p if hasattr(p, "_expand") else _BitUnits(p) for p in (prim, prim_top))
+    ops = prim if hasattr(prim, "_expand") else _BitUnits(prim)
     total = ops._total(mem)
     if prim_top.count is not None:
         check(prim_top.count <= total, "count", caller,
