@@ -55,7 +55,7 @@ class Constraint:
                 if f.name != "validate"}
 
 
-def param(default: Any, help: str = "", *, choices=None, range=None,  # noqa: A002 - the words
+def param(default: Any, help: str = "", *, choices=None, range=None,  # the declared words
           inclusive: tuple[bool, bool] = (True, True), nonempty: bool = False,
           kind: str | None = None, validate: Callable | None = None):
     """A dataclass field with a default and a declared :class:`Constraint`."""

@@ -15,14 +15,9 @@ store at once. All SQL is parameterised.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import logging
-import math
-import numbers
 import os
-import re
 import sqlite3
 import subprocess
 import time
@@ -34,6 +29,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from hwlab._rows import (
+    _COLUMN_TYPES,
+    METRIC_COLUMNS,
+    RESULT_COLUMNS,
+    _check_column_names,
+    _identify,
+    _row_values,
+    _typed,
+)
 from hwlab.errors import check, fail
 
 __all__ = ["APPLICATION_ID", "METRIC_COLUMNS", "RESULT_COLUMNS", "SCHEMA_VERSION", "Store",
@@ -45,26 +49,12 @@ APPLICATION_ID = 0x48574C42  # "HWLB": marks the file as an hwlab store (SQLite 
 SCHEMA_VERSION = 2  # bumped on every schema change (SQLite header offset 60); see _MIGRATIONS
 BUSY_TIMEOUT_MS = 30_000  # writers from several processes wait this long for the write lock
 
-# Result columns and their SQLite types, in table order.
-_COLUMN_TYPES = {
-    "run_id": "TEXT", "key": "TEXT", "module": "TEXT", "method": "TEXT", "model": "TEXT",
-    "dataset": "TEXT", "variant": "TEXT", "fault_model": "TEXT", "fault_rate": "REAL",
-    "trial": "INTEGER", "seed": "INTEGER", "accuracy": "REAL", "latency_ms": "REAL",
-    "memory_bytes": "INTEGER", "timesteps": "REAL", "params": "INTEGER", "extra": "TEXT",
-    # schema 2: the number format as its own column, and the fault-injection metrics
-    "dtype": "TEXT", "sdc": "REAL", "critical_sdc": "REAL", "top5": "REAL", "loss": "REAL",
-}
-RESULT_COLUMNS = tuple(_COLUMN_TYPES)
-METRIC_COLUMNS = ("accuracy", "sdc", "critical_sdc", "top5", "loss")  # built-in metric columns
 # Each migration takes a store from version k to k + 1: ALTER TABLE statements only (the rows
 # are kept as they are; the new columns are NULL in old rows, never filled in by guessing).
 _MIGRATIONS = {
     1: [f"ALTER TABLE results ADD COLUMN {c} {_COLUMN_TYPES[c]}"
         for c in ("dtype", "sdc", "critical_sdc", "top5", "loss")],
 }
-_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # user metric column names
-_RESERVED = frozenset({"study", "rowid", "oid", "_rowid_"})  # names the DataFrame or SQLite use
-_INT_COLUMNS = tuple(c for c, t in _COLUMN_TYPES.items() if t == "INTEGER")
 _RUN_STATUSES = ("running", "done", "failed")
 
 _SCHEMA = [
@@ -157,63 +147,6 @@ def _check_header(path: Path) -> None:
           f"{path} (schema version {version})")
 
 
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item") and callable(value.item):  # NumPy / torch scalars
-        return value.item()
-    if isinstance(value, (set, frozenset)):
-        return sorted(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {value!r}")
-
-
-def _to_json(value: Any, param: str, caller: str) -> str:
-    try:
-        return json.dumps(value, sort_keys=True, default=_json_default, allow_nan=True)
-    except (TypeError, ValueError):
-        raise fail(param, caller, "JSON-serialisable", value) from None
-
-
-def _cell(column: str, value: Any) -> Any:
-    """Validate and convert one result value to its SQLite type (None stays NULL)."""
-    if value is None:
-        return None
-    kind = _COLUMN_TYPES.get(column, "REAL")  # user metric columns are REAL
-    caller = "Store.add_results"
-    if column == "extra":
-        if isinstance(value, str):
-            try:
-                json.loads(value)
-            except ValueError:
-                raise fail("extra", caller, "a dict or a JSON string", value) from None
-            return value
-        return _to_json(value, "extra", caller)
-    if kind == "TEXT":
-        check(isinstance(value, str), column, caller, "a str or None", value)
-        return value
-    check(isinstance(value, numbers.Real) and not isinstance(value, bool), column, caller,
-          "a number or None", value)
-    if kind == "REAL":
-        value = float(value)
-        return None if math.isnan(value) else value  # NaN is "missing": NULL
-    check(float(value).is_integer(), column, caller, "an integer or None", value)
-    return int(value)
-
-
-def _identify(study: Any, config: Any, fingerprint: Any, caller: str) -> tuple[str, str]:
-    """(config JSON, fingerprint) of a run; the fingerprint defaults to a hash of the JSON."""
-    check(isinstance(study, str) and bool(study), "study", caller, "a non-empty str", study)
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        config = dataclasses.asdict(config)
-    check(isinstance(config, dict), "config", caller, "a dict or a dataclass", config)
-    config_json = _to_json(config, "config", caller)
-    if fingerprint is None:
-        fingerprint = hashlib.sha256(config_json.encode()).hexdigest()[:16]
-    check(isinstance(fingerprint, str) and bool(fingerprint), "fingerprint", caller,
-          "a non-empty str or None", fingerprint)
-    return config_json, fingerprint
-
-
 class Store:
     """An SQLite results store (WAL mode); see the module docstring.
 
@@ -233,6 +166,13 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
+
+    @staticmethod
+    def memory():
+        """A :class:`~hwlab._memstore.MemoryStore`: the same interface, rows kept in memory."""
+        from hwlab._memstore import MemoryStore
+
+        return MemoryStore()
 
     # -- connections -------------------------------------------------------------------------
     @contextmanager
@@ -349,14 +289,7 @@ class Store:
         Returns the names that were added. Identifiers are validated before they reach SQL, so
         no name can inject SQL.
         """
-        check(not isinstance(names, str) and isinstance(names, Iterable), "names",
-              "Store.ensure_columns", "a list of column names", names)
-        names = list(names)
-        for n in names:
-            ok = isinstance(n, str) and _IDENTIFIER.fullmatch(n) is not None
-            check(ok and n not in _RESERVED, "names", "Store.ensure_columns",
-                  "column names matching [a-z_][a-z0-9_]* (at most 63 characters, not study, "
-                  "rowid, oid or _rowid_)", n)
+        names = _check_column_names(names, "Store.ensure_columns")
         added = []
         with self._write() as conn:
             present = set(self._table_columns(conn))
@@ -468,18 +401,7 @@ class Store:
         """
         rows = list(rows)
         known = self._known_columns(rows)
-        values = []
-        for i, row in enumerate(rows):
-            check(isinstance(row, dict), f"rows[{i}]", "Store.add_results", "a dict", row)
-            unknown = sorted(set(row) - set(known))
-            check(not unknown, f"column {unknown[0] if unknown else ''!r}", "Store.add_results",
-                  f"one of {', '.join(known)} (add metric columns with Store.ensure_columns)",
-                  row)
-            check(isinstance(row.get("key"), str) and bool(row.get("key")), f"key of rows[{i}]",
-                  "Store.add_results", "a non-empty str", row.get("key"))
-            check(row.get("run_id", run_id) == run_id, f"run_id of rows[{i}]",
-                  "Store.add_results", f"absent or {run_id!r}", row.get("run_id"))
-            values.append((run_id, *(_cell(c, row.get(c)) for c in known[1:])))
+        values = _row_values(run_id, rows, known, "Store.add_results")
         if not values:
             return 0
         columns = ", ".join(f'"{c}"' for c in known)  # validated identifiers, quoted
@@ -520,12 +442,7 @@ class Store:
                + " ORDER BY runs.started, results.rowid")
         with self._connect() as conn:
             df = pd.read_sql_query(sql, conn, params=params)
-        for c in _INT_COLUMNS:
-            df[c] = df[c].astype("Int64")  # integers with NULLs stay integers
-        for c in columns:
-            if _COLUMN_TYPES.get(c, "REAL") == "REAL":
-                df[c] = df[c].astype("float64")
-        return df
+        return _typed(df, columns)
 
     def runs(self):
         """The runs as a pandas DataFrame (config as JSON text, plus ``n_results``)."""

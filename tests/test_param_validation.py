@@ -23,7 +23,7 @@ import re
 import pytest
 import torch
 
-from hwlab import cli, data, models, seeds, store, studies, train, zoo
+from hwlab import cli, data, models, seeds, store, train, zoo
 from hwlab._config import StudyConfig
 from hwlab.errors import HwlabError
 from hwlab.studies import get_study, list_studies

@@ -78,7 +78,7 @@ def _import(module: str, spec: str, param: str, caller: str):
         cwd = os.getcwd()
         if exc.name not in (top, module) or cwd in sys.path:
             raise fail(param, caller, _allowed(), f"{spec} (import failed: {exc})") from None
-    except Exception as exc:  # the user's module itself is broken (syntax, import-time error)
+    except Exception as exc:  # noqa: BLE001 - the user's module itself is broken (syntax, ...)
         raise fail(param, caller, _allowed(),
                    f"{spec} (import failed: {type(exc).__name__}: {exc})") from None
     # Not installed: look in the current directory (kept on sys.path, so that spawned worker
@@ -86,7 +86,7 @@ def _import(module: str, spec: str, param: str, caller: str):
     sys.path.append(cwd)
     try:
         return importlib.import_module(module)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - anything the user's module raises on import
         raise fail(param, caller, _allowed(),
                    f"{spec} (import failed: {type(exc).__name__}: {exc})") from None
 
@@ -109,7 +109,7 @@ def _factory(spec, param: str, caller: str) -> Callable[..., nn.Module]:
     if spec in eps:
         try:
             obj = eps[spec].load()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a broken plug-in, named in the error
             raise fail(param, caller, _allowed(), f"{spec} (entry point failed to load: "
                        f"{type(exc).__name__}: {exc})") from None
         check(callable(obj), param, caller, _allowed(), f"{spec} (entry point not callable)")

@@ -40,7 +40,7 @@ def test_labels_and_pixel_values_are_exact(tmp_path):
         assert split.x.dtype == torch.float32 and split.y.dtype == torch.int64
         for x, y in zip(split.x, split.y):
             cls = split.classes[int(y)]
-            v = int(round(float(x[0, 1, 1]) * 255))
+            v = round(float(x[0, 1, 1]) * 255)
             assert (cls, v) in expected  # the label matches the folder of that image
             assert torch.equal(x[0], torch.from_numpy(expected[(cls, v)]).float() / 255)
             seen.add((cls, v))

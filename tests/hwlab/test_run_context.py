@@ -56,14 +56,12 @@ def test_a_refusal_on_a_new_run_leaves_no_run_row(tmp_path):
 
 def test_failures_after_rows_or_other_errors_mark_the_run_failed(tmp_path):
     store = Store(tmp_path / "s.sqlite")
-    with pytest.raises(ValueError):
-        with run_context(store, "demo.rows", {}) as run:
-            store.add_results(run, [{"key": "k"}])
-            raise fail("x", "demo", "positive", -1)  # rows were written: a real failure
+    with pytest.raises(ValueError), run_context(store, "demo.rows", {}) as run:
+        store.add_results(run, [{"key": "k"}])
+        raise fail("x", "demo", "positive", -1)  # rows were written: a real failure
     assert store.run_state(run)["status"] == "failed"
-    with pytest.raises(KeyboardInterrupt):
-        with run_context(store, "demo.ctrl-c", {}) as run2:
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), run_context(store, "demo.ctrl-c", {}) as run2:
+        raise KeyboardInterrupt
     assert store.run_state(run2)["status"] == "failed"
     with run_context(store, "demo.rows", {}) as again:  # resumed, then finished
         assert again == run

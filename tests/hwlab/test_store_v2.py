@@ -164,3 +164,17 @@ def test_revert_run_puts_a_resumed_run_back_and_deletes_a_new_empty_one(tmp_path
     with pytest.raises(ValueError, match=r"run_id of Store.revert_run must be a new run without "
                                          r"result rows"):
         s.revert_run(run, None)
+
+
+def test_damage_after_open_is_the_same_error_from_every_method(tmp_path):
+    path = tmp_path / "s.sqlite"
+    s = Store(path)
+    run = s.open_run("t", {})
+    s.add_results(run, [{"key": f"k{i}", "extra": {"pad": "x" * 300}} for i in range(300)])
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    path.write_bytes(path.read_bytes()[:6000])  # the Store object was made before the damage
+    for call in (s.results, s.runs, lambda: s.done_keys(run), lambda: s.add_results(
+            run, [{"key": "new"}]), lambda: s.export(tmp_path / "e.csv")):
+        with pytest.raises(ValueError, match=r"path of Store must be an undamaged hwlab store"):
+            call()

@@ -1,0 +1,134 @@
+"""Result-row schema and validation shared by the SQLite ``Store`` and the ``MemoryStore``."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import numbers
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from hwlab.errors import check, fail
+
+# Result columns and their SQLite types, in table order.
+_COLUMN_TYPES = {
+    "run_id": "TEXT", "key": "TEXT", "module": "TEXT", "method": "TEXT", "model": "TEXT",
+    "dataset": "TEXT", "variant": "TEXT", "fault_model": "TEXT", "fault_rate": "REAL",
+    "trial": "INTEGER", "seed": "INTEGER", "accuracy": "REAL", "latency_ms": "REAL",
+    "memory_bytes": "INTEGER", "timesteps": "REAL", "params": "INTEGER", "extra": "TEXT",
+    # schema 2: the number format as its own column, and the fault-injection metrics
+    "dtype": "TEXT", "sdc": "REAL", "critical_sdc": "REAL", "top5": "REAL", "loss": "REAL",
+}
+RESULT_COLUMNS = tuple(_COLUMN_TYPES)
+METRIC_COLUMNS = ("accuracy", "sdc", "critical_sdc", "top5", "loss")  # built-in metric columns
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # user metric column names
+_RESERVED = frozenset({"study", "rowid", "oid", "_rowid_"})  # names the DataFrame or SQLite use
+_INT_COLUMNS = tuple(c for c, t in _COLUMN_TYPES.items() if t == "INTEGER")
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item") and callable(value.item):  # NumPy / torch scalars
+        return value.item()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {value!r}")
+
+
+def _to_json(value: Any, param: str, caller: str) -> str:
+    try:
+        return json.dumps(value, sort_keys=True, default=_json_default, allow_nan=True)
+    except (TypeError, ValueError):
+        raise fail(param, caller, "JSON-serialisable", value) from None
+
+
+def _cell(column: str, value: Any, caller: str = "Store.add_results") -> Any:
+    """Validate and convert one result value to its SQLite type (None stays NULL)."""
+    if value is None:
+        return None
+    kind = _COLUMN_TYPES.get(column, "REAL")  # user metric columns are REAL
+    if column == "extra":
+        if isinstance(value, str):
+            try:
+                json.loads(value)
+            except ValueError:
+                raise fail("extra", caller, "a dict or a JSON string", value) from None
+            return value
+        return _to_json(value, "extra", caller)
+    if kind == "TEXT":
+        check(isinstance(value, str), column, caller, "a str or None", value)
+        return value
+    check(isinstance(value, numbers.Real) and not isinstance(value, bool), column, caller,
+          "a number or None", value)
+    if kind == "REAL":
+        value = float(value)
+        return None if math.isnan(value) else value  # NaN is "missing": NULL
+    check(float(value).is_integer(), column, caller, "an integer or None", value)
+    return int(value)
+
+
+def _identify(study: Any, config: Any, fingerprint: Any, caller: str) -> tuple[str, str]:
+    """(config JSON, fingerprint) of a run; the fingerprint defaults to a hash of the JSON."""
+    check(isinstance(study, str) and bool(study), "study", caller, "a non-empty str", study)
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    check(isinstance(config, dict), "config", caller, "a dict or a dataclass", config)
+    config_json = _to_json(config, "config", caller)
+    if fingerprint is None:
+        fingerprint = hashlib.sha256(config_json.encode()).hexdigest()[:16]
+    check(isinstance(fingerprint, str) and bool(fingerprint), "fingerprint", caller,
+          "a non-empty str or None", fingerprint)
+    return config_json, fingerprint
+
+
+
+
+def _check_column_names(names: Any, caller: str) -> list[str]:
+    """User metric column names, validated before they can reach SQL."""
+    check(not isinstance(names, str) and isinstance(names, Iterable), "names", caller,
+          "a list of column names", names)
+    names = list(names)
+    for n in names:
+        ok = isinstance(n, str) and _IDENTIFIER.fullmatch(n) is not None
+        check(ok and n not in _RESERVED, "names", caller,
+              "column names matching [a-z_][a-z0-9_]* (at most 63 characters, not study, "
+              "rowid, oid or _rowid_)", n)
+    return names
+
+
+def _row_values(run_id: str, rows: list, known: tuple, caller: str) -> list[tuple]:
+    """Validated value tuples (in ``known`` column order) for result rows; all or none."""
+    values = []
+    for i, row in enumerate(rows):
+        check(isinstance(row, dict), f"rows[{i}]", caller, "a dict", row)
+        unknown = sorted(set(row) - set(known))
+        check(not unknown, f"column {unknown[0] if unknown else ''!r}", caller,
+              f"one of {', '.join(known)} (add metric columns with Store.ensure_columns)", row)
+        check(isinstance(row.get("key"), str) and bool(row.get("key")), f"key of rows[{i}]",
+              caller, "a non-empty str", row.get("key"))
+        check(row.get("run_id", run_id) == run_id, f"run_id of rows[{i}]", caller,
+              f"absent or {run_id!r}", row.get("run_id"))
+        values.append((run_id, *(_cell(c, row.get(c), caller) for c in known[1:])))
+    return values
+
+
+def _typed(df, columns):
+    """Integer columns as pandas Int64 (NULLs kept), REAL ones as float64."""
+    for c in _INT_COLUMNS:
+        df[c] = df[c].astype("Int64")  # integers with NULLs stay integers
+    for c in columns:
+        if _COLUMN_TYPES.get(c, "REAL") == "REAL":
+            df[c] = df[c].astype("float64")
+    return df
+
+
+def _frame(records: list[tuple], columns: tuple):
+    """The ``results()`` DataFrame from value tuples ``(*columns, study)``."""
+    import pandas as pd
+
+    return _typed(pd.DataFrame.from_records(records, columns=[*columns, "study"]), columns)

@@ -1,0 +1,54 @@
+"""MemoryStore: the Store interface without a file, same validation, same results() frame."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from hwlab._memstore import MemoryStore
+from hwlab.store import Store
+from hwlab.studies import run_context, run_items
+
+
+def _fill(store):
+    store.ensure_columns(["iou"])
+    with run_context(store, "demo", {"n": 3}) as run:
+        run_items(store, run, {f"k{i}": {"trial": i, "accuracy": i / 4, "iou": 0.5,
+                                         "extra": {"i": i}, "fault_rate": float("nan")}
+                               for i in range(3)}, dict, defaults={"module": "m", "dtype": "int8"})
+    return run
+
+
+def test_memory_store_gives_the_same_frame_as_sqlite(tmp_path):
+    mem, disk = Store.memory(), Store(tmp_path / "s.sqlite")
+    assert isinstance(mem, MemoryStore) and mem.path is None
+    _fill(mem), _fill(disk)
+    a = mem.results().drop(columns="run_id")
+    b = disk.results().drop(columns="run_id")
+    pd.testing.assert_frame_equal(a, b)  # same columns, values, NULLs and dtypes
+    assert mem.runs()["status"].tolist() == ["done"] and mem.runs()["n_results"].tolist() == [3]
+    run = mem.runs()["run_id"].iloc[0]
+    assert mem.config(run) == {"n": 3} and mem.done_keys(run) == {"k0", "k1", "k2"}
+    assert mem.add_results(run, [{"key": "k0", "trial": 9}]) == 0  # the first write wins
+    assert len(mem.results(module="m")) == 3 and mem.results(study="other").empty
+
+
+def test_memory_store_validates_like_sqlite():
+    mem = Store.memory()
+    run = mem.open_run("demo", {})
+    with pytest.raises(ValueError, match=r"column 'acc' of MemoryStore.add_results must be one of"):
+        mem.add_results(run, [{"key": "a", "acc": 1.0}])
+    with pytest.raises(ValueError, match=r"trial of MemoryStore.add_results must be an integer or "
+                                         r"None, got 1.5"):
+        mem.add_results(run, [{"key": "ok", "trial": 1}, {"key": "b", "trial": 1.5}])
+    assert mem.done_keys(run) == set()  # all or none
+    with pytest.raises(ValueError, match=r"names of MemoryStore.ensure_columns must be column "):
+        mem.ensure_columns(["Bad"])
+    with pytest.raises(ValueError, match=r"run_id of MemoryStore.done_keys must be the id of a run"):
+        mem.done_keys("nope")
+    with pytest.raises(ValueError, match="x of t must be"):  # a refusal leaves no run behind
+        with run_context(mem, "refused", {}):
+            from hwlab.errors import fail
+
+            raise fail("x", "t", "y", 1)
+    assert mem.runs()["study"].tolist() == ["demo"]
