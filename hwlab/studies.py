@@ -1,12 +1,18 @@
 """Studies: named, configurable, resumable experiments that write result rows to a store.
 
 A study is a module-level constant instance of a :class:`Study` subclass, registered under the
-``hwlab.studies`` entry-point group (so ``hwlab`` imports no method package)::
+``hwlab.studies`` entry-point group (so ``hwlab`` imports no method package). One contract::
 
     @dataclass(frozen=True)
-    class Config:
-        model: str = "lenet5"   # the smallest CNN that passes 95% on mnist5k
-        trials: int = 10        # enough for a +-3% interval on accuracy
+    class Config(StudyConfig):                       # validates itself in __post_init__
+        study: ClassVar[str] = "faultlab.demo"
+        model: str = param("lenet5", "model spec", kind="model")  # the reference CNN
+        trials: int = param(10, "fault maps", range=(1, None))     # a +-3% interval
+
+    @dataclass(frozen=True)
+    class Item:                                      # work items: frozen dataclasses
+        model: str
+        trial: int
 
     class MyStudy(Study):
         name, module, description = "faultlab.demo", "faultlab", "One line for `hwlab list`."
@@ -14,16 +20,19 @@ A study is a module-level constant instance of a :class:`Study` subclass, regist
         quick = {"trials": 2}
 
         def run(self, config, store, progress=None, executor=None):
-            with self.open_run(store, config) as run_id:
-                items = {f"trial={t}": (config.model, t) for t in range(config.trials)}
+            with self.open_run(store, config) as run_id:      # run_context: done / failed
+                items = {f"trial={t}": Item(config.model, t) for t in range(config.trials)}
                 run_items(store, run_id, items, _one_trial, executor, progress)
             return run_id
 
     DEMO_STUDY = MyStudy()
 
-:func:`run_items` is the resumable engine: it skips the keys already stored, runs the rest on an
-executor and writes each row as soon as it completes, so a killed study loses at most the items
-that were running and, started again with the same config, ends with the same table.
+The CLI flags and the dashboard form are built from :meth:`Study.constraints`. :func:`run_items`
+is the resumable engine: it skips the keys already stored, runs the rest inline or on an
+executor and writes the rows in batches (one transaction per ``flush_rows`` rows or
+``flush_seconds``), so a killed study loses at most the open batch and the running items and,
+started again with the same config, ends with the same table. :func:`run_context` is the one
+place where a run's status is decided.
 """
 
 from __future__ import annotations
