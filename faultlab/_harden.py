@@ -22,9 +22,10 @@ pairs with the unprotected maps of the same seed:
   is a counting model; the exact Hsiao decoder is ``faultlab.memory.ECC`` (the study's ``secded``
   row). Cost: 8 / 64 = 0.125 extra bits per protected bit.
 
-The predicted drop of a plan is the sum over (layer, bit) of the table's accuracy drop times the
-fraction of faults that survive the protection (first order: faults in different bits are taken
-as additive); the verification, not the prediction, decides.
+The predicted drop of a plan is the sum over (layer, bit) of the expected drop at ``p`` (drop per
+fault in the table times the expected faults there) times the fraction of faults that survive
+the protection (first order: faults taken as additive); the verification, not the prediction,
+decides.
 """
 
 from __future__ import annotations
@@ -118,8 +119,11 @@ def plan_hardening(model: nn.Module, table: pd.DataFrame, rate: float, costs=Non
                    schemes=("secded", "tmr")) -> list[Plan]:
     """Candidate plans: the greedy chain plus every (field, scheme) applied to all layers.
 
-    ``table``: :func:`faultlab.vulnerability` rows (layer, bit, accuracy_drop) measured at
-    ``rate`` on this model. ``costs``: extra bits per protected bit per scheme (default
+    ``table``: :func:`faultlab.vulnerability` rows (layer, bit, accuracy_drop, n_faults) of this
+    model, at any fault count or rate: each (layer, bit) is scored by its drop per fault times
+    the expected number of faults there at ``rate`` (capped at the clean accuracy). One fault per
+    trial (the default table) measures rare but critical bits of small layers that a table at a
+    low rate misses (no fault lands there in a few trials). ``costs``: extra bits per protected bit per scheme (default
     :data:`COSTS`). Each greedy step takes, over all layers, the change of one layer's protection
     with the largest predicted drop reduction per extra bit (a change that lowers both wins at
     once); the uniform plans (e.g. every word under SEC-DED, the usual whole-memory ECC) are
@@ -142,7 +146,13 @@ def plan_hardening(model: nn.Module, table: pd.DataFrame, rate: float, costs=Non
     known = set(table["layer"])
     check(known <= set(layers), "table", c, f"layers of this model ({', '.join(layers)})",
           sorted(known - set(layers)))
-    drop = {(r.layer, int(r.bit)): max(float(r.accuracy_drop), 0.0) for r in table.itertuples()}
+    drop = {}  # (layer, bit) -> expected drop at `rate`: per-fault drop x expected faults
+    for r in table.itertuples():
+        n = float(getattr(r, "n_faults", 1.0))
+        per_fault = max(float(r.accuracy_drop), 0.0) / n if n > 0 else 0.0
+        expected = layers[r.layer][1] * rate  # faults at this bit of this layer at `rate`
+        cap = float(getattr(r, "clean_accuracy", 1.0))
+        drop[(r.layer, int(r.bit))] = min(per_fault * expected, cap)
     total_bits = sum(n * WORDS_BITS[d] for _, n, d in layers.values())
     options = []  # per layer: (field name, bits, scheme) ordered weakest -> strongest
     order = sorted(schemes, key=lambda s: costs[s])
@@ -224,8 +234,8 @@ def harden(model: nn.Module, data, rate: float, target: float = 0.01, trials: in
            confidence: float = 0.9, progress=None) -> HardeningResult:
     """Cheapest protection keeping accuracy within ``target`` of clean at bit error rate ``rate``.
 
-    Measures the vulnerability table at ``rate`` (``table_trials`` maps per layer and bit; or
-    takes ``table``), builds the greedy chain (:func:`plan_hardening`) and evaluates every plan on
+    Measures the vulnerability table with one bit flip per trial (``table_trials`` trials per
+    layer and bit; or takes ``table``), builds the greedy chain (:func:`plan_hardening`) and evaluates every plan on
     ``trials`` fresh maps (``BitFlip(rate)`` drawn from ``derive_seed(seed, "harden-verify|t")``,
     each filtered by the plan); the same maps for every plan (paired). The chosen plan is the
     cheapest whose accuracy is >= clean - ``target`` with margin: the lower bound of the
@@ -245,7 +255,7 @@ def harden(model: nn.Module, data, rate: float, target: float = 0.01, trials: in
     table_trials = check_positive_int(table_trials, "table_trials", c)
     x, y = as_xy(data, c, limit=eval_size)
     if table is None:
-        table = vulnerability(model, (x, y), fault=float(rate), trials=table_trials, seed=seed,
+        table = vulnerability(model, (x, y), fault=1, trials=table_trials, seed=seed,
                               progress=progress)
     chain = plan_hardening(model, table, rate, costs, schemes)
     verified, clean = verify_plans(model, (x, y), chain, rate, trials, seed)

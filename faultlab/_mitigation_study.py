@@ -19,11 +19,10 @@ subset of a higher one's (``extra.map`` is the fingerprint of the raw map). Vari
 * ``harden``: :func:`faultlab.harden` at ``harden_rate`` on training data; the plan filters the
   shared maps.
 
-Retrained variants use the zoo recipe with ``train_epochs`` epochs. Latency is the median forward
-time of a test batch (round-robin passes); the decoders of ``secded`` / ``harden`` are hardware and
-are not timed (their rows carry the unprotected forward time). Adding a row (e.g. the systolic
-array's FAP, #18): a builder ``(config, context) -> Built`` in :data:`BUILDERS` and its name in
-:data:`VARIANTS`.
+Retrained variants use the zoo recipe with ``train_epochs`` epochs. Latency: median forward time
+of a test batch (round-robin passes); the ``secded`` / ``harden`` decoders are hardware, untimed.
+Adding a row (e.g. the systolic array's FAP, #18): a builder ``(config, context) -> Built`` in
+:data:`BUILDERS` and its name in :data:`VARIANTS`.
 """
 
 from __future__ import annotations
@@ -247,9 +246,9 @@ class EvalItem:
     seed: int
 
 
+@torch.no_grad()
 def _predict(model, x, batch=500) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
+    return torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])  # N
 
 
 def _eval_row(item: EvalItem) -> dict:
@@ -348,7 +347,7 @@ def _build_all(c: MitigationConfig, store, run_id, progress):
         b = built[v]
         rows.append({"key": f"clean|{v}", "module": "faultlab", "method": "mitigation",
                      "model": c.model, "dataset": c.dataset, "variant": v, "seed": c.seed,
-                     "fault_rate": 0.0, "accuracy": evaluate(b.model, test),
+                     "fault_rate": 0.0, "accuracy": evaluate(b.model, test),  # fault-free
                      "latency_ms": lat[v] / len(x), "params": int(meters.param_count(b.model)),
                      "memory_bytes": int(sum(t.numel() * t.element_size()
                                              for t in b.model.state_dict().values())),
@@ -362,7 +361,9 @@ def _build_all(c: MitigationConfig, store, run_id, progress):
 
 
 def table(results) -> pd.DataFrame:  # noqa: F821 - pandas imported lazily
-    """One row per variant: clean accuracy, mean accuracy (and SDC) per rate, overheads, time."""
+    """One row per variant: clean accuracy, overheads, build time, mean accuracy per rate and the
+    mean SDC (share of test predictions that differ from the variant's fault-free ones) at the
+    largest rate."""
     import json
 
     import pandas as pd
@@ -379,8 +380,10 @@ def table(results) -> pd.DataFrame:  # noqa: F821 - pandas imported lazily
                         "memory_overhead": extra.map(lambda e: e["memory_overhead"]),
                         "latency_overhead": extra.map(lambda e: e["latency_overhead"]),
                         "train_seconds": extra.map(lambda e: e["train_seconds"])})
+    top = faulty.fault_rate.max()
+    sdc = faulty[faulty.fault_rate == top].groupby("variant").sdc.mean().rename(f"sdc@{top:g}")
     order = [v for v in VARIANTS if v in out.index]
-    return out.join(acc).loc[order].reset_index()
+    return out.join(acc).join(sdc).loc[order].reset_index()
 
 
 MITIGATION_STUDY = MitigationStudy()

@@ -98,7 +98,7 @@ def test_candidates_ordered_from_nothing_to_everything(int8_res, digits):
 
 def test_harden_meets_target_on_fresh_maps_cheaper_than_everything(int8_res, digits):
     data = digits[0]  # 1,437 images: the 180 test images make 1-point targets map noise
-    rate, target = 0.01, 0.01
+    rate, target = 0.01, 0.015
     res = harden(int8_res, data, rate, target=target, trials=12, table_trials=3, seed=0)
     assert res.plan is not None, res.verified
     assert res.verified.accuracy.iloc[0] < res.clean_accuracy - target  # unprotected fails
