@@ -17,11 +17,11 @@ from torch import nn
 from faultlab._evaluator import CACHE_BYTES, CampaignData, prepare
 from faultlab._faults import FAULT_MODELS, BitFlip, StuckAt
 from faultlab._neuron import NeuronFault, check_neuron_count
-from faultlab.systolic._faults import PEFault
 from faultlab._rows import MemoryStore
 from faultlab._sample import _bit_table, eligible_parameters
 from faultlab._stats import interval
 from faultlab._trial import Payload, Trial, run_trial
+from faultlab.systolic._faults import PEFault
 from hwlab.errors import check, fail
 from hwlab.executors import SPEC_FORMS
 from hwlab.metrics import resolve_metrics

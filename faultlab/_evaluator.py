@@ -195,7 +195,7 @@ class Evaluator:
             self._graph = self._trace()
         if self._graph is False:
             return None
-        graph, cut_of = self._graph
+        _, cut_of = self._graph
         best = None
         for p in params:
             c = cut_of.get(p)

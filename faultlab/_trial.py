@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from faultlab._evaluator import CampaignData, Clean, Evaluator, input_dtype
 from faultlab import _kernels
+from faultlab._evaluator import CampaignData, Clean, Evaluator, input_dtype
 from faultlab._faults import FAULT_MODELS, KINDS, BitFlip, FaultMap, StuckAt
 from faultlab._inject import apply_fault_map, restore
 from faultlab._neuron import NeuronFault, neuron_faults
@@ -250,7 +250,7 @@ class _Lift:
     Built for every trial but used only when fault-free logits must be recomputed, so it is a
     plain object (no per-trial generator function)."""
 
-    __slots__ = ("model", "fmaps", "touched")
+    __slots__ = ("fmaps", "model", "touched")
 
     def __init__(self, model: nn.Module, fmaps, touched):
         self.model, self.fmaps, self.touched = model, fmaps, touched

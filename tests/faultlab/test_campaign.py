@@ -161,8 +161,8 @@ def test_leveugle_sample_size():
     ({"layers": ["9"]}, r"layers of campaign must be module or parameter names"),
     ({"fault_models": [fl.BitFlip(rate=0.1, bits=[31])], "layers": ["2"]},
      r"model of campaign must be a model with parameters eligible"),
-    ({"metrics": ("f1",)}, r"metrics of campaign must be names among accuracy, sdc, "
-                           r"critical_sdc, top5, loss or callables, got 'f1'"),
+    ({"metrics": ("f1",)}, (r"metrics of campaign must be names among accuracy, sdc, "
+                            r"critical_sdc, top5, loss or callables, got 'f1'")),
     ({"metrics": (lambda lg, y, c: 0.0,)}, r"metrics of campaign must be callables whose name"),
     ({"executor": "bogus"}, r"executor of campaign must be None, an Executor or one of"),
     ({"delayed_start": 1}, r"delayed_start of campaign must be True or False, got 1"),

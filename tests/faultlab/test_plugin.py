@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 # pytester's in-process runs drop the modules they import when they end; import the heavy ones
-# here first so that they stay loaded (NumPy extension modules cannot be loaded twice).
-import scipy.stats  # noqa: F401
-
-import numba  # noqa: F401
-import torch.fx  # noqa: F401
+# here first so that they stay loaded (NumPy and numba extension modules cannot load twice).
+import numba
+import scipy.stats
+import torch.fx
 
 import faultlab._campaign
 import faultlab._inject
 import faultlab._kernels
 import faultlab._resilience
 import hwlab.graph
-import hwlab.metrics  # noqa: F401
+import hwlab.metrics
 
 INNER = """
 import torch
@@ -60,12 +59,12 @@ def test_fixture_options_and_summary(pytester):
     result = pytester.runpytest("-p", "no:xdist", "--fault-trials=4", "--fault-seed=7")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([
-        "*not resilient to bitflip|bits=30|count=4: mean accuracy * over 4 trials, 95% "
-        "interval [[]0.*, *[]], lower bound below min_accuracy 0.9",
+        ("*not resilient to bitflip|bits=30|count=4: mean accuracy * over 4 trials, 95% "
+         "interval [[]0.*, *[]], lower bound below min_accuracy 0.9"),
         "*= faultlab resilience checks =*",
         "test*",
-        "*test_lsb_flips_are_harmless*bitflip|bits=0|count=2 * accuracy * 4  1.0000  0.9* "
-        ">= 0.990  PASS",
+        ("*test_lsb_flips_are_harmless*bitflip|bits=0|count=2 * accuracy * 4  1.0000  0.9* "
+         ">= 0.990  PASS"),
         "*test_exponent_flips_are_not*bitflip|bits=30|count=4 * accuracy * 4 * >= 0.900  FAIL",
     ])
 
