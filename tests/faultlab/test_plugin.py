@@ -4,16 +4,16 @@ from __future__ import annotations
 
 # pytester's in-process runs drop the modules they import when they end; import the heavy ones
 # here first so that they stay loaded (NumPy and numba extension modules cannot load twice).
-import numba
-import scipy.stats
-import torch.fx
+import numba  # noqa: F401
+import scipy.stats  # noqa: F401
+import torch.fx  # noqa: F401
 
 import faultlab._campaign
 import faultlab._inject
 import faultlab._kernels
-import faultlab._resilience
+import faultlab._resilience  # noqa: F401
 import hwlab.graph
-import hwlab.metrics
+import hwlab.metrics  # noqa: F401
 
 INNER = """
 import torch
