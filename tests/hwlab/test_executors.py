@@ -50,26 +50,39 @@ def _run_items_table(tmp_path, name: str, ex) -> list[tuple]:
     return list(zip(df["key"], df["seed"], df["trial"], df["model"]))
 
 
-def test_process_pool_matches_serial_and_uses_one_torch_thread(tmp_path):
+@pytest.fixture(scope="module")
+def process2():
+    """One process:2 pool for the tests of this file (workers start once)."""
     with get_executor("process:2") as ex:
-        assert list(ex.map(partial(derive_seed, 7), KEYS)) == _reference()
-        assert ex.submit(torch.get_num_threads).result() == 1
-        table = _run_items_table(tmp_path, "process", ex)
+        yield ex
+
+
+@pytest.fixture(scope="module")
+def dask2():
+    with get_executor("dask-local:2") as ex:
+        yield ex
+    assert ex.client.status == "closed"
+
+
+def test_process_pool_matches_serial_and_uses_one_torch_thread(tmp_path, process2):
+    ex = process2
+    assert list(ex.map(partial(derive_seed, 7), KEYS)) == _reference()
+    assert ex.submit(torch.get_num_threads).result() == 1
+    table = _run_items_table(tmp_path, "process", ex)
     assert table == _run_items_table(tmp_path, "serial", None)
 
 
-def test_dask_local_cluster_matches_serial(tmp_path):
-    with get_executor("dask-local:2") as ex:
-        assert list(ex.map(partial(derive_seed, 7), KEYS)) == _reference()
-        assert ex.submit(torch.get_num_threads).result() == 1
-        assert ex.cluster.scheduler_address.startswith("tcp://127.0.0.1:")
-        address = ex.cluster.scheduler_address
-        with get_executor(f"dask:{address}") as remote:  # connect to a running scheduler
-            assert remote.submit(derive_seed, 7, KEYS[0]).result() == _reference()[0]
-            assert remote.cluster is None
-        assert ex.submit(abs, -3).result() == 3  # closing the second client left the cluster up
-        table = _run_items_table(tmp_path, "dask", ex)
-    assert ex.client.status == "closed"
+def test_dask_local_cluster_matches_serial(tmp_path, dask2):
+    ex = dask2
+    assert list(ex.map(partial(derive_seed, 7), KEYS)) == _reference()
+    assert ex.submit(torch.get_num_threads).result() == 1
+    assert ex.cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+    address = ex.cluster.scheduler_address
+    with get_executor(f"dask:{address}") as remote:  # connect to a running scheduler
+        assert remote.submit(derive_seed, 7, KEYS[0]).result() == _reference()[0]
+        assert remote.cluster is None
+    assert ex.submit(abs, -3).result() == 3  # closing the second client left the cluster up
+    table = _run_items_table(tmp_path, "dask", ex)
     assert table == _run_items_table(tmp_path, "serial", None)
 
 
@@ -163,14 +176,12 @@ def test_map_chunked_serial_is_inline_and_same_values():
             list(map_chunked(None, _shifted, [("a", 1)], batch=0))
 
 
-def test_process_pool_map_chunked_shares_once_per_worker():
-    with get_executor("process:2") as ex:
-        _check_chunked(ex)
+def test_process_pool_map_chunked_shares_once_per_worker(process2):
+    _check_chunked(process2)
 
 
-def test_dask_local_map_chunked_scatters_once_per_worker():
-    with get_executor("dask-local:2") as ex:
-        _check_chunked(ex)
+def test_dask_local_map_chunked_scatters_once_per_worker(dask2):
+    _check_chunked(dask2)
 
 
 # -- clear errors instead of hangs and reruns (#13 items 5 and 14) ----------------------------
