@@ -182,8 +182,7 @@ class Evaluator:
         self.delayed_start, self.cache_bytes = delayed_start, cache_bytes
         self.needs_clean = any(m.needs_clean_logits or m.needs_clean_top1 for m in metrics)
         self._graph = None  # (ModelGraph, {param: Cut or None}) once traced; False if untraceable
-        self._acts: dict[str, list | None] = {}  # cut node -> per-batch activations (or None)
-        self._act_bytes: dict[str, int] = {}  # cut node -> bytes its activations hold
+        self._acts: dict[str, list] | None = None  # cut node -> [(activation, y)] per batch
         self._segments: dict[str, tuple] = {}  # cut node -> (suffix module, mutates input)
 
     # -- delayed start ------------------------------------------------------------------------
@@ -216,42 +215,89 @@ class Evaluator:
         cut_of = {name: graph.cut_before([name]) for name, _ in self.model.named_parameters()}
         return graph, cut_of
 
-    def _activations(self, cut: str):
-        """Fault-free activations and labels at ``cut`` per batch, computed once.
+    def warm(self) -> None:
+        """Trace the model and fill the cut caches once, while the model is FAULT-FREE.
 
-        All cached cuts together stay within ``cache_bytes``; a cut that does not fit falls back
-        to the latest cached cut before it, else to full inference (``None``).
+        Call before injecting a trial's faults (``run_trial`` does); a no-op once done or with
+        ``delayed_start=False``.
         """
+        if not self.delayed_start or self._acts is not None:
+            return
+        if self._graph is None:
+            self._graph = self._trace()
+        if self._graph is False:
+            self._acts = {}
+            return
+        self._fill()
+
+    def _fill(self) -> None:
+        """Cache the fault-free activations at the cuts trials start from, in one chained pass.
+
+        A cut's value is how many weight bytes make trials start there (how often a random
+        fault does); cuts are kept from the most used down while all of them fit in
+        ``cache_bytes`` (sizes measured on the first batch). The segments between consecutive
+        cuts are chained, so the pass costs one inference; an input a segment writes in place
+        is cloned first when it is cached.
+        """
+        graph, cut_of = self._graph
+        params = dict(self.model.named_parameters())
+        used: dict[str, int] = {}
+        by_node = {}
+        for name, c in cut_of.items():
+            if c is not None:
+                used[c.node] = used.get(c.node, 0) + params[name].numel() * \
+                    params[name].element_size()
+                by_node[c.node] = c
+        cuts = sorted(by_node.values(), key=lambda c: c.index)
+        self._acts = {}
+        if not cuts:
+            return
+        segs = graph.split(cuts)[:-1]  # input -> cut 1 -> ... -> last cut
+        mutates = [graph.mutates_input(seg) for seg in segs]
+        keep, last, n = None, -1, max(self.clean.n, 1)
+        with torch.no_grad():
+            for x, y in self.data.batches():
+                h, values = x, []
+                for i, seg in enumerate(segs if keep is None else segs[:last + 1]):
+                    cached = keep is None or (i > 0 and cuts[i - 1].node in keep)
+                    h = seg(h.clone() if mutates[i] and cached else h)  # B x ...
+                    values.append(h)
+                if keep is None:  # first batch: choose what fits, most used first
+                    per = [v.numel() * v.element_size() / len(y) for v in values]
+                    keep, total = set(), 8.0 * n  # the labels of a stream are cached too
+                    for i in sorted(range(len(cuts)), key=lambda i: -used[cuts[i].node]):
+                        if total + per[i] * n <= self.cache_bytes:
+                            keep.add(cuts[i].node)
+                            total += per[i] * n
+                    if not keep:
+                        log.info("no cut activations fit in cache_bytes=%d: full inference",
+                                 self.cache_bytes)
+                        return
+                    last = max(i for i, c in enumerate(cuts) if c.node in keep)
+                    self._acts = {node: [] for node in keep}
+                for i, v in enumerate(values[:last + 1]):
+                    if cuts[i].node in keep:
+                        self._acts[cuts[i].node].append((v, y))
+
+    def _activations(self, cut: str):
+        """``(cut, per-batch (activation, labels))`` to start from: ``cut`` if cached, else the
+        latest cached cut before it, else ``(None, None)`` (full inference)."""
+        if not self._acts:  # never warmed (or nothing fits): full inference
+            return None, None
         if cut not in self._acts:
-            graph = self._graph[0]
-            prefix = graph.segment(None, cut)
-            suffix = graph.segment(cut, None)
-            self._segments[cut] = (suffix, graph.mutates_input(suffix))
-            acts, size = [], sum(self._act_bytes.values())
-            with torch.no_grad():
-                for x, y in self.data.batches():
-                    h = prefix(x)  # B x ... (the value at the cut)
-                    size += h.numel() * h.element_size() + y.numel() * y.element_size()
-                    if size > self.cache_bytes:
-                        acts = None
-                        log.info("activations at %s exceed cache_bytes", cut)
-                        break
-                    acts.append((h, y))
-            self._acts[cut] = acts
-            self._act_bytes[cut] = 0 if acts is None else \
-                size - sum(self._act_bytes.values())
-        if self._acts[cut] is None:
             index = {c.node: c.index for c in self._graph[0].cuts}
-            earlier = [c for c, a in self._acts.items() if a is not None and index[c] < index[cut]]
+            earlier = [c for c in self._acts if index[c] < index[cut]]
             if not earlier:
                 return None, None
             cut = max(earlier, key=index.get)
+        if cut not in self._segments:
+            suffix = self._graph[0].segment(cut, None)
+            self._segments[cut] = (suffix, self._graph[0].mutates_input(suffix))
         return cut, self._acts[cut]
 
     def clear_activations(self) -> None:
-        """Drop the cached cut activations (e.g. when the faults move to another layer)."""
-        self._acts.clear()
-        self._act_bytes.clear()
+        """Drop the cached cut activations (they are computed again when next needed)."""
+        self._acts = None
 
     # -- one trial ------------------------------------------------------------------------------
     def run(self, target: nn.Module, changed: int | None, params=(), lift=None) -> tuple:

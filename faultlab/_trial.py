@@ -120,6 +120,8 @@ def run_trial(item: Trial) -> dict:
     if not item.spec:  # the fault-free row: measured once, in prepare
         return _row(item, ev.clean.values, ev.clean.counts, ev.clean.latency_ms,
                     {"n_faults": 0, "n_changed": 0, "inject_ms": 0.0})
+    if not neuron and not pe:
+        ev.warm()  # cut caches are filled before any fault is injected
     t0 = time.perf_counter()
     target, inner = model, model
     if neuron:

@@ -144,3 +144,13 @@ def test_late_faults_start_from_the_cached_activation(resnet, layer):
     full = fl.campaign(model, data, fm, delayed_start=False, **kw)
     pd.testing.assert_frame_equal(_table(fast), _table(full))
     assert stem.n == 2 * n + n * (1 + 5)
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 150_000])
+def test_a_small_cache_budget_keeps_the_rows(resnet, cache_bytes):
+    model, data = resnet  # ~98 kB of activations per cut: 150 kB holds one cut, 0 none
+    faults = [fl.BitFlip(rate=3e-4), fl.BitFlip(count=1, bits=(30,))]
+    kw = {"trials": 4, "seed": 2, "metrics": METRICS}
+    small = fl.campaign(model, data, faults, cache_bytes=cache_bytes, **kw)
+    full = fl.campaign(model, data, faults, delayed_start=False, **kw)
+    pd.testing.assert_frame_equal(_table(small), _table(full))
