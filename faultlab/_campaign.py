@@ -134,7 +134,7 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
              clean: bool = True, variant: str = "baseline", model_name: str | None = None,
              dataset_name: str | None = None, study: str = "faultlab.campaign", progress=None,
              run_config: dict | None = None, delayed_start: bool = True,
-             cache_bytes: int = CACHE_BYTES, nested: bool = False):
+             cache_bytes: int = CACHE_BYTES, nested: bool = False, maps_per_pass="auto"):
     """Run ``trials`` seeded fault-injection trials per fault model; return the result rows.
 
     ``fault_models``: weight fault models (BitFlip, StuckAt, faultlab.memory's models; injected in
@@ -186,6 +186,13 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
     trial t draws one set of candidates with one uniform per unit (seeded by the family, not the
     rate) and keeps those below each rate, so a trial's map at a lower rate is a subset of its
     map at a higher rate (``faultlab.memory.Nested``) and curves are monotone per trial.
+
+    ``maps_per_pass`` (``"auto"`` or an integer >= 1): trials evaluated per forward pass
+    (:mod:`faultlab._batched`: the parameters faulty in some of the B maps are stacked and run
+    under ``torch.func.vmap``; trials with activation or PE faults run one at a time). ``"auto"``
+    is 1 on a CPU (rows bit-identical to one map at a time) and a short measurement on other
+    devices (:func:`faultlab._batched.choose_maps_per_pass`); with B > 1 metrics agree up to
+    floating-point reassociation in the batched kernels.
     """
     specs, keys, resolved = _check_args(
         model, fault_models, trials, seed, metrics, batch_size, margin, confidence, min_trials,
@@ -193,6 +200,9 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
     if isinstance(layers, str):
         layers = [layers]
     check(isinstance(nested, bool), "nested", "campaign", "True or False", nested)
+    ok = maps_per_pass == "auto" or (isinstance(maps_per_pass, int) and maps_per_pass >= 1
+                                     and not isinstance(maps_per_pass, bool))
+    check(ok, "maps_per_pass", "campaign", "'auto' or an integer >= 1", maps_per_pass)
     seed_of = dict(zip(keys, keys))  # point -> the key its trial seeds derive from
     if nested:
         from faultlab.memory._nested import nest_specs
@@ -200,7 +210,13 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
         specs, seed_keys = nest_specs(specs, keys)
         seed_of = dict(zip(keys, seed_keys))
     cdata = CampaignData(data, int(batch_size), "campaign", model)
-    fault_free = prepare(model, cdata, resolved, int(cache_bytes), model_name)
+    full = clean or delayed_start or margin is not None or any(
+        m.needs_clean_logits or m.needs_clean_top1 for m in resolved)
+    fault_free = prepare(model, cdata, resolved, int(cache_bytes), model_name, full)
+    if maps_per_pass == "auto":
+        from faultlab._batched import choose_maps_per_pass
+
+        maps_per_pass = choose_maps_per_pass(model, next(iter(cdata.batches()))[0])
     neurons = [f for s in specs for f in s if isinstance(f, NeuronFault)]
     if neurons:
         sample = next(iter(cdata.batches()))[0]
@@ -246,7 +262,7 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
         with run_context(store, study, {**identity, "fingerprints": prints}, ident) as run_id:
             _check_resume(store, run_id, prints)
             _run(store, run_id, specs, keys, trials, clean, margin, confidence, min_trials,
-                 trial, ex, progress, common, order, resolved[0], fault_free)
+                 trial, ex, progress, common, order, resolved[0], fault_free, maps_per_pass)
         df = store.results(run_id=run_id)
     rank = np.array([order.get(k, len(order)) for k in df["key"]])
     return df.iloc[np.argsort(rank, kind="stable")].reset_index(drop=True)
@@ -281,7 +297,7 @@ def _check_resume(store, run_id, prints) -> None:
 
 
 def _run(store, run_id, specs, keys, trials, clean, margin, confidence, min_trials, trial,
-         ex, progress, common, order, first, fault_free):
+         ex, progress, common, order, first, fault_free, maps_per_pass=1):
     if clean:
         order["none|trial=0"] = 0
         run_items(store, run_id, {"none|trial=0": trial((), 0, "none|trial=0")}, run_trial,
@@ -301,7 +317,13 @@ def _run(store, run_id, specs, keys, trials, clean, margin, confidence, min_tria
             if progress is not None:
                 progress(base + done, len(keys) * trials, msg)
 
-        run_items(store, run_id, items, run_trial, ex, report, common)
+        if maps_per_pass > 1:  # B trials per forward pass (faultlab._batched)
+            from faultlab._batched import run_trials
+
+            run_items(store, run_id, items, run_trials, ex, report, common,
+                      batch=maps_per_pass)
+        else:
+            run_items(store, run_id, items, run_trial, ex, report, common)
         done_total += len(items)
         if margin is not None:
             values = store.results(run_id=run_id).set_index("key")[first.name]

@@ -175,33 +175,24 @@ def test_fault_free_prefix_runs_once_unbatched(mnist):
 
 
 def _campaign_table(model, data, faults, batched, monkeypatch, **kw):
-    """fl.campaign rows; with ``batched`` its trials go through run_trials in groups of 4 (the
-    integration ``maps_per_pass=4`` stands for)."""
+    """fl.campaign rows without wall times; ``batched``: ``maps_per_pass=4`` (checked to run)."""
     import json
 
-    import faultlab._campaign as campaign_module
-    from faultlab._batched import run_trials
+    import faultlab._batched as batched_module
 
-    plain = campaign_module.run_items
     groups = []
+    plain = batched_module.run_trials
 
     def counted(items):
         groups.append(len(items))
-        return run_trials(items)
-
-    def grouped(store, run_id, items, fn, *args, **kwargs):
-        if fn is campaign_module.run_trial and len(items) > 1:
-            return plain(store, run_id, items, counted, *args, batch=4, **kwargs)
-        return plain(store, run_id, items, fn, *args, **kwargs)
+        return plain(items)
 
     with monkeypatch.context() as m:
-        if batched:
-            m.setattr(campaign_module, "run_items", grouped)
-        df = fl.campaign(model, data, faults, **kw)
+        m.setattr(batched_module, "run_trials", counted)
+        df = fl.campaign(model, data, faults, maps_per_pass=4 if batched else "auto", **kw)
     assert (max(groups, default=0) == 4) == batched  # the batched path ran in groups of 4
     extra = df["extra"].map(json.loads)
-    for k in ("inject_ms",):
-        extra.map(lambda e, k=k: e.pop(k, None))
+    extra.map(lambda e: e.pop("inject_ms", None))
     return df.drop(columns=["latency_ms", "extra"]).assign(extra=extra.map(json.dumps))
 
 
@@ -231,3 +222,11 @@ def test_campaign_rows_with_batched_maps_on_a_residual_model(monkeypatch):
     import pandas as pd
 
     pd.testing.assert_frame_equal(plain, batched)
+
+
+def test_maps_per_pass_is_checked_before_anything_runs(tiny):
+    x = torch.randn(8, 8)
+    with pytest.raises(ValueError, match=r"maps_per_pass of campaign must be 'auto' or an "
+                                         r"integer >= 1, got 0"):
+        fl.campaign(tiny, (x, torch.zeros(8, dtype=torch.long)), [fl.BitFlip(rate=0.1)],
+                    maps_per_pass=0)
