@@ -65,24 +65,25 @@ def _hwlab(workdir, *argv):
 
 def test_user_model_trains_with_the_zoo_recipe_and_is_stored_like_a_zoo_model(workdir):
     store = workdir / "s.sqlite"
+    # synthetic (4 classes, 1x8x8, 408 training images): the zoo recipe trains in seconds
     r = _hwlab(workdir, "run", "hwlab.zoo", "--model", "usermods_hwlab_test:factory",
-               "--dataset", "digits", "--latency-repeats", "2", "--store", str(store))
+               "--dataset", "synthetic", "--latency-repeats", "2", "--store", str(store))
     assert r.returncode == 0, r.stderr
-    r2 = _hwlab(workdir, "run", "hwlab.zoo", "--model", "mlp", "--dataset", "digits",
+    r2 = _hwlab(workdir, "run", "hwlab.zoo", "--model", "mlp", "--dataset", "synthetic",
                 "--latency-repeats", "2", "--store", str(store))
     assert r2.returncode == 0, r2.stderr
     df = Store(store).results().set_index("model")
     user, zoo = df.loc["usermods_hwlab_test:factory"], df.loc["mlp"]
     for col in ("module", "method", "dataset", "variant", "dtype", "seed", "study"):
         assert user[col] == zoo[col], col  # the same row shape as a zoo model's
-    assert user["key"] == "usermods_hwlab_test:factory|digits|s0"
-    assert user["accuracy"] >= 0.85  # a real training run (chance is 0.10)
-    assert user["params"] == 8 * 9 + 8 + 8 * 8 * 9 + 16 + 8 * 16 * 10 + 10
+    assert user["key"] == "usermods_hwlab_test:factory|synthetic|s0"
+    assert user["accuracy"] >= 0.6  # a real training run (chance is 0.25; measured 0.75)
+    assert user["params"] == 8 * 9 + 8 + 8 * 8 * 9 + 16 + 8 * 16 * 4 + 4
     extra = json.loads(user["extra"])
     assert extra["recipe"]["epochs"] == 10 and extra["train_seconds"] > 0  # the default Recipe
     # the cache is keyed by the spec and the module's source: an edit trains a new entry
     cached = sorted(p.name for p in (workdir / "home" / "zoo").glob("usermods*.pt"))
-    assert len(cached) == 1 and cached[0].startswith("usermods_hwlab_test_factory-digits-s0-")
+    assert len(cached) == 1 and cached[0].startswith("usermods_hwlab_test_factory-synthetic-s0-")
 
 
 @pytest.mark.parametrize("fmt", ["pt", "safetensors"])
