@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import ClassVar
 
 import numpy as np
@@ -196,15 +196,13 @@ class ClipActStudy(Study):
         return run_id
 
     def _clean_rows(self, config, store, run_id, progress) -> list[dict]:
-        """Search (or read back) thresholds; write one clean row per variant."""
+        """Search thresholds once (one run_items item, all clean rows written together), then
+        read the clean rows back from the store (a resumed run does not search again)."""
+        run_items(store, run_id, {"clean": config}, partial(_measure_variants, progress=progress),
+                  many=True)
         stored = store.results(run_id=run_id)
         stored = stored[stored.key.str.startswith("clean|")]
-        if set(stored.key) >= {f"clean|{v}" for v in config.variants}:
-            return [{"variant": r.variant, "extra": json.loads(r.extra)}
-                    for r in stored.itertuples()]
-        rows = _measure_variants(config, progress)
-        store.add_results(run_id, rows)
-        return rows
+        return [{"variant": r.variant, "extra": json.loads(r.extra)} for r in stored.itertuples()]
 
 
 def _measure_variants(config: ClipActConfig, progress) -> list[dict]:
