@@ -12,10 +12,10 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = ("data", "models", "train", "zoo", "meters", "store", "executors", "studies", "errors",
-               "graph")
+               "graph", "seeds")
 __all__ = [  # noqa: RUF022 - the submodules, then the version
     "data", "models", "train", "zoo", "meters", "store", "executors", "studies", "errors",
-    "graph", "__version__",
+    "graph", "seeds", "__version__",
 ]
 
 
