@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 
 import torch
@@ -115,8 +116,14 @@ class Clean:
 
 
 def prepare(model: nn.Module, data: CampaignData, metrics, cache_bytes: int,
-            model_name: str | None = None) -> Clean:
-    """Run the fault-free model once over ``data`` (see the module docstring)."""
+            model_name: str | None = None, full: bool = True) -> Clean:
+    """Run the fault-free model once over ``data`` (see the module docstring).
+
+    ``full=False`` (nothing needs the fault-free results: no clean row, no metric comparing
+    with the fault-free model, no fault dropping) runs the model on the first batch only (the
+    shape check) and still reads every batch for the label check and the fingerprint; the
+    fault-free values are then NaN.
+    """
     caller = data.caller
     keep_logits = any(m.needs_clean_logits for m in metrics)
     keep_top1 = not keep_logits and any(m.needs_clean_top1 for m in metrics)
@@ -140,14 +147,15 @@ def prepare(model: nn.Module, data: CampaignData, metrics, cache_bytes: int,
                       f"{x.shape[0]} x classes for inputs of shape {tuple(x.shape)}",
                       f"{what} returning {_shape(logits)}")
                 classes, in_shape = logits.shape[1], tuple(x.shape[1:])
-            else:
+            elif full:
                 logits = model(x)
             seconds += time.perf_counter() - t0
             lo, hi = int(y.min()), int(y.max())
             check(lo >= 0 and hi < classes, "data", caller,
                   f"labels in [0, {classes}) (model {what} has {classes} outputs)",
                   f"labels from {lo} to {hi}")
-            acc.update(logits, y, logits)
+            if full:
+                acc.update(logits, y, logits)
             h.update(f"{x.dtype}|{tuple(x.shape)}|".encode())
             h.update(x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
             h.update(y.detach().cpu().contiguous().numpy().tobytes())
@@ -164,7 +172,8 @@ def prepare(model: nn.Module, data: CampaignData, metrics, cache_bytes: int,
                              cache_bytes)
     if data.stream is not None:
         data.checksums = sums
-    return Clean(acc.result(), acc.denominators(), logits_list if keep_logits else None,
+    values = acc.result() if full else {m.name: math.nan for m in metrics}
+    return Clean(values, acc.denominators(), logits_list if keep_logits else None,
                  top1_list if keep_top1 else None, h.hexdigest()[:16], n, 1e3 * seconds,
                  in_shape)
 
