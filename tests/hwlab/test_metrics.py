@@ -68,8 +68,8 @@ def test_empty_denominator_is_nan():
 
 
 @pytest.mark.parametrize("metrics, match", [
-    (("f1",), r"metrics of t must be names among accuracy, sdc, critical_sdc, top5, loss or "
-              r"callables, got 'f1'"),
+    (("f1",), (r"metrics of t must be names among accuracy, sdc, critical_sdc, top5, loss or "
+               r"callables, got 'f1'")),
     ((), r"metrics of t must be a non-empty list"),
     ((lambda a, b, c: 0.0,), r"metrics of t must be callables whose name .* got '<lambda>'"),
     ((("accuracy", lambda a, b, c: 0.0),), r"no built-in column uses, got 'accuracy'"),
