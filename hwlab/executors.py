@@ -161,13 +161,17 @@ def _unguarded_main_call() -> str | None:
 
 
 def _is_main_guard(stmt) -> bool:
-    if not isinstance(stmt, ast.If) or not isinstance(stmt.test, ast.Compare):
+    if not isinstance(stmt, ast.If):
         return False
-    sides = [stmt.test.left, *stmt.test.comparators]
+    test = stmt.test
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):  # guard and something
+        return any(_is_main_guard(ast.If(test=v, body=[], orelse=[])) for v in test.values)
+    if not isinstance(test, ast.Compare):
+        return False
+    sides = [test.left, *test.comparators]
     names = {s.id for s in sides if isinstance(s, ast.Name)}
     texts = {s.value for s in sides if isinstance(s, ast.Constant)}
-    return names == {"__name__"} and texts == {"__main__"} \
-        and isinstance(stmt.test.ops[0], ast.Eq)
+    return names == {"__name__"} and texts == {"__main__"} and isinstance(test.ops[0], ast.Eq)
 
 
 def _check_main_guard(spec: str) -> None:

@@ -239,3 +239,16 @@ def test_process_pool_from_an_unguarded_script_is_refused(tmp_path, guarded):
         assert done.returncode == 1 and "result" not in done.stdout
         assert (f'unguarded call at {script}:2, got \'process:1\'') in done.stderr
         assert 'guarded by `if __name__ == "__main__":`' in done.stderr
+
+
+@pytest.mark.parametrize(("line", "guard"), [
+    ('if __name__ == "__main__":', True), ("if '__main__' == __name__:", True),
+    ('if __name__ == "__main__" and len(sys.argv) > 1:', True),
+    ('if __name__ != "__main__":', False), ("if True:", False),
+    ('if __name__ == "__main__" or x:', False)])
+def test_main_guard_forms(line, guard):
+    import ast
+
+    from hwlab.executors import _is_main_guard
+
+    assert _is_main_guard(ast.parse(f"{line}\n    pass\n").body[0]) is guard
