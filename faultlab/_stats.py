@@ -103,12 +103,13 @@ def interval(values, metric: str = "accuracy", counts=None, confidence: float = 
     return mean_ci(values, confidence)
 
 
-def summarize(results, confidence: float = 0.95, by=("variant", "fault_model", "fault_rate"),
-              metric: str = "accuracy"):
+def summarize(results, confidence: float = 0.95,
+              by=("variant", "dtype", "fault_model", "fault_rate"), metric: str = "accuracy"):
     """The mean of ``metric`` with its interval per group of a campaign's result rows.
 
     Returns a DataFrame with the ``by`` columns, ``n`` (trials), ``mean``, ``std`` (between
-    trials), ``ci_low``, ``ci_high`` and ``half_width``. A proportion (accuracy, sdc,
+    trials), ``ci_low``, ``ci_high`` and ``half_width`` (``by`` columns missing from the
+    results are skipped). A proportion (accuracy, sdc,
     critical_sdc, top5) gets :func:`proportion_ci` with each row's denominator read from its
     ``extra`` (``n_samples``, or ``n_clean_correct`` for critical_sdc), so bounds stay in [0, 1]
     and a single row (the fault-free one) gets the Wilson interval of its samples; any other
