@@ -44,7 +44,7 @@ import time
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
@@ -296,7 +296,8 @@ class _Sink:
         self.store, self.run_id, self.defaults, self.many = store, run_id, defaults, many
         self.rows, self.seconds, self.progress, self.total = rows, seconds, progress, total
         self.finished, self.written = finished, 0
-        self.buffer: list[dict] = []
+        self.buffer: list[list[dict]] = []  # the rows of each finished item
+        self.n_rows = 0
         self.last = time.monotonic()
 
     def add(self, key: str, row: Any) -> None:
@@ -305,48 +306,32 @@ class _Sink:
                 isinstance(r, dict) and str(r.get("key", "")).startswith(f"{key}|") for r in row)
             check(ok, f"result for {key!r}", "run_items",
                   f"a non-empty list of rows keyed '{key}|...' (many=True)", row)
-            self.buffer.extend({**self.defaults, **r} for r in row)
+            rows = [{**self.defaults, **r} for r in row]
         else:
             check(isinstance(row, dict), f"result for {key!r}", "run_items", "a dict (one row)",
                   row)
             check(row.get("key", key) == key, f"key of the row for {key!r}", "run_items",
                   f"absent or {key!r}", row.get("key"))
-            self.buffer.append({**self.defaults, **row, "key": key})
+            rows = [{**self.defaults, **row, "key": key}]
+        self.buffer.append(rows)
+        self.n_rows += len(rows)
         self.finished += 1
-        if len(self.buffer) >= self.rows or time.monotonic() - self.last >= self.seconds:
+        if self.n_rows >= self.rows or time.monotonic() - self.last >= self.seconds:
             self.flush()
         if self.progress is not None:
             self.progress(self.finished, self.total, key)
 
     def flush(self) -> None:
         if self.buffer:
-            rows, self.buffer = self.buffer, []
-            self.written += self.store.add_results(self.run_id, rows)
+            items, self.buffer, self.n_rows = self.buffer, [], 0
+            try:
+                self.written += self.store.add_results(self.run_id,
+                                                       [r for rows in items for r in rows])
+            except HwlabError:  # a bad row: keep every good item, then name the bad one
+                for rows in items:
+                    self.written += self.store.add_results(self.run_id, rows)
+                raise
         self.last = time.monotonic()
-
-
-def _run_on(executor, todo, items, fn, max_pending, sink) -> None:
-    window = len(todo) if max_pending is None else max_pending
-    queue = iter(todo)
-    pending: dict[Future, str] = {}
-    try:
-        while True:
-            for key in queue:
-                pending[executor.submit(fn, items[key])] = key
-                if len(pending) >= window:
-                    break
-            if not pending:
-                return
-            ready, _ = wait(pending, return_when=FIRST_COMPLETED,
-                            timeout=sink.seconds if sink.buffer else None)
-            for fut in ready:
-                key = pending.pop(fut)
-                sink.add(key, _call(fut.result, None, key, call_bare=True))
-            if not ready:
-                sink.flush()  # nothing finished for flush_seconds: write what is waiting
-    finally:
-        for fut in pending:
-            fut.cancel()
 
 
 def _call(fn: Callable, arg: Any, key: str, call_bare: bool = False) -> Any:

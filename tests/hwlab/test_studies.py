@@ -335,3 +335,13 @@ def test_batched_writes_lose_at_most_the_open_batch_on_sigkill(tmp_path):
     assert df["trial"].tolist() == list(range(60)) and df["key"].is_unique
     killed_rows = df[df["key"].isin(stored)]
     assert (killed_rows["accuracy"] == killed_rows["trial"] / 100).all()  # intact, not torn
+
+
+def test_a_bad_row_in_a_batch_keeps_the_good_rows_before_it(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    run = store.open_run("t", {})
+    items = {f"k{i}": ({"trial": i} if i != 3 else {"trial": "three"}) for i in range(6)}
+    with pytest.raises(ValueError, match=r"trial of Store.add_results must be a number or None, "
+                                         r"got 'three'"):
+        run_items(store, run, items, dict, flush_rows=100, flush_seconds=3600)
+    assert store.done_keys(run) == {"k0", "k1", "k2"}  # not lost with the batch
