@@ -6,7 +6,8 @@ Measured side by side in one run, one torch thread, serial, rows kept in memory 
 1. ``floor_lenet5_digits``: LeNet-5 (8x8 input) on digits' test split (180 images), BitFlip at
    BER 1e-6, ``delayed_start=False``: campaign wall time per trial, all-in (fault-free pass,
    fingerprints, sampling, injection, evaluation, metrics, rows), over one plain inference pass
-   (``model(x)`` plus top-1 accuracy, no grad). Target <= 1.10.
+   (``model(x)`` plus top-1 accuracy, no grad; the ratio against ``hwlab.train.evaluate`` is
+   printed beside it). Target <= 1.10.
 2. ``floor_vgg_mnist5k``: the same for vgg-s on mnist5k's test split (500 images). Target <= 1.03.
 3. ``delayed_1e-06`` / ``delayed_1e-05``: LeNet-5 (28x28) on mnist5k's test split: trials per
    second with delayed start + fault dropping (the default) over the full path, at BER 1e-6
@@ -60,17 +61,29 @@ def _campaign(model, split, rate: float, trials: int, delayed: bool, seed: int =
     return (time.perf_counter() - t) / trials, df
 
 
+def _evaluate(model, split, passes: int) -> float:
+    """Seconds per ``hwlab.train.evaluate`` call (the project's own plain evaluation)."""
+    from hwlab.train import evaluate
+
+    t = time.perf_counter()
+    for _ in range(passes):
+        evaluate(model, split, batch_size=512)
+    return (time.perf_counter() - t) / passes
+
+
 def floor(model, split, trials: int, repeats: int) -> dict:
     _campaign(model, split, 1e-6, 3, False)  # warm-up: numba kernels, caches
     _plain(model, split, 3)
-    plain, trial = [], []
+    plain, trial, ev = [], [], []
     for r in range(repeats):
         plain.append(_plain(model, split, trials))
         trial.append(_campaign(model, split, 1e-6, trials, False, seed=r)[0])
+        ev.append(_evaluate(model, split, max(3, trials // 4)))
     ratios = [c / p for c, p in zip(trial, plain)]
     return {"plain_ms": 1e3 * statistics.median(plain), "trial_ms": 1e3 * statistics.median(trial),
             "ratio": statistics.median(ratios), "ratios": ratios, "trials": trials,
-            "images": len(split)}
+            "images": len(split), "evaluate_ms": 1e3 * statistics.median(ev),
+            "ratio_vs_evaluate": statistics.median([c / e for c, e in zip(trial, ev)])}
 
 
 def delayed(model, split, rate: float, trials: int, repeats: int) -> dict:
@@ -116,7 +129,9 @@ if __name__ == "__main__":
     for name, (op, target) in TARGETS.items():
         r = res[name]
         ok = r["ratio"] <= target if op == "<=" else r["ratio"] >= target
-        detail = (f"plain {r['plain_ms']:.2f} ms, trial {r['trial_ms']:.2f} ms"
+        detail = (f"plain {r['plain_ms']:.2f} ms, trial {r['trial_ms']:.2f} ms; "
+                  f"vs hwlab.train.evaluate ({r['evaluate_ms']:.2f} ms) "
+                  f"{r['ratio_vs_evaluate']:.2f}x"
                   if "plain_ms" in r else
                   f"full {r['full_trials_per_s']:.1f} /s, delayed {r['delayed_trials_per_s']:.1f} /s")
         print(f"{name:<22} {r['ratio']:6.2f}x  (target {op} {target})  "
