@@ -43,16 +43,20 @@ _TORCH_WORD = {32: torch.int32, 16: torch.int16, 8: torch.int8}
 _VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _signature(modules) -> list:
+def _signature(modules) -> list | None:
     """Identities of every child module and parameter of ``modules`` plus the data pointers.
 
-    A flat walk over the module list taken when the views were built: replacing a submodule or a
-    parameter changes an identity, re-assigning ``param.data`` (or moving it) changes a pointer.
+    A flat walk over the module list taken when the views were built (weak references; None once
+    one is gone): replacing a submodule or a parameter changes an identity, re-assigning
+    ``param.data`` (or moving it) changes a pointer.
     """
-    return [id(m._modules.get(k)) for m in modules for k in m._modules] + \
-        [p.data_ptr() if p is not None else id(p) for m in modules
+    mods = [r() for r in modules]
+    if any(m is None for m in mods):
+        return None
+    return [id(m._modules.get(k)) for m in mods for k in m._modules] + \
+        [p.data_ptr() if p is not None else id(p) for m in mods
          for p in m._parameters.values()] + \
-        [id(p) for m in modules for p in m._parameters.values()]
+        [id(p) for m in mods for p in m._parameters.values()]
 
 
 class ModelViews:
@@ -66,7 +70,8 @@ class ModelViews:
 
     def __init__(self, model: nn.Module):
         named = list(model.named_parameters())
-        self.modules = list(model.modules())
+        # weak: the views live in a WeakKeyDictionary keyed by the model and must not keep it alive
+        self.modules = [weakref.ref(m) for m in model.modules()]
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
         self.slot_of = {n: i for i, n in enumerate(self.names)}
@@ -84,7 +89,7 @@ class ModelViews:
 
     def current(self, model: nn.Module) -> bool:
         """True while ``model``'s parameters are still the ones these views were built from."""
-        return self.modules[0] is model and _signature(self.modules) == self.signature
+        return self.modules[0]() is model and _signature(self.modules) == self.signature
 
     def slots(self, fmap: FaultMap, caller: str) -> np.ndarray:
         """Slot of each of ``fmap.names`` (validated once per names and dtypes)."""

@@ -271,3 +271,19 @@ def test_mixed_fast_and_indexed_parameters_in_one_map(tiny):
     expected = _reference(before, fmap)
     assert all(np.array_equal(during[n], expected[n]) for n in before)
     assert all(np.array_equal(_words(tiny)[n], before[n]) for n in before)
+
+
+def test_prepared_views_do_not_keep_a_model_alive():
+    import gc
+    import weakref
+
+    from faultlab._inject import _VIEWS
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    with fl.inject(model, fl.BitFlip(count=3)):
+        pass
+    assert model in _VIEWS
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None  # the cached views did not hold on to it
