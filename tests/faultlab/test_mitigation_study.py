@@ -90,3 +90,17 @@ def test_config_errors():
                        r"model: one of"):
         study.make_config(model="resnet99")
     assert study.make_config(dtype="float32").resolved_rates() == (1e-5, 3e-5, 1e-4)
+
+
+def test_process_executor_gives_the_serial_rows(run, tmp_path):
+    """Items share one model per variant: workers must get private copies (plain pickled bytes),
+    not torch shared-memory tensors that two workers would fault at once."""
+    store, run_id = run
+    serial = store.results(run_id=run_id).set_index("key")
+    other = Store(tmp_path / "p.sqlite")
+    rid = run_study("faultlab.mitigation", store=other, executor="process:2",
+                    **{**TINY, "variants": ("unprotected",)})
+    rows = other.results(run_id=rid).set_index("key")
+    faulty = rows.index[~rows.index.str.startswith("clean|")]
+    assert len(faulty) == 4
+    assert (rows.loc[faulty, "accuracy"] == serial.loc[faulty, "accuracy"]).all()
