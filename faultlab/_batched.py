@@ -171,26 +171,32 @@ def map_accuracies(model: nn.Module, fmaps, x: torch.Tensor, y: torch.Tensor,
 
 
 def choose_maps_per_pass(model: nn.Module, x: torch.Tensor, candidates=CANDIDATES,
-                         repeats: int = 3, budget_seconds: float = 2.0) -> int:
+                         repeats: int = 3, budget_seconds: float = 2.0,
+                         measure_on_cpu: bool = False) -> int:
     """Maps per pass for ``model`` on batches like ``x``: 1 on a CPU, else by a short measurement.
 
     Times one pass per map at B = 1 (plain forward) and a batched pass at each candidate B with
     every eligible weight stacked (the worst case: all layers faulty), ``repeats`` times after a
     warm-up, stopping once ``budget_seconds`` are spent; returns the B with the lowest time per
-    map if it beats B = 1 by :data:`GAIN`, else 1.
+    map if it beats B = 1 by :data:`GAIN`, else 1. ``measure_on_cpu=True`` measures on a CPU too
+    (rows may then differ from the inject path by reassociation, see the module docstring).
     """
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    if device.type == "cpu":
+    if device.type == "cpu" and not measure_on_cpu:
         return 1
     from faultlab._sample import eligible_parameters
 
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     def timed(fn) -> float:
         fn()
-        torch.cuda.synchronize(device)
+        sync()
         t0 = time.perf_counter()
         for _ in range(repeats):
             fn()
-        torch.cuda.synchronize(device)
+        sync()
         return (time.perf_counter() - t0) / repeats
 
     names = [n for n, _ in eligible_parameters(model, caller="choose_maps_per_pass")]

@@ -150,8 +150,12 @@ def test_empty_maps_give_the_clean_model_and_bad_models_a_clear_error(tiny):
         BatchedMaps(tiny, [empty, other])
 
 
-def test_maps_per_pass_is_one_on_cpu(tiny):
-    assert choose_maps_per_pass(tiny, torch.randn(16, 8)) == 1
+def test_maps_per_pass_is_one_on_cpu_unless_measured(mnist):
+    model, x, _ = mnist
+    assert choose_maps_per_pass(model, x[:64]) == 1
+    chosen = choose_maps_per_pass(model, x[:64], candidates=(1, 2, 4), repeats=1,
+                                  measure_on_cpu=True)  # the measuring branch a GPU takes
+    assert chosen in (1, 2, 4)
 
 
 def test_fault_free_prefix_runs_once_unbatched(mnist):
