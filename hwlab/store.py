@@ -29,6 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from hwlab._memstore import MemoryStore
 from hwlab._rows import (
     _COLUMN_TYPES,
     METRIC_COLUMNS,
@@ -40,7 +41,8 @@ from hwlab._rows import (
 )
 from hwlab.errors import check, fail
 
-__all__ = ["APPLICATION_ID", "METRIC_COLUMNS", "RESULT_COLUMNS", "SCHEMA_VERSION", "Store",
+__all__ = ["APPLICATION_ID", "METRIC_COLUMNS", "RESULT_COLUMNS", "SCHEMA_VERSION", "MemoryStore",
+           "Store",
            "default_store_path"]
 
 log = logging.getLogger(__name__)
@@ -170,8 +172,6 @@ class Store:
     @staticmethod
     def memory():
         """A :class:`~hwlab._memstore.MemoryStore`: the same interface, rows kept in memory."""
-        from hwlab._memstore import MemoryStore
-
         return MemoryStore()
 
     # -- connections -------------------------------------------------------------------------
