@@ -6,6 +6,7 @@
     hwlab run STUDY [--model M] [--dataset D] [--seed S] [--store PATH] [--executor SPEC]
                     [--quick] [study options ...]
     hwlab results [--study S] [--store PATH] [--format csv|parquet] [--out PATH]
+    hwlab figure STUDY [--model M] [--dataset D] [--store PATH] --out FILE.{svg,pdf,png}
     hwlab dashboard [--port P] [--store PATH]
 
 Study options are built from the study's Config fields (``snake_case`` -> ``--snake-case``; tuples
@@ -57,6 +58,13 @@ def _base_parser() -> _Parser:
     res.add_argument("--format", choices=("csv", "parquet"),
                      help="write this format (to --out, or CSV to stdout)")
     res.add_argument("--out", help="file to write (format from --format or the suffix)")
+    fig = sub.add_parser("figure", help="draw a study's key figure from the store (SVG/PDF/PNG)")
+    fig.add_argument("study")
+    fig.add_argument("--model", help="model of the rows drawn (default: the most rows)")
+    fig.add_argument("--dataset", help="dataset of the rows drawn (default: the most rows)")
+    fig.add_argument("--store", help="store file (default $HWLAB_HOME/hwlab.sqlite)")
+    fig.add_argument("--out", required=True, help="FILE.svg, FILE.pdf or FILE.png; a folder: "
+                     "named after study, model, dataset and run date")
     dash = sub.add_parser("dashboard", help="start the Streamlit dashboard on 127.0.0.1")
     dash.add_argument("--port", type=int, default=8501, help="port (default 8501)")
     dash.add_argument("--store", help="store file the dashboard reads (sets HWLAB_STORE)")
@@ -207,6 +215,20 @@ def _cmd_results(args) -> int:
     return 0
 
 
+def _cmd_figure(args) -> int:
+    from hwlab import figures
+    from hwlab.store import Store
+
+    out = Path(args.out)
+    check(out.is_dir() or out.suffix.lower() in figures.FORMATS, "--out", "hwlab figure",
+          "a folder or a file name ending in .svg, .pdf or .png", args.out)
+    store = Store(args.store)
+    chart, stem = figures.figure(store, args.study, model=args.model, dataset=args.dataset)
+    path = figures.save(chart, out / f"{stem}.svg" if out.is_dir() else out)
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_dashboard(args) -> int:
     check(1 <= args.port <= 65535, "--port", "hwlab dashboard", "an integer in [1, 65535]",
           args.port)
@@ -305,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_list()
         if args.command == "results":
             return _cmd_results(args)
+        if args.command == "figure":
+            return _cmd_figure(args)
         if args.command == "dashboard":
             return _cmd_dashboard(args)
         raise _UsageError("hwlab run: error: a study name is required (see `hwlab list`)")

@@ -1,0 +1,282 @@
+"""Pure pandas behind the figures: what each stored number means, honest intervals, selections.
+
+Used by :mod:`hwlab.figures` (the ``hwlab figure`` command) and the dashboard, so a chart in the
+app and the same figure from the CLI are built from the same frames. Reads store rows only
+(``Store.results()`` frames); imports no method package.
+
+What a stored ``latency_ms`` / ``memory_bytes`` means depends on the study that wrote it, so the
+figures never put two meanings on one axis. :func:`with_metrics` turns them into distinct
+metrics (:data:`METRICS`): inference latency per sample, campaign trial time, training step
+time; weight storage bytes, peak training memory, protection overhead. The study -> meaning
+tables are :data:`LATENCY_KIND` and :data:`MEMORY_KIND`; a row of another study may say what it
+means with ``extra.latency_kind`` / ``extra.memory_kind`` (else it falls back by module).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from hwlab.errors import check, fail
+
+__all__ = ["LATENCY_KIND", "MEMORY_KIND", "METRICS", "PROPORTIONS", "Metric", "ber_rows",
+           "clean_rows", "combinations", "extra_number", "is_aggregate", "is_oracle",
+           "pick_combination", "proportion_ci", "summarize", "with_metrics"]
+
+PROPORTIONS = ("accuracy", "sdc", "critical_sdc", "top5")  # fractions: intervals in [0, 1]
+MIN_BAND_TRIALS = 3  # fewer trials than this: the trials are drawn, not a band
+
+
+@dataclass(frozen=True)
+class Metric:
+    label: str  # axis title, with its unit
+    better: str | None  # "min" / "max" for a trade-off front; None: a condition, never a front
+    log: bool  # whether a log axis is the natural default (when the values allow it)
+
+
+METRICS = {
+    "accuracy": Metric("Accuracy", "max", False),
+    "inference_ms": Metric("Inference latency per sample (ms)", "min", True),
+    "train_step_ms": Metric("Training step time (ms)", "min", True),
+    "trial_ms": Metric("Campaign trial time (ms)", None, True),  # the experiment's cost
+    "model_bytes": Metric("Weight storage (MiB)", "min", True),
+    "train_memory_bytes": Metric("Peak training memory (MiB)", "min", True),
+    "protection_overhead": Metric("Protection memory overhead (% of weight bits)", "min", False),
+    "timesteps": Metric("Mean time steps", "min", False),
+    "params": Metric("Parameters", "min", True),
+    "fault_rate": Metric("Fault rate (per bit)", None, True),  # a condition, not an objective
+}
+MIB = 2.0 ** 20
+# What latency_ms means per study: per-sample inference, one campaign trial, one training step.
+LATENCY_KIND = {
+    "hwlab.zoo": "inference_ms", "quantum.creep": "inference_ms",
+    "spiking.dynamic-confidence": "inference_ms", "faultlab.clipact": "inference_ms",
+    "faultlab.mitigation": "inference_ms", "faultlab.campaign": "trial_ms",
+    "faultlab.vulnerability": "trial_ms", "localtrain.compare": "train_step_ms",
+}
+# What memory_bytes means per study: the weights as stored (check bits included) or the peak
+# training memory (activations saved for backward + parameters, gradients, optimizer state).
+MEMORY_KIND = {
+    "hwlab.zoo": "model_bytes", "quantum.creep": "model_bytes", "faultlab.memory": "model_bytes",
+    "faultlab.mitigation": "model_bytes", "localtrain.compare": "train_memory_bytes",
+}
+OVERHEAD_KEYS = ("memory_overhead", "code_overhead")  # extra fields: extra bits / weight bits
+_BER_FAULTS = r"^(bitflip|stuck0|stuck1|burst|row|asym)"  # faults of stored bits: rate = BER
+
+
+def extra_number(df: pd.DataFrame, key: str) -> pd.Series:
+    """The numeric ``extra[key]`` of every row (NaN where absent), without parsing all JSON."""
+    if "extra" not in df or df.empty:
+        return pd.Series(np.nan, index=df.index, dtype="float64")
+    pattern = rf'"{key}":\s*(-?[0-9.eE+-]+|true|false|NaN|Infinity|-Infinity)'
+    raw = df["extra"].astype("string").str.extract(pattern, expand=False)
+    raw = raw.replace({"true": "1", "false": "0"})
+    return pd.to_numeric(raw, errors="coerce").astype("float64")
+
+
+def _extra_text(df: pd.DataFrame, key: str) -> pd.Series:
+    if "extra" not in df or df.empty:
+        return pd.Series(None, index=df.index, dtype="object")
+    return df["extra"].astype("string").str.extract(rf'"{key}":\s*"([^"]*)"', expand=False)
+
+
+def is_aggregate(df: pd.DataFrame) -> pd.Series:
+    """Rows that summarise other rows (``*-mean`` methods or variants): never plotted beside
+    the rows they average."""
+    method = df["method"].astype("string").fillna("")
+    variant = df["variant"].astype("string").fillna("")
+    return method.str.endswith("-mean") | variant.str.endswith("-mean")
+
+
+def is_oracle(df: pd.DataFrame) -> pd.Series:
+    """Oracle rows (they read the label to stop): a bound, never on a trade-off front."""
+    return df["variant"].astype("string").fillna("").str.startswith("oracle")
+
+
+def clean_rows(df: pd.DataFrame) -> pd.Series:
+    """Fault-free rows: no fault rate, rate 0, or fault model ``none``."""
+    rate = pd.to_numeric(df["fault_rate"], errors="coerce")
+    none = df["fault_model"].astype("string").fillna("none").isin(["none", "None", "nan"])
+    return rate.isna() | (rate == 0) | (none & rate.isna())
+
+
+def ber_rows(df: pd.DataFrame) -> pd.Series:
+    """Rows with faults in stored bits at a positive rate (the rate is a bit error rate)."""
+    rate = pd.to_numeric(df["fault_rate"], errors="coerce")
+    ber = df["fault_model"].astype("string").fillna("").str.match(_BER_FAULTS)
+    return ber & (rate > 0)
+
+
+def with_metrics(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` plus one column per :data:`METRICS` entry, each with one meaning (and unit).
+
+    ``latency_ms`` goes to inference_ms / trial_ms / train_step_ms, ``memory_bytes`` to
+    model_bytes / train_memory_bytes (in MiB), the protection overhead (``extra.memory_overhead``
+    or ``extra.code_overhead``) to protection_overhead in percent. The input is not changed.
+    """
+    out = df.copy()
+    study = out.get("study", pd.Series("", index=out.index)).astype("string").fillna("")
+    module = out["module"].astype("string").fillna("")
+    lat_kind = study.map(LATENCY_KIND).astype("object")
+    clean = clean_rows(out)
+    fallback = np.where(module == "localtrain", "train_step_ms",
+                        np.where(clean, "inference_ms", "trial_ms"))
+    lat_kind = lat_kind.where(lat_kind.notna(), pd.Series(fallback, index=out.index))
+    lat_kind = _extra_text(out, "latency_kind").fillna(lat_kind)
+    mem_kind = study.map(MEMORY_KIND).astype("object")
+    mem_kind = mem_kind.where(mem_kind.notna(), pd.Series(
+        np.where(module == "localtrain", "train_memory_bytes", "model_bytes"), index=out.index))
+    mem_kind = _extra_text(out, "memory_kind").fillna(mem_kind)
+    latency = pd.to_numeric(out["latency_ms"], errors="coerce").astype("float64")
+    memory = pd.to_numeric(out["memory_bytes"], errors="coerce").astype("float64") / MIB
+    for kind in ("inference_ms", "trial_ms", "train_step_ms"):
+        out[kind] = latency.where(lat_kind == kind)
+    for kind in ("model_bytes", "train_memory_bytes"):
+        out[kind] = memory.where(mem_kind == kind)
+    overhead = pd.Series(np.nan, index=out.index, dtype="float64")
+    for key in OVERHEAD_KEYS:
+        overhead = overhead.fillna(extra_number(out, key))
+    out["protection_overhead"] = 100.0 * overhead
+    for c in ("accuracy", "timesteps", "params", "fault_rate"):
+        out[c] = pd.to_numeric(out[c], errors="coerce").astype("float64")
+    return out
+
+
+def proportion_ci(values, counts=None, confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(p, low, high)`` of a proportion measured in ``m`` trials; always inside [0, 1].
+
+    The same estimator as ``faultlab.proportion_ci`` (tested equal), kept here because hwlab
+    imports no method package: the pooled proportion ``p = sum(v_i n_i) / N`` and the Wilson
+    score interval (Wilson 1927) with an effective sample size ``n = min(N, p(1-p) m / s^2)``
+    (Kish's design effect for trials that are clusters sharing one fault map; Korn & Graubard
+    1998), with the Student-t quantile (m - 1 d.o.f.) when the between-trial variance sets
+    ``n``. Without ``counts`` each trial counts as one sample (conservative).
+    """
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    n = np.ones_like(v) if counts is None else np.asarray(counts, dtype=np.float64).reshape(-1)
+    check(n.shape == v.shape, "counts", "proportion_ci", f"None or {v.size} denominators",
+          counts)
+    keep = ~np.isnan(v) & ~np.isnan(n) & (n > 0)
+    v, n = v[keep], n[keep]
+    check(bool(np.all((v >= 0) & (v <= 1))), "values", "proportion_ci",
+          "proportions in [0, 1]", values)
+    m, total = v.size, float(n.sum())
+    if m == 0:
+        return math.nan, math.nan, math.nan
+    p = float(np.clip((v * n).sum() / total, 0.0, 1.0))
+    size, z = total, float(stats.norm.ppf(0.5 + confidence / 2))
+    if m >= 2 and 0 < p < 1:
+        s2 = float(v.var(ddof=1))
+        if s2 > 0 and p * (1 - p) * m / s2 < total:
+            size = p * (1 - p) * m / s2
+            z = float(stats.t.ppf(0.5 + confidence / 2, m - 1))
+    denom = 1 + z * z / size
+    centre = (p + z * z / (2 * size)) / denom
+    half = z * math.sqrt(p * (1 - p) / size + z * z / (4 * size * size)) / denom
+    low = 0.0 if p == 0.0 else max(0.0, centre - half)
+    high = 1.0 if p == 1.0 else min(1.0, centre + half)
+    return p, low, high
+
+
+def implied_count(values, limit: int = 10**6) -> float | None:
+    """The smallest sample count consistent with every value being ``k / n`` (or None).
+
+    Each value's reduced fraction has a denominator that divides the true count, so their least
+    common multiple is a lower bound of it: an interval on this count is at least as wide as
+    one on the true count. None when a value is not such a fraction (a weighted mean, say).
+    """
+    from fractions import Fraction
+
+    n = 1
+    for v in values:
+        f = Fraction(float(v)).limit_denominator(limit)
+        if abs(float(f) - float(v)) > 1e-9:
+            return None
+        n = math.lcm(n, f.denominator)
+        if n > limit:
+            return None
+    return float(n)
+
+
+def _t_ci(v: np.ndarray, confidence: float) -> tuple[float, float, float]:
+    from scipy import stats
+
+    mean = float(v.mean())
+    if v.size < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + confidence / 2, v.size - 1) * v.std(ddof=1)
+                 / math.sqrt(v.size))
+    return mean, mean - half, mean + half
+
+
+def summarize(df: pd.DataFrame, by: list[str], value: str = "accuracy",
+              confidence: float = 0.95) -> pd.DataFrame:
+    """Mean of ``value`` per group with its interval and trial count.
+
+    A proportion (:data:`PROPORTIONS`) gets :func:`proportion_ci` (``mean`` is then the pooled
+    proportion: the trials' mean when they share a denominator), with each row's denominator
+    from ``extra.n_samples`` when every row of the group has it, else the smallest count
+    consistent with the values (:func:`implied_count`: never narrower than the true count's
+    interval), else one per trial (conservative); anything else the Student-t
+    interval. Columns: ``by``, ``mean``, ``lo``, ``hi``, ``n`` and ``band`` (True when n >=
+    :data:`MIN_BAND_TRIALS`: with fewer trials the charts draw the trials themselves).
+    """
+    check(0 < confidence < 1, "confidence", "summarize", "in (0, 1)", confidence)
+    cols = [*by, "mean", "lo", "hi", "n", "band"]
+    d = df[pd.to_numeric(df[value], errors="coerce").notna()]
+    if d.empty:
+        return pd.DataFrame(columns=cols)
+    vals = pd.to_numeric(d[value], errors="coerce").to_numpy(np.float64)
+    counts = extra_number(d, "n_samples").to_numpy(np.float64)
+    rows = []
+    groups = d.groupby(by, dropna=False, sort=True).indices
+    for keys, idx in groups.items():
+        v = vals[idx]
+        if value in PROPORTIONS:
+            c = counts[idx]
+            if np.isnan(c).any():  # no stored denominators: the smallest consistent count
+                implied = implied_count(v)
+                c = None if implied is None else np.full(len(v), implied)
+            mean, lo, hi = proportion_ci(v, c, confidence)
+        else:
+            mean, lo, hi = _t_ci(v, confidence)
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        rows.append({**dict(zip(by, keys)), "mean": mean, "lo": lo, "hi": hi, "n": len(v),
+                     "band": len(v) >= MIN_BAND_TRIALS})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def combinations(df: pd.DataFrame) -> pd.DataFrame:
+    """(model, dataset) pairs with their row counts, most rows first (ties: newest run)."""
+    if df.empty:
+        return pd.DataFrame(columns=["model", "dataset", "rows"])
+    g = df.assign(model=df["model"].astype("string").fillna("?"),
+                  dataset=df["dataset"].astype("string").fillna("?"))
+    out = g.groupby(["model", "dataset"]).size().rename("rows").reset_index()
+    return out.sort_values(["rows", "model", "dataset"], ascending=[False, True, True],
+                           ignore_index=True)
+
+
+def pick_combination(df: pd.DataFrame, model: str | None = None, dataset: str | None = None,
+                     caller: str = "figure") -> tuple[str, str]:
+    """The (model, dataset) to draw: the one asked for, else the one with the most rows.
+
+    A pair without rows is an error that names the pairs that have rows.
+    """
+    combos = combinations(df)
+    check(len(combos) > 0, "study", caller, "a study with rows in the store", "no rows")
+    hits = combos
+    if model is not None:
+        hits = hits[hits["model"] == model]
+    if dataset is not None:
+        hits = hits[hits["dataset"] == dataset]
+    if hits.empty:
+        have = ", ".join(f"{m}/{d}" for m, d in zip(combos["model"], combos["dataset"]))
+        raise fail("model/dataset", caller, f"a pair with rows ({have})",
+                   f"{model or '*'}/{dataset or '*'}")
+    return str(hits["model"].iloc[0]), str(hits["dataset"].iloc[0])
