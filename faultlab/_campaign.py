@@ -17,7 +17,6 @@ from torch import nn
 from faultlab._evaluator import CACHE_BYTES, CampaignData, prepare
 from faultlab._faults import FAULT_MODELS, BitFlip, StuckAt
 from faultlab._neuron import NeuronFault, check_neuron_count
-from faultlab._rows import MemoryStore
 from faultlab._sample import _bit_table, eligible_parameters
 from faultlab._stats import interval
 from faultlab._trial import Payload, Trial, run_trial
@@ -276,10 +275,10 @@ def _local_workers(ex) -> bool:
 
 
 def _open_store(store):
-    from hwlab.store import Store
+    from hwlab.store import MemoryStore, Store
 
     if store is None:
-        return MemoryStore()  # rows stay in memory: no temporary SQLite file (#13.13, #14.1)
+        return Store.memory()  # rows stay in memory: no SQLite file at all (#13.13, #14.1)
     if isinstance(store, (Store, MemoryStore)):
         return store
     return Store(store)
