@@ -49,10 +49,6 @@ def input_dtype(model: nn.Module) -> torch.dtype:
     return torch.float32
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
-
-
 class CampaignData:
     """The evaluation data: in-memory batches (views, cast once) or a re-iterable stream."""
 
@@ -60,7 +56,8 @@ class CampaignData:
         from hwlab.data import Split, iter_batches
 
         self.caller, self.batch_size = caller, int(batch_size)
-        self.device, self.dtype = _device(model), input_dtype(model)
+        self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        self.dtype = input_dtype(model)
         self.name = data.name or None if isinstance(data, Split) else None
         in_memory = isinstance(data, Split) or (
             isinstance(data, (tuple, list)) and len(data) == 2
@@ -268,7 +265,8 @@ class Evaluator:
             for x, y in self.data.batches():
                 h, values = x, []
                 for i, seg in enumerate(segs if keep is None else segs[:last + 1]):
-                    cached = keep is None or (i > 0 and cuts[i - 1].node in keep)
+                    # the input (the user's data) and cached values are never written in place
+                    cached = keep is None or i == 0 or cuts[i - 1].node in keep
                     h = seg(h.clone() if mutates[i] and cached else h)  # B x ...
                     values.append(h)
                 if keep is None:  # first batch: choose what fits, most used first
