@@ -65,7 +65,8 @@ class ModelViews:
     Slots follow ``model.named_parameters()``. ``fast[s]`` marks CPU contiguous parameters of a
     supported dtype, reached by address in the one-call kernel; the others use the indexed path.
     ``keep`` holds a detached alias of every parameter so the memory the addresses point to stays
-    alive as long as these views (or a restore record) do.
+    alive as long as these views (or a restore record) do. ``cache`` is for other per-model
+    set-up that must be dropped when the model changes (e.g. a sampler's eligible parameters).
     """
 
     def __init__(self, model: nn.Module):
@@ -86,6 +87,7 @@ class ModelViews:
                              dtype=np.int64)
         self.fast8 = self.fast.astype(np.uint8)
         self._plans: dict[tuple, np.ndarray] = {}
+        self.cache: dict = {}
 
     def current(self, model: nn.Module) -> bool:
         """True while ``model``'s parameters are still the ones these views were built from."""
