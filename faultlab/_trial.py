@@ -81,6 +81,9 @@ class Payload:
             else:
                 parts = pickle.loads(state["blob"])
             _LOADED[fp] = Evaluator(*parts)
+            from faultlab._workers import warm_kernels
+
+            warm_kernels()  # Numba caches loaded once per worker, not in its first trial's timing
         self.fingerprint = fp
         self.evaluator = _LOADED[fp]
         self._blob, self._path = state.get("blob"), state.get("path")
