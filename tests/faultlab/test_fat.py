@@ -187,3 +187,14 @@ def test_randbet_int8_keeps_accuracy_on_fresh_maps(digits):
     assert clean_r >= clean_n - 0.015, (clean_n, clean_r)
     assert acc_n < 0.4, acc_n  # the unprotected model really breaks at this rate
     assert acc_r >= min(2 * acc_n, clean_r - 0.05), (acc_n, acc_r)
+
+
+def test_memory_error_model_ecc(digits):
+    """faultlab.memory models train too: SEC-DED memory under 2 % raw bit errors (int8 words)."""
+    from faultlab.memory import ECC
+
+    train, _ = digits
+    task = FaultAwareTask(_net(), ECC("secded72_64", fl.BitFlip(rate=0.02)), start_loss=math.inf)
+    hist = fit(task, train, TrainConfig(epochs=1, batch_size=256, lr=1e-3, device="cpu"))
+    assert hist.losses[0]["faulty"] == 1.0
+    assert hist.losses[0]["loss_faulty"] != hist.losses[0]["loss"]  # decoded faults remained
