@@ -197,7 +197,7 @@ def _campaign_table(model, data, faults, batched, monkeypatch, **kw):
     assert (max(groups, default=0) == 4) == batched  # the batched path ran in groups of 4
     extra = df["extra"].map(json.loads)
     extra.map(lambda e: e.pop("inject_ms", None))
-    return df.drop(columns=["latency_ms", "extra"]).assign(extra=extra.map(json.dumps))
+    return df.drop(columns=["run_id", "latency_ms", "extra"]).assign(extra=extra.map(json.dumps))
 
 
 @pytest.mark.parametrize("delayed_start", [True, False])
