@@ -1,7 +1,7 @@
-"""Altair (Vega-Lite) chart builders for the dashboard pages.
+"""Altair (Vega-Lite) chart builders of the dashboard (beyond the shared ones in hwlab.figures).
 
-Each builder takes a small, already aggregated DataFrame (see :mod:`app._frames`) and returns an
-Altair chart; no builder reads the store or calls Streamlit, so they are tested directly.
+Each builder takes a small, already aggregated DataFrame and returns an Altair chart; no builder
+reads the store or calls Streamlit, so they are tested directly.
 """
 
 from __future__ import annotations
@@ -9,191 +9,141 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from app._frames import METRICS
+from app._frames import METRICS, series_colors
+from hwlab.figures import BAND_NOTE, fault_curves, heatmap, pareto_chart, spiking_steps
 
-__all__ = [
-    "axis_scale",
-    "bar_chart",
-    "bars_with_ci",
-    "curve_with_band",
-    "heatmap_chart",
-    "memory_accuracy_chart",
-    "spiking_chart",
-    "tradeoff_chart",
-]
+__all__ = ["BAND_NOTE", "PICK", "bar_chart", "compare_chart", "fault_curves", "heatmap", "levels_chart",
+           "pareto_chart", "reliability_chart", "spiking_steps", "tradeoff_chart",
+           "words_chart"]
 
 PICK = "pick"  # name of the Overview's click selection (read back by st.altair_chart on_select)
-SCHEME = alt.Scale(scheme="tableau10")  # distinct hues (the default theme has near-white ones)
+SCHEME = alt.Scale(scheme="tableau10")
 
 
 def _label(metric: str) -> str:
     return METRICS[metric].label if metric in METRICS else metric
 
 
-def axis_scale(log: bool) -> alt.Scale:
-    return alt.Scale(type="log") if log else alt.Scale(zero=False)
-
-
-def _q(field: str, log: bool = False, title: str | None = None, fmt: str | None = None):
-    fmt = fmt or ("~e" if log and field == "fault_rate" else None)  # 1e-7, not 0.0000001
-    axis = alt.Axis(format=fmt) if fmt else alt.Axis()
-    return alt.X(field, type="quantitative", scale=axis_scale(log), title=title or _label(field),
-                 axis=axis)
+def _axis(field: str, log: bool, channel=alt.X):
+    return channel(f"{field}:Q", title=_label(field),
+                   scale=alt.Scale(type="log") if log else alt.Scale(zero=False))
 
 
 def tradeoff_chart(points: pd.DataFrame, front: pd.DataFrame, x: str, y: str,
                    log_x: bool = False, log_y: bool = False) -> alt.LayerChart:
-    """Scatter of ``y`` against ``x`` coloured by module · method, with the Pareto front drawn.
-
-    Hovering shows the run id and the point's identity; clicking selects the run (selection
-    ``pick`` over ``run_id``).
-    """
+    """Scatter of ``y`` against ``x``, one fixed colour per module · method, oracles hollow, the
+    Pareto front as a dashed staircase. Clicking selects the run (selection ``pick``)."""
+    colors = series_colors(points["series"])
     pick = alt.selection_point(name=PICK, fields=["run_id"], on="click")
-    tips = [c for c in ("run_id", "study", "module", "method", "model", "dataset", "variant",
-                        "fault_model") if c in points]
-    tips += [alt.Tooltip(x, title=_label(x), format=".4g"),
-             alt.Tooltip(y, title=_label(y), format=".4g"), alt.Tooltip("n", title="rows")]
-    xenc = alt.X(x, type="quantitative", scale=axis_scale(log_x), title=_label(x),
-                 axis=alt.Axis(format="~e") if log_x and x == "fault_rate" else alt.Axis())
-    yenc = alt.Y(y, type="quantitative", scale=axis_scale(log_y), title=_label(y),
-                 axis=alt.Axis(format="~e") if log_y and y == "fault_rate" else alt.Axis())
-    dots = (
-        alt.Chart(points)
-        .mark_point(filled=True, size=70)
-        .encode(x=xenc, y=yenc, color=alt.Color("series:N", title="module · method", scale=SCHEME),
-                opacity=alt.condition(pick, alt.value(0.9), alt.value(0.25)), tooltip=tips)
-        .add_params(pick)
-    )
-    line = (
-        alt.Chart(front.assign(front="Pareto front"))
-        .mark_line(point=alt.OverlayMarkDef(shape="diamond", size=60, color="black"),
-                   color="black", strokeDash=[5, 3], interpolate="step-after"
-                   if METRICS.get(x) and METRICS[x].better == "min" else "step-before")
-        .encode(x=xenc, y=yenc, tooltip=tips[:-1] + [alt.Tooltip("front:N", title="on")])
-    )
-    return alt.layer(dots, line).properties(height=420).interactive(bind_y=False)
+    tips = [c for c in ("run_id", "study", "model", "dataset", "variant", "dtype") if c in points]
+    tips += [alt.Tooltip(f"{x}:Q", title=_label(x), format=".4g"),
+             alt.Tooltip(f"{y}:Q", title=_label(y), format=".4g"), alt.Tooltip("n:Q", title="rows")]
+    xenc, yenc = _axis(x, log_x), _axis(y, log_y, alt.Y)
+    color = alt.Color("series:N", title="module · method",
+                      scale=alt.Scale(domain=list(colors), range=list(colors.values())))
+    dots = alt.Chart(points).mark_point(size=70).encode(
+        x=xenc, y=yenc, color=color, shape=alt.Shape("oracle:N", title="oracle",
+                                                     scale=alt.Scale(domain=[False, True],
+                                                                     range=["circle", "cross"])),
+        fill=alt.condition("datum.oracle", alt.value("transparent"), color),
+        opacity=alt.condition(pick, alt.value(0.9), alt.value(0.25)), tooltip=tips,
+    ).add_params(pick)
+    layers = [dots]
+    if not front.empty:
+        step = "step-after" if METRICS[x].better == "min" else "step-before"
+        layers.append(alt.Chart(front.assign(front="Pareto front")).mark_line(
+            point=alt.OverlayMarkDef(shape="diamond", size=60, color="black"), color="black",
+            strokeDash=[5, 3], interpolate=step).encode(x=xenc, y=yenc,
+                                                         tooltip=tips[:-1] + ["front:N"]))
+    return alt.layer(*layers).properties(height=420).interactive(bind_y=False)
 
 
-def curve_with_band(summary: pd.DataFrame, color: str, facet: str | None = None,
-                    x: str = "fault_rate", log_x: bool = True, y_title: str = "Accuracy",
-                    width: int = 320) -> alt.Chart:
-    """Mean curve with its confidence band (``mean``, ``lo``, ``hi`` from ``mean_ci``)."""
-    n_panels = summary[facet].nunique() if facet else 1
-    if facet and n_panels > 1:  # fit the panels side by side in the page's width
-        width = max(170, min(width, 680 // n_panels))
-    legend = alt.Legend(orient="bottom") if facet else alt.Legend()
-    base = alt.Chart(summary).encode(
-        x=_q(x, log=log_x),
-        color=alt.Color(f"{color}:N", title=color.replace("_", " "), legend=legend, scale=SCHEME))
-    band = base.mark_area(opacity=0.2).encode(y=alt.Y("lo:Q", title=y_title), y2="hi:Q")
-    tips = [color, alt.Tooltip(x, format=".3g"), alt.Tooltip("mean:Q", format=".4f"),
-            alt.Tooltip("lo:Q", format=".4f"), alt.Tooltip("hi:Q", format=".4f"), "n:Q"]
-    line = base.mark_line(point=True).encode(
-        y=alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False)), tooltip=tips)
-    chart = alt.layer(band, line).properties(width=width, height=280)
-    if facet:
-        return chart.facet(column=alt.Column(f"{facet}:N", title=facet.replace("_", " ")))
-    return chart
+def reliability_chart(configs: pd.DataFrame, ber: float) -> alt.LayerChart:
+    """Clean accuracy vs weight storage per configuration, coloured by its accuracy at ``ber``
+    (hollow grey: not measured at that BER)."""
+    x = alt.X("memory:Q", title="weight storage (MiB)", scale=alt.Scale(type="log"))
+    y = alt.Y("clean:Q", title="fault-free accuracy", scale=alt.Scale(zero=False))
+    tips = ["study", "model", "variant", "dtype", alt.Tooltip("memory:Q", format=".4g"),
+            alt.Tooltip("clean:Q", format=".4f"), alt.Tooltip("at_ber:Q", format=".4f",
+                                                             title=f"accuracy at {ber:.0e}"),
+            "memory_source"]
+    measured = configs[configs["at_ber"].notna()]
+    missing = configs[configs["at_ber"].isna()]
+    layers = [alt.Chart(measured).mark_point(filled=True, size=110).encode(
+        x=x, y=y, shape=alt.Shape("study:N"), tooltip=tips,
+        color=alt.Color("at_ber:Q", title=f"accuracy at BER {ber:.0e}",
+                        scale=alt.Scale(scheme="redyellowgreen", domain=[0, 1])))]
+    if not missing.empty:
+        layers.append(alt.Chart(missing).mark_point(filled=False, size=90, color="#999").encode(
+            x=x, y=y, shape=alt.Shape("study:N"), tooltip=tips))
+    return alt.layer(*layers).properties(height=380)
 
 
-def heatmap_chart(cells: pd.DataFrame, value: str = "accuracy") -> alt.Chart:
-    """Layer x bit heatmap of ``value`` (one cell per (layer, bit))."""
-    return (
-        alt.Chart(cells)
-        .mark_rect()
-        .encode(
-            x=alt.X("bit:O", title="bit (0 = LSB)", sort="descending"),
-            y=alt.Y("layer:N", title="layer"),
-            color=alt.Color(f"{value}:Q", title=value.replace("_", " "),
-                            scale=alt.Scale(scheme="redyellowgreen")),
-            tooltip=["layer", "bit", alt.Tooltip(f"{value}:Q", format=".4f"), "n"],
-        )
-        .properties(height=alt.Step(22))
-    )
+def levels_chart(summary: pd.DataFrame, trials: pd.DataFrame, title: str,
+                 log: bool = False) -> alt.LayerChart:
+    """Mean per quantum level: bars (points on a log axis) with the interval where there are
+    >= 3 seeds, and the seeds themselves as circles."""
+    x = alt.X("variant:N", title=None, sort=None, axis=alt.Axis(labelAngle=0))
+    y = alt.Y("mean:Q", title=title, scale=alt.Scale(type="log") if log else alt.Scale())
+    base = alt.Chart(summary).encode(x=x)
+    mark = base.mark_point(filled=True, size=160) if log else base.mark_bar(opacity=0.75)
+    layers = [mark.encode(y=y, color=alt.Color("variant:N", legend=None, scale=SCHEME),
+                          tooltip=["variant", alt.Tooltip("mean:Q", format=".4g"), "n"])]
+    band = summary[summary["band"].astype(bool)]
+    if not band.empty:
+        layers.append(alt.Chart(band).mark_rule(color="black", strokeWidth=2).encode(
+            x=x, y=alt.Y("lo:Q", title=title), y2="hi:Q"))
+    if not trials.empty:
+        layers.append(alt.Chart(trials).mark_point(shape="circle", filled=False, color="black",
+                                                   size=50).encode(
+            x=x, y=alt.Y("value:Q", title=title),
+            tooltip=["variant", alt.Tooltip("value:Q", title="seed", format=".4g")]))
+    return alt.layer(*layers).properties(width=260, height=220)
 
 
 def bar_chart(df: pd.DataFrame, x: str, y: str, color: str | None = None,
               title: str | None = None) -> alt.Chart:
-    """Grouped horizontal bars (used for the chosen clipping thresholds)."""
-    enc = {"y": alt.Y(f"{x}:N", title=x), "x": alt.X(f"{y}:Q", title=title or y),
-               "tooltip": [x, alt.Tooltip(f"{y}:Q", format=".4g")] + ([color] if color else [])}
+    """Grouped horizontal bars (clipping thresholds, memory-only rows)."""
+    enc = {"y": alt.Y(f"{x}:N", title=x, sort=None), "x": alt.X(f"{y}:Q", title=title or y),
+           "tooltip": [x, alt.Tooltip(f"{y}:Q", format=".4g")] + ([color] if color else [])}
     if color:
         enc.update(color=alt.Color(f"{color}:N", scale=SCHEME), yOffset=alt.YOffset(f"{color}:N"))
     return alt.Chart(df).mark_bar().encode(**enc)
 
 
-def bars_with_ci(summary: pd.DataFrame, x: str, title: str, log: bool = False,
-                 width: int = 260) -> alt.LayerChart:
-    """One panel of a side-by-side: ``mean`` per ``x`` with a ``lo``-``hi`` error bar.
-
-    Bars on a linear axis (from zero); on a log axis (parameters, latency, time spanning decades)
-    a bar has no zero to start from, so the panel draws points instead.
-    """
-    base = alt.Chart(summary).encode(
-        x=alt.X(f"{x}:N", title=None, sort=None, axis=alt.Axis(labelAngle=0)))
-    y = alt.Y("mean:Q", title=title, scale=alt.Scale(type="log") if log else alt.Scale())
-    tips = [x, alt.Tooltip("mean:Q", format=".4g"), alt.Tooltip("lo:Q", format=".4g"),
-            alt.Tooltip("hi:Q", format=".4g"), "n:Q"]
-    mark = base.mark_point(filled=True, size=160) if log else base.mark_bar()
-    marks = mark.encode(y=y, color=alt.Color(f"{x}:N", legend=None, scale=SCHEME), tooltip=tips)
-    spread = summary[summary["hi"] > summary["lo"]]  # one seed: no interval to draw
-    err = alt.Chart(spread).mark_rule(strokeWidth=2, color="black").encode(
-        x=alt.X(f"{x}:N", sort=None), y=alt.Y("lo:Q", title=title), y2="hi:Q")
-    return alt.layer(marks, err).properties(width=width, height=220)
+def words_chart(words: pd.DataFrame) -> alt.Chart:
+    """Mean words per outcome (corrected / detected / miscorrected / silent) vs BER, one panel
+    per protection."""
+    base = alt.Chart().encode(
+        x=alt.X("fault_rate:Q", title="BER", scale=alt.Scale(type="log"),
+                axis=alt.Axis(format=".0e")),
+        y=alt.Y("words:Q", title="words per fault map (mean)", scale=alt.Scale(type="symlog")),
+        color=alt.Color("outcome:N", scale=SCHEME),
+        tooltip=["variant", "outcome", alt.Tooltip("fault_rate:Q", format=".0e"),
+                 alt.Tooltip("words:Q", format=".4g")])
+    layer = alt.layer(base.mark_line(point=True)).properties(width=220, height=220)
+    return layer.facet(column=alt.Column("variant:N", title="protection"), data=words)
 
 
-def spiking_chart(curve: pd.DataFrame, rules: pd.DataFrame, sweep: pd.DataFrame | None = None,
-                  current: pd.DataFrame | None = None) -> alt.LayerChart:
-    """Accuracy vs mean time steps: the fixed-T curve, stopping-rule and oracle points.
-
-    ``curve``: timesteps, accuracy, method, variant. ``rules``: timesteps, accuracy, variant,
-    method, kind ("rule" or "oracle"), threshold. ``sweep``: a rule's accuracy-vs-steps curve
-    over thresholds (threshold, timesteps, accuracy, rule). ``current``: the point the threshold
-    slider selects on that curve.
-    """
-    x = alt.X("timesteps:Q", title="mean time steps")
-    y = alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(zero=False))
-    layers = [
-        alt.Chart(curve).mark_line(point=True, color="gray").encode(
-            x=x, y=y, strokeDash=alt.StrokeDash("method:N", title="fixed T (method)"),
-            tooltip=["method", "variant", "timesteps", alt.Tooltip("accuracy:Q", format=".4f")]),
-    ]
-    if sweep is not None and not sweep.empty:
-        layers.append(alt.Chart(sweep).mark_line(strokeWidth=1.5, opacity=0.7).encode(
-            x=x, y=y, color=alt.Color("rule:N", title="rule / oracle", scale=SCHEME),
-            order="threshold:Q",
-            tooltip=["rule", alt.Tooltip("threshold:Q", format=".4g"),
-                     alt.Tooltip("timesteps:Q", format=".3g"),
-                     alt.Tooltip("accuracy:Q", format=".4f")]))
-    if not rules.empty:
-        layers.append(alt.Chart(rules).mark_point(filled=True, size=110).encode(
-            x=x, y=y, color=alt.Color("variant:N", title="rule / oracle", scale=SCHEME),
-            shape=alt.Shape("kind:N", title="kind"),
-            tooltip=["method", "variant", "kind", alt.Tooltip("timesteps:Q", format=".3g"),
-                     alt.Tooltip("accuracy:Q", format=".4f"), "threshold"]))
-    if current is not None and not current.empty:
-        layers.append(alt.Chart(current).mark_point(shape="cross", size=400, color="red",
-                                                   strokeWidth=3).encode(
-            x=x, y=y, tooltip=["threshold", alt.Tooltip("timesteps:Q", format=".3g"),
-                               alt.Tooltip("accuracy:Q", format=".4f")]))
-    return alt.layer(*layers).properties(height=400)
-
-
-def memory_accuracy_chart(points: pd.DataFrame, reference: pd.DataFrame) -> alt.LayerChart:
-    """Accuracy vs peak training memory per rule (colour) and K (shape); E2E as reference lines."""
-    x = alt.X("memory_bytes:Q", title="peak training memory (bytes)", scale=alt.Scale(type="log"))
-    y = alt.Y("mean:Q", title="accuracy", scale=alt.Scale(zero=False))
-    dots = alt.Chart(points).mark_point(filled=True, size=120).encode(
-        x=x, y=y, color=alt.Color("method:N", title="rule", scale=SCHEME),
-        shape=alt.Shape("variant:N", title="K"),
-        tooltip=["method", "variant", "model", "dataset",
-                 alt.Tooltip("memory_bytes:Q", format=".4s"),
-                 alt.Tooltip("mean:Q", format=".4f"), "n"])
-    layers = [dots]
-    if not reference.empty:
-        layers.append(alt.Chart(reference).mark_rule(color="black", strokeDash=[6, 3]).encode(
-            y="mean:Q", tooltip=[alt.Tooltip("mean:Q", title="E2E accuracy", format=".4f")]))
-        layers.append(alt.Chart(reference).mark_rule(color="black", strokeDash=[2, 2]).encode(
-            x="memory_bytes:Q",
-            tooltip=[alt.Tooltip("memory_bytes:Q", title="E2E memory", format=".4s")]))
-    return alt.layer(*layers).properties(height=400)
+def compare_chart(both: pd.DataFrame, x: str, color: str = "side",
+                  dash: str | None = None, facet: str | None = None) -> alt.Chart:
+    """Both runs' mean accuracy on one chart: colour = side (run and variant label)."""
+    log = x == "fault_rate"
+    xenc = alt.X("point:N", title=None, sort=None) if x == "point" else alt.X(
+        f"{x}:Q", title=x.replace("_", " "),
+        scale=alt.Scale(type="log") if log else alt.Scale(zero=False),
+        axis=alt.Axis(format=".0e") if log else alt.Axis())
+    enc = {"x": xenc,
+           "y": alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(zero=False)),
+           "color": alt.Color(f"{color}:N", title="run · variant",
+                              legend=alt.Legend(orient="bottom", labelLimit=600)),
+           "tooltip": [color, x if x == "point" else alt.Tooltip(f"{x}:Q", format=".3g"),
+                       alt.Tooltip("accuracy:Q", format=".4f")]}
+    if dash:
+        enc["strokeDash"] = alt.StrokeDash(f"{dash}:N")
+    chart = alt.layer(alt.Chart().mark_line(point=True).encode(**enc)).properties(
+        width=300 if facet else 600, height=300)
+    if facet:
+        return chart.facet(column=alt.Column(f"{facet}:N"), data=both)
+    return alt.layer(alt.Chart(both).mark_line(point=True).encode(**enc)).properties(
+        width=600, height=300)

@@ -1,17 +1,18 @@
-"""Pure pandas computations behind the charts: metric metadata, aggregation, CIs, Pareto fronts.
+"""Pure pandas computations behind the dashboard's charts: aggregation, Pareto fronts, colours.
 
-No Streamlit here, so every function is tested directly on small DataFrames.
+No Streamlit here, so every function is tested directly on small DataFrames. Metric meanings,
+intervals and selections come from :mod:`hwlab._figure_data` (shared with ``hwlab figure``).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import zlib
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from hwlab._figure_data import METRICS, Metric, clean_rows, is_oracle, summarize
 from hwlab.errors import check
 
 __all__ = [
@@ -19,38 +20,43 @@ __all__ = [
     "METRICS",
     "Metric",
     "aggregate_points",
+    "compare_runs",
     "fixed_t",
     "log_fits",
-    "mean_ci",
     "numeric_metrics",
     "pareto_front",
+    "reliability_configs",
+    "series_colors",
+    "summarize",
 ]
 
-
-@dataclass(frozen=True)
-class Metric:
-    label: str
-    better: str  # "max" or "min": the direction a Pareto front prefers
-    log: bool  # whether a log axis is the natural default (when the values allow it)
-
-
-METRICS = {
-    "accuracy": Metric("Accuracy", "max", False),
-    "memory_bytes": Metric("Memory (bytes)", "min", True),
-    "latency_ms": Metric("Latency (ms)", "min", True),
-    "fault_rate": Metric("Fault rate (per bit)", "max", True),  # tolerating more faults is better
-    "timesteps": Metric("Time steps", "min", False),
-    "params": Metric("Parameters", "min", True),
-}
-
 # Columns that identify one measured point; trials and seeds are averaged over.
-IDENTITY = ("run_id", "study", "module", "method", "model", "dataset", "variant", "fault_model",
-            "fault_rate", "timesteps")
+IDENTITY = ("run_id", "study", "module", "method", "model", "dataset", "variant", "dtype",
+            "fault_model", "fault_rate", "timesteps")
+AXES = tuple(m for m in METRICS if m != "fault_rate")  # fault rate is a condition, not an axis
+# A fixed colour per module · method (the same in every chart, whatever the axes show).
+_KNOWN = ("hwlab · zoo", "faultlab · fault-injection", "faultlab · ft-clipact",
+          "faultlab · mitigation", "faultlab · memory-protection", "faultlab · vulnerability",
+          "faultlab · systolic", "spiking · converted", "spiking · direct", "quantum · creep",
+          "localtrain · e2e", "localtrain · dgl", "localtrain · infopro", "localtrain · man",
+          "localtrain · auglocal", "localtrain · fr")
+_PALETTE = ("#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2",
+            "#ff9da6", "#9d755d", "#bab0ac", "#1f77b4", "#d62728", "#2ca02c", "#9467bd",
+            "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79", "#637939")
 
 
-def numeric_metrics(df: pd.DataFrame) -> list[str]:
-    """The metrics of :data:`METRICS` that have at least one non-missing value in ``df``."""
-    return [m for m in METRICS if m in df and df[m].notna().any()]
+def series_colors(series) -> dict[str, str]:
+    """A colour for each ``module · method``: fixed for known series, a stable hash otherwise."""
+    out = {}
+    for s in sorted(set(map(str, series))):
+        i = _KNOWN.index(s) if s in _KNOWN else len(_KNOWN) + zlib.crc32(s.encode()) % 4
+        out[s] = _PALETTE[i % len(_PALETTE)]
+    return out
+
+
+def numeric_metrics(df: pd.DataFrame, axes: tuple = AXES) -> list[str]:
+    """The metrics of ``axes`` that have at least one non-missing value in ``df``."""
+    return [m for m in axes if m in df and df[m].notna().any()]
 
 
 def log_fits(values: pd.Series, min_span: float = 50.0) -> bool:
@@ -60,23 +66,27 @@ def log_fits(values: pd.Series, min_span: float = 50.0) -> bool:
 
 
 def aggregate_points(df: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    """Mean of ``x`` and ``y`` per measured point (see :data:`IDENTITY`), with the row count ``n``.
+    """Mean of ``x`` and ``y`` per fault-free measured point (see :data:`IDENTITY`), with the row
+    count ``n``, a ``series`` label ("module · method") and ``oracle`` (never on a front).
 
-    Rows where ``x`` or ``y`` is missing are dropped. The result has the identity columns, ``x``,
-    ``y``, ``n`` and a ``series`` label ("module · method") for colouring.
+    ``df`` is a frame of :func:`hwlab._figure_data.with_metrics`; rows with a fault rate > 0
+    and rows where ``x`` or ``y`` is missing are dropped.
     """
     check(x != y, "y", "aggregate_points", f"a metric other than x={x!r}", y)
     d = df[df[x].notna() & df[y].notna()]
-    keys = [c for c in IDENTITY if c in d]  # x or y in IDENTITY (fault rate, T) stay keys
-    values = [m for m in (x, y) if m not in keys]
+    d = d[clean_rows(d)] if len(d) else d
+    keys = [c for c in IDENTITY if c in d and c not in (x, y)]
     if d.empty:
-        return pd.DataFrame(columns=[*keys, *values, "n", "series"])
-    d = d[list(dict.fromkeys([*keys, x, y]))].astype({x: "float64", y: "float64"})
+        return pd.DataFrame(columns=[*keys, x, y, "n", "series", "oracle"])
+    d = d[[*keys, x, y]].astype({x: "float64", y: "float64"})
+    d = d.assign(**{k: d[k].astype("string").fillna("") for k in keys
+                    if k not in ("fault_rate", "timesteps")})
     g = d.groupby(keys, dropna=False, sort=False)
-    out = g[values].mean() if values else pd.DataFrame(index=g.size().index)
+    out = g[[x, y]].mean()
     out["n"] = g.size()
     out = out.reset_index()
-    out["series"] = out["module"].fillna("?") + " · " + out["method"].fillna("?")
+    out["series"] = out["module"].replace("", "?") + " · " + out["method"].replace("", "?")
+    out["oracle"] = is_oracle(out).to_numpy()
     return out
 
 
@@ -85,14 +95,20 @@ def pareto_front(df: pd.DataFrame, x: str, y: str, x_better: str | None = None,
     """The non-dominated rows of ``df`` for metrics ``x`` and ``y``, sorted by ``x``.
 
     A row is dominated when another is at least as good on both metrics and better on one.
-    Directions default to :data:`METRICS` ("max" for accuracy and fault rate, "min" otherwise).
-    O(n log n): sort by x (best first), keep a row when its y beats every row before it.
+    Directions default to :data:`METRICS`; a metric without one (fault rate, campaign trial
+    time: conditions of an experiment, not objectives) has no front (empty result). Oracle rows
+    (column ``oracle``) are never on a front. O(n log n): sort by x (best first), keep a row
+    when its y beats every row before it.
     """
     x_better = x_better or METRICS.get(x, Metric(x, "min", False)).better
     y_better = y_better or METRICS.get(y, Metric(y, "max", False)).better
+    if x_better is None or y_better is None:
+        return df.iloc[:0].copy()
     for name, value in (("x_better", x_better), ("y_better", y_better)):
         check(value in ("min", "max"), name, "pareto_front", "'min' or 'max'", value)
     d = df[df[x].notna() & df[y].notna()]
+    if "oracle" in d:
+        d = d[~d["oracle"].astype(bool)]
     if d.empty:
         return d.copy()
     sx = d[x].to_numpy(float) * (1 if x_better == "min" else -1)
@@ -103,27 +119,6 @@ def pareto_front(df: pd.DataFrame, x: str, y: str, x_better: str | None = None,
     return d.iloc[keep].sort_values(x).reset_index(drop=True)
 
 
-def mean_ci(df: pd.DataFrame, by: list[str], value: str = "accuracy",
-            confidence: float = 0.95) -> pd.DataFrame:
-    """Mean of ``value`` per group with a Student-t confidence interval over the rows (trials).
-
-    Columns: ``by``, ``mean``, ``lo``, ``hi``, ``n``, ``std``. A group of one row has lo = hi =
-    mean (no interval can be drawn from one trial).
-    """
-    check(0 < confidence < 1, "confidence", "mean_ci", "in (0, 1)", confidence)
-    d = df[df[value].notna()]
-    if d.empty:
-        return pd.DataFrame(columns=[*by, "mean", "lo", "hi", "n", "std"])
-    g = d.groupby(by, dropna=False, sort=True)[value]
-    out = g.agg(mean="mean", std="std", n="size").reset_index()
-    n = out["n"].to_numpy(float)
-    t = np.where(n > 1, stats.t.ppf(0.5 + confidence / 2, np.maximum(n - 1, 1)), 0.0)
-    half = t * out["std"].fillna(0).to_numpy(float) / np.sqrt(n)
-    out["lo"] = out["mean"] - half
-    out["hi"] = out["mean"] + half
-    return out
-
-
 _FIXED_T = re.compile(r"^fixed-T(\d+)$")
 
 
@@ -131,3 +126,72 @@ def fixed_t(variants: pd.Series) -> pd.Series:
     """The T of ``fixed-T<T>`` variant names (NaN for any other variant)."""
     return pd.to_numeric(variants.astype(str).str.extract(_FIXED_T, expand=False),
                          errors="coerce")
+
+
+
+
+_WORD_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "float64": 8}
+
+
+def reliability_configs(df: pd.DataFrame, ber: float, fault_model: str) -> pd.DataFrame:
+    """One row per configuration (study, run, model, variant, dtype): fault-free accuracy,
+    weight storage in MiB (stored ``memory_bytes``, else parameters x bytes of the format) and
+    mean accuracy at ``ber`` under ``fault_model`` (NaN: not measured there)."""
+    from hwlab._figure_data import MIB, ber_rows
+
+    keys = ["study", "run_id", "model", "dataset", "variant", "dtype"]
+    d = df.assign(**{k: df[k].astype("string").fillna("") for k in keys})
+    clean = d[clean_rows(d) & d["accuracy"].notna()]
+    out = clean.groupby(keys).agg(clean=("accuracy", "mean"), stored=("model_bytes", "mean"),
+                                  params=("params", "max")).reset_index()
+    if out.empty:
+        return out.assign(memory=[], memory_source=[], at_ber=[])
+    per_word = out["dtype"].astype(str).map(_WORD_BYTES).astype("float64")
+    estimate = out["params"].astype("float64") * per_word / MIB
+    out["memory"] = out["stored"].fillna(estimate)
+    out["memory_source"] = np.where(out["stored"].notna(), "stored bytes",
+                                    "parameters x bytes of the format")
+    hit = d[ber_rows(d) & np.isclose(d["fault_rate"], ber) & (d["fault_model"] == fault_model)]
+    at = hit.groupby(keys)["accuracy"].mean().rename("at_ber").reset_index()
+    return out.merge(at, on=keys, how="left")
+
+
+COMPARE = ("module", "method", "model", "dataset", "variant", "dtype", "fault_model",
+           "fault_rate", "timesteps")
+
+
+def compare_runs(a: pd.DataFrame, b: pd.DataFrame, value: str = "accuracy"):
+    """Join two runs' mean ``value`` point by point: ``(both, keys, labels)``.
+
+    The join keys are the columns of :data:`COMPARE` that vary inside either run (the points of
+    a sweep: fault model, rate, variant, dataset, ...) or hold the same value in both; a column
+    that is constant in each run but differs between them (e.g. ``dtype`` float32 vs float16)
+    is what the runs compare, so it labels the sides instead (``labels[col] = (a, b)``).
+    ``both`` has the keys, ``VALUE A``, ``n A``, ``VALUE B``, ``n B`` and ``VALUE B - A``
+    (NaN where a point is in one run only). Nothing is averaged across keys.
+    """
+    def norm(d):
+        d = d[d[value].notna()]
+        out = d.assign(**{c: d[c].astype("string").fillna("-") for c in COMPARE
+                          if c not in ("fault_rate", "timesteps")})
+        return out.assign(fault_rate=pd.to_numeric(d["fault_rate"]).fillna(-1.0),
+                          timesteps=pd.to_numeric(d["timesteps"]).fillna(-1.0))
+
+    a, b = norm(a), norm(b)
+    keys, labels = [], {}
+    for c in COMPARE:
+        va, vb = set(a[c]), set(b[c])
+        if len(va) == 1 and len(vb) == 1 and va != vb:
+            labels[c] = (next(iter(va)), next(iter(vb)))
+        else:
+            keys.append(c)
+    sides = []
+    for d, s in ((a, "A"), (b, "B")):
+        g = d.groupby(keys)[value].agg(["mean", "size"]).reset_index()
+        sides.append(g.rename(columns={"mean": f"{value} {s}", "size": f"n {s}"}))
+    both = sides[0].merge(sides[1], on=keys, how="outer")
+    both[f"{value} B - A"] = both[f"{value} B"] - both[f"{value} A"]
+    for c in ("fault_rate", "timesteps"):
+        if c in both:
+            both[c] = both[c].where(both[c] >= 0)
+    return both, keys, labels

@@ -32,6 +32,7 @@ __all__ = [
     "empty_results",
     "export_bytes",
     "get_store",
+    "metrics",
     "module_extra",
     "module_results",
     "parse_extra",
@@ -41,6 +42,7 @@ __all__ = [
     "runs",
     "stamp",
     "store_path",
+    "study_results",
     "thresholds",
     "with_run_field",
 ]
@@ -166,15 +168,45 @@ def module_extra(module: str, *keys: str) -> pd.DataFrame:
     return _module_extra(path, stamp(path), module, tuple(keys))
 
 
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _study_results(path: str, file_stamp: tuple, study: str) -> pd.DataFrame:
+    df = _results(path, file_stamp)
+    return df[df["study"] == study].reset_index(drop=True)
+
+
+def study_results(study: str) -> pd.DataFrame:
+    """Result rows of one study (``faultlab.memory``, ...); treat as read-only."""
+    path = store_path()
+    get_store()
+    return _study_results(path, stamp(path), study)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _metrics(path: str, file_stamp: tuple) -> pd.DataFrame:
+    from hwlab._figure_data import is_aggregate, with_metrics
+
+    df = _results(path, file_stamp)
+    return with_metrics(df[~is_aggregate(df)]) if len(df) else with_metrics(df)
+
+
+def metrics() -> pd.DataFrame:
+    """Every non-aggregate row with one column per metric meaning (hwlab._figure_data.METRICS:
+    inference / trial / training-step latency, weight storage / training memory in MiB, ...)."""
+    path = store_path()
+    get_store()
+    return _metrics(path, stamp(path))
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
 def _points(path: str, file_stamp: tuple, x: str, y: str) -> pd.DataFrame:
     from app._frames import aggregate_points
 
-    return aggregate_points(_results(path, file_stamp), x, y)
+    return aggregate_points(_metrics(path, file_stamp), x, y)
 
 
 def points(x: str, y: str) -> pd.DataFrame:
-    """Every measured point's mean ``x`` and ``y`` (trials averaged), for the Overview."""
+    """Every fault-free measured point's mean ``x`` and ``y`` (trials averaged), for the
+    Overview (aggregate rows excluded)."""
     path = store_path()
     get_store()
     return _points(path, stamp(path), x, y)
@@ -186,7 +218,7 @@ def _thresholds(path: str, file_stamp: tuple, module: str) -> pd.DataFrame:
     has = df[df["extra"].fillna("").astype(str).str.contains('"thresholds"', regex=False)]
     first = has.drop_duplicates(["run_id", "variant"])  # one set of thresholds per run/variant
     out = parse_extra(first, ("thresholds",))
-    return out[out["thresholds"].map(lambda v: isinstance(v, dict))]
+    return out.loc[out["thresholds"].map(lambda v: isinstance(v, dict)).astype(bool)]
 
 
 def thresholds(module: str = "faultlab") -> pd.DataFrame:
@@ -230,6 +262,8 @@ def clear() -> None:
     _module_extra.clear()
     _points.clear()
     _thresholds.clear()
+    _study_results.clear()
+    _metrics.clear()
 
 
 def empty_results() -> pd.DataFrame:

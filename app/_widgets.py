@@ -10,33 +10,146 @@ import streamlit as st
 
 from app import _queries as q
 
-__all__ = ["STUDY_HINTS", "choose", "empty_store_panel", "forget_registry", "no_rows",
-           "progress_callback", "registered_studies", "run_studies", "show_chart", "slug"]
+__all__ = ["QUICK_SECONDS", "STUDY_HINTS", "choose", "elsewhere", "empty_store_panel",
+           "figure_title", "forget_registry", "model_dataset", "multiselect", "no_rows",
+           "progress_callback", "registered_studies", "run_studies", "select", "show_chart",
+           "slug"]
 
-# The study that fills each page (named in the "no rows yet" message).
+# The studies that fill each page (named in the "no rows yet" message).
 STUDY_HINTS = {
-    "faultlab": ("faultlab.campaign", "faultlab.clipact"),
-    "spiking": ("spiking.dynamic-confidence",),
+    "faultlab": ("faultlab.campaign", "faultlab.clipact", "faultlab.vulnerability"),
+    "memory": ("faultlab.memory",),
+    "mitigation": ("faultlab.mitigation",),
+    "systolic": ("faultlab.systolic",),
+    "spiking": ("spiking.dynamic-confidence", "spiking.faults"),
     "quantum": ("quantum.creep",),
     "localtrain": ("localtrain.compare",),
+}
+# Wall-clock seconds of each study's --quick run, measured once with
+# benchmarks/app_render.py's machine (2 cores shared by other jobs, load 8-11, zoo weights
+# cached; training a zoo model the first time adds to this). None: not measured.
+QUICK_SECONDS = {
+    "faultlab.campaign": 4, "faultlab.clipact": 130, "faultlab.memory": 32,
+    "faultlab.mitigation": None, "faultlab.systolic": None, "faultlab.vulnerability": None,
+    "hwlab.zoo": None, "localtrain.compare": None, "quantum.creep": None,
+    "spiking.dynamic-confidence": None, "spiking.faults": None,
 }
 
 
 def slug(text: str) -> str:
-    """A file-name-safe lower-case slug (for download names and widget keys)."""
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-").lower() or "chart"
+    """A file-name-safe slug (for download names and widget keys)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-") or "chart"
+
+
+def select(label: str, options: list, key: str, default=None, container=None, **kw):
+    """A select box whose stored choice is reset to ``default`` when it is no longer an option
+    (so a stale choice never hides a panel after the data changed)."""
+    options = list(options)
+    if key in st.session_state and st.session_state[key] not in options:
+        del st.session_state[key]
+    if key not in st.session_state:  # the default only on first show (no API-value clash)
+        kw["index"] = options.index(default) if default in options else 0
+    return (container or st).selectbox(label, options, key=key, **kw)
+
+
+def multiselect(label: str, options: list, key: str, container=None, **kw) -> list:
+    """A multiselect (all chosen at first) that drops stored choices that are gone."""
+    options = list(options)
+    if key in st.session_state:
+        kept = [v for v in st.session_state[key] if v in options]
+        if kept != st.session_state[key]:
+            st.session_state[key] = kept or options
+    if key not in st.session_state:
+        kw.setdefault("default", options)
+    return (container or st).multiselect(label, options, key=key, **kw)
+
+
+def model_dataset(df: pd.DataFrame, key: str, models: bool = True):
+    """Model and dataset select boxes over ``df``; returns ``(rows, model, dataset)``.
+
+    The default is the pair with the most rows (so a fresh session opens on data), the model
+    box offers only the models that have rows for the chosen dataset, and the choice is kept in
+    ``st.session_state["hw-selection"]`` for the forms of other pages to prefill.
+    """
+    from hwlab._figure_data import combinations
+
+    combos = combinations(df)
+    if combos.empty:
+        return df, None, None
+    pending = st.session_state.pop(f"{key}-pending", None)  # e.g. a form just computed these
+    if pending:
+        st.session_state[f"{key}-dataset"] = pending["dataset"]
+        st.session_state[f"{key}-model"] = pending["model"]
+    c1, c2, _ = st.columns([2, 2, 3])
+    datasets = sorted(combos["dataset"].unique())
+    by_rows = combos.groupby("dataset")["rows"].sum().sort_values(ascending=False)
+    dataset = select("dataset", datasets, f"{key}-dataset", by_rows.index[0], c1)
+    here = combos[combos["dataset"] == dataset]
+    model = None
+    if models:
+        model = select("model", sorted(here["model"].unique()), f"{key}-model",
+                       here["model"].iloc[0], c2)
+    rows = df[df["dataset"].astype("string").fillna("?") == dataset]
+    if model is not None:
+        rows = rows[rows["model"].astype("string").fillna("?") == model]
+    st.session_state["hw-selection"] = {"model": model, "dataset": dataset}
+    return rows, model, dataset
+
+
+def elsewhere(df: pd.DataFrame, what: str, model: str | None, dataset: str | None) -> None:
+    """Say that ``what`` has no rows for this selection, and for which pairs it has rows."""
+    from hwlab._figure_data import combinations
+
+    combos = combinations(df)
+    here = f"{model}/{dataset}" if model else str(dataset)
+    have = ", ".join(f"{m}/{d}" for m, d in zip(combos["model"], combos["dataset"]))
+    tail = f"; rows exist for {have}" if have else "; none in the store at all"
+    st.info(f"No {what} for {here}{tail}.", icon=":material/info:")
+
+
+def _figure_bytes(chart, fmt: str) -> bytes:
+    import vl_convert as vlc
+
+    spec = chart.to_json()
+    if fmt == "svg":
+        return vlc.vegalite_to_svg(spec).encode()
+    if fmt == "pdf":
+        return vlc.vegalite_to_pdf(spec)
+    return vlc.vegalite_to_png(spec, scale=2)
 
 
 def show_chart(chart, data: pd.DataFrame, name: str, key: str | None = None,
-               on_select: str = "ignore"):
-    """Draw an Altair chart and offer its data as CSV (PNG: the chart's own toolbar menu)."""
+               on_select: str = "ignore", title: str | None = None):
+    """Draw an Altair chart; offer it as SVG / PDF / PNG (vl-convert, titled ``title``) and its
+    data as CSV. The files are named after ``title`` (study, model, dataset, run date)."""
     key = key or slug(name)
     kw = {"on_select": on_select, "key": f"chart-{key}"} if on_select != "ignore" else {}
-    event = st.altair_chart(chart, **kw)
-    st.download_button(f"Download data (CSV): {name}", lambda: data.to_csv(index=False).encode(),
-                       file_name=f"{slug(name)}.csv", mime="text/csv", key=f"csv-{key}",
-                       icon=":material/download:", on_click="ignore")
+    shown = chart.properties(title=title) if title else chart
+    event = st.altair_chart(shown, **kw)
+    from hwlab.figures import stem as figure_stem
+
+    stem = figure_stem(title) if title else slug(name)  # as `hwlab figure` names its files
+    cols = st.columns(4)
+    mimes = {"svg": "image/svg+xml", "pdf": "application/pdf", "png": "image/png"}
+    for col, fmt in zip(cols, ("svg", "pdf", "png")):
+        col.download_button(f"{fmt.upper()}", lambda f=fmt: _figure_bytes(shown, f),
+                            file_name=f"{stem}.{fmt}", mime=mimes[fmt], key=f"{fmt}-{key}",
+                            icon=":material/image:", on_click="ignore",
+                            help=f"Download the figure as {fmt.upper()}")
+    cols[3].download_button(f"Download data (CSV): {name}",
+                            lambda: data.to_csv(index=False).encode(),
+                            file_name=f"{stem}.csv", mime="text/csv", key=f"csv-{key}",
+                            icon=":material/download:", on_click="ignore")
     return event
+
+
+def figure_title(study: str, model, dataset, run_ids) -> str:
+    """``study · model · dataset · run DATE`` for a chart drawn from ``run_ids``."""
+    from hwlab.figures import _dates, title_for
+
+    runs = q.runs()
+    return title_for(study, model or "all models", dataset or "all datasets",
+                     _dates(runs, pd.DataFrame({"run_id": list(run_ids)})))
 
 
 def no_rows(module: str, what: str = "results", studies: tuple[str, ...] | None = None) -> None:
@@ -49,19 +162,13 @@ def no_rows(module: str, what: str = "results", studies: tuple[str, ...] | None 
 
 
 def choose(df: pd.DataFrame, columns: tuple[str, ...], key: str) -> pd.DataFrame:
-    """Cascading select boxes (each offers only the values left by the ones before it).
-
-    One box per column that has more than one value; returns the filtered rows. Filtering
-    happens in pandas on the cached frame (user choices never reach SQL).
-    """
+    """Cascading select boxes (each offers only the values left by the ones before it)."""
     shown = [c for c in columns if c in df and df[c].nunique(dropna=True) > 1]
     if not shown:
         return df
     for col, c in zip(st.columns(len(shown)), shown):
         values = sorted(df[c].dropna().astype(str).unique())
-        if not values:
-            continue
-        value = col.selectbox(c.replace("_", " "), values, key=f"{key}-{c}")
+        value = select(c.replace("_", " "), values, f"{key}-{c}", container=col)
         df = df[df[c].astype(str) == value]
     return df
 
@@ -124,25 +231,34 @@ def registered_studies() -> list[str]:
         return []
 
 
+def _duration(name: str) -> str:
+    s = QUICK_SECONDS.get(name)
+    return "not measured" if s is None else (f"about {s:.0f} s" if s < 90
+                                             else f"about {s / 60:.0f} min")
+
+
 def empty_store_panel() -> None:
     """The entry page on an empty store: offer to run the quick studies, with progress bars."""
     st.subheader("No results yet")
-    st.write(f"The store `{q.store_path()}` holds no result rows. Run the quick studies "
-             "(the `--quick` configuration of each study, about a minute each on 2 cores) "
-             "to fill it; every page then shows its charts.")
     names = registered_studies()
+    st.write(f"The store `{q.store_path()}` holds no result rows. Run the quick studies (the "
+             "`--quick` configuration of each study) to fill it; every page then shows its "
+             "charts. Measured once on a busy 2-core machine with the zoo weights cached "
+             "(training a zoo model the first time adds to it):")
+    known = [n for n in names if QUICK_SECONDS.get(n) is not None]
+    st.dataframe(pd.DataFrame({"study": names, "quick run": [_duration(n) for n in names]}),
+                 hide_index=True)
+    if known:
+        total = sum(QUICK_SECONDS[n] for n in known)
+        st.caption(f"Measured studies together: about {total / 60:.0f} min.")
     if not names:
         st.warning("No studies are registered (check that the method packages are installed).")
         return
     chosen = st.multiselect("Quick studies to run", names, default=names, key="start-studies")
     if st.button("Run the quick studies", type="primary", key="start-run", disabled=not chosen):
         out = run_studies(chosen, quick=True)
-        failed = [name for name, _, err, _ in out if err]
-        done = len(out) - len(failed)
-        st.success(f"{done} of {len(out)} quick studies finished.")
-        if not failed:
-            st.rerun()
-        st.button("Show the results", key="start-show")
+        st.session_state["start-report"] = [(n, e, s) for n, _, e, s in out]
+        st.rerun()  # the whole app again: sidebar counts and this page see the new rows
 
 
 def forget_registry() -> None:

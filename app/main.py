@@ -17,6 +17,9 @@ PAGES = {
         st.Page("app_pages/overview.py", title="Overview", icon=":material/scatter_plot:",
                 default=True),
         st.Page("app_pages/faults.py", title="Faults", icon=":material/bolt:"),
+        st.Page("app_pages/memory.py", title="Memory", icon=":material/memory_alt:"),
+        st.Page("app_pages/mitigation.py", title="Mitigation", icon=":material/shield:"),
+        st.Page("app_pages/systolic.py", title="Systolic array", icon=":material/grid_on:"),
         st.Page("app_pages/spiking.py", title="Spiking", icon=":material/timeline:"),
         st.Page("app_pages/quantum.py", title="Quantum", icon=":material/blur_on:"),
         st.Page("app_pages/localtrain.py", title="Local learning", icon=":material/layers:"),
@@ -35,8 +38,10 @@ with st.sidebar:
     except ValueError as exc:  # a foreign file or a newer schema: say so, touch nothing
         st.error(str(exc))
         st.stop()
-    runs = q.runs()
-    st.caption(f"{len(runs)} runs, {int(runs['n_results'].sum()) if len(runs) else 0:,} rows")
+    runs = q.runs()  # fresh after a run: every page that runs a study reruns the app
+    st.caption(f"{len(runs)} runs, {int(runs['n_results'].sum()) if len(runs) else 0:,} rows",
+               help="Counted from the store's files now; a study run from a page reruns the "
+                    "app when it finishes, so these counts include its rows.")
     if st.button("Reload", icon=":material/refresh:", key="reload"):
         q.clear()
         w.forget_registry()

@@ -1,4 +1,5 @@
-"""Local learning: accuracy vs peak training memory per rule and K, with E2E as the reference."""
+"""Local learning: accuracy vs peak training memory (MiB) per rule across K, with E2E as the
+reference and the chance level marked (``localtrain.compare`` rows)."""
 
 import altair as alt
 import streamlit as st
@@ -8,47 +9,75 @@ from app import _frames as frames
 from app import _queries as q
 from app import _widgets as w
 
+CHANCE = {"digits": 10, "mnist5k": 10, "synthetic": 10}  # classes of the built-in datasets
+
 st.title("Local learning")
 df = q.module_results("localtrain")
 if df.empty:
     w.no_rows("localtrain")
     st.stop()
-df = w.choose(df, ("model", "dataset"), key="localtrain")
-rows = df[df["memory_bytes"].notna()]
+m = q.metrics()
+rows, model, dataset = w.model_dataset(m[m["module"] == "localtrain"], "localtrain")
+title = w.figure_title("localtrain.compare", model, dataset, rows["run_id"].unique())
+rows = rows[rows["train_memory_bytes"].notna()]
 if rows.empty:
-    w.no_rows("localtrain", "rows with a training-memory figure")
+    w.elsewhere(m[m["train_memory_bytes"].notna()], "rows with a training-memory figure", model,
+                dataset)
     st.stop()
-keys = ["method", "variant", "model", "dataset"]
-rows = rows.astype({"memory_bytes": "float64"})
-pts = frames.mean_ci(rows.assign(accuracy=rows["accuracy"].fillna(-1.0)), keys, "accuracy")
-pts["mean"] = pts["mean"].where(pts["mean"] >= 0)  # accuracy not measured (epochs=0): NaN
-mem = rows.groupby(keys, dropna=False)["memory_bytes"].mean().rename("memory_bytes")
-pts = pts.merge(mem.reset_index(), on=keys)
+keys = ["method", "variant"]
+mem = rows.groupby(keys)["train_memory_bytes"].mean().rename("memory_mib").reset_index()
+pts = mem.merge(frames.summarize(rows, keys), on=keys, how="left")  # accuracy NaN: not measured
+pts["K"] = pts["variant"].astype(str).str.extract(r"K=(\d+)", expand=False).astype(float)
 is_e2e = pts["method"].astype(str).str.lower() == "e2e"
-ref = pts[is_e2e].groupby(["model", "dataset"], dropna=False)[["mean", "memory_bytes"]].mean()
-ref = ref.reset_index()
-rules = pts[~is_e2e]
-if ref.empty:
-    st.caption("No E2E rows for this choice, so no reference line.")
-else:
-    rules = rules.assign(memory_vs_e2e=rules["memory_bytes"] / ref["memory_bytes"].iloc[0],
-                         accuracy_vs_e2e=rules["mean"] - ref["mean"].iloc[0])
+ref = pts[is_e2e].head(1)
+classes = CHANCE.get(str(dataset))
+chance = 1 / classes if classes else None
+rules = pts[~is_e2e].copy()
+if not ref.empty:
+    rules["memory_vs_e2e"] = rules["memory_mib"] / float(ref["memory_mib"].iloc[0])
+    rules["accuracy_vs_e2e"] = rules["mean"] - float(ref["mean"].iloc[0])
+if chance is not None:
+    rules["at_chance"] = rules["mean"] <= chance + 0.02
 
-if pts["mean"].notna().any():
+x = alt.X("memory_mib:Q", title="peak training memory (MiB)", scale=alt.Scale(type="log"))
+y = alt.Y("mean:Q", title="test accuracy", scale=alt.Scale(zero=False))
+color = alt.Color("method:N", title="rule", scale=alt.Scale(scheme="tableau10"))
+measured = pts[pts["mean"].notna()]
+if not measured.empty:
     st.subheader("Accuracy vs peak training memory")
-    w.show_chart(charts.memory_accuracy_chart(pts[pts["mean"].notna()], ref.head(1)), pts,
-                 "accuracy vs training memory", key="localtrain-memory")
-    st.caption("Colour: rule; shape: number of local modules K. Dashed lines: E2E (backprop) "
-               "accuracy and memory. Memory: peak saved activations plus parameter, gradient "
-               "and optimizer bytes (hwlab.meters.training_memory), auxiliary nets included.")
+    layers = [alt.Chart(measured).mark_line(opacity=0.5).encode(x=x, y=y, color=color,
+                                                               order="K:Q"),
+              alt.Chart(measured).mark_point(filled=True, size=110).encode(
+                  x=x, y=y, color=color, shape=alt.Shape("variant:N", title="K"),
+                  tooltip=["method", "variant", alt.Tooltip("memory_mib:Q", format=".2f"),
+                           alt.Tooltip("mean:Q", format=".4f"), "n"])]
+    if not ref.empty and ref["mean"].notna().all():
+        layers.append(alt.Chart(ref).mark_rule(color="black", strokeDash=[6, 3]).encode(y="mean:Q"))
+        layers.append(alt.Chart(ref).mark_rule(color="black", strokeDash=[2, 2]).encode(
+            x="memory_mib:Q"))
+    if chance is not None:
+        layers.append(alt.Chart(measured.head(1).assign(chance=chance)).mark_rule(
+            color="#d62728", strokeDash=[1, 3]).encode(y="chance:Q"))
+    w.show_chart(alt.layer(*layers).properties(height=400), pts, "accuracy vs training memory",
+                 key="localtrain-memory", title=title)
+    st.caption("Colour: rule, joined across K (shape: number of local modules). Dashed black: "
+               "E2E (backprop) accuracy and memory; dotted red: chance (1/classes). Memory: "
+               "peak saved activations plus parameter, gradient and optimizer bytes "
+               "(hwlab.meters.training_memory), auxiliary nets included, in MiB.")
+    low = rules[rules["at_chance"].fillna(False).astype(bool)] if chance is not None else \
+        rules.iloc[:0]
+    if len(low):
+        st.warning("At chance (accuracy within 2 points of 1/classes): " + ", ".join(
+            f"{r.method} {r.variant}" for r in low.itertuples())
+            + ". These rules did not learn in this run (more epochs, or a smaller K).")
 else:
     st.subheader("Peak training memory")
     st.info("These rows have no accuracy (the study ran with epochs=0: memory and latency "
             "only), so memory is shown alone.")
     bars = charts.bar_chart(pts.assign(label=pts["method"] + " " + pts["variant"]), "label",
-                            "memory_bytes", color="method", title="peak training memory (bytes)")
+                            "memory_mib", color="method", title="peak training memory (MiB)")
     if not ref.empty:
-        bars = alt.layer(bars, alt.Chart(ref.head(1)).mark_rule(strokeDash=[6, 3]).encode(
-            x="memory_bytes:Q"))
-    w.show_chart(bars, pts, "training memory", key="localtrain-memory")
-st.dataframe(rules.sort_values(["method", "variant"]), hide_index=True)
+        bars = alt.layer(bars, alt.Chart(ref).mark_rule(strokeDash=[6, 3]).encode(
+            x="memory_mib:Q"))
+    w.show_chart(bars, pts, "training memory", key="localtrain-memory", title=title)
+st.dataframe(rules.sort_values(["method", "K"]), hide_index=True)

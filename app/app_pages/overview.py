@@ -1,41 +1,49 @@
-"""Overview: one trade-off scatter of any two metrics across every module, with the Pareto front."""
+"""Overview: a trade-off scatter of two metrics (one meaning per axis) on one dataset, with the
+Pareto front, and accuracy vs weight storage coloured by accuracy at a chosen BER."""
 
+import numpy as np
 import streamlit as st
 
 from app import _charts as charts
 from app import _frames as frames
 from app import _queries as q
 from app import _widgets as w
+from hwlab._figure_data import ber_rows
 
 MAX_POINTS = 5000  # beyond this the scatter shows the Pareto front plus a seeded sample
 
 st.title("Overview")
+for name, err, sec in st.session_state.pop("start-report", []):
+    (st.error if err else st.success)(f"{name}: {'failed: ' + err if err else 'done'} "
+                                      f"({sec:.0f} s)")
 df = q.results()
 if df.empty:
     w.empty_store_panel()
     st.stop()
 
-metrics = frames.numeric_metrics(df)
+m = q.metrics()
+rows, _, dataset = w.model_dataset(m, "ov", models=False)  # one front = one dataset
+clean = rows[frames.clean_rows(rows)]
+metrics = frames.numeric_metrics(clean)
 if len(metrics) < 2:
-    st.info(f"The store holds {len(df)} rows but fewer than two metrics with values "
-            f"({', '.join(metrics) or 'none'}); nothing to plot against each other yet.")
+    st.info(f"The fault-free rows of {dataset} have fewer than two metrics with values "
+            f"({', '.join(metrics) or 'none'}); pick another dataset.")
     st.stop()
-x_default = next((m for m in ("memory_bytes", "latency_ms", "fault_rate", "timesteps", "params")
-                  if m in metrics), metrics[0])
-y_default = "accuracy" if "accuracy" in metrics and x_default != "accuracy" else metrics[-1]
-label = lambda m: frames.METRICS[m].label
+label = lambda k: frames.METRICS[k].label
+x_default = next((k for k in ("model_bytes", "train_memory_bytes", "inference_ms", "timesteps",
+                              "params") if k in metrics and k != "accuracy"), metrics[0])
 c1, c2, c3 = st.columns([1, 1, 2])
-y = c1.selectbox("y", metrics, index=metrics.index(y_default), format_func=label, key="ov-y")
-x_choices = [m for m in metrics if m != y]
-x = c2.selectbox("x", x_choices, format_func=label, key="ov-x",
-                 index=x_choices.index(x_default) if x_default in x_choices else 0)
+y = w.select("y", metrics, "ov-y", "accuracy" if "accuracy" in metrics else metrics[-1], c1,
+             format_func=label)
+x = w.select("x", [k for k in metrics if k != y], "ov-x", x_default, c2, format_func=label)
 pts = q.points(x, y)
-modules = sorted(df["module"].dropna().unique())  # all modules, so the choice survives x/y
-chosen = c3.multiselect("modules", modules, default=modules, key="ov-modules")
+pts = pts[pts["dataset"] == dataset]
+modules = sorted(pts["module"].unique())
+chosen = w.multiselect("modules", modules, "ov-modules", c3)
 pts = pts[pts["module"].isin(chosen)]
 if pts.empty:
-    st.info(f"No rows have both {label(x)} and {label(y)} for the chosen modules; "
-            "pick another pair of metrics.")
+    st.info(f"No fault-free rows of {dataset} have both {label(x)} and {label(y)}; pick another "
+            "pair of metrics.")
     st.stop()
 
 c4, c5, c6 = st.columns(3)
@@ -57,10 +65,17 @@ if len(pts) > MAX_POINTS:
     st.caption(f"{len(pts):,} points: showing a seeded sample of {MAX_POINTS:,} "
                "(the Pareto front is computed over all of them).")
 chart = charts.tradeoff_chart(shown, front if show_front else front.iloc[:0], x, y, log_x, log_y)
-event = w.show_chart(chart, pts, f"{y} vs {x}", key="overview", on_select="rerun")
-st.caption(f"{len(pts):,} points (trials and seeds averaged) from {pts['run_id'].nunique()} runs; "
-           f"better is {frames.METRICS[x].better} {label(x)}, {frames.METRICS[y].better} "
-           f"{label(y)}. Hover a point for its run, click it to open the run below.")
+event = w.show_chart(chart, pts, f"{y} vs {x}", key="overview", on_select="rerun",
+                     title=f"Overview · {dataset} · {label(y)} vs {label(x)}")
+why = ""
+if frames.METRICS[x].better is None or frames.METRICS[y].better is None:
+    why = (f" No front: {label(x) if frames.METRICS[x].better is None else label(y)} is a "
+           "condition of the experiment, not an objective.")
+st.caption(f"{len(pts):,} fault-free points of {dataset} (trials and seeds averaged, aggregate "
+           f"rows such as `*-mean` left out) from {pts['run_id'].nunique()} runs. Front over "
+           f"the non-oracle points (oracles: crosses, they read the label): better is "
+           f"{frames.METRICS[x].better} {label(x)}, {frames.METRICS[y].better} {label(y)}.{why} "
+           "Hover a point for its run, click it to open the run below.")
 
 picked = [p.get("run_id") for p in (event.selection.get(charts.PICK) or [])] if event else []
 picked = [r for r in picked if r]
@@ -73,3 +88,30 @@ if picked:
     st.dataframe(runs[runs["run_id"] == run_id].drop(columns="config"), hide_index=True)
     st.json(q.run_config(run_id), expanded=False)
     st.dataframe(pts[pts["run_id"] == run_id], hide_index=True)
+
+st.subheader("Reliability and efficiency")
+faulty = rows[ber_rows(rows)]
+if faulty.empty:
+    w.elsewhere(m[ber_rows(m)], "weight-fault rows (bit error rates)", None, dataset)
+else:
+    c1, c2 = st.columns(2)
+    fms = sorted(faulty["fault_model"].astype(str).unique())
+    fm = w.select("fault model", fms, "ov-rel-fault", "bitflip", c1)
+    at = faulty[faulty["fault_model"] == fm]
+    counts = at.groupby("fault_rate")["run_id"].nunique()
+    rates = sorted(counts.index)
+    ber = w.select("BER", rates, "ov-rel-ber", counts.idxmax(), c2,
+                   format_func=lambda r: f"{r:.0e}")
+    configs = frames.reliability_configs(rows, ber, fm)
+    configs = configs[configs["memory"].notna() & np.isfinite(configs["memory"])]
+    if configs.empty:
+        st.info(f"No configuration of {dataset} has both a fault-free accuracy and a weight "
+                "storage figure.")
+    else:
+        w.show_chart(charts.reliability_chart(configs, ber), configs, "reliability vs memory",
+                     key="ov-reliability",
+                     title=f"Overview · {dataset} · accuracy vs storage at BER {ber:.0e}")
+        st.caption(f"One point per configuration (study, run, model, variant, format): "
+                   f"fault-free accuracy against weight storage (stored bytes, else parameters "
+                   f"x bytes of the format), coloured by the mean accuracy under {fm} at BER "
+                   f"{ber:.0e}; hollow grey: not measured at that BER.")
