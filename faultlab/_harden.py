@@ -37,11 +37,11 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from faultlab._faults import FaultMap
+from faultlab._faults import FaultMap, FaultModel
 from faultlab._sample import _DTYPE_NAMES, WORDS, eligible_parameters
 from hwlab.errors import check, check_positive_int
 
-__all__ = ["COSTS", "FIELDS", "HardeningResult", "Plan", "harden", "plan_hardening"]
+__all__ = ["COSTS", "FIELDS", "HardeningResult", "Plan", "Protected", "harden", "plan_hardening"]
 
 COSTS = {"secded": 8 / 64, "tmr": 2.0}  # extra stored bits per protected bit: (72,64) code, TMR
 FIELDS = {  # protectable bit fields per storage dtype (bit 0 = LSB)
@@ -79,6 +79,42 @@ class Plan:
         it); unprotected faults are kept unchanged, so the result is a subset of ``fmap``.
         """
         return _filter(self, fmap, float(rate), int(seed))
+
+    def fault_model(self, rate: float) -> Protected:
+        """``BitFlip(rate)`` on memory protected by this plan (for ``faultlab.campaign``)."""
+        from faultlab._faults import BitFlip
+
+        return Protected(self, BitFlip(rate=rate))
+
+
+@dataclass(frozen=True)
+class Protected(FaultModel):
+    """``inner`` (a ``BitFlip`` at a rate) on memory protected by ``plan``: a fault model, so a
+    plan runs in ``faultlab.campaign`` / ``inject`` / ``sample_faults`` like any other. Each draw
+    samples ``inner`` and filters it with :meth:`Plan.filter` (seeded by the draw's seed)."""
+
+    plan: Plan
+    inner: FaultModel
+
+    def __post_init__(self):
+        check(isinstance(self.plan, Plan), "plan", "Protected", "a faultlab Plan", self.plan)
+        ok = isinstance(self.inner, FaultModel) and self.inner.rate is not None
+        check(ok, "inner", "Protected", "a fault model with a rate (e.g. BitFlip(rate=p))",
+              self.inner)
+
+    rate = property(lambda self: self.inner.rate)
+    count = None
+    bits = None
+    label = property(lambda self: f"{self.inner.label}@harden")
+
+    def to_dict(self) -> dict:
+        return {**self.inner.to_dict(), "fault": self.label, "plan": self.plan.label()}
+
+    def _sample_map(self, model, seed, layers, include_bias, include_norm, caller):
+        from faultlab._sample import _sample_faults
+
+        raw = _sample_faults(model, self.inner, seed, layers, include_bias, include_norm, caller)
+        return self.plan.filter(raw, self.inner.rate, seed)
 
 
 def _filter(plan: Plan, fmap: FaultMap, rate: float, seed: int) -> FaultMap:
