@@ -133,13 +133,22 @@ def _variant(model_name: str, dataset: str, seed: int, weights: str, mode: str |
     return base if mode is None else clip(base, dict(thresholds), mode=mode).eval()
 
 
+class _Accuracy:
+    """A variant's model and its test samples; :meth:`accuracy` runs full inference."""
+
+    def __init__(self, model, test):
+        self.model, self.test = model, test
+
+    def accuracy(self) -> float:
+        from hwlab.train import evaluate
+
+        return evaluate(self.model, (self.test.x, self.test.y), batch_size=500)
+
+
 @lru_cache(maxsize=8)
 def _evaluator(model_name, dataset, seed, weights, mode, thresholds, eval_size):
-    from faultlab._prefix import PrefixEvaluator
-
     test = _data(dataset, "test", seed, eval_size)
-    model = _variant(model_name, dataset, seed, weights, mode, thresholds)
-    return PrefixEvaluator(model, test.x, test.y, batch_size=500, enabled=False)
+    return _Accuracy(_variant(model_name, dataset, seed, weights, mode, thresholds), test)
 
 
 def _eval_row(item: EvalItem) -> dict:
@@ -209,7 +218,6 @@ def _measure_variants(config: ClipActConfig, progress) -> list[dict]:
     import torch
 
     from faultlab import clipact
-    from faultlab._prefix import PrefixEvaluator
     from hwlab import meters
     from hwlab.zoo import entry
 
@@ -242,7 +250,7 @@ def _measure_variants(config: ClipActConfig, progress) -> list[dict]:
                    float(np.median([t.iqr_ms for t in r]))) for v, r in runs.items()}
     rows = []
     for v in config.variants:
-        acc = PrefixEvaluator(models[v], test.x, test.y, enabled=False).accuracy()
+        acc = _Accuracy(models[v], test).accuracy()
         median, fastest, iqr = timings[v]
         rows.append({
             "key": f"clean|{v}", "module": "faultlab", "method": "ft-clipact",

@@ -180,16 +180,70 @@ def _shape(t) -> str:
 
 
 class Evaluator:
-    """Evaluates trials of one campaign in this process (built lazily from the payload)."""
+    """Evaluates ``model`` on ``data`` from the input or from a cached cut point.
 
-    def __init__(self, model: nn.Module, data: CampaignData, clean: Clean, metrics,
-                 delayed_start: bool, cache_bytes: int):
+    The one prefix cache of faultlab: campaign trials and vulnerability cells (through
+    :meth:`run`) and FT-ClipAct's threshold search (through :meth:`cut_before`, :meth:`warm`
+    and :meth:`logits`) use it. ``clean``: the fault-free pass of :func:`prepare` (None when
+    only :meth:`logits` is used). ``graph``: a ``hwlab.graph.ModelGraph`` of ``model`` to reuse
+    (else it is traced on first need). A model fx cannot trace runs whole: :attr:`fallback`
+    says why and a warning is logged (never silently).
+    """
+
+    def __init__(self, model: nn.Module, data: CampaignData, clean: Clean | None, metrics,
+                 delayed_start: bool, cache_bytes: int, graph=None):
         self.model, self.data, self.clean, self.metrics = model, data, clean, metrics
         self.delayed_start, self.cache_bytes = delayed_start, cache_bytes
         self.needs_clean = any(m.needs_clean_logits or m.needs_clean_top1 for m in metrics)
-        self._graph = None  # (ModelGraph, {param: Cut or None}) once traced; False if untraceable
+        self.fallback: str | None = None  # why the model runs whole although delayed_start
+        # (ModelGraph, {param: Cut or None}) once traced; False if untraceable
+        self._graph = None if graph is None else self._cuts_of(graph)
         self._acts: dict[str, list] | None = None  # cut node -> [(activation, y)] per batch
         self._segments: dict[str, tuple] = {}  # cut node -> (suffix module, mutates input)
+
+    @property
+    def cached(self) -> bool:
+        """True when cut points can be used (``delayed_start`` and the model traced)."""
+        if self.delayed_start and self._graph is None:
+            self._graph = self._trace()
+        return self.delayed_start and bool(self._graph)
+
+    def cut_before(self, names, caller: str = "Evaluator.cut_before") -> str | None:
+        """The cut node evaluation may start from when ``names`` change (None: the input).
+
+        ``names``: dotted module, parameter or buffer names (``"layer4.1.conv2"``,
+        ``"fc.weight"``); the latest cut point before the first node that reads any of them
+        (``ModelGraph.cut_before``). None with ``delayed_start=False`` or an untraceable model.
+        """
+        names = [names] if isinstance(names, str) else list(names)
+        known = {n for n, _ in self.model.named_modules()} | {
+            n for n, _ in self.model.named_parameters()} | {n for n, _ in self.model.named_buffers()}
+        for name in names:
+            check(isinstance(name, str) and name in known, "layers", caller,
+                  "module or parameter names of the model", name)
+        if not names or not self.cached:
+            return None
+        cut = self._graph[0].cut_before(names)
+        return None if cut is None else cut.node
+
+    @torch.no_grad()
+    def logits(self, cut: str | None = None) -> torch.Tensor:
+        """Logits of the whole data set, running only what follows ``cut`` when it is cached.
+
+        Call :meth:`warm` (with the model in the state the cache must hold) first; an uncached
+        ``cut`` starts from the latest cached cut before it, or from the input. The model runs
+        in whatever mode it is in.
+        """
+        if cut is not None and self.cached:
+            check(cut in {c.node for c in self._graph[0].cuts}, "cut", "Evaluator.logits",
+                  "None or a cut node returned by cut_before", cut)
+        cut, acts = self._activations(cut) if cut is not None else (None, None)
+        if acts is None:
+            outs = [self.model(x) for x, _ in self.data.batches()]
+        else:
+            suffix, mutates = self._segments[cut]
+            outs = [suffix(h.clone() if mutates else h) for h, _ in acts]
+        return torch.cat(outs)  # N x classes
 
     # -- delayed start ------------------------------------------------------------------------
     def start_cut(self, params) -> str | None:
@@ -216,16 +270,21 @@ class Evaluator:
         try:
             graph = hg.trace(self.model)
         except Exception as exc:  # noqa: BLE001 - full inference is always correct
-            log.warning("delayed start off for %s: %s", type(self.model).__name__, exc)
+            self.fallback = str(exc)
+            log.warning("delayed start off for %s (prefix caching is off, every evaluation "
+                        "runs the whole model): %s", type(self.model).__name__, exc)
             return False
-        cut_of = {name: graph.cut_before([name]) for name, _ in self.model.named_parameters()}
-        return graph, cut_of
+        return self._cuts_of(graph)
 
-    def warm(self) -> None:
+    def _cuts_of(self, graph):
+        return graph, {name: graph.cut_before([name]) for name, _ in self.model.named_parameters()}
+
+    def warm(self, cuts=None) -> None:
         """Trace the model and fill the cut caches once, while the model is FAULT-FREE.
 
         Call before injecting a trial's faults (``run_trial`` does); a no-op once done or with
-        ``delayed_start=False``.
+        ``delayed_start=False``. ``cuts``: the cut nodes to cache (default: every cut a faulty
+        parameter can start from); call :meth:`clear_activations` first to refill.
         """
         if not self.delayed_start or self._acts is not None:
             return
@@ -234,9 +293,9 @@ class Evaluator:
         if self._graph is False:
             self._acts = {}
             return
-        self._fill()
+        self._fill(None if cuts is None else set(cuts) - {None})
 
-    def _fill(self) -> None:
+    def _fill(self, only=None) -> None:
         """Cache the fault-free activations at the cuts trials start from, in one chained pass.
 
         A cut's value is how many weight bytes make trials start there (how often a random
@@ -254,13 +313,16 @@ class Evaluator:
                 used[c.node] = used.get(c.node, 0) + params[name].numel() * \
                     params[name].element_size()
                 by_node[c.node] = c
+        if only is not None:  # the requested cuts only (any cut point of the graph)
+            by_node = {c.node: c for c in graph.cuts if c.node in only}
+            used = {node: used.get(node, 0) for node in by_node}
         cuts = sorted(by_node.values(), key=lambda c: c.index)
         self._acts = {}
         if not cuts:
             return
         segs = graph.split(cuts)[:-1]  # input -> cut 1 -> ... -> last cut
         mutates = [graph.mutates_input(seg) for seg in segs]
-        keep, last, n = None, -1, max(self.clean.n, 1)
+        keep, last, n = None, -1, max(self._count(), 1)
         with torch.no_grad():
             for x, y in self.data.batches():
                 h, values = x, []
@@ -285,6 +347,13 @@ class Evaluator:
                 for i, v in enumerate(values[:last + 1]):
                     if cuts[i].node in keep:
                         self._acts[cuts[i].node].append((v, y))
+
+    def _count(self) -> int:
+        if self.clean is not None:
+            return self.clean.n
+        if self.data.memory is not None:
+            return sum(len(y) for _, y in self.data.memory)
+        return sum(len(y) for _, y in self.data.batches())
 
     def _activations(self, cut: str):
         """``(cut, per-batch (activation, labels))`` to start from: ``cut`` if cached, else the

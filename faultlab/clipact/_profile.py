@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from faultlab._prefix import iter_batches
 from faultlab.clipact._modules import (
     MODES,
     ClippedReLU,
@@ -14,6 +13,7 @@ from faultlab.clipact._modules import (
     eval_mode,
     trace,
 )
+from hwlab.data import iter_batches
 from hwlab.errors import check, check_choice, check_positive_int
 
 

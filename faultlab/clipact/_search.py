@@ -43,9 +43,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from faultlab._prefix import PrefixEvaluator, as_xy, iter_batches
+from faultlab._evaluator import CACHE_BYTES, CampaignData, Evaluator
 from faultlab.clipact._modules import MODES, clip_graph, clip_sites, trace
 from faultlab.clipact._profile import profile_graph
+from hwlab.data import as_xy, iter_batches
 from hwlab.errors import check, check_choice, check_positive_int, fail
 from hwlab.studies import derive_seed
 
@@ -182,7 +183,10 @@ def _search(model, x_prof, x_eval, y_eval, mode, make_fault, config, progress,
     wgraph = trace(work, "protect")
     wsites = clip_sites(wgraph)  # the same names (each ClippedReLU remembers its site)
     modules = {name: work.get_submodule(wsites[name].module) for name in sites}
-    evaluator = PrefixEvaluator(work, x_eval, y_eval, bs, graph=wgraph)
+    # the campaign engine's evaluator: the fault-free activation at the cut before a site's
+    # producers is cached and only the rest of the network runs per fault map
+    evaluator = Evaluator(work, CampaignData((x_eval, y_eval), bs, "protect", work), None, (),
+                          True, CACHE_BYTES, graph=wgraph)
     chosen: dict[str, float] = {}
     history: list[dict] = []
     for n_done, site in enumerate(sites):
@@ -190,8 +194,10 @@ def _search(model, x_prof, x_eval, y_eval, mode, make_fault, config, progress,
         if not feeders[site] or hi <= 0:  # nothing to fault before it, or a dead activation
             chosen[site] = hi
         else:
-            evaluator.clear()  # the sites tuned so far changed what a cached prefix holds
-            start = evaluator.start_index([*feeders[site], wsites[site].module])
+            # the sites tuned so far changed what a cached prefix holds: refill at this cut
+            evaluator.clear_activations()
+            start = evaluator.cut_before([*feeders[site], wsites[site].module], "protect")
+            evaluator.warm([start])
             chosen[site] = _tune_site(work, module, site, feeders[site], hi, evaluator, start,
                                       make_fault, config, history)
             logger.info("clipact: %s (faults in %s) threshold %.4g of max %.4g", site,
@@ -219,11 +225,16 @@ def _tune_site(work, module, site, feeders, hi, evaluator, start, make_fault, co
                             layers=feeders) for m in range(config.maps)]
              for r, rate in enumerate(config.rates)]
     scores: dict[float, tuple[float, float]] = {}  # threshold -> (AUC, clean accuracy)
+    y = torch.cat([labels for _, labels in evaluator.data.memory])  # N
+
+    def accuracy() -> float:  # top-1 in [0, 1] (NaN logits count as whatever argmax picks)
+        pred = evaluator.logits(start).argmax(dim=1)  # N
+        return float((pred == y).float().mean())
 
     def score(t: float) -> tuple[float, float]:
         if t not in scores:
             module.set_threshold(t)
-            clean = evaluator.accuracy(start)
+            clean = accuracy()
             acc = np.empty((k, config.maps))  # accuracy per rate and fault map
             for r in range(k):
                 for m, fm in enumerate(fmaps[r]):
@@ -231,7 +242,7 @@ def _tune_site(work, module, site, feeders, hi, evaluator, start, make_fault, co
                         acc[r, m] = clean
                         continue
                     with inject(work, fm):
-                        acc[r, m] = evaluator.accuracy(start)
+                        acc[r, m] = accuracy()
             scores[t] = (float(np.trapezoid(100.0 * acc.mean(axis=1), axis)), clean)
         return scores[t]
 

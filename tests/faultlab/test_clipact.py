@@ -12,10 +12,10 @@ from torch import nn
 
 import faultlab as fl
 from faultlab import clipact
-from faultlab._prefix import PrefixEvaluator
+from faultlab._evaluator import CACHE_BYTES, CampaignData, Evaluator
 from hwlab.data import load
 from hwlab.models import create_model
-from hwlab.train import TrainConfig, fit
+from hwlab.train import TrainConfig, evaluate, fit
 
 FAST = {"rates": (1e-4, 1e-3, 3e-3), "maps": 4, "rounds": 2, "min_rounds": 2, "eval_size": 300}
 
@@ -135,35 +135,46 @@ def test_profile_rejects_empty_data_and_model_without_activations():
                         (torch.zeros(3, 1, 2, 2), torch.zeros(3, dtype=torch.long)))
 
 
-# -- prefix caching ----------------------------------------------------------------------------
+# -- prefix caching (the campaign engine's evaluator, used by the threshold search) -----------
+def _evaluator(model, x, y, batch_size=500):
+    return Evaluator(model, CampaignData((x, y), batch_size, "test", model), None, (), True,
+                     CACHE_BYTES)
+
+
 @pytest.mark.parametrize("name,shape", [("lenet5", (1, 28, 28)), ("resnet20", (1, 8, 8)),
                                         ("vgg-s", (1, 16, 16))])
 def test_prefix_evaluator_is_bit_identical_to_full_inference(name, shape):
     torch.manual_seed(3)
     model = create_model(name, in_shape=shape).eval()
     x, y = torch.rand(37, *shape), torch.randint(0, 10, (37,))
-    ev = PrefixEvaluator(model, x, y, batch_size=16)
+    ev = _evaluator(model, x, y, batch_size=16)
     assert ev.cached and ev.fallback is None
     with torch.no_grad():
         full = torch.cat([model(x[i: i + 16]) for i in range(0, 37, 16)])
-    cuts = [c.index for c in ev.graph.cuts]
+    cuts = [c.node for c in ev._graph[0].cuts]
     assert len(cuts) >= len(model) - 1
-    for start in [0, *cuts]:
-        assert torch.equal(ev.logits(start), full), start
+    ev.warm(cuts)
+    assert set(ev._acts) == set(cuts)  # every cut cached, in one chained pass
+    assert torch.equal(ev.logits(), full)
+    for cut in cuts:
+        assert ev._activations(cut)[0] == cut  # really started from the cache
+        assert torch.equal(ev.logits(cut), full), cut
     # under a fault in the last site's producer, the segment after the cut equals full inference
     layer = clipact.feeding_layers(model)[clipact.activation_sites(model)[-1]][0]
-    start = ev.start_index([layer])
-    assert start > 0
+    start = ev.cut_before([layer])
+    assert start is not None
     fmap = fl.sample_faults(model, fl.BitFlip(count=5, bits=(30,)), seed=1, layers=[layer])
-    ev.clear()
-    ev.logits(start)  # cache filled before the fault
+    ev.clear_activations()
+    ev.warm([start])  # cache filled before the fault
+    assert set(ev._acts) == {start}
     with fl.inject(model, fmap):
-        faulty = PrefixEvaluator(model, x, y, batch_size=16, enabled=False).logits()
+        with torch.no_grad():
+            faulty = torch.cat([model(x[i: i + 16]) for i in range(0, 37, 16)])
         assert torch.equal(ev.logits(start), faulty)
         assert not torch.equal(faulty, full)
 
 
-def test_prefix_evaluator_start_index_on_sequential_and_wrapped_models():
+def test_prefix_evaluator_cut_before_on_sequential_and_wrapped_models():
     class Wrapped(nn.Module):
         def __init__(self):
             super().__init__()
@@ -173,19 +184,24 @@ def test_prefix_evaluator_start_index_on_sequential_and_wrapped_models():
             return self.body(x)
 
     model = Wrapped().eval()
-    ev = PrefixEvaluator(model, torch.rand(5, 1, 28, 28), torch.zeros(5, dtype=torch.long))
-    seq = PrefixEvaluator(model.body, ev.x, ev.y)
+    x, y = torch.rand(5, 1, 28, 28), torch.zeros(5, dtype=torch.long)
+    ev, seq = _evaluator(model, x, y), _evaluator(model.body, x, y)
     # the same cut (the flatten before body.7) in the wrapper as in the Sequential itself
-    assert ev.cached and ev.start_index(["body.7"]) == seq.start_index(["7"]) > 0
-    assert seq.start_index(["9", "3.weight"]) == seq.start_index(["3"])
-    assert seq.start_index(["0"]) == 0  # nothing before the first layer
-    assert torch.equal(ev.logits(ev.start_index(["body.9"])), seq.logits())
-    with pytest.raises(ValueError, match="layers of PrefixEvaluator.start_index must be module "
+    a, b = ev.cut_before(["body.7"]), seq.cut_before(["7"])
+    assert a is not None and b is not None
+    assert [c.index for c in ev._graph[0].cuts if c.node == a] == \
+        [c.index for c in seq._graph[0].cuts if c.node == b]
+    assert seq.cut_before(["9", "3.weight"]) == seq.cut_before(["3"])
+    assert seq.cut_before(["0"]) is None  # nothing before the first layer
+    start = ev.cut_before(["body.9"])
+    ev.warm([start])
+    assert torch.equal(ev.logits(start), seq.logits())
+    with pytest.raises(ValueError, match="layers of Evaluator.cut_before must be module "
                                          "or parameter names of the model, got 'fc'"):
-        seq.start_index(["fc"])
-    with pytest.raises(ValueError, match="start of PrefixEvaluator.logits must be 0 or a value "
-                                         "returned by start_index, got 999"):
-        seq.logits(999)
+        seq.cut_before(["fc"])
+    with pytest.raises(ValueError, match="cut of Evaluator.logits must be None or a cut node "
+                                         "returned by cut_before, got 'nowhere'"):
+        seq.logits("nowhere")
 
 
 def test_prefix_evaluator_clones_a_cached_input_the_tail_writes_in_place():
@@ -202,14 +218,16 @@ def test_prefix_evaluator_clones_a_cached_input_the_tail_writes_in_place():
     torch.manual_seed(5)
     model = Scale().eval()
     x, y = torch.randn(9, 1, 2, 2), torch.zeros(9, dtype=torch.long)
-    ev = PrefixEvaluator(model, x, y, batch_size=4)
-    start = next(c.index for c in ev.graph.cuts if c.node == "fc1")  # the tail: mul_, add_, ...
-    assert ev.graph.mutates_input(ev.graph.segment(ev._cut(start)))
-    assert not ev.graph.mutates_input(ev.graph.segment(ev._cut(ev.start_index(["fc2"]))))
+    ev = _evaluator(model, x, y, batch_size=4)
+    graph = ev._graph[0] if ev.cached else None
+    assert graph.mutates_input(graph.segment("fc1", None))  # the tail: mul_, add_, ...
+    assert not graph.mutates_input(graph.segment(ev.cut_before(["fc2"]), None))
+    ev.warm(["fc1"])
+    assert ev._activations("fc1")[0] == "fc1"
     with torch.no_grad():
         full = torch.cat([model(x[i: i + 4]) for i in range(0, 9, 4)])
     for _ in range(3):
-        assert torch.equal(ev.logits(start), full)
+        assert torch.equal(ev.logits("fc1"), full)
 
 
 def test_prefix_evaluator_falls_back_loudly_for_an_untraceable_model(caplog):
@@ -224,11 +242,13 @@ def test_prefix_evaluator_falls_back_loudly_for_an_untraceable_model(caplog):
 
     model = Branchy().eval()
     x = torch.rand(6, 1, 2, 2)
-    with caplog.at_level("WARNING", logger="faultlab._prefix"):
-        ev = PrefixEvaluator(model, x, torch.zeros(6, dtype=torch.long))
-    assert not ev.cached and "must be traceable by torch.fx" in ev.fallback
-    assert "prefix caching is off" in caplog.text
-    assert ev.start_index(["fc"]) == 0
+    ev = _evaluator(model, x, torch.zeros(6, dtype=torch.long))
+    with caplog.at_level("WARNING", logger="faultlab._evaluator"):
+        assert not ev.cached
+    assert "must be traceable by torch.fx" in ev.fallback
+    assert "prefix caching is off" in caplog.text and "Branchy" in caplog.text
+    assert ev.cut_before(["fc"]) is None
+    ev.warm([None])
     with torch.no_grad():
         assert torch.equal(ev.logits(), model(x))
 
@@ -277,14 +297,14 @@ def test_search_score_is_clean_area_when_no_fault_lands(digits_mlp):
 def test_protected_model_resists_faults_on_fresh_maps(digits_mlp):
     model, train, test = digits_mlp
     protected = clipact.protect(model, train, mode="zero", seed=0, **FAST)
-    ev_u, ev_p = PrefixEvaluator(model, test.x, test.y), PrefixEvaluator(protected, test.x, test.y)
-    assert abs(ev_p.accuracy() - ev_u.accuracy()) <= 0.02
+    xy = (test.x, test.y)
+    assert abs(evaluate(protected, xy) - evaluate(model, xy)) <= 0.02
     acc_u, acc_p = [], []
     for k in range(20):  # seeds the search never used (its maps derive from (seed, site, ...))
         with fl.inject(model, fl.BitFlip(rate=3e-3), seed=50_000 + k):
-            acc_u.append(ev_u.accuracy())
+            acc_u.append(evaluate(model, xy))
         with fl.inject(protected, fl.BitFlip(rate=3e-3), seed=50_000 + k):
-            acc_p.append(ev_p.accuracy())
+            acc_p.append(evaluate(protected, xy))
     assert np.mean(acc_p) >= np.mean(acc_u) + 0.25, (np.mean(acc_u), np.mean(acc_p))
 
 

@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader, TensorDataset
 import faultlab as fl
 import faultlab._sample
 from faultlab import clipact
-from faultlab._prefix import PrefixEvaluator
+from faultlab._evaluator import CACHE_BYTES, CampaignData, Evaluator
 from hwlab.data import load
-from hwlab.train import TrainConfig, fit
+from hwlab.train import TrainConfig, evaluate, fit
 
 FAST = {"rates": (1e-4, 1e-3, 3e-3), "maps": 4, "rounds": 2, "min_rounds": 2, "eval_size": 300}
 SITES = ["relu()", "block1.relu", "block1.relu@2", "relu()@2", "block2.relu", "block2.relu@2",
@@ -228,17 +228,16 @@ def test_protected_model_keeps_accuracy_under_independent_bit_flips(trained, pro
     model, _, test = trained
     _, prot = protected
     unprot = copy.deepcopy(model)
-    ev_u = PrefixEvaluator(unprot, test.x, test.y, enabled=False)
-    ev_p = PrefixEvaluator(prot, test.x, test.y, enabled=False)
-    clean_u, clean_p = ev_u.accuracy(), ev_p.accuracy()
+    xy = (test.x, test.y)
+    clean_u, clean_p = evaluate(unprot, xy), evaluate(prot, xy)
     assert clean_u > 0.95 and abs(clean_p - clean_u) <= 0.01
     s_u, s_p = copy.deepcopy(unprot.state_dict()), copy.deepcopy(prot.state_dict())
     rng = np.random.default_rng(2026)
     acc_u, acc_p = [], []
     for _ in range(40):
         assert flip_bits([unprot, prot], 6e-5, rng) > 0
-        acc_u.append(ev_u.accuracy())
-        acc_p.append(ev_p.accuracy())
+        acc_u.append(evaluate(unprot, xy))
+        acc_p.append(evaluate(prot, xy))
         unprot.load_state_dict(s_u)
         prot.load_state_dict(s_p)
     mean_u, mean_p = np.mean(acc_u), np.mean(acc_p)
@@ -289,9 +288,11 @@ def test_untraceable_model_runs_full_inference_with_a_flag(caplog):
         df = fl.vulnerability(model, (x, y), layers=["fc2"], bits=[30], trials=2)
     assert df.attrs["prefix_cached"] is False and "Gate" in df.attrs["prefix_fallback"]
     assert "delayed start off for Gate" in caplog.text  # the campaign engine's warning
-    with caplog.at_level("WARNING", logger="faultlab._prefix"):
-        ev = PrefixEvaluator(model, x, y)  # the search's evaluator: the same, loudly
-    assert not ev.cached and "prefix caching is off" in caplog.text
+    caplog.clear()
+    ev = Evaluator(model, CampaignData((x, y), 500, "test", model), None, (), True, CACHE_BYTES)
+    with caplog.at_level("WARNING", logger="faultlab._evaluator"):
+        assert not ev.cached  # the search's evaluator is the same one: the same, loudly
+    assert "prefix caching is off" in caplog.text
     slow = fl.vulnerability(model, (x, y), layers=["fc2"], bits=[30], trials=2, prefix=False)
     assert df.drop(columns="seconds").equals(slow.drop(columns="seconds"))
     with pytest.raises(ValueError, match=r"model of hwlab.graph.trace must be traceable by "
