@@ -7,6 +7,7 @@ reads the store or calls Streamlit, so they are tested directly.
 from __future__ import annotations
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 from app._frames import METRICS, series_colors
@@ -42,9 +43,10 @@ def tradeoff_chart(points: pd.DataFrame, front: pd.DataFrame, x: str, y: str,
     color = alt.Color("series:N", title="module · method",
                       scale=alt.Scale(domain=list(colors), range=list(colors.values())))
     dots = alt.Chart(points).mark_point(size=70).encode(
-        x=xenc, y=yenc, color=color, shape=alt.Shape("oracle:N", title="oracle",
-                                                     scale=alt.Scale(domain=[False, True],
-                                                                     range=["circle", "cross"])),
+        x=xenc, y=yenc, color=color, shape=alt.Shape(
+            "oracle:N", title="oracle (reads the label)",
+            scale=alt.Scale(domain=[False, True], range=["circle", "cross"]),
+            legend=alt.Legend() if points["oracle"].any() else None),
         fill=alt.condition("datum.oracle", alt.value("transparent"), color),
         opacity=alt.condition(pick, alt.value(0.9), alt.value(0.25)), tooltip=tips,
     ).add_params(pick)
@@ -70,8 +72,8 @@ def reliability_chart(configs: pd.DataFrame, ber: float) -> alt.LayerChart:
     measured = configs[configs["at_ber"].notna()]
     missing = configs[configs["at_ber"].isna()]
     layers = [alt.Chart(measured).mark_point(filled=True, size=110).encode(
-        x=x, y=y, shape=alt.Shape("study:N"), tooltip=tips,
-        color=alt.Color("at_ber:Q", title=f"accuracy at BER {ber:.0e}",
+        x=x, y=y, shape=alt.Shape("study:N", legend=alt.Legend(orient="bottom", columns=3)),
+        tooltip=tips, color=alt.Color("at_ber:Q", title=f"accuracy at BER {ber:.0e}",
                         scale=alt.Scale(scheme="redyellowgreen", domain=[0, 1])))]
     if not missing.empty:
         layers.append(alt.Chart(missing).mark_point(filled=False, size=90, color="#999").encode(
@@ -114,10 +116,14 @@ def bar_chart(df: pd.DataFrame, x: str, y: str, color: str | None = None,
 def words_chart(words: pd.DataFrame) -> alt.Chart:
     """Mean words per outcome (corrected / detected / miscorrected / silent) vs BER, one panel
     per protection."""
+    rates = sorted(words["fault_rate"].unique())
+    top = max(float(words["words"].max()), 1.0)
+    ticks = [0] + [10.0 ** k for k in range(int(np.log10(top)) + 2)]
     base = alt.Chart().encode(
         x=alt.X("fault_rate:Q", title="BER", scale=alt.Scale(type="log"),
-                axis=alt.Axis(format=".0e")),
-        y=alt.Y("words:Q", title="words per fault map (mean)", scale=alt.Scale(type="symlog")),
+                axis=alt.Axis(format=".0e", values=rates if len(rates) <= 12 else None)),
+        y=alt.Y("words:Q", title="words per fault map (mean)", scale=alt.Scale(type="symlog"),
+                axis=alt.Axis(values=ticks, format="~s")),
         color=alt.Color("outcome:N", scale=SCHEME),
         tooltip=["variant", "outcome", alt.Tooltip("fault_rate:Q", format=".0e"),
                  alt.Tooltip("words:Q", format=".4g")])

@@ -183,7 +183,7 @@ def proportion_ci(values, counts=None, confidence: float = 0.95) -> tuple[float,
     return p, low, high
 
 
-def implied_count(values, limit: int = 10**6) -> float | None:
+def implied_count(values, limit: int = 10**5) -> float | None:
     """The smallest sample count consistent with every value being ``k / n`` (or None).
 
     Each value's reduced fraction has a denominator that divides the true count, so their least
@@ -195,7 +195,7 @@ def implied_count(values, limit: int = 10**6) -> float | None:
     n = 1
     for v in values:
         f = Fraction(float(v)).limit_denominator(limit)
-        if abs(float(f) - float(v)) > 1e-9:
+        if abs(float(f) - float(v)) > 1e-12:
             return None
         n = math.lcm(n, f.denominator)
         if n > limit:

@@ -102,7 +102,7 @@ else:
     rates = sorted(counts.index)
     ber = w.select("BER", rates, "ov-rel-ber", counts.idxmax(), c2,
                    format_func=lambda r: f"{r:.0e}")
-    configs = frames.reliability_configs(rows, ber, fm)
+    configs = frames.reliability_configs(rows[rows["module"] != "localtrain"], ber, fm)
     configs = configs[configs["memory"].notna() & np.isfinite(configs["memory"])]
     if configs.empty:
         st.info(f"No configuration of {dataset} has both a fault-free accuracy and a weight "
@@ -111,7 +111,8 @@ else:
         w.show_chart(charts.reliability_chart(configs, ber), configs, "reliability vs memory",
                      key="ov-reliability",
                      title=f"Overview · {dataset} · accuracy vs storage at BER {ber:.0e}")
-        st.caption(f"One point per configuration (study, run, model, variant, format): "
+        st.caption(f"One point per deployed configuration (study, run, model, variant, format; "
+                   "local-learning rows are on their page, their memory is training memory): "
                    f"fault-free accuracy against weight storage (stored bytes, else parameters "
                    f"x bytes of the format), coloured by the mean accuracy under {fm} at BER "
                    f"{ber:.0e}; hollow grey: not measured at that BER.")

@@ -42,7 +42,9 @@ summary = pd.DataFrame({
     "models": g["model"].agg(lambda s: ", ".join(sorted(s.dropna().astype(str).unique()))),
 }).reset_index()
 shown = runs[runs["study"].isin(pick)].merge(summary, on="run_id", how="left")
-st.dataframe(shown.drop(columns=["config", "fingerprint"]), hide_index=True)
+first = ["run_id", "study", "status", *summary.columns[1:], "n_results", "started"]
+st.dataframe(shown[first + [c for c in shown.columns if c not in first
+                            and c not in ("config", "fingerprint")]], hide_index=True)
 st.caption("Click a column header to sort. Best accuracy: the run's highest fault-free "
            "accuracy; accuracy at a BER: mean over the run's weight-fault rows at that rate.")
 

@@ -23,8 +23,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"
         "--no-first-run"]
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 # sidebar label -> number of charts the page draws over the seeded store
-PAGES = {"Overview": 1, "Faults": 4, "Spiking": 2, "Quantum": 1, "Local learning": 1, "Runs": 0,
-         "Run a study": 0}
+PAGES = {"Overview": 2, "Faults": 3, "Memory": 4, "Mitigation": 2, "Systolic array": 1,
+         "Spiking": 2, "Quantum": 2, "Local learning": 1, "Runs": 1, "Run a study": 1}
 
 pytestmark = [
     pytest.mark.browser,
@@ -144,7 +144,14 @@ def test_downloads_and_click_to_run(server, tmp_path):
         csv = tmp_path / "points.csv"
         dl.value.save_as(csv)
         points = pd.read_csv(csv)
-        assert len(points) == 16 and {"run_id", "memory_bytes", "accuracy"} <= set(points)
+        assert len(points) == 17 and {"run_id", "model_bytes", "accuracy"} <= set(points)
+        assert set(points["dataset"]) == {"mnist5k"}  # the front of one dataset
+        with page.expect_download(timeout=60_000) as dl:  # server-side, vl-convert
+            page.get_by_role("button", name="SVG").first.click()
+        assert dl.value.suggested_filename.startswith("Overview_mnist5k_")
+        svg = tmp_path / "fig.svg"
+        dl.value.save_as(svg)
+        assert svg.read_text()[:200].lstrip().startswith("<svg")
 
         # click points until one opens its run below the chart (hit testing is the browser's)
         symbols = chart.locator("g.mark-symbol path")
@@ -166,5 +173,5 @@ def test_downloads_and_click_to_run(server, tmp_path):
         assert dl.value.suggested_filename == "hwlab-results.csv"
         export = tmp_path / "export.csv"
         dl.value.save_as(export)
-        assert len(pd.read_csv(export)) == 756
+        assert len(pd.read_csv(export)) == 870
         browser.close()

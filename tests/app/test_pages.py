@@ -170,7 +170,7 @@ def test_mitigation_pareto(app_at, seeded_path, ui):
     pareto = charts_of(at)[0]
     pts = ui.frame_with(pareto, "variant", "overhead", "accuracy")
     assert pts.set_index("variant")["overhead"]["secded"] == pytest.approx(12.5)
-    front = [f for f in ui.chart_frames(pareto) if len(f) < len(pts)][0]
+    front = next(f for f in ui.chart_frames(pareto) if len(f) < len(pts))
     # brute force: a variant is on the front when no other is cheaper-or-equal and better
     x, y = pts["overhead"].to_numpy(), pts["accuracy"].to_numpy()
     keep = {pts["variant"].iloc[i] for i in range(len(x)) if not any(

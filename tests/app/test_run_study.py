@@ -1,25 +1,29 @@
 """The Run-a-study page and the empty-store entry page, with a small registered test study."""
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 
 from hwlab import studies
 from hwlab.store import Store
-from hwlab.studies import Study, run_items
+from hwlab.studies import Study, StudyConfig, param, run_items
 
 
 @dataclass(frozen=True)
-class _Config:
-    model: str = "lenet5"  # shown as a text field
-    rates: tuple[float, ...] = (1e-6, 1e-5)  # comma-separated on the form
-    trials: int = 3  # rows per rate
-    protect: bool = False  # a checkbox
+class _Config(StudyConfig):
+    study: ClassVar[str] = "faultlab.tiny"
+    model: str = param("lenet5", "model to test")  # a text field
+    rates: tuple[float, ...] = param((1e-6, 1e-5), "per-bit fault rates", range=(0, 1),
+                                     inclusive=(False, True), nonempty=True)  # comma-separated
+    trials: int = param(3, "fault maps per rate", range=(1, 50))  # a number input
+    fault: str = param("bitflip", "fault model", choices=("bitflip", "stuck0"))  # a select box
+    protect: bool = param(False, "clip activations")  # a checkbox
 
 
 def _trial(item):
-    rate, trial, protect = item
-    return {"module": "faultlab", "method": "campaign", "fault_model": "bitflip",
+    rate, trial, protect, fault = item
+    return {"module": "faultlab", "method": "campaign", "fault_model": fault,
             "variant": "clipact-zero" if protect else "unprotected", "fault_rate": rate,
             "trial": trial, "accuracy": 0.9 - 1000 * rate - 0.01 * trial, "model": "lenet5"}
 
@@ -31,7 +35,7 @@ class _TinyStudy(Study):
 
     def run(self, config, store, progress=None, executor=None):
         with self.open_run(store, config) as run_id:
-            items = {f"{r:g}|{t}": (r, t, config.protect) for r in config.rates
+            items = {f"{r:g}|{t}": (r, t, config.protect, config.fault) for r in config.rates
                      for t in range(config.trials)}
             run_items(store, run_id, items, _trial, executor, progress)
         return run_id
@@ -54,50 +58,64 @@ def tiny_registry(monkeypatch):
     _widgets.forget_registry()
 
 
-def test_form_runs_the_study_with_progress(app_at, tmp_path, tiny_registry):
+def test_form_is_built_from_declared_constraints_and_runs(app_at, tmp_path, tiny_registry, ui):
     path = tmp_path / "s.sqlite"
     at = app_at(path, "run_study")
     assert not at.exception
     assert at.selectbox(key="rs-study").value == TINY.name
-    assert at.text_input(key=f"rs-{TINY.name}-True-trials").value == "2"  # quick default
-    at.text_input(key=f"rs-{TINY.name}-True-rates").set_value("1e-7, 1e-4, 3e-4")
-    at.checkbox(key=f"rs-{TINY.name}-True-protect").check()
+    k = f"rs-{TINY.name}-True-False-"
+    trials = at.number_input(key=k + "trials")
+    assert trials.value == 2 and trials.min == 1 and trials.max == 50  # quick default, range
+    assert "fault maps per rate" in trials.help and "an integer in [1, 50]" in trials.help
+    fault = at.selectbox(key=k + "fault")
+    assert fault.options == ["bitflip", "stuck0"] and fault.help.startswith("fault model")
+    assert "0 runs, 0 rows" in ui.texts(at)
+    at.text_input(key=k + "rates").set_value("1e-7, 1e-4, 3e-4")
+    at.checkbox(key=k + "protect").check()
+    at.selectbox(key=k + "fault").set_value("stuck0")
     at.button[0].click().run()
     assert not at.exception
-    bar = at.get("progress")[-1].proto
-    assert bar.value == 100 and "done" in bar.text
     df = Store(path).results()
     assert len(df) == 3 * 2 and set(df["variant"]) == {"clipact-zero"}
+    assert set(df["fault_model"]) == {"stuck0"}
     assert sorted(df["fault_rate"].unique()) == [1e-7, 1e-4, 3e-4]
     assert "finished with 6 result rows" in at.success[0].value
     assert len(at.dataframe[-1].value) == 6  # the new rows appear on the page
+    assert "1 runs, 6 rows" in ui.texts(at)  # the sidebar counts include them (app reran)
 
 
 def test_form_rejects_a_bad_value_in_the_template(app_at, tmp_path, tiny_registry):
     path = tmp_path / "s.sqlite"
     at = app_at(path, "run_study")
     at.toggle(key=f"rs-quick-{TINY.name}").set_value(False).run()
-    assert at.text_input(key=f"rs-{TINY.name}-False-trials").value == "3"
-    at.text_input(key=f"rs-{TINY.name}-False-trials").set_value("three'; DROP TABLE runs;--")
+    k = f"rs-{TINY.name}-False-False-"
+    assert at.number_input(key=k + "trials").value == 3
+    at.text_input(key=k + "rates").set_value("1e-4, three'; DROP TABLE runs;--")
     at.button[0].click().run()
     assert not at.exception
-    assert at.error[0].value == ("trials of study faultlab.tiny must be an integer, "
+    assert at.error[0].value == ("rates of study faultlab.tiny must be a number, "
                                  "got \"three'; DROP TABLE runs;--\"")
     assert Store(path).runs().empty  # nothing ran
 
 
 def test_empty_store_offers_the_quick_studies(app_at, tmp_path, tiny_registry, ui):
+    from app._widgets import QUICK_SECONDS
+
     path = tmp_path / "empty.sqlite"
     at = app_at(path)
     assert not at.exception
     assert not at.get("vega_lite_chart")
     assert [s.value for s in at.subheader] == ["No results yet"]
+    assert "about a minute" not in ui.texts(at)  # measured durations, not a guess
+    table = at.dataframe[0].value
+    assert table["study"].tolist() == [TINY.name] and table["quick run"].tolist() == [
+        "not measured"]
+    assert QUICK_SECONDS["faultlab.campaign"] > 0
     assert at.multiselect(key="start-studies").value == [TINY.name]
     at.button(key="start-run").click().run()
     assert not at.exception
     df = Store(path).results()
     assert len(df) == 2 * 2  # the quick config: 2 rates x 2 trials
-    charts = at.get("vega_lite_chart")  # after the rerun the Overview draws the new rows
-    assert len(charts) == 1
-    pts = ui.frame_with(charts[0], "fault_rate", "accuracy", "run_id")
-    assert len(pts) == 2 and set(pts["n"]) == {2}
+    assert "faultlab.tiny: done" in at.success[0].value  # the app reran over the new rows
+    assert "No results yet" not in [s.value for s in at.subheader]
+    assert "1 runs, 4 rows" in ui.texts(at)
