@@ -29,18 +29,15 @@ Adding a row (e.g. the systolic array's FAP, #18): a builder ``(config, context)
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import pickle
-import time
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import nn
 
+from faultlab._mitigation_variants import BUILDERS, Built, deploy, load_split
 from hwlab.errors import check
 from hwlab.studies import Study, StudyConfig, derive_seed, param, run_items
 
@@ -108,128 +105,6 @@ class MitigationConfig(StudyConfig):
 
     def resolved_rates(self) -> tuple[float, ...]:
         return self.rates or DEFAULT_RATES[self.dtype]
-
-
-@dataclass
-class Built:
-    """A deployed variant: its model, how faults reach it, and what it cost."""
-
-    model: nn.Module
-    fault: str = "bitflip"  # "bitflip" or "secded:<policy>" (ECC memory)
-    plan: Any = None  # a faultlab._harden.Plan filtering the maps, or None
-    memory_overhead: float = 0.0  # extra stored bits / weight bits
-    seconds: float = 0.0  # training / search / selection time
-    info: dict = dataclasses.field(default_factory=dict)
-
-
-@lru_cache(maxsize=8)
-def _split(dataset: str, split: str, seed: int, n: int):
-    from hwlab.data import load
-
-    data = load(dataset, split, seed=seed)
-    return data.subset(n) if n < len(data) else data
-
-
-def _deploy(c: MitigationConfig, model: nn.Module, scheme: str | None = None) -> nn.Module:
-    from faultlab._quant import quantize_int8
-
-    model = model.eval()
-    return quantize_int8(model, scheme=scheme or c.scheme) if c.dtype == "int8" else model
-
-
-def _train(c: MitigationConfig, task_of) -> tuple[nn.Module, float]:
-    from hwlab.models import create_model
-    from hwlab.train import fit
-    from hwlab.zoo import recipe_for
-
-    train = _split(c.dataset, "train", c.seed, c.train_size or 10**9)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(c.seed)
-        net = create_model(c.model, in_shape=train.in_shape, num_classes=train.num_classes)
-    cfg = dataclasses.replace(recipe_for(c.model, c.dataset).train_config("cpu"),
-                              epochs=c.train_epochs, seed=c.seed)
-    hist = fit(task_of(net), train, cfg)
-    return net.eval(), hist.seconds
-
-
-def _randbet(c, ctx, w_max):
-    from faultlab._fat import FaultAwareTask
-    from faultlab._faults import BitFlip
-
-    p = c.train_rate or max(c.resolved_rates()) / 2
-    model, sec = _train(c, lambda net: FaultAwareTask(
-        net, BitFlip(rate=p), dtype=c.dtype, scheme=c.scheme, w_max=w_max, seed=c.seed))
-    return Built(_deploy(c, model), seconds=sec, info={"train_rate": p, "w_max": w_max})
-
-
-def _clipping(c, ctx):
-    from faultlab._clipping import ClippedTask
-
-    model, sec = _train(c, lambda net: ClippedTask(net, c.w_max))
-    return Built(_deploy(c, model), seconds=sec, info={"w_max": c.w_max})
-
-
-def _clipact(c, ctx, mode):
-    from faultlab import clipact
-
-    t0 = time.perf_counter()
-    res = clipact.search_thresholds(ctx["base"], ctx["select"], mode=mode,
-                                    rates=c.resolved_rates(), maps=c.search_maps,
-                                    rounds=c.search_rounds,
-                                    min_rounds=min(3, c.search_rounds), seed=c.seed,
-                                    eval_size=min(500, len(ctx["select"])))
-    model = clipact.clip(ctx["base"], res.thresholds, mode=mode).eval()
-    return Built(model, memory_overhead=_threshold_overhead(ctx["base"], res.thresholds),
-                 seconds=time.perf_counter() - t0, info={"thresholds": res.thresholds})
-
-
-def _threshold_overhead(base, thresholds) -> float:
-    from faultlab._sample import WORDS, eligible_parameters
-
-    bits = sum(t.numel() * WORDS[t.dtype][0] for _, t in eligible_parameters(base))
-    return 32 * len(thresholds) / bits  # one float32 threshold per site
-
-
-def _ranger(c, ctx):
-    from faultlab import clipact
-
-    t0 = time.perf_counter()
-    maxima = clipact.profile(ctx["base"], ctx["select"])
-    return Built(clipact.clip(ctx["base"], maxima, mode="cap").eval(),
-                 memory_overhead=_threshold_overhead(ctx["base"], maxima),
-                 seconds=time.perf_counter() - t0, info={"thresholds": maxima})
-
-
-def _harden(c, ctx):
-    from faultlab._harden import harden
-
-    rates = sorted(c.resolved_rates())
-    rate = c.harden_rate or rates[(len(rates) - 1) // 2]
-    t0 = time.perf_counter()
-    res = harden(ctx["base"], ctx["select"], rate, target=c.harden_target,
-                 trials=c.harden_trials, table_trials=3, seed=c.seed)
-    plan = res.plan if res.plan is not None else res.chain[-1]  # none met: the strongest
-    pareto = res.pareto[["plan", "overhead", "accuracy"]].to_dict("records")
-    return Built(ctx["base"], plan=plan, memory_overhead=plan.overhead,
-                 seconds=time.perf_counter() - t0,
-                 info={"harden_rate": rate, "plan": plan.label(), "met": res.plan is not None,
-                       "selection_clean": res.clean_accuracy, "pareto": pareto})
-
-
-BUILDERS = {
-    "unprotected": lambda c, ctx: Built(ctx["base"], seconds=ctx["zoo_seconds"]),
-    "rquant": lambda c, ctx: Built(_deploy(c, ctx["float"], "asymmetric") if c.dtype == "int8"
-                                   else ctx["base"], info={"scheme": "asymmetric"}),
-    "clipact-zero": lambda c, ctx: _clipact(c, ctx, "zero"),
-    "clipact-cap": lambda c, ctx: _clipact(c, ctx, "cap"),
-    "ranger": _ranger,
-    "clipping": _clipping,
-    "randbet": lambda c, ctx: _randbet(c, ctx, None),
-    "randbet-clipping": lambda c, ctx: _randbet(c, ctx, c.w_max),
-    "secded": lambda c, ctx: Built(ctx["base"], fault=f"secded:{c.ecc_policy}",
-                                   memory_overhead=8 / 64, info={"policy": c.ecc_policy}),
-    "harden": _harden,
-}
 
 
 @dataclass(frozen=True)
@@ -340,7 +215,7 @@ class MitigationStudy(Study):
             if set(keys) | {f"clean|{v}" for v in config.variants} <= set(done):
                 return run_id  # finished before: nothing to build or evaluate
             built, _ = _build_all(config, store, run_id, progress)
-            test = _split(config.dataset, "test", config.seed, config.eval_size)
+            test = load_split(config.dataset, "test", config.seed, config.eval_size)
             items = {}
             for v in config.variants:
                 b = built[v]
@@ -364,14 +239,14 @@ def _build_all(c: MitigationConfig, store, run_id, progress):
 
     zoo = entry(c.model, c.dataset, seed=c.seed)
     ctx = {"float": zoo.model.eval(), "zoo_seconds": zoo.seconds,
-           "select": _split(c.dataset, "train", c.seed, c.select_size)}
-    ctx["base"] = _deploy(c, ctx["float"])
+           "select": load_split(c.dataset, "train", c.seed, c.select_size)}
+    ctx["base"] = deploy(c, ctx["float"])
     built = {}
     for i, v in enumerate(c.variants):
         built[v] = BUILDERS[v](c, ctx)
         if progress is not None:
             progress(i + 1, len(c.variants), f"built {v}")
-    test = _split(c.dataset, "test", c.seed, c.eval_size)
+    test = load_split(c.dataset, "test", c.seed, c.eval_size)
     x = test.x[:64]  # 64 x C x H x W
     timed = list(dict.fromkeys(["unprotected", *c.variants]))
     models = {v: (built[v] if v in built else Built(ctx["base"])).model for v in timed}
