@@ -7,8 +7,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app._demo import fake_results
-from app._frames import (aggregate_points, compare_runs, fixed_t, log_fits, numeric_metrics,
-                         pareto_front, series_colors, summarize)
+from app._frames import (
+    aggregate_points,
+    compare_runs,
+    fixed_t,
+    log_fits,
+    numeric_metrics,
+    pareto_front,
+    series_colors,
+    summarize,
+)
 from hwlab._figure_data import with_metrics
 
 
@@ -134,3 +142,16 @@ def test_fake_results_shape():
     assert fake_results(seed=3).equals(fake_results(seed=3))
     with pytest.raises(ValueError, match="n_rows of fake_results must be a positive int"):
         fake_results(n_rows=0)
+
+
+def test_numeric_metrics_and_fixed_t():
+    import json
+
+    df = fake_results()  # extra as dicts; the store holds JSON text
+    m = with_metrics(df.assign(extra=[json.dumps(e) if isinstance(e, dict) else None
+                                      for e in df["extra"]]))
+    assert numeric_metrics(m) == ["accuracy", "inference_ms", "train_step_ms", "trial_ms",
+                                  "model_bytes", "train_memory_bytes", "protection_overhead",
+                                  "timesteps", "params"]
+    t = fixed_t(pd.Series(["fixed-T1", "fixed-T16", "dynamic-confidence", "fixed-Tx"]))
+    assert t.iloc[:2].tolist() == [1, 16] and t.iloc[2:].isna().all()
