@@ -243,7 +243,8 @@ def run_trials(items) -> list[dict]:
     group's time per map) up to the reassociation described in the module docstring.
     """
     from faultlab._faults import FAULT_MODELS
-    from faultlab._trial import _row, _sampler, run_trial
+    from faultlab._sample import _sample_faults
+    from faultlab._trial import _row, run_trial
     from hwlab.metrics import MetricAccumulator
     from hwlab.seeds import derive_seed
 
@@ -259,8 +260,9 @@ def run_trials(items) -> list[dict]:
         return rows
     ev = items[todo[0]].payload.evaluator
     t0 = time.perf_counter()
-    fmaps = {i: _sampler(ev, items[i].spec[0], items[i])(derive_seed(items[i].seed, "weights0"))
-             for i in todo}
+    fmaps = {i: _sample_faults(ev.model, items[i].spec[0], derive_seed(items[i].seed, "weights0"),
+                               items[i].layers, items[i].include_bias, items[i].include_norm,
+                               "campaign") for i in todo}
     group = BatchedMaps(ev.model, [fmaps[i] for i in todo], "campaign")
     changed = dict(zip(todo, group.changed))
     run = [i for i in todo if changed[i] or not ev.delayed_start]  # the others are dropped

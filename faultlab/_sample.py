@@ -10,7 +10,7 @@ from faultlab import _kernels
 from faultlab._faults import FAULT_MODELS, KINDS, BitFlip, FaultMap, StuckAt
 from hwlab.errors import check, fail
 
-__all__ = ["WORDS", "eligible_parameters", "sample_faults", "seed32"]
+__all__ = ["WORDS", "Sampler", "eligible_parameters", "sample_faults", "sampler", "seed32"]
 
 
 # Storage dtype -> (bits per word, unsigned NumPy view, signed torch view of the same width).
@@ -134,27 +134,64 @@ def _sample_faults(model, fault_model, seed, layers, include_bias, include_norm,
     if fault_model.asymmetric or not isinstance(fault_model, (BitFlip, StuckAt)):
         return fault_model._sample_map(model, seed, layers, include_bias, include_norm, caller)
     s32 = seed32(seed, caller)
-    chosen = eligible_parameters(model, layers, include_bias, include_norm, caller)
-    table, per_word = _bit_table(fault_model, chosen, caller)
-    sizes = np.array([t.numel() for _, t in chosen], dtype=np.int64) * per_word
-    ends = np.cumsum(sizes)
-    total = int(ends[-1])
-    if fault_model.rate is not None:
-        pos = _kernels.bernoulli_positions(total, fault_model.rate, s32)
-    else:
-        check(fault_model.count <= total, "count", caller,
-              f"at most the {total} eligible bits of the chosen parameters", fault_model.count)
-        pos = _kernels.distinct_positions(total, fault_model.count, s32)
-    param = np.searchsorted(ends, pos, side="right")  # which parameter each position falls in
-    local = pos - (ends - sizes)[param]
-    nb = per_word[param]
-    return FaultMap(
-        names=tuple(n for n, _ in chosen),
-        dtypes=tuple(_DTYPE_NAMES[t.dtype] for _, t in chosen),
-        param=param.astype(np.int32),
-        index=(local // nb).astype(np.int64),
-        bit=table[local % nb].astype(np.uint8),
-        kind=np.full(pos.shape[0], KINDS.index(fault_model.kind), dtype=np.int8),
-        eligible_bits=total,
-        seed=int(seed),
-    )
+    return sampler(model, fault_model, layers, include_bias, include_norm, caller).draw(
+        fault_model, s32, int(seed), caller)
+
+
+class Sampler:
+    """The prepared form of the BitFlip / StuckAt draw for one model and one choice of bits.
+
+    What does not depend on the rate, the count or the seed is computed once: the eligible
+    parameters (``layers`` / ``include_bias`` / ``include_norm``), the bit table of
+    ``fault_model.bits`` and the cumulative bit counts; :meth:`draw` then costs the faults only.
+    It holds no reference to the model (it lives in the model's ``ModelViews.cache``).
+    """
+
+    def __init__(self, model, fault_model, layers, include_bias, include_norm, caller):
+        chosen = eligible_parameters(model, layers, include_bias, include_norm, caller)
+        self.table, self.per_word = _bit_table(fault_model, chosen, caller)  # reads .bits only
+        self.sizes = np.array([t.numel() for _, t in chosen], dtype=np.int64) * self.per_word
+        self.ends = np.cumsum(self.sizes)
+        self.starts = self.ends - self.sizes
+        self.total = int(self.ends[-1])
+        self.names = tuple(n for n, _ in chosen)
+        self.dtypes = tuple(_DTYPE_NAMES[t.dtype] for _, t in chosen)
+
+    def draw(self, fault_model, s32: int, seed: int, caller: str) -> FaultMap:
+        """The map of ``fault_model`` (its rate or count) for the 32-bit kernel seed ``s32``."""
+        if fault_model.rate is not None:
+            pos = _kernels.bernoulli_positions(self.total, fault_model.rate, s32)
+        else:
+            check(fault_model.count <= self.total, "count", caller,
+                  f"at most the {self.total} eligible bits of the chosen parameters",
+                  fault_model.count)
+            pos = _kernels.distinct_positions(self.total, fault_model.count, s32)
+        param = np.searchsorted(self.ends, pos, side="right")  # parameter of each position
+        local = pos - self.starts[param]
+        nb = self.per_word[param]
+        return FaultMap(
+            names=self.names, dtypes=self.dtypes, param=param.astype(np.int32),
+            index=(local // nb).astype(np.int64), bit=self.table[local % nb].astype(np.uint8),
+            kind=np.full(pos.shape[0], KINDS.index(fault_model.kind), dtype=np.int8),
+            eligible_bits=self.total, seed=seed)
+
+
+def sampler(model, fault_model, layers=None, include_bias=False, include_norm=False,
+            caller="sample_faults") -> Sampler:
+    """The :class:`Sampler` of ``model`` for the bits of ``fault_model`` and the parameter
+    choice, kept in ``faultlab._inject.model_views(model).cache`` (dropped when the model's
+    parameters change) and built there on first use."""
+    from faultlab._inject import model_views
+
+    check(isinstance(model, nn.Module), "model", caller, "a torch.nn.Module", type(model).__name__)
+    if isinstance(layers, (list, tuple)):
+        layers = tuple(layers)
+    key = ("sampler", fault_model.bits, layers, bool(include_bias), bool(include_norm))
+    try:
+        hash(key)
+    except TypeError:  # an unhashable layers entry: refused by eligible_parameters, uncached
+        return Sampler(model, fault_model, layers, include_bias, include_norm, caller)
+    cache = model_views(model).cache
+    if key not in cache:
+        cache[key] = Sampler(model, fault_model, layers, include_bias, include_norm, caller)
+    return cache[key]

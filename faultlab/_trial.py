@@ -18,14 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from faultlab import _kernels
 from faultlab._evaluator import CampaignData, Clean, Evaluator, input_dtype
-from faultlab._faults import FAULT_MODELS, KINDS, BitFlip, FaultMap, StuckAt
+from faultlab._faults import FAULT_MODELS
 from faultlab._inject import apply_fault_map, restore
 from faultlab._neuron import NeuronFault, neuron_faults
-from faultlab._sample import _DTYPE_NAMES, _bit_table, _sample_faults, eligible_parameters, seed32
+from faultlab._sample import _sample_faults, seed32
 from faultlab.systolic._faults import PEFault
-from hwlab.errors import check
 from hwlab.seeds import derive_seed
 
 __all__ = ["Payload", "Trial", "input_dtype", "run_trial"]
@@ -135,11 +133,8 @@ def run_trial(item: Trial) -> dict:
     try:
         for j, fm in enumerate(weight):
             seed = derive_seed(item.seed, f"weights{j}")
-            if inner is model:  # the same draw as _sample_faults, with its set-up cached
-                fmap = _sampler(ev, fm, item)(seed)
-            else:
-                fmap = _sample_faults(inner, fm, seed, item.layers, item.include_bias,
-                                      item.include_norm, "campaign")
+            fmap = _sample_faults(inner, fm, seed, item.layers, item.include_bias,
+                                  item.include_norm, "campaign")  # set-up cached per model
             recs = apply_fault_map(inner, fmap, "campaign")
             touched.extend(recs)
             fmaps.append(fmap)
@@ -194,59 +189,6 @@ def _row(item: Trial, values: dict, counts: dict, latency_ms: float, extra: dict
            "latency_ms": latency_ms, "extra": extra}
     row.update(values)
     return row
-
-
-class _Sampler:
-    """:func:`faultlab._sample._sample_faults` for one model and BitFlip / StuckAt, with the
-    eligible parameters, the bit table and the cumulative sizes computed once (tested equal to
-    ``sample_faults``); any other fault model goes through ``_sample_faults`` itself."""
-
-    def __init__(self, model, fm, layers, include_bias, include_norm):
-        self.args = (model, fm, layers, include_bias, include_norm)
-        self.fast = isinstance(fm, (BitFlip, StuckAt)) and not fm.asymmetric
-        if self.fast:
-            chosen = eligible_parameters(model, layers, include_bias, include_norm, "campaign")
-            self.table, self.per_word = _bit_table(fm, chosen, "campaign")
-            self.sizes = np.array([t.numel() for _, t in chosen], dtype=np.int64) * self.per_word
-            self.ends = np.cumsum(self.sizes)
-            self.starts = self.ends - self.sizes
-            self.total = int(self.ends[-1])
-            check(fm.count is None or fm.count <= self.total, "count", "campaign",
-                  f"at most the {self.total} eligible bits of the chosen parameters", fm.count)
-            self.names = tuple(n for n, _ in chosen)
-            self.dtypes = tuple(_DTYPE_NAMES[t.dtype] for _, t in chosen)
-            self.kind = KINDS.index(fm.kind)
-
-    def __call__(self, seed: int) -> FaultMap:
-        model, fm, layers, include_bias, include_norm = self.args
-        if not self.fast:
-            return _sample_faults(model, fm, seed, layers, include_bias, include_norm,
-                                  "campaign")
-        s32 = seed32(seed, "campaign")
-        if fm.rate is not None:
-            pos = _kernels.bernoulli_positions(self.total, fm.rate, s32)
-        else:
-            pos = _kernels.distinct_positions(self.total, fm.count, s32)
-        param = np.searchsorted(self.ends, pos, side="right")
-        local = pos - self.starts[param]
-        nb = self.per_word[param]
-        return FaultMap(names=self.names, dtypes=self.dtypes, param=param.astype(np.int32),
-                        index=(local // nb).astype(np.int64),
-                        bit=self.table[local % nb].astype(np.uint8),
-                        kind=np.full(pos.shape[0], self.kind, dtype=np.int8),
-                        eligible_bits=self.total, seed=int(seed))
-
-
-def _sampler(ev: Evaluator, fm, item: Trial) -> _Sampler:
-    key = (fm, item.layers, item.include_bias, item.include_norm)
-    cache = ev.__dict__.setdefault("samplers", {})
-    try:
-        hash(key)
-    except TypeError:  # an unhashable fault model: set up every time
-        return _Sampler(ev.model, fm, item.layers, item.include_bias, item.include_norm)
-    if key not in cache:
-        cache[key] = _Sampler(ev.model, fm, item.layers, item.include_bias, item.include_norm)
-    return cache[key]
 
 
 class _Lift:

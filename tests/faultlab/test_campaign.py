@@ -180,12 +180,33 @@ def test_bad_input(digits_mlp, digits, kw, match):
 @pytest.mark.parametrize("fm", [fl.BitFlip(rate=1e-3), fl.BitFlip(count=7, bits=(30, 2)),
                                 fl.StuckAt(0, rate=1e-2, bits=(31,)), fl.StuckAt(1, count=3)])
 def test_cached_sampler_draws_the_maps_of_sample_faults(digits_mlp, fm):
-    from faultlab._trial import _Sampler
+    import copy
+    import gc
+    import weakref
 
+    from faultlab._inject import model_views
+    from faultlab._sample import Sampler, sampler, seed32
+
+    model = copy.deepcopy(digits_mlp)
     for layers, bias in ((None, False), (("3",), True)):
-        draw = _Sampler(digits_mlp, fm, layers, bias, False)
+        fresh = Sampler(model, fm, layers, bias, False, "test")  # uncached
         for seed in (0, 1, 2**40 + 3):
-            want = fl.sample_faults(digits_mlp, fm, seed=seed, layers=layers, include_bias=bias)
-            got = draw(seed)
+            want = fresh.draw(fm, seed32(seed), seed, "test")
+            got = fl.sample_faults(model, fm, seed=seed, layers=layers, include_bias=bias)
             assert got.fingerprint() == want.fingerprint() and got.names == want.names
-            assert got.eligible_bits == want.eligible_bits
+            assert got.eligible_bits == want.eligible_bits == fresh.total
+            with fl.inject(model, fm, seed=seed, layers=layers, include_bias=bias) as used:
+                assert used.fingerprint() == want.fingerprint()
+        # one set-up per (bits, parameter choice), shared by every rate / count and seed
+        cached = sampler(model, fm, layers, bias, False)
+        assert sampler(model, fm.with_rate(0.5) if fm.rate is not None else fm, list(layers or [])
+                       or None, bias, False) is cached
+        assert any(v is cached for v in model_views(model).cache.values())
+    with torch.no_grad():  # a replaced parameter drops the views and their samplers
+        model[1].weight = torch.nn.Parameter(model[1].weight.clone())
+    assert sampler(model, fm, ("3",), True, False) is not cached
+    assert len(model_views(model).cache) == 1
+    ref = weakref.ref(model)
+    del model, cached
+    gc.collect()
+    assert ref() is None  # the cache keeps no model alive
