@@ -117,16 +117,18 @@ def main(device: str = "cpu") -> dict:
 
 def campaign_trial_time(model: nn.Module, rate: float, device: str) -> float | None:
     """Draw + apply + restore as a campaign trial does it: the sampler's set-up (eligible
-    parameters, bit table) is made once per campaign (``faultlab._trial._Sampler``)."""
+    parameters, bit table) is made once per model (``faultlab._sample.sampler``, cached in the
+    model's views); a trial draws its map and applies it."""
     try:
         from faultlab._inject import apply_fault_map, restore
-        from faultlab._trial import _Sampler
+        from faultlab._sample import _sample_faults
     except ImportError:  # the campaign's internals moved: skip this line
         return None
-    sampler = _Sampler(model, fl.BitFlip(rate=rate), None, False, False)
+    fm = fl.BitFlip(rate=rate)
 
     def trial():
-        restore(apply_fault_map(model, sampler(1), "campaign"))
+        fmap = _sample_faults(model, fm, 1, None, False, False, "campaign")
+        restore(apply_fault_map(model, fmap, "campaign"))
     return timed(trial, 200, device)
 
 
