@@ -107,33 +107,36 @@ def fault_curves(trials: pd.DataFrame, clean: pd.DataFrame | None = None, *, x: 
     color = alt.Color("series:N", title="variant", scale=alt.Scale(scheme=SCHEME),
                       legend=alt.Legend(orient="bottom", columns=4))
     y_title = value.replace("_", " ")
-    base = alt.Chart()  # the data goes on the layer (or facet): every panel filters it
-    tips = [alt.Tooltip("series:N"), alt.Tooltip("x:Q", title=x_title, format=".3g"),
-            alt.Tooltip("mean:Q", format=".4f"), alt.Tooltip("lo:Q", format=".4f"),
-            alt.Tooltip("hi:Q", format=".4f"), alt.Tooltip("n:Q", title="trials")]
-    layers = [
-        base.transform_filter("datum.kind == 'summary' && datum.band").mark_area(
-            opacity=0.18).encode(x=xenc, y=alt.Y("lo:Q", title=y_title), y2="hi:Q", color=color),
-        base.transform_filter("datum.kind == 'summary'").mark_line(point=True).encode(
-            x=xenc, y=alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False)), color=color,
-            tooltip=tips),
-        base.transform_filter("datum.kind == 'trial'").mark_point(
-            shape="circle", filled=False, size=40, opacity=0.9).encode(
-            x=xenc, y=alt.Y("value:Q", title=y_title), color=color,
-            tooltip=[alt.Tooltip("series:N"), alt.Tooltip("value:Q", title="trial", format=".4f")]),
-    ]
-    if (data["kind"] == "clean").any():
-        layers.append(base.transform_filter("datum.kind == 'clean'").mark_rule(
-            strokeDash=[5, 3], strokeWidth=1.5).encode(
-            y=alt.Y("mean:Q", title=y_title), color=color,
-            tooltip=[alt.Tooltip("series:N"), alt.Tooltip("mean:Q", title="fault-free",
-                                                          format=".4f")]))
+    def build(base):  # faceted: data on the facet; else on every layer (Streamlit needs it)
+        tips = [alt.Tooltip("series:N"), alt.Tooltip("x:Q", title=x_title, format=".3g"),
+                alt.Tooltip("mean:Q", format=".4f"), alt.Tooltip("lo:Q", format=".4f"),
+                alt.Tooltip("hi:Q", format=".4f"), alt.Tooltip("n:Q", title="trials")]
+        layers = [
+            base.transform_filter("datum.kind == 'summary' && datum.band").mark_area(
+                opacity=0.18).encode(x=xenc, y=alt.Y("lo:Q", title=y_title), y2="hi:Q", color=color),
+            base.transform_filter("datum.kind == 'summary'").mark_line(point=True).encode(
+                x=xenc, y=alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False)), color=color,
+                tooltip=tips),
+            base.transform_filter("datum.kind == 'trial'").mark_point(
+                shape="circle", filled=False, size=40, opacity=0.9).encode(
+                x=xenc, y=alt.Y("value:Q", title=y_title), color=color,
+                tooltip=[alt.Tooltip("series:N"), alt.Tooltip("value:Q", title="trial", format=".4f")]),
+        ]
+        if (data["kind"] == "clean").any():
+            layers.append(base.transform_filter("datum.kind == 'clean'").mark_rule(
+                strokeDash=[5, 3], strokeWidth=1.5).encode(
+                y=alt.Y("mean:Q", title=y_title), color=color,
+                tooltip=[alt.Tooltip("series:N"), alt.Tooltip("mean:Q", title="fault-free",
+                                                              format=".4f")]))
+        return layers
+
     if facet_col:
         n = max(1, int(d[facet].nunique()))
-        chart = alt.layer(*layers).properties(width=max(170, min(width, 720 // n)), height=height)
+        chart = alt.layer(*build(alt.Chart())).properties(width=max(170, min(width, 720 // n)),
+                                                          height=height)
         return chart.facet(column=alt.Column(f"{facet}:N", title=facet.replace("_", " ")),
                            data=data)
-    return alt.layer(*layers, data=data).properties(width=width, height=height)
+    return alt.layer(*build(alt.Chart(data))).properties(width=width, height=height)
 
 
 def heatmap(cells: pd.DataFrame, value: str = "accuracy") -> alt.Chart:

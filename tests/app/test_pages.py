@@ -278,9 +278,13 @@ def test_localtrain_page_mib_lines_and_chance(app_at, seeded_path, ui):
     assert e2e["memory_mib"].iloc[0] == pytest.approx(48e6 * 2 / 1.5 / 2**20)
     marks = [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"]
              for layer in ui.chart_spec(chart)["layer"]]
-    assert marks[0] == "line" and marks.count("rule") == 3  # E2E x2 and chance
+    assert marks[0] == "line" and marks.count("rule") == 2  # E2E x2; chance is far below
+    assert "here off the axis: 0.10" in ui.texts(at)
     at.selectbox(key="localtrain-model").set_value("vit-tiny").run()
     assert "At chance" in ui.texts(at)
+    marks = [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"]
+             for layer in ui.chart_spec(charts_of(at)[0])["layer"]]
+    assert marks.count("rule") == 1  # no E2E for this model; the chance line
 
 
 def test_localtrain_memory_only_rows(app_at, tmp_path, ui):
