@@ -25,14 +25,15 @@ STUDY_HINTS = {
     "quantum": ("quantum.creep",),
     "localtrain": ("localtrain.compare",),
 }
-# Wall-clock seconds of each study's --quick run, measured once with
-# benchmarks/app_render.py's machine (2 cores shared by other jobs, load 8-11, zoo weights
-# cached; training a zoo model the first time adds to this). None: not measured.
+# Wall-clock seconds of each study's --quick run, measured once (2026-12-01) on the 2-core
+# development machine shared with other jobs (load average 8-11), zoo weights already cached
+# (training a zoo model the first time adds to it). None: the run failed while faultlab was
+# being changed, not measured.
 QUICK_SECONDS = {
     "faultlab.campaign": 4, "faultlab.clipact": 130, "faultlab.memory": 32,
-    "faultlab.mitigation": None, "faultlab.systolic": None, "faultlab.vulnerability": None,
-    "hwlab.zoo": None, "localtrain.compare": None, "quantum.creep": None,
-    "spiking.dynamic-confidence": None, "spiking.faults": None,
+    "faultlab.mitigation": None, "faultlab.systolic": 67, "faultlab.vulnerability": None,
+    "hwlab.zoo": 0.2, "localtrain.compare": 738, "quantum.creep": 47,
+    "spiking.dynamic-confidence": 15, "spiking.faults": 68,
 }
 
 
@@ -233,8 +234,9 @@ def registered_studies() -> list[str]:
 
 def _duration(name: str) -> str:
     s = QUICK_SECONDS.get(name)
-    return "not measured" if s is None else (f"about {s:.0f} s" if s < 90
-                                             else f"about {s / 60:.0f} min")
+    if s is None:
+        return "not measured"
+    return "under 1 s" if s < 1 else (f"about {s:.0f} s" if s < 90 else f"about {s / 60:.0f} min")
 
 
 def empty_store_panel() -> None:

@@ -1,6 +1,6 @@
 """Dashboard page render time with 100,000 result rows in the store (target: < 2 s per page).
 
-Seeds a temporary store with 100,000 synthetic rows (app._demo.fake_results: every module's
+Seeds a temporary store with 100,000 synthetic rows (app._demo.fake_results: every study's
 shapes, the bulk being fault-campaign trials), then renders every page with Streamlit's AppTest:
 
 * cold: the data caches cleared first (the page reads the store through Store.results / runs);
@@ -8,7 +8,7 @@ shapes, the bulk being fault-campaign trials), then renders every page with Stre
 
 Baselines measured in the same run: the bare ``Store.results()`` read of all rows (the floor a
 cold page cannot beat without a narrower store query) and the same pages over a small store
-(744 rows). Module imports (streamlit, altair, torch and the method packages that the study
+(870 rows). Module imports (streamlit, altair, torch and the method packages that the study
 registry loads) are paid once in a warm-up pass and are not counted. Writes
 benchmarks/results/app_render.json.
 """
@@ -26,7 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = str(ROOT / "app" / "main.py")
-PAGES = ("overview", "faults", "spiking", "quantum", "localtrain", "runs", "run_study")
+PAGES = ("overview", "faults", "memory", "mitigation", "systolic", "spiking", "quantum",
+         "localtrain", "runs", "run_study")
 N_ROWS = int(os.environ.get("HWLAB_BENCH_ROWS", "100000"))
 REPEATS = 3
 
