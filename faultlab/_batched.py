@@ -230,11 +230,11 @@ def _dtype(model, name) -> str:
     return _DTYPE_NAMES[dict(model.named_parameters())[name].dtype]
 
 
-def run_trials(items) -> list[dict]:
+def run_trials(ev, items) -> list[dict]:
     """The campaign's function for ``run_items(..., batch=B)``: B trials in one forward pass.
 
-    Each item is a ``faultlab._trial.Trial``. A trial with one weight fault model (BitFlip,
-    StuckAt or another FaultModel) draws exactly the map :func:`faultlab._trial.run_trial` draws
+    ``ev``: the worker's shared campaign evaluator; each item is a ``faultlab._trial.Trial``. A
+    trial with one weight fault model (BitFlip, StuckAt or another FaultModel) draws exactly the map :func:`faultlab._trial.run_trial` draws
     (the same sampler and seed); maps that change no bit give the fault-free result (fault
     dropping, as ``Evaluator.run`` does with ``delayed_start``); the others are evaluated
     together with :class:`BatchedMaps` and every metric of the campaign. Any other trial
@@ -255,10 +255,9 @@ def run_trials(items) -> list[dict]:
         if len(item.spec) == 1 and isinstance(item.spec[0], FAULT_MODELS):
             todo.append(i)
         else:
-            rows[i] = run_trial(item)
+            rows[i] = run_trial(ev, item)
     if not todo:
         return rows
-    ev = items[todo[0]].payload.evaluator
     t0 = time.perf_counter()
     fmaps = {i: _sample_faults(ev.model, items[i].spec[0], derive_seed(items[i].seed, "weights0"),
                                items[i].layers, items[i].include_bias, items[i].include_norm,
@@ -291,5 +290,5 @@ def run_trials(items) -> list[dict]:
             from faultlab.memory._nested import merge_extra
 
             extra.update(merge_extra([fmap]))
-        rows[i] = _row(items[i], *results[i], extra)
+        rows[i] = _row(ev, items[i], *results[i], extra)
     return rows

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import tempfile
-import uuid
 from concurrent.futures import Executor
 from contextlib import ExitStack
 
@@ -19,10 +17,10 @@ from faultlab._faults import FAULT_MODELS, BitFlip, StuckAt
 from faultlab._neuron import NeuronFault, check_neuron_count
 from faultlab._sample import _bit_table, eligible_parameters
 from faultlab._stats import interval
-from faultlab._trial import Payload, Trial, run_trial
+from faultlab._trial import Trial, build_evaluator, run_trial
 from faultlab.systolic._faults import PEFault
 from hwlab.errors import check, fail
-from hwlab.executors import SPEC_FORMS
+from hwlab.executors import SPEC_FORMS, share
 from hwlab.metrics import resolve_metrics
 from hwlab.seeds import derive_seed
 from hwlab.studies import run_context, run_items
@@ -235,8 +233,7 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
         **({"nested": True} if nested else {}),
     }
     ident = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    payload = Payload(model, cdata, fault_free, resolved, delayed_start, int(cache_bytes),
-                      f"{'-'.join(prints.values())}-{uuid.uuid4().hex[:8]}")
+    parts = (model, cdata, fault_free, resolved, delayed_start, int(cache_bytes))
     common = {"variant": variant, "model": model_name, "dataset": dataset_name or cdata.name,
               "params": sum(p.numel() for p in model.parameters()), "dtype": _dtype(model)}
     with ExitStack() as stack:
@@ -247,12 +244,12 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
             from hwlab.executors import get_executor
 
             ex = stack.enter_context(get_executor(executor))
-        if _local_workers(ex):
-            payload.spill(stack.enter_context(tempfile.TemporaryDirectory(prefix="faultlab-")))
+        # the model, data and fault-free pass reach each worker once (not with every chunk)
+        ref = stack.enter_context(share(ex, parts, setup=build_evaluator))
 
         def trial(spec, t, key):
             point = key.rsplit("|trial=", 1)[0]
-            return Trial(payload, spec, t, derive_seed(seed, f"{seed_of.get(point, point)}"
+            return Trial(spec, t, derive_seed(seed, f"{seed_of.get(point, point)}"
                                                              f"|trial={t}"),
                          tuple(layers) if layers is not None else None, include_bias,
                          include_norm, int(batch_size))
@@ -261,17 +258,10 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
         with run_context(store, study, {**identity, "fingerprints": prints}, ident) as run_id:
             _check_resume(store, run_id, prints)
             _run(store, run_id, specs, keys, trials, clean, margin, confidence, min_trials,
-                 trial, ex, progress, common, order, resolved[0], fault_free, maps_per_pass)
+                 trial, ex, ref, progress, common, order, resolved[0], fault_free, maps_per_pass)
         df = store.results(run_id=run_id)
     rank = np.array([order.get(k, len(order)) for k in df["key"]])
     return df.iloc[np.argsort(rank, kind="stable")].reset_index(drop=True)
-
-
-def _local_workers(ex) -> bool:
-    """True for executors whose workers share this machine's files (process pool, local Dask)."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    return isinstance(ex, ProcessPoolExecutor) or getattr(ex, "cluster", None) is not None
 
 
 def _open_store(store):
@@ -296,11 +286,11 @@ def _check_resume(store, run_id, prints) -> None:
 
 
 def _run(store, run_id, specs, keys, trials, clean, margin, confidence, min_trials, trial,
-         ex, progress, common, order, first, fault_free, maps_per_pass=1):
+         ex, ref, progress, common, order, first, fault_free, maps_per_pass=1):
     if clean:
         order["none|trial=0"] = 0
         run_items(store, run_id, {"none|trial=0": trial((), 0, "none|trial=0")}, run_trial,
-                  None, None, common)  # measured in prepare: nothing to send to a worker
+                  None, None, common, shared=ref)  # measured in prepare: run here
     for i, k in enumerate(keys):
         for t in range(trials):
             order[f"{k}|trial={t}"] = 1 + i * trials + t
@@ -319,10 +309,10 @@ def _run(store, run_id, specs, keys, trials, clean, margin, confidence, min_tria
         if maps_per_pass > 1:  # B trials per forward pass (faultlab._batched)
             from faultlab._batched import run_trials
 
-            run_items(store, run_id, items, run_trials, ex, report, common,
+            run_items(store, run_id, items, run_trials, ex, report, common, shared=ref,
                       batch=maps_per_pass)
         else:
-            run_items(store, run_id, items, run_trial, ex, report, common)
+            run_items(store, run_id, items, run_trial, ex, report, common, shared=ref)
         done_total += len(items)
         if margin is not None:
             values = store.results(run_id=run_id).set_index("key")[first.name]

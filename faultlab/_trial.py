@@ -1,24 +1,24 @@
 """One campaign trial: draw the faults from the trial's seed, inject, evaluate, restore.
 
 Runs in the caller's process or in an executor's worker. The model, the data and the fault-free
-pass travel as one :class:`Payload` that is pickled once per campaign (its bytes are cached) and
-unpickled once per worker process (kept in ``_LOADED`` by fingerprint, with its
-:class:`~faultlab._evaluator.Evaluator` and that evaluator's caches), so a trial costs its faults
-and one evaluation, never a model copy (except for activation faults: pytorchfi copies the model).
+pass travel once per worker: the campaign shares them with ``hwlab.executors.share(executor,
+parts, setup=build_evaluator)`` (a file read once per process-pool worker, one broadcast
+``scatter`` on Dask, nothing for the serial executor) and every trial is called as
+``run_trial(evaluator, trial)`` with that worker's :class:`~faultlab._evaluator.Evaluator` (and
+its caches), so a :class:`Trial` is a few numbers and a trial costs its faults and one
+evaluation, never a model copy (except for activation faults: pytorchfi copies the model).
 """
 
 from __future__ import annotations
 
-import io
-import pickle
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from faultlab._evaluator import CampaignData, Clean, Evaluator, input_dtype
+from faultlab._evaluator import Evaluator, input_dtype
 from faultlab._faults import FAULT_MODELS
 from faultlab._inject import apply_fault_map, restore
 from faultlab._neuron import NeuronFault, neuron_faults
@@ -26,72 +26,25 @@ from faultlab._sample import _sample_faults, seed32
 from faultlab.systolic._faults import PEFault
 from hwlab.seeds import derive_seed
 
-__all__ = ["Payload", "Trial", "input_dtype", "run_trial"]
-
-# The campaign payload this worker process holds: {fingerprint: Evaluator}, at most one entry.
-_LOADED: dict[str, Evaluator] = {}
+__all__ = ["Trial", "build_evaluator", "input_dtype", "run_trial"]
 
 
-class Payload:
-    """Model, data and fault-free pass of a campaign; pickles once, unpickles once per process.
+def build_evaluator(parts: tuple) -> Evaluator:
+    """The ``setup`` of the campaign's share: ``parts`` = ``(model, data, clean, metrics,
+    delayed_start, cache_bytes)``; once per worker, with the Numba kernels loaded before any
+    trial is timed."""
+    from faultlab._workers import warm_kernels
 
-    By default it pickles to cached bytes (``blob``) that travel with every item. After
-    :meth:`spill` (the campaign does this for local process / Dask workers) it pickles to a path of
-    a file written once by this process in a private temporary folder, so a 40 MB model is not sent
-    through a pipe once per trial.
-    """
-
-    def __init__(self, model: nn.Module, data: CampaignData, clean: Clean, metrics: tuple,
-                 delayed_start: bool, cache_bytes: int, fingerprint: str):
-        self.fingerprint = fingerprint
-        self.evaluator = Evaluator(model, data, clean, metrics, delayed_start, cache_bytes)
-        self._blob: bytes | None = None
-        self._path: str | None = None
-
-    def _bytes(self) -> bytes:
-        if self._blob is None:
-            ev = self.evaluator
-            buf = io.BytesIO()
-            pickle.dump((ev.model, ev.data, ev.clean, ev.metrics, ev.delayed_start,
-                         ev.cache_bytes), buf, protocol=pickle.HIGHEST_PROTOCOL)
-            self._blob = buf.getvalue()
-        return self._blob
-
-    def spill(self, folder: str) -> None:
-        """Write the bytes once to ``folder`` and pickle as that path from now on."""
-        path = f"{folder}/payload-{self.fingerprint.replace('|', '-')}.pkl"
-        with open(path, "wb") as f:
-            f.write(self._bytes())
-        self._path = path
-
-    def __getstate__(self):
-        if self._path is not None:
-            return {"fingerprint": self.fingerprint, "path": self._path}
-        return {"fingerprint": self.fingerprint, "blob": self._bytes()}
-
-    def __setstate__(self, state):
-        fp = state["fingerprint"]
-        if fp not in _LOADED:
-            _LOADED.clear()  # one campaign at a time per worker
-            if "path" in state:  # written by the campaign's own process, never a user file
-                with open(state["path"], "rb") as f:
-                    parts = pickle.load(f)
-            else:
-                parts = pickle.loads(state["blob"])
-            _LOADED[fp] = Evaluator(*parts)
-            from faultlab._workers import warm_kernels
-
-            warm_kernels()  # Numba caches loaded once per worker, not in its first trial's timing
-        self.fingerprint = fp
-        self.evaluator = _LOADED[fp]
-        self._blob, self._path = state.get("blob"), state.get("path")
+    ev = Evaluator(*parts)
+    warm_kernels()
+    return ev
 
 
 @dataclass(frozen=True)
 class Trial:
-    """Everything one trial needs (picklable); ``spec`` is a tuple of fault models (empty=clean)."""
+    """What one trial adds to the shared evaluator (picklable, small); ``spec`` is a tuple of
+    fault models (empty = the fault-free row)."""
 
-    payload: Payload = field(repr=False)
     spec: tuple
     trial: int
     seed: int  # derived from the campaign seed and the key
@@ -110,16 +63,15 @@ def _fault_rate(spec) -> float | None:
     return rates[0] if rates else None
 
 
-def run_trial(item: Trial) -> dict:
-    """Run one trial and return its result row (without key / common columns)."""
-    ev = item.payload.evaluator
+def run_trial(ev: Evaluator, item: Trial) -> dict:
+    """Run one trial on ``ev`` and return its result row (without key / common columns)."""
     model = ev.model
     weight = [f for f in item.spec if isinstance(f, FAULT_MODELS)]
     neuron = [f for f in item.spec if isinstance(f, NeuronFault)]
     pe = [f for f in item.spec if isinstance(f, PEFault)]  # systolic-array PE faults (hooks)
     pe_hooks = None
     if not item.spec:  # the fault-free row: measured once, in prepare
-        return _row(item, ev.clean.values, ev.clean.counts, ev.clean.latency_ms,
+        return _row(ev, item, ev.clean.values, ev.clean.counts, ev.clean.latency_ms,
                     {"n_faults": 0, "n_changed": 0, "inject_ms": 0.0})
     if not neuron and not pe:
         ev.warm()  # cut caches are filled before any fault is injected
@@ -176,13 +128,14 @@ def run_trial(item: Trial) -> dict:
         extra["pe_faults"] = len(pe_hooks.fmap)
         extra["faulty_pes"] = len(pe_hooks.fmap.pes)
         extra["array"] = pe[0].array.label
-    return _row(item, values, counts, latency, extra)
+    return _row(ev, item, values, counts, latency, extra)
 
 
-def _row(item: Trial, values: dict, counts: dict, latency_ms: float, extra: dict) -> dict:
-    extra["n_samples"] = item.payload.evaluator.clean.n
+def _row(ev: Evaluator, item: Trial, values: dict, counts: dict, latency_ms: float,
+         extra: dict) -> dict:
+    extra["n_samples"] = ev.clean.n
     if "critical_sdc" in counts:
-        extra["n_clean_correct"] = item.payload.evaluator.clean.counts["critical_sdc"]
+        extra["n_clean_correct"] = ev.clean.counts["critical_sdc"]
     row = {"module": "faultlab", "method": "fault-injection",
            "fault_model": "+".join(f.label for f in item.spec) or "none",
            "fault_rate": _fault_rate(item.spec), "trial": item.trial, "seed": item.seed,

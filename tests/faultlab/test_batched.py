@@ -187,9 +187,9 @@ def _campaign_table(model, data, faults, batched, monkeypatch, **kw):
     groups = []
     plain = batched_module.run_trials
 
-    def counted(items):
+    def counted(ev, items):
         groups.append(len(items))
-        return plain(items)
+        return plain(ev, items)
 
     with monkeypatch.context() as m:
         m.setattr(batched_module, "run_trials", counted)

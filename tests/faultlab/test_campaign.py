@@ -210,3 +210,29 @@ def test_cached_sampler_draws_the_maps_of_sample_faults(digits_mlp, fm):
     del model, cached
     gc.collect()
     assert ref() is None  # the cache keeps no model alive
+
+
+def test_trials_are_small_and_the_payload_is_shared_once(digits_mlp, digits, monkeypatch):
+    """The model travels once per worker (hwlab.executors.share), never inside a Trial."""
+    import pickle
+
+    import faultlab._campaign as campaign_module
+    from faultlab._trial import Trial, build_evaluator
+    from hwlab.executors import Shared
+
+    calls, plain = [], campaign_module.run_items
+
+    def spy(store, run_id, items, fn, *args, shared=None, **kw):
+        calls.append((items, shared))
+        return plain(store, run_id, items, fn, *args, shared=shared, **kw)
+
+    monkeypatch.setattr(campaign_module, "run_items", spy)
+    df = fl.campaign(digits_mlp, digits[1], FAULTS, trials=2, seed=1, batch_size=64)
+    assert len(df) == 1 + 2 * len(FAULTS)
+    refs = {id(ref) for _, ref in calls}
+    assert len(refs) == 1 and all(isinstance(ref, Shared) for _, ref in calls)
+    assert calls[0][1].setup is build_evaluator
+    model_bytes = len(pickle.dumps(digits_mlp))
+    for items, _ in calls:
+        for item in items.values():
+            assert isinstance(item, Trial) and len(pickle.dumps(item)) < 600 < model_bytes
