@@ -140,7 +140,8 @@ def reliability_configs(df: pd.DataFrame, ber: float, fault_model: str) -> pd.Da
     from hwlab._figure_data import MIB, ber_rows
 
     keys = ["study", "run_id", "model", "dataset", "variant", "dtype"]
-    d = df.assign(**{k: df[k].astype("string").fillna("") for k in keys})
+    d = df[[*keys, "accuracy", "model_bytes", "params", "fault_rate", "fault_model"]]
+    d = d.assign(**{k: d[k].astype("string").fillna("") for k in keys})
     clean = d[clean_rows(d) & d["accuracy"].notna()]
     out = clean.groupby(keys).agg(clean=("accuracy", "mean"), stored=("model_bytes", "mean"),
                                   params=("params", "max")).reset_index()
