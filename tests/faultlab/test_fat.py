@@ -53,10 +53,15 @@ class _Reference(Task):
     def backward(self, x, y):
         fmap = fl.sample_faults(self.model, self.fm, seed=derive_seed(self.seed,
                                                                       f"randbet|{self.step}"))
+        bn = self.model.bn
+        stats = [b.detach().clone() for b in bn.buffers()]
         ctx = fl.inject(self.model, fmap)
         ctx.__enter__()
         loss_f = F.cross_entropy(self.model(x), y)
         loss_f.backward()
+        with torch.no_grad():  # the faulty pass leaves BatchNorm's running averages alone
+            for b, v in zip(bn.buffers(), stats):
+                b.copy_(v)
         if self.late:
             self.pending = ctx  # wrong on purpose: the optimiser steps on faulty weights
         else:
@@ -108,6 +113,21 @@ def test_int8_ste_and_deployed_words(digits):
             assert torch.equal(p, words[name])  # training quantisation == deployment
     assert evaluate(task, test) == pytest.approx(evaluate(q, test))
     assert task.steps == hist.steps
+
+
+def test_faulty_pass_leaves_batchnorm_running_stats(digits):
+    train, _ = digits
+    x, y = train.x[:64], train.y[:64]
+    a, b = _net(), _net()
+    task = FaultAwareTask(a, fl.BitFlip(count=50, bits=(30,)), dtype="float32",
+                          start_loss=math.inf)
+    task.train(True)
+    task.backward(x, y)  # faulty pass (exploding) + clean pass
+    b.train(True)
+    b(x)  # the clean pass alone
+    assert torch.equal(a.bn.running_var, b.bn.running_var)
+    assert torch.equal(a.bn.running_mean, b.bn.running_mean)
+    assert int(a.bn.num_batches_tracked) == 1
 
 
 def test_start_loss_latch_and_stuck_at(digits):
