@@ -216,16 +216,17 @@ def restore(touched) -> None:
         rec.restore()
 
 
-def apply_fault_map(model: nn.Module, fmap: FaultMap, caller: str = "apply_fault_map"):
+def apply_fault_map(model: nn.Module, fmap: FaultMap, caller: str = "apply_fault_map",
+                    views: ModelViews | None = None):
     """Apply ``fmap`` in place and return the records :func:`restore` needs.
 
     Each record has ``changed`` (bits that changed value). Validates the whole map first, so a bad
     map leaves the model untouched; if applying fails part way, what was applied is restored
-    before the error propagates.
+    before the error propagates. ``views``: ``model_views(model)`` when the caller holds them.
     """
     check(isinstance(fmap, FaultMap), "fault_model_or_map", caller,
           "a BitFlip, StuckAt or FaultMap", fmap)
-    views = model_views(model)
+    views = views or model_views(model)
     slots = views.slots(fmap, caller)  # also for an empty map: a foreign map is refused
     n = len(fmap)
     if n == 0:

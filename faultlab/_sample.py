@@ -128,13 +128,15 @@ def sample_faults(model: nn.Module, fault_model, seed: int = 0, layers=None,
                           "sample_faults")
 
 
-def _sample_faults(model, fault_model, seed, layers, include_bias, include_norm, caller):
+def _sample_faults(model, fault_model, seed, layers, include_bias, include_norm, caller,
+                   views=None):
+    """``views``: ``model_views(model)`` when the caller already holds them (a trial)."""
     check(isinstance(fault_model, FAULT_MODELS), "fault_model", caller,
           "a BitFlip, StuckAt or another faultlab.FaultModel", fault_model)
     if fault_model.asymmetric or not isinstance(fault_model, (BitFlip, StuckAt)):
         return fault_model._sample_map(model, seed, layers, include_bias, include_norm, caller)
     s32 = seed32(seed, caller)
-    return sampler(model, fault_model, layers, include_bias, include_norm, caller).draw(
+    return sampler(model, fault_model, layers, include_bias, include_norm, caller, views).draw(
         fault_model, s32, int(seed), caller)
 
 
@@ -166,6 +168,10 @@ class Sampler:
                   f"at most the {self.total} eligible bits of the chosen parameters",
                   fault_model.count)
             pos = _kernels.distinct_positions(self.total, fault_model.count, s32)
+        if pos.shape[0] == 0:  # common at low rates: no index arithmetic
+            return FaultMap(names=self.names, dtypes=self.dtypes, param=_EMPTY[0],
+                            index=_EMPTY[1], bit=_EMPTY[2], kind=_EMPTY[3],
+                            eligible_bits=self.total, seed=seed)
         param = np.searchsorted(self.ends, pos, side="right")  # parameter of each position
         local = pos - self.starts[param]
         nb = self.per_word[param]
@@ -176,11 +182,20 @@ class Sampler:
             eligible_bits=self.total, seed=seed)
 
 
+def _frozen(dtype) -> np.ndarray:
+    a = np.empty(0, dtype=dtype)
+    a.flags.writeable = False
+    return a
+
+
+_EMPTY = tuple(_frozen(d) for d in (np.int32, np.int64, np.uint8, np.int8))  # an empty map
+
+
 def sampler(model, fault_model, layers=None, include_bias=False, include_norm=False,
-            caller="sample_faults") -> Sampler:
+            caller="sample_faults", views=None) -> Sampler:
     """The :class:`Sampler` of ``model`` for the bits of ``fault_model`` and the parameter
     choice, kept in ``faultlab._inject.model_views(model).cache`` (dropped when the model's
-    parameters change) and built there on first use."""
+    parameters change) and built there on first use (``views``: those views, if held)."""
     from faultlab._inject import model_views
 
     check(isinstance(model, nn.Module), "model", caller, "a torch.nn.Module", type(model).__name__)
@@ -191,7 +206,7 @@ def sampler(model, fault_model, layers=None, include_bias=False, include_norm=Fa
         hash(key)
     except TypeError:  # an unhashable layers entry: refused by eligible_parameters, uncached
         return Sampler(model, fault_model, layers, include_bias, include_norm, caller)
-    cache = model_views(model).cache
+    cache = (views or model_views(model)).cache
     if key not in cache:
         cache[key] = Sampler(model, fault_model, layers, include_bias, include_norm, caller)
     return cache[key]

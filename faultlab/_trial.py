@@ -20,7 +20,7 @@ from torch import nn
 
 from faultlab._evaluator import Evaluator, input_dtype
 from faultlab._faults import FAULT_MODELS
-from faultlab._inject import apply_fault_map, restore
+from faultlab._inject import apply_fault_map, model_views, restore
 from faultlab._neuron import NeuronFault, neuron_faults
 from faultlab._sample import _sample_faults, seed32
 from faultlab.systolic._faults import PEFault
@@ -83,11 +83,12 @@ def run_trial(ev: Evaluator, item: Trial) -> dict:
         inner = target.corrupted  # same parameter names as the model
     touched, fmaps, n_faults, n_changed, eligible, params = [], [], 0, 0, 0, set()
     try:
+        views = model_views(inner) if weight else None  # checked once per trial
         for j, fm in enumerate(weight):
             seed = derive_seed(item.seed, f"weights{j}")
             fmap = _sample_faults(inner, fm, seed, item.layers, item.include_bias,
-                                  item.include_norm, "campaign")  # set-up cached per model
-            recs = apply_fault_map(inner, fmap, "campaign")
+                                  item.include_norm, "campaign", views)  # set-up cached there
+            recs = apply_fault_map(inner, fmap, "campaign", views)
             touched.extend(recs)
             fmaps.append(fmap)
             n_faults += len(fmap)

@@ -52,3 +52,28 @@ def test_memory_store_validates_like_sqlite():
 
             raise fail("x", "t", "y", 1)
     assert mem.runs()["study"].tolist() == ["demo"]
+
+
+def test_batch_validation_equals_the_per_cell_conversion():
+    """Rows are validated column by column; every value converts exactly as _cell does."""
+    import math
+
+    import numpy as np
+
+    from hwlab._rows import RESULT_COLUMNS, _cell, _row_values
+
+    rows = [{"key": "a", "accuracy": 0.5, "trial": 3, "seed": 2**62 + 1, "extra": {"n": 1},
+             "fault_rate": math.nan, "model": "m"},
+            {"key": "b", "accuracy": np.float32(0.25), "trial": np.int64(4), "latency_ms": 2,
+             "extra": '{"n": 2}', "params": 7.0},
+            {"key": "c", "accuracy": None, "trial": None, "fault_rate": float("inf")}]
+    got = _row_values("r1", rows, RESULT_COLUMNS, "t")
+    want = [("r1", *(_cell(c, r.get(c), "t") for c in RESULT_COLUMNS[1:])) for r in rows]
+    assert got == want
+    assert [type(v) for v in got[1]] == [type(v) for v in want[1]]
+    assert got[0][RESULT_COLUMNS.index("seed")] == 2**62 + 1  # exact, never through a float
+    assert got[0][RESULT_COLUMNS.index("fault_rate")] is None  # NaN is NULL
+    with pytest.raises(ValueError, match="trial of t must be an integer or None, got 2.5"):
+        _row_values("r1", [rows[0], {"key": "d", "trial": 2.5}], RESULT_COLUMNS, "t")
+    with pytest.raises(ValueError, match="model of t must be a str or None, got 3"):
+        _row_values("r1", [{"key": "e", "model": 3}], RESULT_COLUMNS, "t")
