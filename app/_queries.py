@@ -37,6 +37,7 @@ __all__ = [
     "module_results",
     "parse_extra",
     "points",
+    "reliability",
     "results",
     "run_config",
     "runs",
@@ -197,6 +198,51 @@ def metrics() -> pd.DataFrame:
     return _metrics(path, stamp(path))
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _metric_combinations(path: str, file_stamp: tuple) -> pd.DataFrame:
+    from hwlab._figure_data import combinations
+
+    return combinations(_metrics(path, file_stamp))
+
+
+def metric_combinations() -> pd.DataFrame:
+    """(model, dataset, rows) of :func:`metrics`, most rows first."""
+    path = store_path()
+    get_store()
+    return _metric_combinations(path, stamp(path))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _dataset_metrics(path: str, file_stamp: tuple, dataset: str) -> tuple:
+    from hwlab._figure_data import ber_rows, clean_rows
+
+    m = _metrics(path, file_stamp)
+    rows = m[m["dataset"].astype("string").fillna("?") == dataset]
+    return rows, rows[clean_rows(rows)], rows[ber_rows(rows)]
+
+
+def dataset_metrics(dataset: str) -> tuple:
+    """``(rows, fault-free rows, weight-fault rows)`` of :func:`metrics` for one dataset."""
+    path = store_path()
+    get_store()
+    return _dataset_metrics(path, stamp(path), dataset)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _reliability(path: str, file_stamp: tuple, dataset: str, ber: float, fm: str):
+    from app._frames import reliability_configs
+
+    rows = _dataset_metrics(path, file_stamp, dataset)[0]
+    return reliability_configs(rows[rows["module"] != "localtrain"], ber, fm)
+
+
+def reliability(dataset: str, ber: float, fault_model: str) -> pd.DataFrame:
+    """:func:`app._frames.reliability_configs` of one dataset (local-learning rows left out)."""
+    path = store_path()
+    get_store()
+    return _reliability(path, stamp(path), dataset, ber, fault_model)
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
 def _points(path: str, file_stamp: tuple, x: str, y: str) -> pd.DataFrame:
     from app._frames import aggregate_points
@@ -264,6 +310,9 @@ def clear() -> None:
     _thresholds.clear()
     _study_results.clear()
     _metrics.clear()
+    _metric_combinations.clear()
+    _dataset_metrics.clear()
+    _reliability.clear()
 
 
 def empty_results() -> pd.DataFrame:

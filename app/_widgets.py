@@ -65,7 +65,7 @@ def multiselect(label: str, options: list, key: str, container=None, **kw) -> li
     return (container or st).multiselect(label, options, key=key, **kw)
 
 
-def model_dataset(df: pd.DataFrame, key: str, models: bool = True):
+def model_dataset(df: pd.DataFrame, key: str, models: bool = True, combos=None):
     """Model and dataset select boxes over ``df``; returns ``(rows, model, dataset)``.
 
     The default is the pair with the most rows (so a fresh session opens on data), the model
@@ -74,7 +74,7 @@ def model_dataset(df: pd.DataFrame, key: str, models: bool = True):
     """
     from hwlab._figure_data import combinations
 
-    combos = combinations(df)
+    combos = combinations(df) if combos is None else combos
     if combos.empty:
         return df, None, None
     pending = st.session_state.pop(f"{key}-pending", None)  # e.g. a form just computed these
@@ -90,6 +90,9 @@ def model_dataset(df: pd.DataFrame, key: str, models: bool = True):
     if models:
         model = select("model", sorted(here["model"].unique()), f"{key}-model",
                        here["model"].iloc[0], c2)
+    if df is None:  # the caller reads its rows for the dataset itself (a cached slice)
+        st.session_state["hw-selection"] = {"model": model, "dataset": dataset}
+        return None, model, dataset
     rows = df[df["dataset"].astype("string").fillna("?") == dataset]
     if model is not None:
         rows = rows[rows["model"].astype("string").fillna("?") == model]

@@ -21,9 +21,8 @@ if df.empty:
     w.empty_store_panel()
     st.stop()
 
-m = q.metrics()
-rows, _, dataset = w.model_dataset(m, "ov", models=False)  # one front = one dataset
-clean = rows[frames.clean_rows(rows)]
+_, _, dataset = w.model_dataset(None, "ov", models=False, combos=q.metric_combinations())
+rows, clean, faulty = q.dataset_metrics(dataset)  # one front = one dataset
 metrics = frames.numeric_metrics(clean)
 if len(metrics) < 2:
     st.info(f"The fault-free rows of {dataset} have fewer than two metrics with values "
@@ -90,8 +89,8 @@ if picked:
     st.dataframe(pts[pts["run_id"] == run_id], hide_index=True)
 
 st.subheader("Reliability and efficiency")
-faulty = rows[ber_rows(rows)]
 if faulty.empty:
+    m = q.metrics()
     w.elsewhere(m[ber_rows(m)], "weight-fault rows (bit error rates)", None, dataset)
 else:
     c1, c2 = st.columns(2)
@@ -102,7 +101,7 @@ else:
     rates = sorted(counts.index)
     ber = w.select("BER", rates, "ov-rel-ber", counts.idxmax(), c2,
                    format_func=lambda r: f"{r:.0e}")
-    configs = frames.reliability_configs(rows[rows["module"] != "localtrain"], ber, fm)
+    configs = q.reliability(dataset, ber, fm)
     configs = configs[configs["memory"].notna() & np.isfinite(configs["memory"])]
     if configs.empty:
         st.info(f"No configuration of {dataset} has both a fault-free accuracy and a weight "
