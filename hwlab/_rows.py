@@ -154,7 +154,21 @@ def _typed(df, columns):
 
 
 def _frame(records: list[tuple], columns: tuple):
-    """The ``results()`` DataFrame from value tuples ``(*columns, study)``."""
+    """The ``results()`` DataFrame from value tuples ``(*columns, study)``, built column by
+    column: integers as pandas Int64 (NULLs kept, exact beyond 2**53), REAL ones as float64
+    (NULL = NaN), text inferred by pandas as ``from_records`` does."""
+    import numpy as np
     import pandas as pd
 
-    return _typed(pd.DataFrame.from_records(records, columns=[*columns, "study"]), columns)
+    names = [*columns, "study"]
+    values = list(zip(*records)) if records else [()] * len(names)
+    data = {}
+    for c, vals in zip(names, values):
+        kind = "TEXT" if c == "study" else _COLUMN_TYPES.get(c, "REAL")
+        if kind == "INTEGER":
+            data[c] = pd.array(list(vals), dtype="Int64")
+        elif kind == "REAL":
+            data[c] = np.array([np.nan if v is None else v for v in vals], dtype=np.float64)
+        else:
+            data[c] = list(vals) if vals else np.array([], dtype=object)
+    return pd.DataFrame(data, columns=names)

@@ -77,3 +77,14 @@ def test_batch_validation_equals_the_per_cell_conversion():
         _row_values("r1", [rows[0], {"key": "d", "trial": 2.5}], RESULT_COLUMNS, "t")
     with pytest.raises(ValueError, match="model of t must be a str or None, got 3"):
         _row_values("r1", [{"key": "e", "model": 3}], RESULT_COLUMNS, "t")
+
+
+def test_results_frame_keeps_64_bit_integers_exact_beside_nulls():
+    mem = Store.memory()
+    run = mem.open_run("exact", {})
+    mem.add_results(run, [{"key": "a", "seed": 2**62 + 1, "trial": 0, "accuracy": 0.5},
+                          {"key": "b", "seed": None, "trial": None, "accuracy": None}])
+    df = mem.results(run_id=run)
+    assert str(df.seed.dtype) == "Int64" and int(df.seed[0]) == 2**62 + 1  # not via float64
+    assert df.seed.isna().tolist() == [False, True] and df.accuracy.isna().tolist() == [False, True]
+    assert str(df.accuracy.dtype) == "float64"
