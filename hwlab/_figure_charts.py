@@ -76,7 +76,7 @@ def fault_curves(trials: pd.DataFrame, clean: pd.DataFrame | None = None, *, x: 
     color = alt.Color("series:N", title="variant", scale=alt.Scale(scheme=SCHEME),
                       legend=alt.Legend(orient="bottom", columns=4))
     y_title = value.replace("_", " ")
-    def build(base):  # faceted: data on the facet; else on every layer (Streamlit needs it)
+    def build(base):  # the layers filter the facet's single dataset
         tips = [alt.Tooltip("series:N"), alt.Tooltip("x:Q", title=x_title, format=".3g"),
                 alt.Tooltip("mean:Q", format=".4f"), alt.Tooltip("lo:Q", format=".4f"),
                 alt.Tooltip("hi:Q", format=".4f"), alt.Tooltip("n:Q", title="trials")]
@@ -105,7 +105,11 @@ def fault_curves(trials: pd.DataFrame, clean: pd.DataFrame | None = None, *, x: 
                                                           height=height)
         return chart.facet(column=alt.Column(f"{facet}:N", title=facet.replace("_", " ")),
                            data=data)
-    return alt.layer(*build(alt.Chart(data))).properties(width=width, height=height)
+    # One panel without a header: Streamlit draws a layered chart whose layers filter one
+    # top-level dataset empty, a facet's data it draws right (both render alike in vl-convert).
+    chart = alt.layer(*build(alt.Chart())).properties(width=max(width, 460), height=height)
+    return chart.facet(column=alt.Column("panel:N", title=None, header=alt.Header(labels=False)),
+                       data=data.assign(panel=""))
 
 
 def heatmap(cells: pd.DataFrame, value: str = "accuracy") -> alt.Chart:
