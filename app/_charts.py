@@ -123,7 +123,7 @@ def words_chart(words: pd.DataFrame) -> alt.Chart:
         x=alt.X("fault_rate:Q", title="BER", scale=alt.Scale(type="log"),
                 axis=alt.Axis(format=".0e", values=rates if len(rates) <= 12 else None)),
         y=alt.Y("words:Q", title="words per fault map (mean)", scale=alt.Scale(type="symlog"),
-                axis=alt.Axis(values=ticks, format="~s")),
+                axis=alt.Axis(values=ticks, format=",.0f")),
         color=alt.Color("outcome:N", scale=SCHEME),
         tooltip=["variant", "outcome", alt.Tooltip("fault_rate:Q", format=".0e"),
                  alt.Tooltip("words:Q", format=".4g")])

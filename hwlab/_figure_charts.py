@@ -47,7 +47,7 @@ def _rate_axis(values, title: str) -> alt.X:
 def fault_curves(trials: pd.DataFrame, clean: pd.DataFrame | None = None, *, x: str = "fault_rate",
                  series: str = "series", facet: str | None = "fault_model",
                  x_title: str = "fault rate (per bit)", value: str = "accuracy",
-                 width: int = 260, height: int = 240, log_x: bool = True) -> alt.Chart:
+                 width: int | None = None, height: int = 240, log_x: bool = True) -> alt.Chart:
     """Accuracy vs fault rate: mean per (facet, series, x), 95% proportion band where there are
     >= 3 trials, the trials as circles where there are fewer, fault-free accuracy dashed.
 
@@ -101,13 +101,14 @@ def fault_curves(trials: pd.DataFrame, clean: pd.DataFrame | None = None, *, x: 
 
     if facet_col:
         n = max(1, int(d[facet].nunique()))
-        chart = alt.layer(*build(alt.Chart())).properties(width=max(170, min(width, 720 // n)),
+        chart = alt.layer(*build(alt.Chart())).properties(width=max(170, min(width or 260,
+                                                                             720 // n)),
                                                           height=height)
         return chart.facet(column=alt.Column(f"{facet}:N", title=facet.replace("_", " ")),
                            data=data)
     # One panel without a header: Streamlit draws a layered chart whose layers filter one
     # top-level dataset empty, a facet's data it draws right (both render alike in vl-convert).
-    chart = alt.layer(*build(alt.Chart())).properties(width=max(width, 460), height=height)
+    chart = alt.layer(*build(alt.Chart())).properties(width=width or 460, height=height)
     return chart.facet(column=alt.Column("panel:N", title=None, header=alt.Header(labels=False)),
                        data=data.assign(panel=""))
 

@@ -66,12 +66,12 @@ else:
     c1, c2 = st.columns(2)
     with c1:
         w.show_chart(charts.fault_curves(v, ref, x="voltage", facet=None, x_title="voltage (V)",
-                                         log_x=False), v, "accuracy vs voltage", key="mem-volt",
-                     title=f"{title} · voltage")
+                                         log_x=False, width=300), v, "accuracy vs voltage",
+                     key="mem-volt", title=f"{title} · voltage")
     with c2:
         w.show_chart(charts.fault_curves(v, ref, x="relative_energy", facet=None,
                                          x_title="relative dynamic energy (V/V_nominal)^2",
-                                         log_x=False), v, "accuracy vs energy",
+                                         log_x=False, width=300), v, "accuracy vs energy",
                      key="mem-energy", title=f"{title} · energy")
     st.caption("The BER at each voltage comes from the stored BER curve; energy is relative to "
                "the nominal voltage.")
