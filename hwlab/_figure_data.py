@@ -21,12 +21,12 @@ import numpy as np
 import pandas as pd
 
 from hwlab.errors import check, fail
+from hwlab.stats import PROPORTIONS, mean_ci, proportion_ci
 
 __all__ = ["LATENCY_KIND", "MEMORY_KIND", "METRICS", "PROPORTIONS", "Metric", "ber_rows",
            "clean_rows", "combinations", "extra_number", "is_aggregate", "is_oracle",
            "pick_combination", "proportion_ci", "summarize", "with_metrics"]
 
-PROPORTIONS = ("accuracy", "sdc", "critical_sdc", "top5")  # fractions: intervals in [0, 1]
 MIN_BAND_TRIALS = 3  # fewer trials than this: the trials are drawn, not a band
 
 
@@ -154,44 +154,6 @@ def with_metrics(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def proportion_ci(values, counts=None, confidence: float = 0.95) -> tuple[float, float, float]:
-    """``(p, low, high)`` of a proportion measured in ``m`` trials; always inside [0, 1].
-
-    The same estimator as ``faultlab.proportion_ci`` (tested equal), kept here because hwlab
-    imports no method package: the pooled proportion ``p = sum(v_i n_i) / N`` and the Wilson
-    score interval (Wilson 1927) with an effective sample size ``n = min(N, p(1-p) m / s^2)``
-    (Kish's design effect for trials that are clusters sharing one fault map; Korn & Graubard
-    1998), with the Student-t quantile (m - 1 d.o.f.) when the between-trial variance sets
-    ``n``. Without ``counts`` each trial counts as one sample (conservative).
-    """
-    from scipy import stats
-
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
-    n = np.ones_like(v) if counts is None else np.asarray(counts, dtype=np.float64).reshape(-1)
-    check(n.shape == v.shape, "counts", "proportion_ci", f"None or {v.size} denominators",
-          counts)
-    keep = ~np.isnan(v) & ~np.isnan(n) & (n > 0)
-    v, n = v[keep], n[keep]
-    check(bool(np.all((v >= 0) & (v <= 1))), "values", "proportion_ci",
-          "proportions in [0, 1]", values)
-    m, total = v.size, float(n.sum())
-    if m == 0:
-        return math.nan, math.nan, math.nan
-    p = float(np.clip((v * n).sum() / total, 0.0, 1.0))
-    size, z = total, float(stats.norm.ppf(0.5 + confidence / 2))
-    if m >= 2 and 0 < p < 1:
-        s2 = float(v.var(ddof=1))
-        if s2 > 0 and p * (1 - p) * m / s2 < total:
-            size = p * (1 - p) * m / s2
-            z = float(stats.t.ppf(0.5 + confidence / 2, m - 1))
-    denom = 1 + z * z / size
-    centre = (p + z * z / (2 * size)) / denom
-    half = z * math.sqrt(p * (1 - p) / size + z * z / (4 * size * size)) / denom
-    low = 0.0 if p == 0.0 else max(0.0, centre - half)
-    high = 1.0 if p == 1.0 else min(1.0, centre + half)
-    return p, low, high
-
-
 def implied_count(values, limit: int = 10**5) -> float | None:
     """The smallest sample count consistent with every value being ``k / n`` (or None).
 
@@ -210,17 +172,6 @@ def implied_count(values, limit: int = 10**5) -> float | None:
         if n > limit:
             return None
     return float(n)
-
-
-def _t_ci(v: np.ndarray, confidence: float) -> tuple[float, float, float]:
-    from scipy import stats
-
-    mean = float(v.mean())
-    if v.size < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + confidence / 2, v.size - 1) * v.std(ddof=1)
-                 / math.sqrt(v.size))
-    return mean, mean - half, mean + half
 
 
 def summarize(df: pd.DataFrame, by: list[str], value: str = "accuracy",
@@ -253,7 +204,7 @@ def summarize(df: pd.DataFrame, by: list[str], value: str = "accuracy",
                 c = None if implied is None else np.full(len(v), implied)
             mean, lo, hi = proportion_ci(v, c, confidence)
         else:
-            mean, lo, hi = _t_ci(v, confidence)
+            mean, lo, hi = mean_ci(v, confidence)
         keys = keys if isinstance(keys, tuple) else (keys,)
         rows.append({**dict(zip(by, keys)), "mean": mean, "lo": lo, "hi": hi, "n": len(v),
                      "band": len(v) >= MIN_BAND_TRIALS})

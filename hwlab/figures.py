@@ -12,7 +12,7 @@ package is imported) and are shared with the dashboard, so the app and the CLI d
 figure from the same numbers:
 
 * fault sweeps (campaign, clipact, memory, systolic, spiking.faults): mean accuracy per series
-  with the 95% proportion interval of :func:`hwlab._figure_data.proportion_ci` (never outside
+  with the 95% proportion interval of :func:`hwlab.stats.proportion_ci` (never outside
   [0, 1]) where a point has >= 3 trials, the trials themselves where it has fewer, and the
   fault-free accuracy as a dashed reference line;
 * faultlab.vulnerability: the layer x bit heatmap, layers in network order with their names;
