@@ -128,6 +128,15 @@ def test_faulty_pass_leaves_batchnorm_running_stats(digits):
     assert torch.equal(a.bn.running_var, b.bn.running_var)
     assert torch.equal(a.bn.running_mean, b.bn.running_mean)
     assert int(a.bn.num_batches_tracked) == 1
+    c = _net()  # int8 default "both": Algorithm 1 in train mode, both passes update the averages
+    task = FaultAwareTask(c, fl.BitFlip(rate=0.05), start_loss=math.inf)
+    assert task.norm_stats == "both"
+    task.train(True)
+    task.backward(x, y)
+    assert int(c.bn.num_batches_tracked) == 2
+    with pytest.raises(ValueError, match=r"norm_stats of FaultAwareTask must be one of both, "
+                       r"clean, got 'none'"):
+        FaultAwareTask(_net(), fl.BitFlip(rate=0.05), norm_stats="none")
 
 
 def test_start_loss_latch_and_stuck_at(digits):
