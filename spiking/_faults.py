@@ -7,16 +7,13 @@ module of a :class:`SpikingNet` (found with ``named_modules``, so any nesting wo
 and directly trained nets alike), numbered per layer in row-major order of one sample's membrane.
 
 * Stuck neurons: a forward hook on the Leaky module forces the spike output (0, or the graded
-  spike value at every step). The membrane of a stuck neuron is left as the neuron computes it;
-  it reaches nothing else.
-* Drift: the layer's scalar ``threshold`` / ``beta`` buffer becomes a per-neuron tensor with the
-  faulty entries multiplied by ``scale`` (snntorch broadcasts per-neuron values). snntorch clamps
-  ``beta`` to [0, 1], so a leak drift above 1 on an integrate-and-fire neuron (beta = 1) has no
-  effect. ``SpikingNet`` starts a membrane at ``mem_init * threshold``, so a drifted threshold also
-  moves that neuron's initial membrane (the initial charge is a fraction of the threshold).
+  spike value at every step); the stuck neuron's own membrane reaches nothing else.
+* Drift: the layer's ``threshold`` / ``beta`` becomes a per-neuron tensor, faulty entries times
+  ``scale``. snntorch clamps ``beta`` to [0, 1] (a leak drift above 1 does nothing to IF neurons);
+  a drifted threshold also moves the initial membrane ``mem_init * threshold``.
 
-``inject_neuron_faults`` works in place and restores exactly (the original buffer objects are put
-back, the hooks removed, also after an exception); ``with_neuron_faults`` returns a faulty copy.
+``inject_neuron_faults`` works in place and restores exactly (original tensors put back, hooks
+removed, also after an exception); ``with_neuron_faults`` returns a faulty copy.
 """
 
 from __future__ import annotations
