@@ -13,15 +13,16 @@ same faulty neurons; per sample, the exit step and correctness are compared with
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from types import MappingProxyType
+from typing import ClassVar
 
 import torch
 
 from hwlab.data import load
-from hwlab.errors import check, check_choice
+from hwlab.errors import check
 from hwlab.meters import param_count
-from hwlab.studies import Study, derive_seed
+from hwlab.studies import Study, StudyConfig, derive_seed, param, run_items
 
 from ._faults import (
     LeakDrift,
@@ -44,31 +45,58 @@ RULES = ("dynamic-confidence", "entropy", "margin")
 
 
 @dataclass(frozen=True)
-class NeuronFaultsConfig:
-    dataset: str = "mnist5k"  # the spiking study's set (4000/500/500)
-    model: str = "lenet"  # converted path: our QCFS LeNet (96.4 % A*, docs/spiking.md)
-    direct_model: str = "mlp"  # direct path, as in spiking.dynamic-confidence
-    methods: tuple[str, ...] = ("converted", "direct")  # both ways to get an SNN
-    faults: tuple[str, ...] = FAULT_NAMES  # every neuron fault model
-    rates: tuple[float, ...] = (0.001, 0.01, 0.05, 0.1)  # per-neuron fault probabilities
-    trials: int = 3  # neuron maps per rate (each one re-records the test set)
-    threshold_up: float = 1.5  # threshold drift up: theta x 1.5 (neurons fire less)
-    threshold_down: float = 0.5  # threshold drift down: theta x 0.5 (neurons fire more)
-    leak_scale: float = 0.8  # beta x 0.8: IF neurons (beta 1) leak 20 % a step
-    levels: int = 4  # QCFS quantisation levels L (as spiking.dynamic-confidence)
-    max_steps: int = 32  # T_max of each recording
-    ann_epochs: int = 15  # the converted LeNet of docs/spiking.md
-    lr: float = 1e-3
-    direct_epochs: int = 8  # direct path as in spiking.dynamic-confidence
-    direct_steps: int = 8
-    direct_encoding: str = "rate"
-    direct_threshold: float = 0.5
-    direct_lr: float = 2e-3
-    batch_size: int = 64
-    eval_batch: int = 500
-    constant: float = 30.0  # Dynamic Confidence divisor (official code)
-    tolerance: float = 0.002  # calibration tolerance on val
-    seed: int = 0
+class NeuronFaultsConfig(StudyConfig):
+    study: ClassVar[str] = "spiking.faults"
+    dataset: str = param(  # the spiking study's set (4000/500/500)
+        "mnist5k", "dataset spec (see hwlab.data.load)", kind="dataset")
+    model: str = param(  # converted path: our QCFS LeNet (96.4 % A*, docs/spiking.md)
+        "lenet", "QCFS ANN of the converted path", choices=tuple(ARCHITECTURES))
+    direct_model: str = param(  # direct path, as in spiking.dynamic-confidence
+        "mlp", "directly trained SNN", choices=tuple(ARCHITECTURES))
+    methods: tuple[str, ...] = param(  # both ways to get an SNN
+        METHODS, "SNN paths", choices=METHODS, nonempty=True)
+    faults: tuple[str, ...] = param(  # every neuron fault model
+        FAULT_NAMES, "neuron fault models", choices=FAULT_NAMES, nonempty=True)
+    rates: tuple[float, ...] = param(  # per-neuron fault probabilities
+        (0.001, 0.01, 0.05, 0.1), "per-neuron fault probabilities", range=(0, 1),
+        inclusive=(False, True), nonempty=True)
+    trials: int = param(  # neuron maps per rate (each one re-records the test set)
+        3, "neuron maps per rate", range=(1, None))
+    threshold_up: float = param(  # theta x 1.5: neurons fire less
+        1.5, "threshold drift up (factor)", range=(0, None), inclusive=(False, True))
+    threshold_down: float = param(  # theta x 0.5: neurons fire more
+        0.5, "threshold drift down (factor)", range=(0, None), inclusive=(False, True))
+    leak_scale: float = param(  # beta x 0.8: IF neurons (beta 1) leak 20 % a step
+        0.8, "leak drift: membrane decay factor", range=(0, 1))
+    levels: int = param(4, "QCFS quantisation levels L (as spiking.dynamic-confidence)",
+                        range=(1, None))
+    max_steps: int = param(32, "T_max of each recording", range=(2, None))
+    ann_epochs: int = param(15, "epochs of the converted path's QCFS ANN (docs/spiking.md)",
+                            range=(1, None))
+    lr: float = param(1e-3, "Adam step of the QCFS ANN", range=(0, None), inclusive=(False, True))
+    direct_epochs: int = param(8, "epochs of the direct path (as spiking.dynamic-confidence)",
+                               range=(1, None))
+    direct_steps: int = param(8, "time steps while training the direct path", range=(1, None))
+    direct_encoding: str = param("rate", "input coding of the direct path", choices=ENCODINGS)
+    direct_threshold: float = param(0.5, "firing threshold of the direct path",
+                                    range=(0, None), inclusive=(False, True))
+    direct_lr: float = param(2e-3, "Adam step of the direct path", range=(0, None),
+                             inclusive=(False, True))
+    batch_size: int = param(64, "training batch size", range=(1, None))
+    eval_batch: int = param(500, "recording batch size", range=(1, None))
+    constant: float = param(  # Dynamic Confidence divisor (official code)
+        30.0, "Dynamic Confidence softmax divisor", range=(0, None), inclusive=(False, True))
+    tolerance: float = param(  # calibration tolerance on val
+        0.002, "accuracy tolerance of the threshold calibration on val", range=(0, 1))
+    seed: int = param(0, "training, calibration and neuron maps", range=(0, None))
+
+
+@dataclass(frozen=True)
+class FaultsItem:
+    """One SNN path: train, calibrate on clean val, record the test set under every fault."""
+
+    config: NeuronFaultsConfig
+    method: str
 
 
 class NeuronFaultsStudy(Study):
@@ -83,52 +111,22 @@ class NeuronFaultsStudy(Study):
                               "eval_batch": 200})
 
     def run(self, config, store, progress=None, executor=None) -> str:
-        _check(config)
-        with self.open_run(store, asdict(config)) as run_id:
-            done = store.done_keys(run_id)
-            todo = [m for m in config.methods if not _keys(config, m) <= done]
-            total = len(config.methods)
-            if progress:
-                progress(total - len(todo), total, "methods stored")
-            jobs = ([executor.submit(_method_rows, config, m) for m in todo] if executor
-                    else None)
-            for i, m in enumerate(todo):
-                rows = jobs[i].result() if jobs else _method_rows(config, m)
-                store.add_results(run_id, rows)
-                if progress:
-                    progress(total - len(todo) + i + 1, total, m)
+        """Every path through ``run_items`` (all rows of a path are written together)."""
+        check(isinstance(config, NeuronFaultsConfig), "config", "spiking.faults",
+              "a NeuronFaultsConfig", type(config).__name__)
+        items = {m: FaultsItem(config, m) for m in config.methods}
+        with self.open_run(store, config) as run_id:
+            run_items(store, run_id, items, _faults_item, executor, progress, many=True)
         return run_id
 
 
-def _check(cfg) -> None:
-    c = "spiking.faults"
-    check(isinstance(cfg, NeuronFaultsConfig), "config", c, "a NeuronFaultsConfig",
-          type(cfg).__name__)
-    check(cfg.model in ARCHITECTURES, "model", c, f"one of {', '.join(ARCHITECTURES)}",
-          cfg.model)
-    check_choice(cfg.direct_model, tuple(ARCHITECTURES), "direct_model", c)
-    check(len(cfg.methods) > 0 and set(cfg.methods) <= set(METHODS), "methods", c,
-          f"a non-empty subset of {', '.join(METHODS)}", cfg.methods)
-    check(len(cfg.faults) > 0 and set(cfg.faults) <= set(FAULT_NAMES), "faults", c,
-          f"a non-empty subset of {', '.join(FAULT_NAMES)}", cfg.faults)
-    check(len(cfg.rates) > 0 and all(0 < r <= 1 for r in cfg.rates), "rates", c,
-          "a non-empty list of rates in (0, 1]", cfg.rates)
-    check_choice(cfg.direct_encoding, ENCODINGS, "direct_encoding", c)
-    check(cfg.max_steps >= 2, "max_steps", c, "an integer >= 2", cfg.max_steps)
-    check(cfg.trials >= 1, "trials", c, "an integer >= 1", cfg.trials)
+def _faults_item(item: FaultsItem) -> list[dict]:
+    """All rows of one path (top-level: runs on any executor)."""
+    return _method_rows(item.config, item.method)
 
 
 def _variants(cfg) -> tuple[str, ...]:
     return ("fixed-T*", f"fixed-T{cfg.max_steps}", *RULES, "oracle-any")
-
-
-def _keys(cfg, method: str) -> set[str]:
-    keys = {f"{method}|clean|{v}" for v in _variants(cfg)}
-    for f in cfg.faults:
-        for rate in cfg.rates:
-            for t in range(cfg.trials):
-                keys |= {f"{method}|{f}|{rate:g}|trial={t}|{v}" for v in _variants(cfg)}
-    return keys
 
 
 def _fault(name: str, rate: float, cfg):

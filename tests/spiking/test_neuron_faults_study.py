@@ -57,6 +57,6 @@ def test_resume_and_bad_option(study):
     before = len(store.results(run_id=run_id))
     assert run_study("spiking.faults", store=store, quick=True, **kw) == run_id
     assert len(store.results(run_id=run_id)) == before
-    with pytest.raises(ValueError, match="faults of spiking.faults must be a non-empty subset"):
+    with pytest.raises(ValueError, match="faults of study spiking.faults must be a non-empty tuple from dead, saturated"):
         run_study("spiking.faults", store=store, quick=True, faults=("zombie",))
     assert get_study("spiking.faults").Config().rates == (0.001, 0.01, 0.05, 0.1)
