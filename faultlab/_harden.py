@@ -279,9 +279,9 @@ def harden(model: nn.Module, data, rate: float, target: float = 0.01, trials: in
     the mean alone picks plans that fail on fresh maps half the time). The model is restored
     bit-exactly.
     """
-    from faultlab._prefix import as_xy
     from faultlab._stats import mean_ci
     from faultlab._vulnerability import vulnerability
+    from hwlab.data import as_xy
 
     c = "harden"
     check(isinstance(model, nn.Module), "model", c, "a torch.nn.Module", type(model).__name__)
