@@ -78,6 +78,6 @@ __all__ = [
                      "run_live",
                      "sample_neuron_faults",
                      "sweep",
-                     "with_qcfs",
                      "with_neuron_faults",
+                     "with_qcfs",
 ]

@@ -64,14 +64,14 @@ def test_help_lists_declared_constraints(registry, capsys):
 
 
 @pytest.mark.parametrize(("argv", "match"), [
-    (["--rates", "-1e-4"], r"rates of study demo.contract must be a non-empty tuple of numbers "
-                           r"in \(0, 1\], got \(-0.0001,\)"),
+    (["--rates", "-1e-4"], (r"rates of study demo.contract must be a non-empty tuple of numbers "
+                           r"in \(0, 1\], got \(-0.0001,\)")),
     (["--rates", "-1e-4,1e-5"], r"rates of study demo.contract must be .*got \(-0.0001, 1e-05\)"),
     (["--trials", "-3"], r"trials of study demo.contract must be an integer >= 1, got -3"),
-    (["--rates", "nan"], r"rates of study demo.contract must be a non-empty tuple of numbers in "
-                         r"\(0, 1\], got \(nan,\)"),
-    (["--fault", "stuck2"], r"fault of study demo.contract must be one of bitflip, stuck0, got "
-                            r"'stuck2'"),
+    (["--rates", "nan"], (r"rates of study demo.contract must be a non-empty tuple of numbers in "
+                         r"\(0, 1\], got \(nan,\)")),
+    (["--fault", "stuck2"], (r"fault of study demo.contract must be one of bitflip, stuck0, got "
+                            r"'stuck2'")),
     (["--rates", ""], r"rates of study demo.contract must be a non-empty tuple"),
 ])
 def test_bad_values_reach_the_validator(registry, capsys, argv, match):
@@ -96,8 +96,8 @@ def test_damaged_store_is_exit_2_naming_the_path(tmp_path, capsys):
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     bad = tmp_path / "t.sqlite"
     bad.write_bytes(good.read_bytes()[:5000])
-    r = subprocess.run([sys.executable, "-c", "import sys; from hwlab.cli import main; "
-                        "sys.exit(main())", "results", "--store", str(bad)],
+    r = subprocess.run([sys.executable, "-c", ("import sys; from hwlab.cli import main; "
+                        "sys.exit(main())"), "results", "--store", str(bad)],
                        capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().startswith(f"hwlab: error: path of Store must be an undamaged hwlab "
@@ -137,8 +137,8 @@ def _free_port() -> int:
 def test_killing_hwlab_dashboard_stops_the_server_within_5_s(tmp_path, sig):
     port = _free_port()
     env = {**os.environ, "HWLAB_HOME": str(tmp_path)}
-    hwlab = subprocess.Popen([sys.executable, "-c", "import sys; from hwlab.cli import main; "
-                              "sys.exit(main())", "dashboard", "--port", str(port), "--store",
+    hwlab = subprocess.Popen([sys.executable, "-c", ("import sys; from hwlab.cli import main; "
+                              "sys.exit(main())"), "dashboard", "--port", str(port), "--store",
                               str(tmp_path / "d.sqlite")], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -63,8 +63,8 @@ def test_int32_labels_are_widened_and_as_xy_limits(test_split):
     (lambda s: [(s.x[:5], s.y[:5]), (s.x[:5, :, :4], s.y[:5])],
      r"data of campaign must be batches of one sample shape \(1, 8, 8\), got \(1, 4, 8\)"),
     (lambda s: [s.x[:5]], r"data of campaign must be .*batch 0 is not an \(x, y\) pair"),
-    (lambda s: "digits", r"data of campaign must be a hwlab.data.Split, an \(x, y\) pair, a "
-                         r"DataLoader or an iterable of \(x, y\) batches, got 'str'"),
+    (lambda s: "digits", (r"data of campaign must be a hwlab.data.Split, an \(x, y\) pair, a "
+                         r"DataLoader or an iterable of \(x, y\) batches, got 'str'")),
 ])
 def test_bad_data_is_one_clear_error(test_split, make, match):
     with pytest.raises(ValueError, match=match):

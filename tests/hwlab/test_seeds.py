@@ -45,9 +45,8 @@ def test_torch_threads_restores_also_after_an_error():
     with torch_threads(target) as n:
         assert n == target == torch.get_num_threads()
     assert torch.get_num_threads() == before
-    with pytest.raises(KeyError):
-        with torch_threads(target):
-            raise KeyError("x")
+    with pytest.raises(KeyError), torch_threads(target):
+        raise KeyError("x")
     assert torch.get_num_threads() == before
     with torch_threads(0) as n:  # 0 / None: as is
         assert n == before
