@@ -32,7 +32,7 @@ def profile(model: nn.Module, data, batch_size: int = 500, leaf_modules=()) -> d
     batch_size = check_positive_int(batch_size, "batch_size", "profile")
     graph = trace(model, "profile", leaf_modules)
     sites = clip_sites(graph)
-    check(len(sites) > 0, "model", "profile", "a model with ReLU-like activations",
+    check(len(sites) > 0, "model", "profile", "a model with unbounded ReLU-like activations (ReLU6, Hardtanh and clamp(0, t) are already bounded)",
           type(model).__name__)
     return profile_graph(graph, sites, iter_batches(data, batch_size, "profile"))
 

@@ -174,7 +174,7 @@ def _search(model, x_prof, x_eval, y_eval, mode, make_fault, config, progress,
 
     graph = trace(model, "protect", leaf_modules)
     sites = clip_sites(graph)
-    check(len(sites) > 0, "model", "protect", "a model with ReLU-like activations",
+    check(len(sites) > 0, "model", "protect", "a model with unbounded ReLU-like activations (ReLU6, Hardtanh and clamp(0, t) are already bounded)",
           type(model).__name__)
     profiled = profile_graph(graph, sites, batches())
     feeders = {name: list(graph.producers[s.name]) for name, s in sites.items()}
