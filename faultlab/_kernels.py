@@ -161,6 +161,26 @@ def _store(addr, width, i, value):
         _u8_at(addr)[i] = np.uint8(value & np.uint64(0xFF))
 
 
+@njit(cache=True, inline="always")
+def _next_word(slot, index, bit, op, k, n):
+    """XOR / OR / clear masks of the run of entries that starts at ``k`` (one word); its end."""
+    s = slot[k]
+    i = index[k]
+    x = np.uint64(0)
+    o = np.uint64(0)
+    c = np.uint64(0)
+    while k < n and slot[k] == s and index[k] == i:
+        b = np.uint64(1) << np.uint64(bit[k])
+        if op[k] == OP_XOR:
+            x |= b
+        elif op[k] == OP_OR:
+            o |= b
+        else:
+            c |= b
+        k += 1
+    return x, o, c, k
+
+
 @njit(cache=True)
 def group_words(slot, index, bit, op, wslot, windex, xor_mask, or_mask, clear_mask):
     """Group fault entries by word: one (slot, index, xor, or, clear) per run of equal words.
@@ -175,18 +195,7 @@ def group_words(slot, index, bit, op, wslot, windex, xor_mask, or_mask, clear_ma
     while k < n:
         s = slot[k]
         i = index[k]
-        x = np.uint64(0)
-        o = np.uint64(0)
-        c = np.uint64(0)
-        while k < n and slot[k] == s and index[k] == i:
-            b = np.uint64(1) << np.uint64(bit[k])
-            if op[k] == OP_XOR:
-                x |= b
-            elif op[k] == OP_OR:
-                o |= b
-            else:
-                c |= b
-            k += 1
+        x, o, c, k = _next_word(slot, index, bit, op, k, n)
         wslot[m] = s
         windex[m] = i
         xor_mask[m] = x
@@ -212,18 +221,7 @@ def inject_words(addr, width, slot, index, bit, op, wslot, windex, saved):
     while k < n:
         s = slot[k]
         i = index[k]
-        x = np.uint64(0)
-        o = np.uint64(0)
-        c = np.uint64(0)
-        while k < n and slot[k] == s and index[k] == i:
-            b = np.uint64(1) << np.uint64(bit[k])
-            if op[k] == OP_XOR:
-                x |= b
-            elif op[k] == OP_OR:
-                o |= b
-            else:
-                c |= b
-            k += 1
+        x, o, c, k = _next_word(slot, index, bit, op, k, n)
         a = addr[s]
         w = width[s]
         old = _load(a, w, i)
