@@ -221,12 +221,17 @@ def get_executor(spec: str | None = "serial") -> Executor:
                                              initializer=_single_thread_worker), int(arg))
     if kind == "dask":
         return DaskExecutor(_connect(spec, arg))
+    import dask
     from distributed import Client, LocalCluster
 
     # Worker processes get OMP/MKL/OPENBLAS_NUM_THREADS=1 from the Dask nanny's default
-    # pre-spawn environment, so torch starts with one thread in each.
-    cluster = LocalCluster(n_workers=int(arg), threads_per_worker=1, processes=True,
-                           host="127.0.0.1", dashboard_address=None)
+    # pre-spawn environment, so torch starts with one thread in each. Its default
+    # MALLOC_TRIM_THRESHOLD_=65536 is unset: an explicit trim threshold turns off glibc's dynamic
+    # mmap threshold, so every activation tensor above 128 KiB is mmap-ed and page-faulted anew
+    # (measured: a LeNet-5 forward on 500 images ran 2.7x slower in such a worker).
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        cluster = LocalCluster(n_workers=int(arg), threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address=None)
     try:
         return _prestart(DaskExecutor(Client(cluster), cluster), int(arg))
     except BaseException:

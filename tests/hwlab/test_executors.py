@@ -86,6 +86,21 @@ def test_dask_local_cluster_matches_serial(tmp_path, dask2):
     assert table == _run_items_table(tmp_path, "serial", None)
 
 
+def _trim_threshold(_=None):
+    import os
+
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_dask_local_workers_keep_glibc_dynamic_mmap_threshold(dask2):
+    # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 by default, which made torch forwards 2.7x
+    # slower in its workers (every large tensor mmap-ed anew); hwlab's local cluster unsets it.
+    import dask
+
+    assert dask.config.get("distributed.nanny.pre-spawn-environ")["MALLOC_TRIM_THRESHOLD_"]
+    assert set(dask2.client.run(_trim_threshold).values()) == {None}
+
+
 # -- shared state and chunked mapping ---------------------------------------------------------
 def _setup(obj):
     """Worker-side state: the shared object plus a marker of this setup call."""
