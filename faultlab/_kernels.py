@@ -283,36 +283,10 @@ def inject_map(addr, width, numel, fast, slots, ops, param, index, bit, kind, ws
         return 4, 0, 0, 0
     if slow:
         return 5, 0, 0, 0
-    m = 0
-    changed = 0
-    k = 0
-    while k < n:
-        s = slots[param[k]]
-        i = index[k]
-        x = np.uint64(0)
-        o = np.uint64(0)
-        c = np.uint64(0)
-        while k < n and slots[param[k]] == s and index[k] == i:
-            b = np.uint64(1) << np.uint64(bit[k])
-            op = ops[kind[k]]
-            if op == OP_XOR:
-                x |= b
-            elif op == OP_OR:
-                o |= b
-            else:
-                c |= b
-            k += 1
-        a = addr[s]
-        w = width[s]
-        old = _load(a, w, i)
-        new = ((old ^ x) | o) & ~c
-        _store(a, w, i, new)
-        wslot[m] = s
-        windex[m] = i
-        saved[m] = old
-        m += 1
-        diff = old ^ (new & ((np.uint64(1) << np.uint64(w)) - np.uint64(1)))
-        while diff:  # popcount
-            diff &= diff - np.uint64(1)
-            changed += 1
+    slot = np.empty(n, np.int64)  # each entry's parameter slot and operation, then apply
+    op = np.empty(n, np.int64)
+    for k in range(n):
+        slot[k] = slots[param[k]]
+        op[k] = ops[kind[k]]
+    m, changed = inject_words(addr, width, slot, index, bit, op, wslot, windex, saved)
     return 0, 0, m, changed
