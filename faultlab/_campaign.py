@@ -247,12 +247,11 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
         # the model, data and fault-free pass reach each worker once (not with every chunk)
         ref = stack.enter_context(share(ex, parts, setup=build_evaluator))
 
-        def trial(spec, t, key):
-            point = key.rsplit("|trial=", 1)[0]
-            return Trial(spec, t, derive_seed(seed, f"{seed_of.get(point, point)}"
-                                                             f"|trial={t}"),
-                         tuple(layers) if layers is not None else None, include_bias,
-                         include_norm, int(batch_size))
+        chosen = tuple(layers) if layers is not None else None
+
+        def trial(spec, t, point):
+            return Trial(spec, t, derive_seed(seed, f"{seed_of.get(point, point)}|trial={t}"),
+                         chosen, include_bias, include_norm, int(batch_size))
 
         order = {}
         with run_context(store, study, {**identity, "fingerprints": prints}, ident) as run_id:
@@ -291,7 +290,7 @@ def _run(store, run_id, specs, keys, trials, clean, margin, confidence, min_tria
          ex, ref, progress, common, order, first, fault_free, maps_per_pass=1):
     if clean:
         order["none|trial=0"] = 0
-        run_items(store, run_id, {"none|trial=0": trial((), 0, "none|trial=0")}, run_trial,
+        run_items(store, run_id, {"none|trial=0": trial((), 0, "none")}, run_trial,
                   None, None, common, shared=ref)  # measured in prepare: run here
     for i, k in enumerate(keys):
         for t in range(trials):
@@ -301,7 +300,7 @@ def _run(store, run_id, specs, keys, trials, clean, margin, confidence, min_tria
     done_total = 0
     for start in range(0, trials, block):
         stop = min(trials, start + block)
-        items = {f"{keys[i]}|trial={t}": trial(specs[i], t, f"{keys[i]}|trial={t}")
+        items = {f"{keys[i]}|trial={t}": trial(specs[i], t, keys[i])
                  for i in active for t in range(start, stop)}
 
         def report(done, total, msg="", base=done_total):

@@ -117,8 +117,8 @@ def prepare(model: nn.Module, data: CampaignData, metrics, cache_bytes: int,
     """Run the fault-free model once over ``data`` (see the module docstring).
 
     ``full=False`` (nothing needs the fault-free results: no clean row, no metric comparing
-    with the fault-free model, no fault dropping) runs the model on the first batch only (the
-    shape check) and still reads every batch for the label check and the fingerprint; the
+    with the fault-free model, no fault dropping) runs the model on the first two samples only
+    (the shape check) and still reads every batch for the label check and the fingerprint; the
     fault-free values are then NaN.
     """
     caller = data.caller
@@ -132,16 +132,17 @@ def prepare(model: nn.Module, data: CampaignData, metrics, cache_bytes: int,
         for i, (x, y) in enumerate(data.batches()):
             t0 = time.perf_counter()
             if i == 0:
-                try:
-                    logits = model(x)  # B x C
+                try:  # without ``full`` two samples are enough for the shape check
+                    logits = model(x if full else x[:2])  # B x C
                 except Exception as exc:
                     raise fail("data", caller, f"inputs that model {what} accepts (it raised "
                                f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
                                f"inputs of shape {tuple(x.shape)}") from exc
+                rows = x.shape[0] if full else min(2, x.shape[0])
                 ok = isinstance(logits, torch.Tensor) and logits.dim() == 2 \
-                    and logits.shape[0] == x.shape[0]
+                    and logits.shape[0] == rows
                 check(ok, "model", caller, f"a classifier returning logits of shape "
-                      f"{x.shape[0]} x classes for inputs of shape {tuple(x.shape)}",
+                      f"{rows} x classes for inputs of shape {(rows, *x.shape[1:])}",
                       f"{what} returning {_shape(logits)}")
                 classes, in_shape = logits.shape[1], tuple(x.shape[1:])
             elif full:
@@ -200,6 +201,7 @@ class Evaluator:
         self._graph = None if graph is None else self._cuts_of(graph)
         self._acts: dict[str, list] | None = None  # cut node -> [(activation, y)] per batch
         self._segments: dict[str, tuple] = {}  # cut node -> (suffix module, mutates input)
+        self.views = None  # faultlab._inject.model_views(model), kept by the first trial
 
     @property
     def cached(self) -> bool:

@@ -22,11 +22,13 @@ __all__ = [
     "apply_masks",
     "bernoulli_positions",
     "distinct_positions",
+    "draw_bits",
     "group_words",
     "inject_map",
     "inject_words",
     "restore_words",
     "restore_words_at",
+    "seed_state",
 ]
 
 # Operations of a fault entry on its bit: XOR (flip), OR (stuck-at-1), AND-NOT (stuck-at-0).
@@ -91,6 +93,75 @@ def distinct_positions(total, count, seed):
         out[k] = t
     out.sort()
     return out
+
+
+# NumPy's SeedSequence constants (numpy/random/bit_generator.pyx; O'Neill's seed_seq design).
+_INIT_A, _MULT_A, _INIT_B, _MULT_B = 0x43B0D7E5, 0x931E8875, 0x8B51F9DD, 0x58F38DED
+_MIX_L, _MIX_R, _M32 = 0xCA01F9DD, 0x4973F715, 0xFFFFFFFF
+
+
+@njit(cache=True, inline="always")
+def _hashmix(value, h):
+    """(hashed value, next hash constant), in 32-bit arithmetic held in uint64."""
+    m32 = np.uint64(_M32)
+    value = (value ^ h) & m32
+    h = (h * np.uint64(_MULT_A)) & m32
+    value = (value * h) & m32
+    return value ^ (value >> np.uint64(16)), h
+
+
+@njit(cache=True)
+def seed_state(seed):
+    """``np.random.SeedSequence(seed).generate_state(1)[0]`` for a seed in ``[0, 2**64)``.
+
+    The seed's two 32-bit words (low first; a seed below 2**32 is one word, which SeedSequence
+    pads with zeros to the same pool) are hashed into the 4-word pool and the first state word
+    is drawn from it, as NumPy does; checked against NumPy in the tests.
+    """
+    seed = np.uint64(seed)
+    words = (seed & np.uint64(_M32), seed >> np.uint64(32), np.uint64(0), np.uint64(0))
+    pool = np.empty(4, np.uint64)
+    h = np.uint64(_INIT_A)
+    for i in range(4):
+        pool[i], h = _hashmix(words[i], h)
+    for src in range(4):
+        for dst in range(4):
+            if src != dst:
+                v, h = _hashmix(pool[src], h)
+                r = (np.uint64(_MIX_L) * pool[dst] - np.uint64(_MIX_R) * v) & np.uint64(_M32)
+                pool[dst] = r ^ (r >> np.uint64(16))
+    v = (pool[0] ^ np.uint64(_INIT_B)) & np.uint64(_M32)
+    v = (v * np.uint64(_INIT_B * _MULT_B & _M32)) & np.uint64(_M32)
+    return np.uint32(v ^ (v >> np.uint64(16)))
+
+
+@njit(cache=True)
+def draw_bits(total, rate, count, seed, state, ends, per_word, table):
+    """One fault map's entries from a 64-bit seed, in one call: ``(param, index, bit)``.
+
+    ``rate`` >= 0 draws :func:`bernoulli_positions`, else ``count`` :func:`distinct_positions`,
+    both seeded with :func:`seed_state` of ``seed`` (uint64), or with ``state`` when it is
+    >= 0 (the caller's own 32-bit state, for seeds of 2**64 and more); each position of the virtual concatenation
+    is mapped to its parameter (``ends``: cumulative bit counts), element and bit
+    (``per_word[p]`` eligible bits per word, their indices in ``table``). Sorted by position.
+    """
+    s = seed_state(seed) if state < 0 else np.uint32(state)
+    pos = bernoulli_positions(total, rate, s) if rate >= 0.0 else \
+        distinct_positions(total, count, s)
+    n = pos.shape[0]
+    param = np.empty(n, np.int32)
+    index = np.empty(n, np.int64)
+    bit = np.empty(n, np.uint8)
+    p = 0
+    for k in range(n):
+        while pos[k] >= ends[p]:  # sorted positions: one pass over the parameters
+            p += 1
+        local = pos[k] - (ends[p - 1] if p > 0 else 0)
+        nb = per_word[p]
+        param[k] = p
+        index[k] = local // nb
+        bit[k] = table[local % nb]
+    return param, index, bit
 
 
 @njit(cache=True)

@@ -29,6 +29,8 @@ def seed32(seed, caller: str = "sample_faults") -> int:
     """Map any non-negative integer seed to the 32-bit seed a Numba kernel takes (SeedSequence)."""
     ok = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0
     check(ok, "seed", caller, "an integer >= 0", seed)
+    if seed < 2**64:  # the same word, computed in a kernel (no SeedSequence object)
+        return int(_kernels.seed_state(np.uint64(seed)))
     return int(np.random.SeedSequence(int(seed)).generate_state(1)[0])
 
 
@@ -135,9 +137,10 @@ def _sample_faults(model, fault_model, seed, layers, include_bias, include_norm,
           "a BitFlip, StuckAt or another faultlab.FaultModel", fault_model)
     if fault_model.asymmetric or not isinstance(fault_model, (BitFlip, StuckAt)):
         return fault_model._sample_map(model, seed, layers, include_bias, include_norm, caller)
-    s32 = seed32(seed, caller)
+    ok = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0
+    check(ok, "seed", caller, "an integer >= 0", seed)
     return sampler(model, fault_model, layers, include_bias, include_norm, caller, views).draw(
-        fault_model, s32, int(seed), caller)
+        fault_model, int(seed), caller)
 
 
 class Sampler:
@@ -159,27 +162,28 @@ class Sampler:
         self.names = tuple(n for n, _ in chosen)
         self.dtypes = tuple(_DTYPE_NAMES[t.dtype] for _, t in chosen)
 
-    def draw(self, fault_model, s32: int, seed: int, caller: str) -> FaultMap:
-        """The map of ``fault_model`` (its rate or count) for the 32-bit kernel seed ``s32``."""
+    def draw(self, fault_model, seed: int, caller: str) -> FaultMap:
+        """The map of ``fault_model`` (its rate or count) for ``seed`` (an integer >= 0).
+
+        One kernel call (:func:`faultlab._kernels.draw_bits`) seeded with
+        ``SeedSequence(seed).generate_state(1)[0]`` (:func:`seed32`; in the kernel for seeds
+        below 2**64).
+        """
         if fault_model.rate is not None:
-            pos = _kernels.bernoulli_positions(self.total, fault_model.rate, s32)
+            rate, count = float(fault_model.rate), 0
         else:
             check(fault_model.count <= self.total, "count", caller,
                   f"at most the {self.total} eligible bits of the chosen parameters",
                   fault_model.count)
-            pos = _kernels.distinct_positions(self.total, fault_model.count, s32)
-        if pos.shape[0] == 0:  # common at low rates: no index arithmetic
-            return FaultMap(names=self.names, dtypes=self.dtypes, param=_EMPTY[0],
-                            index=_EMPTY[1], bit=_EMPTY[2], kind=_EMPTY[3],
-                            eligible_bits=self.total, seed=seed)
-        param = np.searchsorted(self.ends, pos, side="right")  # parameter of each position
-        local = pos - self.starts[param]
-        nb = self.per_word[param]
-        return FaultMap(
-            names=self.names, dtypes=self.dtypes, param=param.astype(np.int32),
-            index=(local // nb).astype(np.int64), bit=self.table[local % nb].astype(np.uint8),
-            kind=np.full(pos.shape[0], KINDS.index(fault_model.kind), dtype=np.int8),
-            eligible_bits=self.total, seed=seed)
+            rate, count = -1.0, int(fault_model.count)
+        big = seed >= 2**64
+        param, index, bit = _kernels.draw_bits(
+            self.total, rate, count, np.uint64(0 if big else seed),
+            seed32(seed) if big else -1, self.ends, self.per_word, self.table)
+        n = index.shape[0]
+        kind = _EMPTY[3] if n == 0 else np.full(n, KINDS.index(fault_model.kind), np.int8)
+        return FaultMap(names=self.names, dtypes=self.dtypes, param=param, index=index, bit=bit,
+                        kind=kind, eligible_bits=self.total, seed=seed)
 
 
 def _frozen(dtype) -> np.ndarray:

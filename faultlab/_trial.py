@@ -63,54 +63,75 @@ def _fault_rate(spec) -> float | None:
     return rates[0] if rates else None
 
 
+def _split(spec):
+    """(weight fault models, the NeuronFault or None, the PEFault or None) of a point."""
+    weight, neuron, pe = [], None, None
+    for f in spec:
+        if isinstance(f, FAULT_MODELS):
+            weight.append(f)
+        elif isinstance(f, NeuronFault):
+            neuron = f
+        else:
+            pe = f
+    return weight, neuron, pe
+
+
 def run_trial(ev: Evaluator, item: Trial) -> dict:
     """Run one trial on ``ev`` and return its result row (without key / common columns)."""
     model = ev.model
-    weight = [f for f in item.spec if isinstance(f, FAULT_MODELS)]
-    neuron = [f for f in item.spec if isinstance(f, NeuronFault)]
-    pe = [f for f in item.spec if isinstance(f, PEFault)]  # systolic-array PE faults (hooks)
-    pe_hooks = None
     if not item.spec:  # the fault-free row: measured once, in prepare
         return _row(ev, item, ev.clean.values, ev.clean.counts, ev.clean.latency_ms,
                     {"n_faults": 0, "n_changed": 0, "inject_ms": 0.0})
-    if not neuron and not pe:
+    weight, neuron, pe = _split(item.spec)
+    pe_hooks = None
+    if neuron is None and pe is None:
         ev.warm()  # cut caches are filled before any fault is injected
     t0 = time.perf_counter()
     target, inner = model, model
-    if neuron:
-        target = neuron_faults(model, neuron[0], ev.clean.in_shape, item.batch_size,
+    if neuron is not None:
+        target = neuron_faults(model, neuron, ev.clean.in_shape, item.batch_size,
                                seed=seed32(derive_seed(item.seed, "neuron"), "campaign"))
         inner = target.corrupted  # same parameter names as the model
     touched, fmaps, n_faults, n_changed, eligible, params = [], [], 0, 0, 0, set()
     try:
-        views = model_views(inner) if weight else None  # checked once per trial
+        views = None
+        if weight:  # the campaign's model keeps its views (it is not changed during a campaign)
+            views = ev.views if inner is model and ev.views is not None else model_views(inner)
+            if inner is model:
+                ev.views = views
         for j, fm in enumerate(weight):
             seed = derive_seed(item.seed, f"weights{j}")
             fmap = _sample_faults(inner, fm, seed, item.layers, item.include_bias,
                                   item.include_norm, "campaign", views)  # set-up cached there
+            fmaps.append(fmap)
+            eligible = max(eligible, fmap.eligible_bits)
+            if not len(fmap):
+                continue
             recs = apply_fault_map(inner, fmap, "campaign", views)
             touched.extend(recs)
-            fmaps.append(fmap)
             n_faults += len(fmap)
             n_changed += sum(r.changed for r in recs)
-            eligible = max(eligible, fmap.eligible_bits)
-            if len(fmap):
-                params.update(fmap.names[i] for i in np.unique(fmap.param))
-        if pe:
+            if ev.delayed_start:  # the faulty parameters decide where the trial may start
+                params.update(fmap.names[i] for i in set(fmap.param.tolist()))
+        if pe is not None:
             from faultlab.systolic._inject import PEHooks
 
-            pe_hooks = PEHooks(inner, pe[0], derive_seed(item.seed, "pe"))
+            pe_hooks = PEHooks(inner, pe, derive_seed(item.seed, "pe"))
             n_faults += len(pe_hooks.fmap)
         t1 = time.perf_counter()
-        lift = None if neuron else _Lift(inner, fmaps, touched)
-        lift = pe_hooks.lifter(lift) if pe else lift
+        lift = None
+        if neuron is None and ev.needs_clean and ev.clean.logits is None \
+                and ev.clean.top1 is None:  # fault-free logits recomputed: lift the faults
+            lift = _Lift(inner, fmaps, touched)
+        lift = pe_hooks.lifter(lift) if pe is not None else lift
         values, counts, latency = ev.run(target, None if neuron or pe else n_changed, params,
                                          lift)
     finally:
         if pe_hooks is not None:
             pe_hooks.remove()
-        with torch.no_grad():
-            restore(touched)
+        if touched:
+            with torch.no_grad():
+                restore(touched)
     extra = {"n_faults": n_faults, "n_changed": n_changed, "inject_ms": 1e3 * (t1 - t0)}
     if weight:
         extra["eligible_bits"] = eligible
@@ -123,12 +144,12 @@ def run_trial(ev: Evaluator, item: Trial) -> dict:
             from faultlab.memory._nested import merge_extra
 
             extra.update(merge_extra(fmaps))
-    if neuron:
-        extra["neurons"] = neuron[0].count
-    if pe:
+    if neuron is not None:
+        extra["neurons"] = neuron.count
+    if pe is not None:
         extra["pe_faults"] = len(pe_hooks.fmap)
         extra["faulty_pes"] = len(pe_hooks.fmap.pes)
-        extra["array"] = pe[0].array.label
+        extra["array"] = pe.array.label
     return _row(ev, item, values, counts, latency, extra)
 
 

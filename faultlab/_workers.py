@@ -23,6 +23,8 @@ def warm_kernels() -> float:
     t0 = time.perf_counter()
     _kernels.bernoulli_positions(64, 0.1, 1)
     _kernels.distinct_positions(64, 3, 1)
+    one = np.ones(1, np.int64)
+    _kernels.draw_bits(64, 0.1, 0, np.uint64(1), -1, 64 * one, 32 * one, np.arange(32))
     words = np.zeros(4, dtype=np.uint32)
     addr = np.array([words.ctypes.data], dtype=np.int64)
     width, numel = np.array([32], np.int64), np.array([4], np.int64)

@@ -40,9 +40,13 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {value!r}")
 
 
+# One encoder for every row (json.dumps with options builds a new one per call); it holds no state.
+_ENCODER = json.JSONEncoder(sort_keys=True, default=_json_default, allow_nan=True)
+
+
 def _to_json(value: Any, param: str, caller: str) -> str:
     try:
-        return json.dumps(value, sort_keys=True, default=_json_default, allow_nan=True)
+        return _ENCODER.encode(value)
     except (TypeError, ValueError):
         raise fail(param, caller, "JSON-serialisable", value) from None
 

@@ -308,10 +308,11 @@ class _Sink:
                   f"a non-empty list of rows keyed '{key}|...' (many=True)", row)
             rows = [{**self.defaults, **r} for r in row]
         else:
-            check(isinstance(row, dict), f"result for {key!r}", "run_items", "a dict (one row)",
-                  row)
-            check(row.get("key", key) == key, f"key of the row for {key!r}", "run_items",
-                  f"absent or {key!r}", row.get("key"))
+            if not isinstance(row, dict):
+                raise fail(f"result for {key!r}", "run_items", "a dict (one row)", row)
+            if row.get("key", key) != key:
+                raise fail(f"key of the row for {key!r}", "run_items", f"absent or {key!r}",
+                           row.get("key"))
             rows = [{**self.defaults, **row, "key": key}]
         self.buffer.append(rows)
         self.n_rows += len(rows)

@@ -185,13 +185,13 @@ def test_cached_sampler_draws_the_maps_of_sample_faults(digits_mlp, fm):
     import weakref
 
     from faultlab._inject import model_views
-    from faultlab._sample import Sampler, sampler, seed32
+    from faultlab._sample import Sampler, sampler
 
     model = copy.deepcopy(digits_mlp)
     for layers, bias in ((None, False), (("3",), True)):
         fresh = Sampler(model, fm, layers, bias, False, "test")  # uncached
         for seed in (0, 1, 2**40 + 3):
-            want = fresh.draw(fm, seed32(seed), seed, "test")
+            want = fresh.draw(fm, seed, "test")
             got = fl.sample_faults(model, fm, seed=seed, layers=layers, include_bias=bias)
             assert got.fingerprint() == want.fingerprint() and got.names == want.names
             assert got.eligible_bits == want.eligible_bits == fresh.total

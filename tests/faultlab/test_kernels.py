@@ -69,6 +69,36 @@ def test_bernoulli_positions_edges_and_mean():
     assert np.all(np.diff(p) > 0) and p.max() < 10**6
 
 
+def test_seed_state_is_numpys_seed_sequence():
+    rng = np.random.default_rng(1)
+    seeds = [0, 1, 2**32 - 1, 2**32, 2**32 + 1, 2**63 - 1, 2**64 - 1,
+             *map(int, rng.integers(0, 2**63, 300, dtype=np.int64))]
+    for s in seeds:
+        want = int(np.random.SeedSequence(s).generate_state(1)[0])
+        assert int(_kernels.seed_state(np.uint64(s))) == want, s
+
+
+def test_draw_bits_matches_positions_mapped_by_numpy():
+    sizes = np.array([7 * 32, 3 * 2, 50 * 32], dtype=np.int64)  # bits per parameter
+    per_word = np.array([32, 2, 32], dtype=np.int64)  # the middle one: 2 eligible bits a word
+    table = np.arange(32, dtype=np.int64)
+    ends = np.cumsum(sizes)
+    for seed, rate, count in ((3, 0.05, 0), (2**40 + 9, -1.0, 40), (7, 0.0, 0)):
+        param, index, bit = _kernels.draw_bits(int(ends[-1]), rate, count, np.uint64(seed), -1,
+                                               ends, per_word, table)
+        s32 = int(np.random.SeedSequence(seed).generate_state(1)[0])
+        pos = _kernels.bernoulli_positions(int(ends[-1]), rate, s32) if rate >= 0 else \
+            _kernels.distinct_positions(int(ends[-1]), count, s32)
+        p = np.searchsorted(ends, pos, side="right")
+        local = pos - (ends - sizes)[p]
+        assert np.array_equal(param, p) and np.array_equal(index, local // per_word[p])
+        assert np.array_equal(bit, table[local % per_word[p]])
+        assert len(pos) == (count if rate < 0 else len(pos)) and (rate != 0 or len(pos) == 0)
+    state = _kernels.draw_bits(int(ends[-1]), 0.05, 0, np.uint64(0), 12345, ends, per_word, table)
+    direct = _kernels.bernoulli_positions(int(ends[-1]), 0.05, 12345)
+    assert len(state[0]) == len(direct) > 0  # an explicit state seeds the generator as given
+
+
 def _entries(rng, n_params, sizes, widths, n):
     """Random sorted fault entries over parameters of the given sizes / widths."""
     param = np.sort(rng.integers(0, n_params, n)).astype(np.int32)
