@@ -13,8 +13,11 @@ object once per worker and for each item only its own work:
 - ``setup(obj)`` runs once per worker process (build an evaluator, warm Numba kernels) and its
   result is kept there, keyed by the share's token, for every later chunk and every later
   ``map_chunked`` call with the same ref (the workers of one executor stay up);
-- items go in chunks of ``ceil(n / (4 * workers))``: each worker gets about four chunks, so the
-  work balances while per-task overhead (pickling, scheduling) is paid a few times per worker;
+- items go in chunks of decreasing size (guided self-scheduling, Polychronopoulos & Kuck 1987:
+  each chunk a ``1 / (2 * workers)`` share of what is left, down to a ``1 / (32 * workers)``
+  share of all items): the first chunks are large, so per-task overhead (pickling, scheduling)
+  is paid a few times per worker, and the last ones are small, so no worker idles long at the
+  end while another finishes a large chunk;
 - rows come back as each chunk finishes, in completion order; ``fn`` sees the same arguments as
   inline, so the results are those of the serial executor.
 
@@ -41,7 +44,8 @@ from hwlab.errors import HwlabError, check
 
 __all__ = ["ItemError", "Shared", "map_chunked", "share", "worker_count"]
 
-CHUNKS_PER_WORKER = 4  # enough to balance uneven items; few enough that task overhead is small
+GUIDED_SHARE = 2  # a chunk is 1 / (GUIDED_SHARE * workers) of the items left: large ones first
+MIN_SHARE = 32  # ... and at least 1 / (MIN_SHARE * workers) of all items: the tail's idle time
 _STATE: dict[str, Any] = {}  # worker side only: token -> setup(obj); at most _KEEP entries
 _KEEP = 2
 _LOCK = threading.Lock()
@@ -80,6 +84,13 @@ class Shared:
 
 def _is_dask(executor) -> bool:
     return getattr(executor, "client", None) is not None and hasattr(executor.client, "scatter")
+
+
+def _slots(executor) -> list | None:
+    """One entry per worker thread of a Dask executor that can place tasks (``submit_on``)."""
+    if not hasattr(executor, "submit_on"):
+        return None
+    return [addr for addr, n in executor.client.nthreads().items() for _ in range(n)] or None
 
 
 def _is_inline(executor) -> bool:
@@ -146,6 +157,28 @@ def _groups(keys: list, items: list, batch: int | None):
     if batch is None:
         return [([k], v, True) for k, v in zip(keys, items)]
     return [(keys[i:i + batch], items[i:i + batch], False) for i in range(0, len(keys), batch)]
+
+
+def _chunk_bounds(n: int, workers: int, chunksize: int | None, max_pending: int | None,
+                  batch: int | None) -> list[tuple[int, int]]:
+    """``[(lo, hi)]`` of the chunks, in submission order: ``chunksize`` each when given, else
+    guided (see the module docstring), at most ``max_pending // workers`` when limited, and
+    whole groups of ``batch``."""
+    def whole(size):
+        size = max(1, size)
+        return size if batch is None else batch * math.ceil(size / batch)
+
+    if chunksize is not None:
+        size = whole(chunksize)
+        return [(lo, min(n, lo + size)) for lo in range(0, n, size)]
+    cap = max(1, max_pending // workers) if max_pending is not None else n
+    floor = min(cap, math.ceil(n / (MIN_SHARE * workers)))
+    out, lo = [], 0
+    while lo < n:
+        size = whole(min(cap, max(floor, math.ceil((n - lo) / (GUIDED_SHARE * workers)))))
+        out.append((lo, min(n, lo + size)))
+        lo += size
+    return out
 
 
 def _call_group(fn, state, ref, group_keys, arg, one, caller):
@@ -229,21 +262,33 @@ def map_chunked(executor: Executor | None, fn: Callable, items, shared: Shared |
             yield from zip(group_keys, results)
         return
     workers = worker_count(executor)
-    size = chunksize or max(1, math.ceil(len(pairs) / (CHUNKS_PER_WORKER * workers)))
-    if max_pending is not None and chunksize is None:  # keep every worker busy within the limit
-        size = max(1, min(size, max_pending // workers))
-    if batch is not None:
-        size = batch * math.ceil(size / batch)  # whole groups per chunk
+    bounds = _chunk_bounds(len(pairs), workers, chunksize, max_pending, batch)
     data = shared.future if shared is not None else None
-    window = len(pairs) if max_pending is None else max(1, math.ceil(max_pending / size))
-    chunks = iter(range(0, len(pairs), size))
+    largest = max(hi - lo for lo, hi in bounds)
+    # Dask places a task on a worker when it is submitted (not when a worker frees up), so the
+    # chunks go one per worker thread at a time, each to a free one: large first, small last.
+    # A process pool hands its queue out in order as workers free up: all are submitted.
+    slots = _slots(executor) if max_pending is None and _is_dask(executor) else None
+    if max_pending is not None:
+        window = max(1, math.ceil(max_pending / largest))
+    else:
+        window = len(bounds) if slots is None else len(slots)
+    chunks = iter(bounds)
     pending = set()
+    owner = {}  # future -> the worker it was placed on (Dask)
 
     def submit():
-        for lo in chunks:
-            part = pairs[lo:lo + size]
-            pending.add(executor.submit(_run_chunk, fn, shared, data, [k for k, _ in part],
-                                        [v for _, v in part], batch, caller))
+        for lo, hi in chunks:
+            part = pairs[lo:hi]
+            args = (_run_chunk, fn, shared, data, [k for k, _ in part], [v for _, v in part],
+                    batch, caller)
+            if slots:
+                worker = slots.pop()
+                fut = executor.submit_on(worker, *args)
+                owner[fut] = worker
+            else:
+                fut = executor.submit(*args)
+            pending.add(fut)
             if len(pending) >= window:
                 return
 
@@ -256,6 +301,8 @@ def map_chunked(executor: Executor | None, fn: Callable, items, shared: Shared |
                 on_idle()
             error = None
             for fut in ready:  # every finished row first, then the first error
+                if fut in owner:
+                    slots.append(owner.pop(fut))
                 for key, ok, value in fut.result():
                     if ok:
                         yield key, value

@@ -88,6 +88,10 @@ def _warm() -> int:
 def _prestart(ex: Executor, n: int) -> Executor:
     """Start all ``n`` workers now (not on the first items), so their start-up overlaps the
     caller's own preparation (a campaign's fault-free pass); nothing waits for them here."""
+    if isinstance(ex, DaskExecutor):  # one on each worker (Dask may put both on one)
+        for addr in ex.client.nthreads():
+            ex.submit_on(addr, _warm)
+        return ex
     for _ in range(n):
         ex.submit(_warm)
     return ex
@@ -103,6 +107,10 @@ class DaskExecutor(Executor):
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         return self._inner.submit(fn, *args, **kwargs)
+
+    def submit_on(self, worker: str, fn, /, *args) -> Future:
+        """``submit`` to the worker at address ``worker`` (another one only if it is gone)."""
+        return self._inner.submit(fn, *args, workers=[worker], allow_other_workers=True)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         try:
@@ -229,7 +237,8 @@ def get_executor(spec: str | None = "serial") -> Executor:
     # MALLOC_TRIM_THRESHOLD_=65536 is unset: an explicit trim threshold turns off glibc's dynamic
     # mmap threshold, so every activation tensor above 128 KiB is mmap-ed and page-faulted anew
     # (measured: a LeNet-5 forward on 500 images ran 2.7x slower in such a worker).
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                          "distributed.worker.profile.enabled": False}):
         cluster = LocalCluster(n_workers=int(arg), threads_per_worker=1, processes=True,
                                host="127.0.0.1", dashboard_address=None)
     try:

@@ -243,8 +243,8 @@ def run_items(store, run_id: str, items: Mapping[str, Any], fn: Callable[[Any], 
     item are always written in the same transaction, and an item counts as done when any of
     its rows is stored.
 
-    On a process pool or Dask, items go in chunks (``chunksize``, default about four chunks
-    per worker) through :func:`hwlab.executors.map_chunked`. ``shared``: a handle from
+    On a process pool or Dask, items go in chunks (``chunksize``, default decreasing sizes:
+    large first, small last, so the workers finish together) through :func:`hwlab.executors.map_chunked`. ``shared``: a handle from
     :func:`hwlab.executors.share` (the model and data sent once per worker, set up once
     there); ``fn`` is then called as ``fn(state, item)``, also inline. ``batch=B``: ``fn`` takes
     a list of up to B items and returns their rows as a list (one per item, same order).

@@ -267,3 +267,26 @@ def test_main_guard_forms(line, guard):
     from hwlab.executors import _is_main_guard
 
     assert _is_main_guard(ast.parse(f"{line}\n    pass\n").body[0]) is guard
+
+
+@pytest.mark.parametrize("n,workers,chunksize,max_pending,batch", [
+    (2672, 2, None, None, None), (10, 2, None, None, None), (100, 3, None, 20, None),
+    (101, 2, None, None, 4), (7, 3, 3, None, None), (1, 4, None, None, None)])
+def test_chunks_cover_the_items_once_large_first_small_last(n, workers, chunksize, max_pending,
+                                                            batch):
+    from hwlab._chunks import _chunk_bounds
+
+    bounds = _chunk_bounds(n, workers, chunksize, max_pending, batch)
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))  # contiguous, no overlap
+    sizes = [hi - lo for lo, hi in bounds]
+    if chunksize is not None:
+        assert sizes[:-1] == [chunksize] * (len(sizes) - 1)
+        return
+    assert sizes == sorted(sizes, reverse=True)  # never larger than the chunk before
+    if max_pending is not None:
+        assert max(sizes) <= max_pending // workers
+    if batch is not None:
+        assert all(s % batch == 0 for s in sizes[:-1])
+    if n >= 1000:  # the tail: a small last chunk, first chunks a large share
+        assert sizes[0] == -(-n // (2 * workers)) and sizes[-1] <= -(-n // (32 * workers))
