@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from faultlab._evaluator import CACHE_BYTES, CampaignData, prepare
+from faultlab._campaign_data import CACHE_BYTES, CampaignData, prepare
 from faultlab._faults import FAULT_MODELS, BitFlip, StuckAt
 from faultlab._neuron import NeuronFault, check_neuron_count
 from faultlab._sample import _bit_table, eligible_parameters

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from faultlab._evaluator import Evaluator, input_dtype
+from faultlab._campaign_data import input_dtype
+from faultlab._evaluator import Evaluator
 from faultlab._faults import FAULT_MODELS
 from faultlab._inject import apply_fault_map, model_views, restore
 from faultlab._neuron import NeuronFault, neuron_faults

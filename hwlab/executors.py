@@ -31,7 +31,7 @@ import re
 import socket
 import sys
 import threading
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait
 
 from hwlab._chunks import ItemError, Shared, map_chunked, share, worker_count
 from hwlab.errors import fail
@@ -87,10 +87,12 @@ def _warm() -> int:
 
 def _prestart(ex: Executor, n: int) -> Executor:
     """Start all ``n`` workers now (not on the first items), so their start-up overlaps the
-    caller's own preparation (a campaign's fault-free pass); nothing waits for them here."""
-    if isinstance(ex, DaskExecutor):  # one on each worker (Dask may put both on one)
-        for addr in ex.client.nthreads():
-            ex.submit_on(addr, _warm)
+    caller's own preparation (a campaign's fault-free pass); only Dask's are waited for."""
+    if isinstance(ex, DaskExecutor):
+        # One on each worker (Dask may put both on one), awaited: a payload scattered while a
+        # worker's task thread imports torch is unpickled on its comm thread, and two threads
+        # importing torch at once fail ("partially initialized module torch.nn.parameter").
+        wait([ex.submit_on(addr, _warm) for addr in ex.client.nthreads()])
         return ex
     for _ in range(n):
         ex.submit(_warm)

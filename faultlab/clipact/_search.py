@@ -43,7 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from faultlab._evaluator import CACHE_BYTES, CampaignData, Evaluator
+from faultlab._campaign_data import CACHE_BYTES, CampaignData
+from faultlab._evaluator import Evaluator
 from faultlab.clipact._modules import MODES, clip_graph, clip_sites, trace
 from faultlab.clipact._profile import profile_graph
 from hwlab.data import as_xy, iter_batches

@@ -12,7 +12,8 @@ from torch import nn
 
 import faultlab as fl
 from faultlab import clipact
-from faultlab._evaluator import CACHE_BYTES, CampaignData, Evaluator
+from faultlab._campaign_data import CACHE_BYTES, CampaignData
+from faultlab._evaluator import Evaluator
 from hwlab.data import load
 from hwlab.models import create_model
 from hwlab.train import TrainConfig, evaluate, fit

@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader, TensorDataset
 import faultlab as fl
 import faultlab._sample
 from faultlab import clipact
-from faultlab._evaluator import CACHE_BYTES, CampaignData, Evaluator
+from faultlab._campaign_data import CACHE_BYTES, CampaignData
+from faultlab._evaluator import Evaluator
 from hwlab.data import load
 from hwlab.train import TrainConfig, evaluate, fit
 

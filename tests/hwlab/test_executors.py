@@ -274,11 +274,13 @@ def test_main_guard_forms(line, guard):
     (101, 2, None, None, 4), (7, 3, 3, None, None), (1, 4, None, None, None)])
 def test_chunks_cover_the_items_once_large_first_small_last(n, workers, chunksize, max_pending,
                                                             batch):
+    import itertools
+
     from hwlab._chunks import _chunk_bounds
 
     bounds = _chunk_bounds(n, workers, chunksize, max_pending, batch)
     assert bounds[0][0] == 0 and bounds[-1][1] == n
-    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))  # contiguous, no overlap
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))  # contiguous, no overlap
     sizes = [hi - lo for lo, hi in bounds]
     if chunksize is not None:
         assert sizes[:-1] == [chunksize] * (len(sizes) - 1)
