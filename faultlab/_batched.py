@@ -244,7 +244,7 @@ def run_trials(ev, items) -> list[dict]:
     """
     from faultlab._faults import FAULT_MODELS
     from faultlab._sample import _sample_faults
-    from faultlab._trial import _row, run_trial
+    from faultlab._trial import _point, _row, run_trial
     from hwlab.metrics import MetricAccumulator
     from hwlab.seeds import derive_seed
 
@@ -280,15 +280,12 @@ def run_trials(ev, items) -> list[dict]:
         results.update({i: (a.result(), a.denominators(), per_map) for i, a in zip(run, accs)})
     inject_ms = 1e3 * (t1 - t0) / len(todo)
     for i in todo:
-        fm, fmap = items[i].spec[0], fmaps[i]
+        point, fmap = _point(ev, items[i]), fmaps[i]
         extra = {"n_faults": len(fmap), "n_changed": int(changed[i]), "inject_ms": inject_ms,
-                 "eligible_bits": fmap.eligible_bits}
-        if fm.count is not None:
-            extra["count"] = int(fm.count)
-        extra["bits"] = list(fm.bits) if fm.bits is not None else None
+                 "eligible_bits": fmap.eligible_bits, **point.extra}
         if fmap.extra:  # faultlab.memory: ECC word counts, overhead
             from faultlab.memory._nested import merge_extra
 
             extra.update(merge_extra([fmap]))
-        rows[i] = _row(ev, items[i], *results[i], extra)
+        rows[i] = _row(ev, items[i], point.label, point.rate, *results[i], extra)
     return rows

@@ -22,7 +22,7 @@ from faultlab.systolic._faults import PEFault
 from hwlab.errors import check, fail
 from hwlab.executors import SPEC_FORMS, share
 from hwlab.metrics import resolve_metrics
-from hwlab.seeds import derive_seed
+from hwlab.seeds import _derive_seed
 from hwlab.studies import run_context, run_items
 
 __all__ = ["campaign", "point_key", "weights_fingerprint"]
@@ -247,10 +247,10 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
         # the model, data and fault-free pass reach each worker once (not with every chunk)
         ref = stack.enter_context(share(ex, parts, setup=build_evaluator))
 
-        chosen = tuple(layers) if layers is not None else None
+        chosen, base = tuple(layers) if layers is not None else None, int(seed)  # checked
 
         def trial(spec, t, point):
-            return Trial(spec, t, derive_seed(seed, f"{seed_of.get(point, point)}|trial={t}"),
+            return Trial(spec, t, _derive_seed(base, f"{seed_of.get(point, point)}|trial={t}"),
                          chosen, include_bias, include_norm, int(batch_size))
 
         order = {}

@@ -20,12 +20,12 @@ from torch import nn
 
 from faultlab._campaign_data import input_dtype
 from faultlab._evaluator import Evaluator
-from faultlab._faults import FAULT_MODELS
+from faultlab._faults import FAULT_MODELS, BitFlip, StuckAt
 from faultlab._inject import apply_fault_map, model_views, restore
 from faultlab._neuron import NeuronFault, neuron_faults
-from faultlab._sample import _sample_faults, seed32
+from faultlab._sample import _sample_faults, sampler, seed32
 from faultlab.systolic._faults import PEFault
-from hwlab.seeds import derive_seed
+from hwlab.seeds import _derive_seed, derive_seed
 
 __all__ = ["Trial", "build_evaluator", "input_dtype", "run_trial"]
 
@@ -64,46 +64,82 @@ def _fault_rate(spec) -> float | None:
     return rates[0] if rates else None
 
 
-def _split(spec):
-    """(weight fault models, the NeuronFault or None, the PEFault or None) of a point."""
-    weight, neuron, pe = [], None, None
-    for f in spec:
-        if isinstance(f, FAULT_MODELS):
-            weight.append(f)
-        elif isinstance(f, NeuronFault):
-            neuron = f
-        else:
-            pe = f
-    return weight, neuron, pe
+class _Point:
+    """What a trial needs of its point and not of its seed, prepared once per point and worker:
+    the fault models by kind, the row's label and rate, a cached :class:`~faultlab._sample.Sampler`
+    per weight fault model (None: drawn through ``_sample_faults``) and the static ``extra``."""
+
+    __slots__ = ("extra", "item", "label", "neuron", "pe", "rate", "samplers", "weight")
+
+    def __init__(self, ev: Evaluator, item: Trial):
+        self.item = item  # holds the spec, so its id is not reused while this entry lives
+        self.weight, self.neuron, self.pe = [], None, None
+        for f in item.spec:
+            if isinstance(f, FAULT_MODELS):
+                self.weight.append(f)
+            elif isinstance(f, NeuronFault):
+                self.neuron = f
+            else:
+                self.pe = f
+        self.label = "+".join(f.label for f in item.spec) or "none"
+        self.rate = _fault_rate(item.spec)
+        self.samplers = [sampler(ev.model, f, item.layers, item.include_bias, item.include_norm,
+                                 "campaign", ev.views)
+                         if self.neuron is None and type(f) in (BitFlip, StuckAt)
+                         and not f.asymmetric else None for f in self.weight]
+        self.extra = {}
+        if self.weight:
+            counts = [f.count for f in self.weight if f.count is not None]
+            if counts:
+                self.extra["count"] = int(np.sum(counts))
+            bits = self.weight[0].bits
+            self.extra["bits"] = list(bits) if bits is not None else None
+        if self.neuron is not None:
+            self.extra["neurons"] = self.neuron.count
+
+    def same(self, item: Trial) -> bool:
+        i = self.item
+        return i.spec is item.spec and i.layers == item.layers and \
+            i.include_bias == item.include_bias and i.include_norm == item.include_norm
+
+
+def _point(ev: Evaluator, item: Trial) -> _Point:
+    point = ev.points.get(id(item.spec))
+    if point is None or not point.same(item):
+        if len(ev.points) >= 256:  # a worker gets new spec objects with every chunk
+            ev.points.clear()
+        point = ev.points[id(item.spec)] = _Point(ev, item)
+    return point
 
 
 def run_trial(ev: Evaluator, item: Trial) -> dict:
     """Run one trial on ``ev`` and return its result row (without key / common columns)."""
     model = ev.model
     if not item.spec:  # the fault-free row: measured once, in prepare
-        return _row(ev, item, ev.clean.values, ev.clean.counts, ev.clean.latency_ms,
-                    {"n_faults": 0, "n_changed": 0, "inject_ms": 0.0})
-    weight, neuron, pe = _split(item.spec)
+        return _row(ev, item, "none", 0.0, ev.clean.values, ev.clean.counts,
+                    ev.clean.latency_ms, {"n_faults": 0, "n_changed": 0, "inject_ms": 0.0})
+    if ev.views is None:  # the campaign's model keeps its views (not changed during a campaign)
+        ev.views = model_views(model)
+    point = _point(ev, item)
+    neuron, pe = point.neuron, point.pe
     pe_hooks = None
     if neuron is None and pe is None:
         ev.warm()  # cut caches are filled before any fault is injected
     t0 = time.perf_counter()
-    target, inner = model, model
+    target, inner, views = model, model, ev.views
     if neuron is not None:
         target = neuron_faults(model, neuron, ev.clean.in_shape, item.batch_size,
                                seed=seed32(derive_seed(item.seed, "neuron"), "campaign"))
         inner = target.corrupted  # same parameter names as the model
+        views = model_views(inner) if point.weight else None
     touched, fmaps, n_faults, n_changed, eligible, params = [], [], 0, 0, 0, set()
     try:
-        views = None
-        if weight:  # the campaign's model keeps its views (it is not changed during a campaign)
-            views = ev.views if inner is model and ev.views is not None else model_views(inner)
-            if inner is model:
-                ev.views = views
-        for j, fm in enumerate(weight):
-            seed = derive_seed(item.seed, f"weights{j}")
-            fmap = _sample_faults(inner, fm, seed, item.layers, item.include_bias,
-                                  item.include_norm, "campaign", views)  # set-up cached there
+        for j, fm in enumerate(point.weight):
+            seed = _derive_seed(item.seed, f"weights{j}")  # item.seed: an int from the campaign
+            draw = point.samplers[j]
+            fmap = draw.draw(fm, seed, "campaign") if draw is not None else _sample_faults(
+                inner, fm, seed, item.layers, item.include_bias, item.include_norm, "campaign",
+                views)
             fmaps.append(fmap)
             eligible = max(eligible, fmap.eligible_bits)
             if not len(fmap):
@@ -133,36 +169,27 @@ def run_trial(ev: Evaluator, item: Trial) -> dict:
         if touched:
             with torch.no_grad():
                 restore(touched)
-    extra = {"n_faults": n_faults, "n_changed": n_changed, "inject_ms": 1e3 * (t1 - t0)}
-    if weight:
-        extra["eligible_bits"] = eligible
-        counts_ = [f.count for f in weight if f.count is not None]
-        if counts_:
-            extra["count"] = int(np.sum(counts_))
-        bits = weight[0].bits
-        extra["bits"] = list(bits) if bits is not None else None
-        if any(fm_.extra for fm_ in fmaps):  # faultlab.memory: ECC word counts, overhead
-            from faultlab.memory._nested import merge_extra
+    extra = {"n_faults": n_faults, "n_changed": n_changed, "inject_ms": 1e3 * (t1 - t0),
+             **({"eligible_bits": eligible} if point.weight else {}), **point.extra}
+    if any(fm_.extra for fm_ in fmaps):  # faultlab.memory: ECC word counts, overhead
+        from faultlab.memory._nested import merge_extra
 
-            extra.update(merge_extra(fmaps))
-    if neuron is not None:
-        extra["neurons"] = neuron.count
+        extra.update(merge_extra(fmaps))
     if pe is not None:
         extra["pe_faults"] = len(pe_hooks.fmap)
         extra["faulty_pes"] = len(pe_hooks.fmap.pes)
         extra["array"] = pe.array.label
-    return _row(ev, item, values, counts, latency, extra)
+    return _row(ev, item, point.label, point.rate, values, counts, latency, extra)
 
 
-def _row(ev: Evaluator, item: Trial, values: dict, counts: dict, latency_ms: float,
-         extra: dict) -> dict:
+def _row(ev: Evaluator, item: Trial, label: str, rate, values: dict, counts: dict,
+         latency_ms: float, extra: dict) -> dict:
     extra["n_samples"] = ev.clean.n
     if "critical_sdc" in counts:
         extra["n_clean_correct"] = ev.clean.counts["critical_sdc"]
-    row = {"module": "faultlab", "method": "fault-injection",
-           "fault_model": "+".join(f.label for f in item.spec) or "none",
-           "fault_rate": _fault_rate(item.spec), "trial": item.trial, "seed": item.seed,
-           "latency_ms": latency_ms, "extra": extra}
+    row = {"module": "faultlab", "method": "fault-injection", "fault_model": label,
+           "fault_rate": rate, "trial": item.trial, "seed": item.seed, "latency_ms": latency_ms,
+           "extra": extra}
     row.update(values)
     return row
 
