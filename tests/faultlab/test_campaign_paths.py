@@ -154,3 +154,24 @@ def test_a_small_cache_budget_keeps_the_rows(resnet, cache_bytes):
     small = fl.campaign(model, data, faults, cache_bytes=cache_bytes, **kw)
     full = fl.campaign(model, data, faults, delayed_start=False, **kw)
     pd.testing.assert_frame_equal(_table(small), _table(full))
+
+
+def test_without_fault_free_results_the_shape_check_runs_two_samples():
+    g = torch.Generator().manual_seed(1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        model = TinyResNet().eval()
+    x, y = torch.randn(40, 1, 8, 8, generator=g), torch.randint(0, 10, (40,), generator=g)
+    seen = _Counter(model.fc)
+    fl.campaign(model, (x, y), [fl.BitFlip(rate=1e-3)], trials=3, clean=False,
+                delayed_start=False, batch_size=16)
+    assert seen.n == 2 + 3 * 40  # the check, then each trial over all samples
+    seen.n = 0
+    fl.campaign(model, (x, y), [fl.BitFlip(rate=1e-3)], trials=3, clean=True,
+                delayed_start=False, batch_size=16)
+    assert seen.n == 40 + 3 * 40  # a clean row needs the whole fault-free pass
+    with pytest.raises(ValueError, match=r"data of campaign must be inputs that model TinyResNet "
+                                         r"accepts \(it raised RuntimeError: .*\), got 'inputs "
+                                         r"of shape \(40, 1, 7, 7\)'"):
+        fl.campaign(model, (x[:, :, :7, :7], y), [fl.BitFlip(rate=1e-3)], trials=1,
+                    clean=False, delayed_start=False, batch_size=64)
