@@ -277,8 +277,12 @@ def map_chunked(executor: Executor | None, fn: Callable, items, shared: Shared |
     pending = set()
     owner = {}  # future -> the worker it was placed on (Dask)
 
-    def submit():
-        for lo, hi in chunks:
+    def submit():  # fill the window (also called when nothing finished: then a no-op)
+        while len(pending) < window:
+            bound = next(chunks, None)
+            if bound is None:
+                return
+            lo, hi = bound
             part = pairs[lo:hi]
             args = (_run_chunk, fn, shared, data, [k for k, _ in part], [v for _, v in part],
                     batch, caller)
@@ -289,8 +293,6 @@ def map_chunked(executor: Executor | None, fn: Callable, items, shared: Shared |
             else:
                 fut = executor.submit(*args)
             pending.add(fut)
-            if len(pending) >= window:
-                return
 
     try:
         submit()

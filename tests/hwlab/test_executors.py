@@ -292,3 +292,43 @@ def test_chunks_cover_the_items_once_large_first_small_last(n, workers, chunksiz
         assert all(s % batch == 0 for s in sizes[:-1])
     if n >= 1000:  # the tail: a small last chunk, first chunks a large share
         assert sizes[0] == -(-n // (2 * workers)) and sizes[-1] <= -(-n // (32 * workers))
+
+
+def _slow_square(x):
+    import time
+
+    time.sleep(0.05)
+    return x * x
+
+
+def test_max_pending_holds_while_nothing_finishes():
+    """An idle wake-up (``idle_seconds``) must not submit past the window (it once did)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hwlab.executors import map_chunked
+
+    class Counting(ThreadPoolExecutor):
+        def __init__(self):
+            super().__init__(max_workers=4)
+            self.lock, self.out, self.most = threading.Lock(), 0, 0
+
+        def submit(self, fn, /, *args, **kwargs):
+            with self.lock:
+                self.out += 1
+                self.most = max(self.most, self.out)
+            fut = super().submit(fn, *args, **kwargs)
+            fut.add_done_callback(self._done)
+            return fut
+
+        def _done(self, _):
+            with self.lock:
+                self.out -= 1
+
+    idle = []
+    with Counting() as ex:
+        got = dict(map_chunked(ex, _slow_square, {f"k{i}": i for i in range(12)},
+                               idle_seconds=0.005, on_idle=lambda: idle.append(1),
+                               max_pending=2))
+    assert got == {f"k{i}": i * i for i in range(12)}
+    assert idle and ex.most == 2  # woke up idle, yet never more than 2 items in flight
