@@ -99,6 +99,18 @@ def _prestart(ex: Executor, n: int) -> Executor:
     return ex
 
 
+class _ProcessPool(ProcessPoolExecutor):
+    """A process pool whose ``with`` block ends without waiting for the workers to exit.
+
+    Queued work is cancelled; the workers' interpreter teardown (about 0.5 s with torch loaded)
+    then runs in the background (``shutdown(wait=False)``), and the interpreter's exit still
+    joins them."""
+
+    def __exit__(self, *exc):
+        self.shutdown(wait=False, cancel_futures=True)
+        return False
+
+
 class DaskExecutor(Executor):
     """A Dask ``Client`` executor that also closes its client (and its own local cluster)."""
 
@@ -226,9 +238,9 @@ def get_executor(spec: str | None = "serial") -> Executor:
     if kind in ("process", "dask-local"):
         _check_main_guard(spec)
     if kind == "process":
-        return _prestart(ProcessPoolExecutor(max_workers=int(arg),
-                                             mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_single_thread_worker), int(arg))
+        return _prestart(_ProcessPool(max_workers=int(arg),
+                                      mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_single_thread_worker), int(arg))
     if kind == "dask":
         return DaskExecutor(_connect(spec, arg))
     import dask
