@@ -270,16 +270,19 @@ def inject(model: nn.Module, fault_model_or_map, seed: int = 0, layers=None,
     parameter is bit-identical to before. Nested injections restore in reverse order.
     """
     caller = "inject"
+    check(isinstance(model, nn.Module), "model", caller, "a torch.nn.Module",
+          type(model).__name__)
+    views = model_views(model)  # checked once, for the draw and the injection
     if isinstance(fault_model_or_map, FaultMap):
         check(layers is None, "layers", caller, "None when a FaultMap is given", layers)
         fmap = fault_model_or_map
     elif isinstance(fault_model_or_map, FAULT_MODELS):
         fmap = _sample_faults(model, fault_model_or_map, seed, layers, include_bias, include_norm,
-                              caller)
+                              caller, views)
     else:
         raise fail("fault_model_or_map", caller, "a BitFlip, StuckAt or FaultMap",
                    fault_model_or_map)
-    touched = apply_fault_map(model, fmap, caller)
+    touched = apply_fault_map(model, fmap, caller, views)
     try:
         yield fmap
     finally:
