@@ -259,7 +259,7 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
             _run(store, run_id, specs, keys, trials, clean, margin, confidence, min_trials,
                  trial, ex, ref, progress, common, order, resolved[0], fault_free, maps_per_pass)
         df = store.results(run_id=run_id)
-    rank = np.array([order.get(k, len(order)) for k in df["key"]])
+    rank = np.array([order.get(k, len(order)) for k in df["key"].tolist()])
     if (np.diff(rank) >= 0).all():  # stored in order already (serial): no copy
         return df
     return df.iloc[np.argsort(rank, kind="stable")].reset_index(drop=True)
