@@ -332,3 +332,19 @@ def test_max_pending_holds_while_nothing_finishes():
                                max_pending=2))
     assert got == {f"k{i}": i * i for i in range(12)}
     assert idle and ex.most == 2  # woke up idle, yet never more than 2 items in flight
+
+
+def test_with_blocks_end_before_the_workers_are_gone():
+    """The with-block returns once every result is in; the teardown finishes in the background."""
+    import threading
+
+    with get_executor("process:1") as ex:
+        assert ex.submit(operator.add, 2, 3).result() == 5
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(operator.add, 1, 1)
+    with get_executor("dask-local:1") as dx:
+        assert dx.submit(operator.add, 2, 3).result() == 5
+    assert dx.client.status == "closed"
+    for t in [t for t in threading.enumerate() if t.name == "hwlab-dask-close"]:
+        t.join(timeout=60)
+    assert dx.cluster.status.name == "closed"
