@@ -155,9 +155,8 @@ class Sampler:
     def __init__(self, model, fault_model, layers, include_bias, include_norm, caller):
         chosen = eligible_parameters(model, layers, include_bias, include_norm, caller)
         self.table, self.per_word = _bit_table(fault_model, chosen, caller)  # reads .bits only
-        self.sizes = np.array([t.numel() for _, t in chosen], dtype=np.int64) * self.per_word
-        self.ends = np.cumsum(self.sizes)
-        self.starts = self.ends - self.sizes
+        sizes = np.array([t.numel() for _, t in chosen], dtype=np.int64) * self.per_word
+        self.ends = np.cumsum(sizes)  # cumulative eligible bits: the kernel's parameter bounds
         self.total = int(self.ends[-1])
         self.names = tuple(n for n, _ in chosen)
         self.dtypes = tuple(_DTYPE_NAMES[t.dtype] for _, t in chosen)
@@ -180,19 +179,9 @@ class Sampler:
         param, index, bit = _kernels.draw_bits(
             self.total, rate, count, np.uint64(0 if big else seed),
             seed32(seed) if big else -1, self.ends, self.per_word, self.table)
-        n = index.shape[0]
-        kind = _EMPTY[3] if n == 0 else np.full(n, KINDS.index(fault_model.kind), np.int8)
+        kind = np.full(index.shape[0], KINDS.index(fault_model.kind), np.int8)
         return FaultMap(names=self.names, dtypes=self.dtypes, param=param, index=index, bit=bit,
                         kind=kind, eligible_bits=self.total, seed=seed)
-
-
-def _frozen(dtype) -> np.ndarray:
-    a = np.empty(0, dtype=dtype)
-    a.flags.writeable = False
-    return a
-
-
-_EMPTY = tuple(_frozen(d) for d in (np.int32, np.int64, np.uint8, np.int8))  # an empty map
 
 
 def sampler(model, fault_model, layers=None, include_bias=False, include_norm=False,

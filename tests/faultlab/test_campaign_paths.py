@@ -175,3 +175,15 @@ def test_without_fault_free_results_the_shape_check_runs_two_samples():
                                          r"of shape \(40, 1, 7, 7\)'"):
         fl.campaign(model, (x[:, :, :7, :7], y), [fl.BitFlip(rate=1e-3)], trials=1,
                     clean=False, delayed_start=False, batch_size=64)
+
+
+def test_residual_model_gives_the_serial_rows_on_process_and_dask(resnet):
+    """Per-point set-up, guided chunks and Dask placement on a non-Sequential model."""
+    model, data = resnet
+    faults = [fl.BitFlip(rate=1e-4), fl.StuckAt(1, count=3), fl.BitFlip(rate=1e-3, bits=(30,))]
+    kw = dict(trials=12, metrics=("accuracy", "sdc"), batch_size=32)  # noqa: C408
+    serial = _table(fl.campaign(model, data, faults, **kw))
+    assert serial["n_changed"].gt(0).any() and serial["accuracy"].nunique() > 1
+    for ex in ("process:2", "dask-local:2"):
+        pd.testing.assert_frame_equal(_table(fl.campaign(model, data, faults, executor=ex, **kw)),
+                                      serial, check_exact=True)

@@ -89,14 +89,25 @@ def test_draw_bits_matches_positions_mapped_by_numpy():
         s32 = int(np.random.SeedSequence(seed).generate_state(1)[0])
         pos = _kernels.bernoulli_positions(int(ends[-1]), rate, s32) if rate >= 0 else \
             _kernels.distinct_positions(int(ends[-1]), count, s32)
-        p = np.searchsorted(ends, pos, side="right")
-        local = pos - (ends - sizes)[p]
-        assert np.array_equal(param, p) and np.array_equal(index, local // per_word[p])
-        assert np.array_equal(bit, table[local % per_word[p]])
-        assert len(pos) == (count if rate < 0 else len(pos)) and (rate != 0 or len(pos) == 0)
-    state = _kernels.draw_bits(int(ends[-1]), 0.05, 0, np.uint64(0), 12345, ends, per_word, table)
+        _assert_mapped(param, index, bit, pos, sizes, per_word, table)
+        if rate < 0:
+            assert len(pos) == count
+        if rate == 0:
+            assert len(pos) == 0
+    # an explicit state (seeds of 2**64 and more) seeds the generator as given
+    got = _kernels.draw_bits(int(ends[-1]), 0.05, 0, np.uint64(0), 12345, ends, per_word, table)
     direct = _kernels.bernoulli_positions(int(ends[-1]), 0.05, 12345)
-    assert len(state[0]) == len(direct) > 0  # an explicit state seeds the generator as given
+    assert len(direct) > 0
+    _assert_mapped(*got, direct, sizes, per_word, table)
+
+
+def _assert_mapped(param, index, bit, pos, sizes, per_word, table):
+    """(param, index, bit) are the positions ``pos`` mapped by NumPy."""
+    ends = np.cumsum(sizes)
+    p = np.searchsorted(ends, pos, side="right")
+    local = pos - (ends - sizes)[p]
+    assert np.array_equal(param, p) and np.array_equal(index, local // per_word[p])
+    assert np.array_equal(bit, table[local % per_word[p]])
 
 
 def _entries(rng, n_params, sizes, widths, n):
