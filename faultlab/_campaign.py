@@ -21,6 +21,7 @@ from faultlab._trial import Trial, build_evaluator, run_trial
 from faultlab.systolic._faults import PEFault
 from hwlab.errors import check, fail
 from hwlab.executors import SPEC_FORMS, share
+from hwlab.graph import check_leaf_modules
 from hwlab.metrics import resolve_metrics
 from hwlab.seeds import _derive_seed
 from hwlab.studies import run_context, run_items
@@ -131,7 +132,8 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
              clean: bool = True, variant: str = "baseline", model_name: str | None = None,
              dataset_name: str | None = None, study: str = "faultlab.campaign", progress=None,
              run_config: dict | None = None, delayed_start: bool = True,
-             cache_bytes: int = CACHE_BYTES, nested: bool = False, maps_per_pass="auto"):
+             cache_bytes: int = CACHE_BYTES, nested: bool = False, maps_per_pass="auto",
+             leaf_modules=()):
     """Run ``trials`` seeded fault-injection trials per fault model; return the result rows.
 
     ``fault_models``: weight fault models (BitFlip, StuckAt, faultlab.memory's models; injected in
@@ -157,7 +159,9 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
     fault-free result without inference (fault dropping), and a trial whose faulty parameters
     are all read after a cut point of the traced graph starts from the cached fault-free
     activation there (SCI-FI's delayed start); the rows are identical to the full path
-    (``delayed_start=False``), only ``latency_ms`` differs.
+    (``delayed_start=False``), only ``latency_ms`` differs. ``leaf_modules``: submodules the
+    trace keeps opaque (names or classes, see :func:`hwlab.graph.trace`): the fix for a
+    submodule fx cannot trace, which otherwise turns delayed start off with a logged warning.
 
     Each trial's seed is ``derive_seed(seed, key)`` of its key (``<point>|trial=<t>``), so the
     table does not depend on the ``executor`` (None, an Executor, or a spec such as
@@ -197,6 +201,7 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
     if isinstance(layers, str):
         layers = [layers]
     check(isinstance(nested, bool), "nested", "campaign", "True or False", nested)
+    leaf_modules = check_leaf_modules(model, leaf_modules, "campaign")
     ok = maps_per_pass == "auto" or (isinstance(maps_per_pass, int) and maps_per_pass >= 1
                                      and not isinstance(maps_per_pass, bool))
     check(ok, "maps_per_pass", "campaign", "'auto' or an integer >= 1", maps_per_pass)
@@ -233,7 +238,7 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
         **({"nested": True} if nested else {}),
     }
     ident = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    parts = (model, cdata, fault_free, resolved, delayed_start, int(cache_bytes))
+    parts = (model, cdata, fault_free, resolved, delayed_start, int(cache_bytes), leaf_modules)
     common = {"variant": variant, "model": model_name, "dataset": dataset_name or cdata.name,
               "params": sum(p.numel() for p in model.parameters()), "dtype": _dtype(model)}
     with ExitStack() as stack:

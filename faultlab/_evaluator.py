@@ -36,15 +36,17 @@ class Evaluator:
     The one prefix cache of faultlab: campaign trials and vulnerability cells (through
     :meth:`run`) and FT-ClipAct's threshold search (through :meth:`cut_before`, :meth:`warm`
     and :meth:`logits`) use it. ``clean``: the fault-free pass of :func:`prepare` (None when
-    only :meth:`logits` is used). ``graph``: a ``hwlab.graph.ModelGraph`` of ``model`` to reuse
+    only :meth:`logits` is used). ``leaf_modules``: submodules the trace keeps opaque (see
+    :func:`hwlab.graph.trace`). ``graph``: a ``hwlab.graph.ModelGraph`` of ``model`` to reuse
     (else it is traced on first need). A model fx cannot trace runs whole: :attr:`fallback`
     says why and a warning is logged (never silently).
     """
 
     def __init__(self, model: nn.Module, data: CampaignData, clean: Clean | None, metrics,
-                 delayed_start: bool, cache_bytes: int, graph=None):
+                 delayed_start: bool, cache_bytes: int, leaf_modules=(), graph=None):
         self.model, self.data, self.clean, self.metrics = model, data, clean, metrics
         self.delayed_start, self.cache_bytes = delayed_start, cache_bytes
+        self.leaf_modules = tuple(leaf_modules or ())
         self.needs_clean = any(m.needs_clean_logits or m.needs_clean_top1 for m in metrics)
         self.fallback: str | None = None  # why the model runs whole although delayed_start
         # (ModelGraph, {param: Cut or None}) once traced; False if untraceable
@@ -121,7 +123,7 @@ class Evaluator:
         import hwlab.graph as hg
 
         try:
-            graph = hg.trace(self.model)
+            graph = hg.trace(self.model, leaf_modules=self.leaf_modules)
         except Exception as exc:  # noqa: BLE001 - full inference is always correct
             self.fallback = str(exc)
             log.warning("delayed start off for %s (prefix caching is off, every evaluation "

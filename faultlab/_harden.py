@@ -38,7 +38,7 @@ import pandas as pd
 from torch import nn
 
 from faultlab._faults import FaultMap, FaultModel
-from faultlab._sample import _DTYPE_NAMES, WORDS, eligible_parameters
+from faultlab._sample import _DTYPE_NAMES, WORDS, eligible_parameters, layer_of
 from hwlab.errors import check, check_positive_int
 
 __all__ = ["COSTS", "FIELDS", "HardeningResult", "Plan", "Protected", "harden", "plan_hardening"]
@@ -147,7 +147,7 @@ def _layer_params(model: nn.Module) -> dict[str, tuple[str, int, str]]:
     """{layer (module name): (parameter name, elements, dtype name)} of the eligible weights."""
     out = {}
     for pname, t in eligible_parameters(model, caller="plan_hardening"):
-        out[pname.rpartition(".")[0]] = (pname, t.numel(), _DTYPE_NAMES[t.dtype])
+        out[layer_of(pname)] = (pname, t.numel(), _DTYPE_NAMES[t.dtype])
     return out
 
 

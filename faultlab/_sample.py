@@ -10,7 +10,8 @@ from faultlab import _kernels
 from faultlab._faults import FAULT_MODELS, KINDS, BitFlip, FaultMap, StuckAt
 from hwlab.errors import check, fail
 
-__all__ = ["WORDS", "Sampler", "eligible_parameters", "sample_faults", "sampler", "seed32"]
+__all__ = ["WORDS", "Sampler", "eligible_parameters", "layer_of", "sample_faults", "sampler",
+           "seed32"]
 
 
 # Storage dtype -> (bits per word, unsigned NumPy view, signed torch view of the same width).
@@ -32,6 +33,14 @@ def seed32(seed, caller: str = "sample_faults") -> int:
     if seed < 2**64:  # the same word, computed in a kernel (no SeedSequence object)
         return int(_kernels.seed_state(np.uint64(seed)))
     return int(np.random.SeedSequence(int(seed)).generate_state(1)[0])
+
+
+def layer_of(pname: str) -> str:
+    """The weight layer a parameter belongs to: its owning module's name, or, for a parameter of
+    the model itself (a ViT's ``cls_token``), the parameter's own name (never ``""``, which would
+    name the whole model)."""
+    owner = pname.rpartition(".")[0]
+    return owner or pname
 
 
 def _is_bias(name: str) -> bool:
@@ -69,9 +78,12 @@ def eligible_parameters(model: nn.Module, layers=None, include_bias: bool = Fals
         for layer in layers:
             if layer in params:
                 wanted.add(layer)
-            elif isinstance(layer, str) and layer in modules:
-                prefix = f"{layer}." if layer else ""
-                wanted.update(n for n in params if n.startswith(prefix) and default_ok(n))
+            elif isinstance(layer, str) and layer and layer in modules:
+                wanted.update(n for n in params if n.startswith(f"{layer}.") and default_ok(n))
+            elif layer == "":
+                raise fail("layers", caller, "module or parameter names of the model ('' would "
+                           "be the whole model: pass layers=None for every layer, or name the "
+                           "model's own parameters)", layer)
             else:
                 some = ", ".join(list(modules)[1:4] + list(params)[:2])
                 raise fail("layers", caller, f"module or parameter names of the model (e.g. {some})",

@@ -32,7 +32,7 @@ __all__ = ["Trial", "build_evaluator", "input_dtype", "run_trial"]
 
 def build_evaluator(parts: tuple) -> Evaluator:
     """The ``setup`` of the campaign's share: ``parts`` = ``(model, data, clean, metrics,
-    delayed_start, cache_bytes)``; once per worker, with the Numba kernels loaded before any
+    delayed_start, cache_bytes, leaf_modules)``; once per worker, with the Numba kernels loaded before any
     trial is timed."""
     from faultlab._workers import warm_kernels
 

@@ -17,5 +17,7 @@ the fix (``leaf_modules=[...]``). User guide: docs/own-models.md.
 from hwlab.graph._cuts import Cut
 from hwlab.graph._graph import ModelGraph, rewrite, trace
 from hwlab.graph._sites import Site, is_weight_module
+from hwlab.graph._trace import check_leaf_modules
 
-__all__ = ["Cut", "ModelGraph", "Site", "is_weight_module", "rewrite", "trace"]
+__all__ = ["Cut", "ModelGraph", "Site", "check_leaf_modules", "is_weight_module", "rewrite",
+           "trace"]

@@ -14,10 +14,12 @@ operation for operation, so the results are bit-identical to running ``gm``.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import torch
 from torch import fx
+from torch.fx.passes.shape_prop import TensorMetadata
 
 __all__ = ["Cut", "find_cuts", "mutates_input", "saved_bytes_per_node", "segment"]
 
@@ -71,9 +73,26 @@ def find_cuts(gm: fx.GraphModule) -> list[tuple[fx.Node, int]]:
         for dead in expire.get(i, ()):
             if dead is not n:
                 live.discard(dead)  # its last reader is n
-        if live == {n} and n.op != "placeholder" and n not in out.all_input_nodes:
+        if live == {n} and n.op != "placeholder" and n not in out.all_input_nodes \
+                and _single_tensor(n):
             cuts.append((n, i))
     return cuts
+
+
+def _single_tensor(node: fx.Node) -> bool:
+    """False when ``node``'s value may be a container: a tuple or list (a leaf module returning
+    ``(a, b)``, an LSTM, ``split``, ``chunk``), which is never a cut point (segments and caches
+    pass one tensor). Shape propagation tells for sure; without it, a reader that takes an item
+    by an integer or a string key (``out[0]``, not a tensor slice ``x[:, :c]``) marks a
+    container; a tensor read only that way merely loses a cut point (never a wrong result)."""
+    tm = node.meta.get("tensor_meta")
+    if tm is not None:
+        return isinstance(tm, TensorMetadata)
+    for u in node.users:
+        if u.op == "call_function" and u.target is operator.getitem and len(u.args) > 1 \
+                and isinstance(u.args[1], (int, str)):
+            return False
+    return True
 
 
 def make_cut(node: fx.Node, index: int) -> Cut:

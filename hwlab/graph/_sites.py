@@ -136,7 +136,8 @@ def is_weight_module(m: nn.Module) -> bool:
 
 
 def _param_owner(gm: fx.GraphModule, node: fx.Node) -> str | None:
-    """For a get_attr of a parameter: the owning module's name ("" for the root)."""
+    """For a get_attr of a parameter: the owning module's name, or the parameter's own name for
+    a parameter of the model itself (a ViT's ``cls_token``; never ``""``, the whole model)."""
     if node.op != "get_attr":
         return None
     owner, _, attr = str(node.target).rpartition(".")
@@ -144,7 +145,9 @@ def _param_owner(gm: fx.GraphModule, node: fx.Node) -> str | None:
         mod = gm.get_submodule(owner) if owner else gm
     except AttributeError:
         return None
-    return owner if isinstance(getattr(mod, attr, None), nn.Parameter) else None
+    if not isinstance(getattr(mod, attr, None), nn.Parameter):
+        return None
+    return owner or attr
 
 
 def weight_op(gm: fx.GraphModule, node: fx.Node) -> str | None:

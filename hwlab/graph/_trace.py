@@ -27,7 +27,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from hwlab.errors import check, fail
 
-__all__ = ["HwlabTracer", "symbolic_trace"]
+__all__ = ["HwlabTracer", "check_leaf_modules", "symbolic_trace"]
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
@@ -70,17 +70,24 @@ def _leaf_spec(leaf_modules, caller: str) -> tuple:
     return items
 
 
-def symbolic_trace(model: nn.Module, leaf_modules=(), caller: str = "hwlab.graph.trace"
-                   ) -> fx.GraphModule:
-    """A ``GraphModule`` over ``model`` (sharing its submodules and parameters)."""
+def check_leaf_modules(model: nn.Module, leaf_modules, caller: str) -> tuple:
+    """``leaf_modules`` as a tuple, checked against ``model``: qualified names of its submodules
+    (as in ``named_modules()``) or ``nn.Module`` classes; None or ``()`` for none."""
     check(isinstance(model, nn.Module), "model", caller, "a torch.nn.Module",
           type(model).__name__)
     leaves = _leaf_spec(leaf_modules, caller)
     known = dict(model.named_modules())
     for m in leaves:
         if isinstance(m, str):
-            check(m in known, "leaf_modules", caller,
+            check(m in known and m != "", "leaf_modules", caller,
                   "names of submodules of the model (as in named_modules())", m)
+    return leaves
+
+
+def symbolic_trace(model: nn.Module, leaf_modules=(), caller: str = "hwlab.graph.trace"
+                   ) -> fx.GraphModule:
+    """A ``GraphModule`` over ``model`` (sharing its submodules and parameters)."""
+    leaves = check_leaf_modules(model, leaf_modules, caller)
     if isinstance(model, fx.GraphModule) and not leaves:
         return model
     tracer = HwlabTracer(leaves)
@@ -93,8 +100,8 @@ def symbolic_trace(model: nn.Module, leaf_modules=(), caller: str = "hwlab.graph
         if line:
             what += f" at {line}"
         fix = (f"traceable by torch.fx; mark the failing submodule as a leaf "
-               f"(leaf_modules=[{where!r}]) or remove data-dependent control flow from its "
-               f"forward" if where != "<root>" else
+               f"(leaf_modules=[{where!r}], or _hwlab_leaf = True on its class) or remove "
+               f"data-dependent control flow from its forward" if where != "<root>" else
                "traceable by torch.fx; the model's own forward failed: remove data-dependent "
                "control flow from it or trace a wrapper whose submodules are leaves")
         raise fail("model", caller, fix, f"{type(model).__name__}, failing in module "

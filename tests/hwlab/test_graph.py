@@ -299,7 +299,8 @@ class _Untraceable(nn.Module):
 def test_untraceable_model_error_names_the_module_and_the_fix():
     with pytest.raises(ValueError, match=r"model of hwlab.graph.trace must be traceable by "
                                          r"torch.fx; mark the failing submodule as a leaf "
-                                         r"\(leaf_modules=\['gate'\]\) .*got \"_Untraceable, "
+                                         r"\(leaf_modules=\['gate'\], or _hwlab_leaf = True on "
+                                         r"its class\) .*got \"_Untraceable, "
                                          r"failing in module 'gate' \(_Gate\): TraceError: .* "
                                          r"at test_graph.py:\d+ `return h if h.sum\(\) > 0"):
         hg.trace(_Untraceable())
