@@ -25,8 +25,8 @@ from localtrain._split import (
     _balanced_cuts,
     _check_model,
     _from_stops,
+    _partition,
     _probe_shapes,
-    partition,
     unit_saved_bytes,
 )
 
@@ -85,7 +85,7 @@ class LocalRule(Task):
     name = "local"
 
     def __init__(self, model: nn.Module, K: int = 4, in_shape=(1, 28, 28),
-                 balance: str = "layers", lr: float = 1e-3):
+                 balance: str = "memory", lr: float = 1e-3):
         caller = f"make_rule({self.name!r})"
         chain = _check_model(model, caller)  # the model itself when it is an nn.Sequential
         self.K = check_positive_int(K, "K", caller)
@@ -103,9 +103,10 @@ class LocalRule(Task):
         children = list(chain.children())
         self.children_ = children
         shapes = _probe_shapes(chain, torch.zeros(2, *self.in_shape), caller)
-        self.child_shapes = [tuple(s) for s in shapes]  # output shape of every child
+        # output shape of every child (None: not a tensor, e.g. a tuple; never a cut after it)
+        self.child_shapes = [None if s is None else tuple(s) for s in shapes]
         self.net = nn.ModuleDict({"model": model})
-        part = partition(chain, self.K, "layers")
+        part = _partition(chain, self.K, "layers", None, shapes)
         if balance == "memory" and self.K > 1:
             part = self._memory_partition(part)
         self._set_partition(part)

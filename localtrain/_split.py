@@ -16,6 +16,18 @@ Cuts go only between units; the tail always belongs to the last module. For ResN
 ``balance="layers"`` with K = 4 reproduces InfoPro's published ResNet-32 split (4 units per
 module); a researcher's ResNet-18 gives 9 units (stem + 8 BasicBlocks).
 
+Only a single tensor is a cut: a node whose value is a tuple (a leaf module or ``x.chunk`` that
+returns two halves, as in ShuffleNetV2's channel split; recognised by its users all being
+``getitem`` of an integer, or by its recorded ``tensor_meta``) is never a segment boundary, and a
+chain child whose output is not a tensor (an ``nn.Sequential`` child returning a tuple, seen on
+the probe batch) is joined with the next child, so no local module ever hands a tuple on.
+
+Tracing freezes Python branches on ``self.training`` (drop-connect, ``F.dropout(...,
+training=self.training)``): a non-Sequential model is traced in TRAIN mode (local learning trains
+the chain; the rules evaluate with the model itself, which still reads its own mode). When the
+train- and eval-mode graphs differ, :func:`as_chain` warns (``UserWarning``) naming the modules
+whose ``forward`` reads ``self.training``: the chain keeps the train-mode branch in both modes.
+
 ``balance="memory"`` (InfoPro*, Wang et al. 2021, Sec. 5) measures, on a sample batch, the bytes that
 autograd saves for backward inside each unit (``torch.autograd.graph.saved_tensors_hooks``,
 deduplicated by storage, parameters excluded) and places the cuts to minimise the largest module
@@ -26,6 +38,9 @@ statistics of the model are untouched.
 from __future__ import annotations
 
 import copy
+import difflib
+import operator
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -64,15 +79,18 @@ def _is_weight_child(m: nn.Module) -> bool:
     return _has_params(m) and not isinstance(m, _NORMS)
 
 
-def _units_and_tail(model: nn.Sequential) -> tuple[list[tuple[int, int]], tuple[int, int]]:
+def _units_and_tail(model: nn.Sequential, shapes=None
+                    ) -> tuple[list[tuple[int, int]], tuple[int, int]]:
+    """Body units and tail; ``shapes`` (per child, None = not a tensor) joins tuple outputs on."""
     children = list(model.children())
+    joined = {i for i, s in enumerate(shapes or ()) if s is None}  # no cut right after child i
     weights = [i for i, c in enumerate(children) if _is_weight_child(c)]
     check(len(weights) >= 1, "model", "split", "a network with a weight layer",
           type(model).__name__)
     t = weights[-1]
-    while t > 0 and not _is_weight_child(children[t - 1]):
+    while t > 0 and (not _is_weight_child(children[t - 1]) or t - 1 in joined):
         t -= 1  # pooling, flatten and the final norm belong to the classifier tail
-    starts = [i for i in weights if i < t]
+    starts = [i for i in weights if i < t and i - 1 not in joined]
     if starts:
         starts[0] = 0  # parameter-free children at the very start join the first unit
     units = [(s, e) for s, e in zip(starts, starts[1:] + [t])]
@@ -96,17 +114,98 @@ def as_chain(model: nn.Module, leaf_modules=(), caller: str = "as_chain") -> nn.
         return model
     import hwlab.graph as hg
 
-    g = hg.trace(model, leaf_modules=leaf_modules)
-    segments = g.split(g.cuts)
+    modes = {m: m.training for m in model.modules()}
+    try:
+        g = _trace_in_train_mode(model, leaf_modules, caller)
+        nodes = {n.name: n for n in g.module.graph.nodes}
+        cuts = [c for c in g.cuts if _single_tensor(nodes[c.node])]  # never cut at a tuple
+        segments = g.split(cuts)
+    finally:
+        for m, mode in modes.items():  # segments share the leaves: give back every mode
+            m.training = mode
+    own = dict(model.named_modules())
     for seg in segments:
         seg._hwlab_weights = bool(hg.trace(seg).weight_layers)
+        for name, sub in seg.named_modules():  # containers fx made: the mode of the model's
+            src = own.get(name, model)
+            if sub is not src:
+                sub.training = src.training
     return nn.Sequential(*segments)
+
+
+def _single_tensor(node) -> bool:
+    """False when the node's value is known not to be one tensor (a tuple, a list, a size).
+
+    Either its recorded ``tensor_meta`` is not a ``TensorMetadata`` (a tuple of them), or every
+    user reads an element by integer index (``a, b = split(x)``, ``x.chunk(2, 1)``).
+    """
+    from torch.fx.passes.shape_prop import TensorMetadata
+
+    meta = node.meta.get("tensor_meta")
+    if meta is not None and not isinstance(meta, TensorMetadata):
+        return False
+    users = list(node.users)
+    return not (users and all(
+        u.op == "call_function" and u.target is operator.getitem and len(u.args) > 1
+        and isinstance(u.args[1], int) for u in users))
+
+
+def _trace_in_train_mode(model: nn.Module, leaf_modules, caller: str):
+    """``hwlab.graph.trace`` of ``model`` with every submodule in train mode (left so: the caller
+    restores the modes once the segments are cut).
+
+    Also traces in eval mode: when the two graphs differ, some traced ``forward`` branches on
+    ``self.training`` and the chain keeps the train-mode branch in both modes: a warning names
+    the modules whose code differs.
+    """
+    import hwlab.graph as hg
+
+    model.train(False)
+    g_eval = hg.trace(model, leaf_modules=leaf_modules)
+    model.train(True)  # the caller restores the modes
+    g = hg.trace(model, leaf_modules=leaf_modules)
+    where = _mode_dependent_scopes(g.module.graph, g_eval.module.graph)
+    if where:
+        names = ", ".join(repr(w) if w else "the model's own forward" for w in where)
+        warnings.warn(
+            f"{caller}: the forward of {names} reads self.training (its train- and eval-mode "
+            f"graphs differ); the chain is traced in train mode and keeps the train-mode branch "
+            f"in both modes (local rules evaluate with the model itself, which reads its own "
+            f"mode; mark the module as a leaf, leaf_modules=[...], to keep both branches)",
+            UserWarning, stacklevel=3)
+    return g
+
+
+def _owner(node) -> str:
+    """Qualified name of the module whose ``forward`` created ``node`` ("" = the model)."""
+    stack = list((node.meta.get("nn_module_stack") or {}).values())
+    names = [v[0] if isinstance(v, tuple) else str(v) for v in stack]
+    if node.op == "call_module" and names and names[-1] == node.target:
+        names = names[:-1]  # a leaf call: created by the forward that calls it
+    return names[-1] if names else ""
+
+
+def _mode_dependent_scopes(g_train, g_eval) -> list[str]:
+    """Owners of the nodes that differ between the train- and eval-mode graphs (sorted)."""
+    def sig(n):
+        return (n.op, str(n.target), str(n.args), str(sorted(n.kwargs.items())))
+
+    a, b = list(g_train.nodes), list(g_eval.nodes)
+    diff = difflib.SequenceMatcher(None, [sig(n) for n in a], [sig(n) for n in b],
+                                   autojunk=False)
+    where = set()
+    for tag, i1, i2, j1, j2 in diff.get_opcodes():
+        if tag != "equal":
+            where.update(_owner(n) for n in a[i1:i2] + b[j1:j2] if n.op != "output")
+    return sorted(where)
 
 
 @torch.no_grad()
 def _probe_shapes(model: nn.Sequential, x: torch.Tensor, caller: str = "split"
-                  ) -> list[torch.Size]:
+                  ) -> list[torch.Size | None]:
     """Output shape (without batch) of every child on ``x``; model state is left untouched.
+
+    None for a child whose output is not a single tensor (a tuple): no cut may follow it.
 
     An input the model rejects is an error naming ``in_shape`` (not a raw torch shape error).
     """
@@ -115,7 +214,7 @@ def _probe_shapes(model: nn.Sequential, x: torch.Tensor, caller: str = "split"
     try:
         for child in probe.children():
             x = child(x)
-            shapes.append(x.shape[1:])
+            shapes.append(x.shape[1:] if isinstance(x, torch.Tensor) else None)
     except (RuntimeError, ValueError, IndexError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise fail("in_shape", caller, f"the (C, H, W) input shape the model accepts (or give "
@@ -168,7 +267,7 @@ def unit_saved_bytes(model: nn.Module, x: torch.Tensor) -> tuple[list[int], int]
     excluded. Runs on a deep copy in train mode (the caller's model is not modified).
     """
     model = _check_model(model, "unit_saved_bytes")
-    units, tail = _units_and_tail(model)
+    units, tail = _units_and_tail(model, _probe_shapes(model, x, "unit_saved_bytes"))
     probe = copy.deepcopy(model).train()
     children = list(probe.children())
     sizes = []
@@ -230,25 +329,34 @@ def _sample_batch(sample, caller: str) -> torch.Tensor:
     return torch.rand(8, *sample, generator=gen)
 
 
-def partition(model: nn.Module, k: int, balance: str = "layers",
+def partition(model: nn.Module, k: int, balance: str | None = None,
               sample=None) -> Partition:
-    """Compute where :func:`split` cuts ``model`` (see the module docstring)."""
-    model = _check_model(model, "split")
+    """Compute where :func:`split` cuts ``model`` (see the module docstring and :func:`split`)."""
+    chain = _check_model(model, "split")
+    if balance is None:
+        balance = "layers" if sample is None else "memory"
     check_choice(balance, ("layers", "memory"), "balance", "split")
-    units, tail = _units_and_tail(model)
+    shapes = None
+    if sample is not None:  # child outputs that are not tensors (tuples) take no cut after them
+        shapes = _probe_shapes(chain, _sample_batch(sample, "split"), "split")
+    return _partition(chain, k, balance, sample, shapes)
+
+
+def _partition(chain: nn.Sequential, k: int, balance: str, sample, shapes) -> Partition:
+    units, tail = _units_and_tail(chain, shapes)
     k = check_positive_int(k, "K", "split")
     check(k <= len(units), "K", "split", f"an integer in [1, {len(units)}] (the model's units)", k)
     if balance == "layers":
         n = len(units)
         stops = [n * (j + 1) // k for j in range(k)]  # equal counts; InfoPro's ResNet-32/110 cuts
     else:
-        sizes, tail_bytes = unit_saved_bytes(model, _sample_batch(sample, "split"))
+        sizes, tail_bytes = unit_saved_bytes(chain, _sample_batch(sample, "split"))
         sizes[-1] += tail_bytes  # the tail is trained with the last module
         stops = _balanced_cuts(sizes, k)
     return _from_stops(units, tail, stops)
 
 
-def split(model: nn.Module, K: int, balance: str = "layers",
+def split(model: nn.Module, K: int, balance: str | None = None,
           sample=None) -> list[nn.Sequential]:
     """Cut ``model`` into ``K`` local modules (``nn.Sequential`` views sharing the model's layers).
 
@@ -256,9 +364,11 @@ def split(model: nn.Module, K: int, balance: str = "layers",
 
     ``balance="layers"`` gives each module the same number of units (weight-bearing children);
     ``balance="memory"`` needs ``sample`` (an input batch, or its ``(C, H, W)`` shape for a seeded
-    random batch) and balances the activation memory each
-    module saves for backward (InfoPro*). The modules share parameters with ``model``: training them
-    trains the model, and ``nn.Sequential(*split(model, K))`` computes the same function.
+    random batch) and balances the activation memory each module saves for backward (InfoPro*).
+    The default (None) is ``"memory"`` when a ``sample`` is given, else ``"layers"``. A sample
+    also shows which children return a tuple (never followed by a cut). The modules share
+    parameters with ``model``: training them trains the model, and ``nn.Sequential(*split(model,
+    K))`` computes the same function.
     """
     chain = _check_model(model, "split")
     part = partition(chain, K, balance, sample)
