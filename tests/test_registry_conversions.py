@@ -47,7 +47,9 @@ def test_protect_clips_every_activation_call_site(name, batch):
     kw = {"rates": (1e-4, 1e-3), "maps": 1, "rounds": 1, "min_rounds": 1, "candidates": 3,
           "eval_size": 16, "batch_size": 48, "seed": 0}  # a tiny search
     if not sites:  # mobilenetv2: only ReLU6 (bounded) sites
-        with pytest.raises(ValueError, match="model of protect must be a model with unbounded ReLU-like"):
+        with pytest.raises(ValueError, match=r"model of protect must be a model with unbounded "
+                                             r"activation call sites .*got 'MobileNetV2 with only "
+                                             r"bounded sites \(relu6\)'"):
             clipact.protect(model, batch, **kw)
         return
     prot = clipact.protect(model, batch, **kw)

@@ -31,8 +31,11 @@ import hwlab.graph as hg
 from hwlab.errors import check, check_choice, fail
 
 MODES = ("zero", "cap")
-UNBOUNDED = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.CELU, nn.Mish, nn.Softplus)
-UNBOUNDED_OPS = ("relu", "leaky_relu", "gelu", "silu", "elu", "celu", "mish", "softplus", "clamp")
+UNBOUNDED = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.CELU, nn.Mish, nn.Softplus,
+             nn.Hardswish)
+UNBOUNDED_OPS = ("relu", "leaky_relu", "gelu", "silu", "elu", "celu", "mish", "softplus",
+                 "hardswish", "clamp")
+_GATED = {"silu": nn.SiLU, "mish": nn.Mish}  # x * sigmoid(x), x * tanh(softplus(x)) written out
 _INPLACE_LAST = (F.relu, F.leaky_relu, F.elu, F.celu)  # a trailing positional bool is `inplace`
 
 
@@ -152,6 +155,18 @@ def _strip(name: str) -> str:
     return base if at and k.isdigit() else name
 
 
+def require_sites(graph: hg.ModelGraph, sites: dict, caller: str) -> None:
+    """Refuse a model without clippable sites, saying whether it has activations at all."""
+    if sites:
+        return
+    bounded = sorted({s.op for s in graph.sites})
+    check(False, "model", caller, "a model with unbounded activation call sites (ReLU, GELU, "
+          "SiLU / swish, Mish, ELU, ...; ReLU6, Hardtanh and clamp(0, t) are already bounded)",
+          f"{type(graph.model).__name__} with only bounded sites ({', '.join(bounded)})"
+          if bounded else f"{type(graph.model).__name__} without any activation call site "
+          "hwlab.graph recognises")
+
+
 def clip_sites(graph: hg.ModelGraph) -> dict[str, hg.Site]:
     """clipact's site name -> graph site, for every clippable site in execution order.
 
@@ -186,6 +201,8 @@ def base_activation(graph: hg.ModelGraph, site: hg.Site, caller: str) -> nn.Modu
             base.inplace = False  # the rewrite rewires the readers of an in-place call's input
         return base
     node = _node(graph, site)
+    if hg.gate_chain(node):  # a written-out swish / Mish: its module computes the same
+        return _GATED[site.op]()
     args, kwargs = list(node.args[1:]), {k: v for k, v in node.kwargs.items() if k != "inplace"}
     if node.op == "call_method":
         fn = getattr(torch.Tensor, str(node.target).rstrip("_"))

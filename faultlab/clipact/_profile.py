@@ -11,10 +11,11 @@ from faultlab.clipact._modules import (
     clip_graph,
     clip_sites,
     eval_mode,
+    require_sites,
     trace,
 )
 from hwlab.data import iter_batches
-from hwlab.errors import check, check_choice, check_positive_int
+from hwlab.errors import check_choice, check_positive_int
 
 
 def profile(model: nn.Module, data, batch_size: int = 500, leaf_modules=()) -> dict[str, float]:
@@ -32,8 +33,7 @@ def profile(model: nn.Module, data, batch_size: int = 500, leaf_modules=()) -> d
     batch_size = check_positive_int(batch_size, "batch_size", "profile")
     graph = trace(model, "profile", leaf_modules)
     sites = clip_sites(graph)
-    check(len(sites) > 0, "model", "profile", "a model with unbounded ReLU-like activations (ReLU6, Hardtanh and clamp(0, t) are already bounded)",
-          type(model).__name__)
+    require_sites(graph, sites, "profile")
     return profile_graph(graph, sites, iter_batches(data, batch_size, "profile"))
 
 

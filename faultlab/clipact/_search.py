@@ -45,7 +45,7 @@ from torch import nn
 
 from faultlab._campaign_data import CACHE_BYTES, CampaignData
 from faultlab._evaluator import Evaluator
-from faultlab.clipact._modules import MODES, clip_graph, clip_sites, trace
+from faultlab.clipact._modules import MODES, clip_graph, clip_sites, require_sites, trace
 from faultlab.clipact._profile import profile_graph
 from hwlab.data import as_xy, iter_batches
 from hwlab.errors import check, check_choice, check_positive_int, fail
@@ -175,8 +175,7 @@ def _search(model, x_prof, x_eval, y_eval, mode, make_fault, config, progress,
 
     graph = trace(model, "protect", leaf_modules)
     sites = clip_sites(graph)
-    check(len(sites) > 0, "model", "protect", "a model with unbounded ReLU-like activations (ReLU6, Hardtanh and clamp(0, t) are already bounded)",
-          type(model).__name__)
+    require_sites(graph, sites, "protect")
     profiled = profile_graph(graph, sites, batches())
     feeders = {name: list(graph.producers[s.name]) for name, s in sites.items()}
     # private working copy, every site clipped at its maximum; thresholds change in place

@@ -16,8 +16,8 @@ the fix (``leaf_modules=[...]``). User guide: docs/own-models.md.
 
 from hwlab.graph._cuts import Cut
 from hwlab.graph._graph import ModelGraph, rewrite, trace
-from hwlab.graph._sites import Site, is_weight_module
+from hwlab.graph._sites import Site, gate_chain, is_weight_module, site_input
 from hwlab.graph._trace import check_leaf_modules
 
-__all__ = ["Cut", "ModelGraph", "Site", "check_leaf_modules", "is_weight_module", "rewrite",
-           "trace"]
+__all__ = ["Cut", "ModelGraph", "Site", "check_leaf_modules", "gate_chain", "is_weight_module",
+           "rewrite", "site_input", "trace"]

@@ -27,6 +27,7 @@ import copy
 from torch import fx, nn
 
 from hwlab.errors import check, fail
+from hwlab.graph._sites import gate_chain, site_input
 
 __all__ = ["rewrite_graph", "site_path"]
 
@@ -74,7 +75,7 @@ def rewrite_graph(gm: fx.GraphModule, sites: list, replace: dict, caller: str) -
             path = site_path(site, taken)
             taken.add(path)
             _set_submodule(gm, path, new)
-            x = node.args[0] if node.args else next(iter(node.kwargs.values()))
+            x = site_input(node)
             with gm.graph.inserting_before(node):
                 repl = gm.graph.call_module(path, (x,))
             repl.meta = dict(node.meta)
@@ -82,7 +83,7 @@ def rewrite_graph(gm: fx.GraphModule, sites: list, replace: dict, caller: str) -
             node.replace_all_uses_with(repl)
             if site.inplace and isinstance(x, fx.Node):
                 _rewire(x, repl, order, after=node)
-            gm.graph.erase_node(node)
+            _erase_with_gate(gm.graph, node)
         elif key in calls:  # a leaf module that the graph calls
             _set_submodule(gm, key, new)
         else:
@@ -93,6 +94,16 @@ def rewrite_graph(gm: fx.GraphModule, sites: list, replace: dict, caller: str) -
     gm.graph.lint()
     gm.recompile()
     return gm
+
+
+def _erase_with_gate(graph: fx.Graph, node: fx.Node) -> None:
+    """Erase a replaced site's node and the gate only it read (the ``sigmoid(x)`` of a
+    written-out swish, ``tanh(softplus(x))`` of a Mish)."""
+    chain = gate_chain(node)
+    graph.erase_node(node)
+    for n in chain:  # outermost first: each one's reader is gone before it is looked at
+        if not n.users:
+            graph.erase_node(n)
 
 
 def _rewire(x: fx.Node, repl: fx.Node, order: dict, after: fx.Node | None = None) -> None:

@@ -4,7 +4,10 @@ A *site* is one call of a ReLU-like activation, whatever its form: a module (``n
 ``ReLU6``, ``LeakyReLU``, ``Hardtanh``, ``GELU``, ``SiLU``, ``ELU``... or an hwlab activation such
 as a clipped ReLU or QCFS, whose class sets ``_hwlab_activation = True``), a function
 (``F.relu``, ``F.relu6``, ``torch.relu``, ``torch.clamp(x, min=0)``...) or a tensor method
-(``x.relu()``, ``x.relu_()``, ``x.clamp(min=0)``). A module called twice gives two sites.
+(``x.relu()``, ``x.relu_()``, ``x.clamp(min=0)``). A module called twice gives two sites. The
+written-out forms of swish and Mish are sites too: ``x * torch.sigmoid(x)`` / ``x * x.sigmoid()``
+(op ``"silu"``, EfficientNet's swish) and ``x * torch.tanh(F.softplus(x))`` (op ``"mish"``), in
+either operand order; the site is the product, its input ``x`` (:func:`site_input`).
 
 Names are stable and readable:
 
@@ -30,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-__all__ = ["Site", "find_sites", "is_weight_module", "node_scope", "producers_of"]
+__all__ = ["Site", "find_sites", "gate_chain", "is_weight_module", "node_scope", "producers_of",
+           "site_input"]
 
 _ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh, nn.GELU, nn.SiLU, nn.ELU,
                 nn.CELU, nn.SELU, nn.Mish, nn.Softplus, nn.PReLU, nn.RReLU, nn.Hardswish)
@@ -44,6 +48,9 @@ _ACT_METHODS = {"relu": "relu", "relu_": "relu"}
 _CLAMPS_F = (torch.clamp, torch.clip, torch.clamp_min)
 _CLAMPS_M = ("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_min_")
 _INPLACE_F = (torch.relu_, F.relu_)
+_MULS_F = (operator.mul, torch.mul)
+_SIGMOIDS_F = (torch.sigmoid, F.sigmoid)
+_TANHS_F = (torch.tanh, F.tanh)
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
 
@@ -81,6 +88,54 @@ def _clamp_min0(node: fx.Node) -> bool:
     return _is_zero(lo)
 
 
+def _unary(node, functions, method: str) -> fx.Node | None:
+    """The input of ``node`` when it is ``f(x)`` for ``f`` in ``functions`` or ``x.method()``."""
+    if not isinstance(node, fx.Node) or len(node.args) != 1 or node.kwargs:
+        return None
+    if (node.op == "call_function" and node.target in functions) or \
+            (node.op == "call_method" and node.target == method):
+        return node.args[0] if isinstance(node.args[0], fx.Node) else None
+    return None
+
+
+def _gated(node: fx.Node) -> tuple[str, fx.Node] | None:
+    """(op, x) when ``node`` is ``x * sigmoid(x)`` (swish) or ``x * tanh(softplus(x))`` (Mish)."""
+    is_mul = (node.op == "call_function" and node.target in _MULS_F) or \
+        (node.op == "call_method" and node.target == "mul")
+    if not is_mul or len(node.args) != 2 or node.kwargs:
+        return None
+    for x, gate in (node.args, node.args[::-1]):
+        if not isinstance(x, fx.Node):
+            continue
+        if _unary(gate, _SIGMOIDS_F, "sigmoid") is x:
+            return "silu", x
+        inner = _unary(gate, _TANHS_F, "tanh")
+        if inner is not None and _unary(inner, (F.softplus,), "softplus") is x:
+            return "mish", x
+    return None
+
+
+def gate_chain(node: fx.Node) -> list[fx.Node]:
+    """The gate nodes of a written-out swish / Mish site, outermost first (else ``[]``)."""
+    gated = _gated(node)
+    if gated is None:
+        return []
+    gate = next(a for a in node.args if a is not gated[1])
+    chain = []
+    while gate is not gated[1]:
+        chain.append(gate)
+        gate = gate.args[0]
+    return chain
+
+
+def site_input(node: fx.Node) -> fx.Node:
+    """The tensor an activation site's node transforms (``x`` of ``x * sigmoid(x)`` too)."""
+    gated = _gated(node)
+    if gated is not None:
+        return gated[1]
+    return node.args[0] if node.args else next(iter(node.kwargs.values()))
+
+
 def activation_op(gm: fx.GraphModule, node: fx.Node) -> tuple[str, bool] | None:
     """(op name, in place) when ``node`` is a ReLU-like activation call, else None."""
     if node.op == "call_module":
@@ -97,7 +152,10 @@ def activation_op(gm: fx.GraphModule, node: fx.Node) -> tuple[str, bool] | None:
             return _ACT_FUNCTIONS[node.target], inplace
         if node.target in _CLAMPS_F and _clamp_min0(node):
             return "clamp", False
-    elif node.op == "call_method":
+    gated = _gated(node) if node.op in ("call_function", "call_method") else None
+    if gated is not None:
+        return gated[0], False
+    if node.op == "call_method":
         if node.target in _ACT_METHODS:
             return _ACT_METHODS[node.target], node.target.endswith("_")
         if node.target in _CLAMPS_M and _clamp_min0(node):
@@ -108,8 +166,9 @@ def activation_op(gm: fx.GraphModule, node: fx.Node) -> tuple[str, bool] | None:
 def find_sites(gm: fx.GraphModule) -> list[Site]:
     """Every activation call site of ``gm`` in execution order."""
     sites, seen = [], {}
+    gates = {g for node in gm.graph.nodes for g in gate_chain(node)}  # Mish's inner softplus
     for node in gm.graph.nodes:
-        found = activation_op(gm, node)
+        found = None if node in gates else activation_op(gm, node)
         if found is None:
             continue
         op, inplace = found

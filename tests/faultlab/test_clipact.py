@@ -131,7 +131,8 @@ def test_profile_rejects_empty_data_and_model_without_activations():
         clipact.profile(create_model("lenet5"), (torch.zeros(0, 1, 28, 28),
                                                  torch.zeros(0, dtype=torch.long)))
     with pytest.raises(ValueError, match=r"model of profile must be a model with unbounded "
-                                         r"ReLU-like activations \(ReLU6, .*, got 'Sequential'"):
+                                         r"activation call sites \(ReLU, .*, got 'Sequential without any "
+                                         r"activation call site hwlab.graph recognises'"):
         clipact.profile(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)),
                         (torch.zeros(3, 1, 2, 2), torch.zeros(3, dtype=torch.long)))
 
