@@ -82,11 +82,29 @@ def _initial_membrane(h: torch.Tensor, mem, frac: float, threshold: torch.Tensor
 
 
 def _describe(n: fx.Node) -> str:
+    """The operation and the module whose forward made it (the model's own for the root)."""
     from hwlab.graph._sites import node_scope
 
     what = getattr(n.target, "__name__", str(n.target))
     scope = node_scope(n)
-    return f"{what} in {scope!r}" if scope else what
+    return f"{what} in {scope!r}" if scope else f"{what} in the model itself"
+
+
+def _shape_nodes(gm: fx.GraphModule) -> set[fx.Node]:
+    """Nodes whose values are sizes, not tensors: ``x.size()``, ``x.dim()``, ``x.shape`` and
+    any arithmetic or indexing on them only (``C // 2`` of a channel shuffle). Integer
+    arithmetic on sizes is not a neural operation: it is the same at every time step."""
+    shapes: set[fx.Node] = set()
+    for n in gm.graph.nodes:
+        if n.op == "call_method" and n.target in ("size", "dim"):
+            shapes.add(n)
+        elif n.op == "call_function" and n.target is getattr and len(n.args) > 1 \
+                and n.args[1] in ("shape", "ndim"):
+            shapes.add(n)
+        elif n.op in ("call_function", "call_method") and n.all_input_nodes and all(
+                a in shapes for a in n.all_input_nodes):
+            shapes.add(n)
+    return shapes
 
 
 def _is_const(v) -> bool:
@@ -96,12 +114,16 @@ def _is_const(v) -> bool:
 def _check_linear(gm: fx.GraphModule, sites) -> None:
     """Every node is a QCFS site or linear at each step; else an error naming the first other."""
     non_qcfs = [s for s in sites if s.op != "qcfs"]
+    shapes = _shape_nodes(gm)
     for n in gm.graph.nodes:
+        if n in shapes:
+            continue
         if n.op == "call_module":
             m = gm.get_submodule(n.target)
             if not isinstance(m, (QCFS, *_PASS_THROUGH)):
                 allowed = "QCFS, " + ", ".join(t.__name__ for t in _PASS_THROUGH)
-                raise fail("layers", "convert", f"one of {allowed}", type(m).__name__)
+                raise fail("layers", "convert", f"one of {allowed}",
+                           f"{type(m).__name__} at module {n.target}")
         elif n.op == "call_function":
             ok = n.target in _LINEAR_FUNCTIONS or (
                 n.target in _SCALING_FUNCTIONS and any(_is_const(a) for a in n.args))

@@ -163,5 +163,44 @@ def test_convert_names_what_it_cannot_convert():
         def forward(self, x):
             return self.q(self.a(x)) * self.b(x)  # a product of two signals: not linear
 
-    with pytest.raises(ValueError, match=r"operations of convert must be .*got 'mul'"):
+    with pytest.raises(ValueError, match=r"operations of convert must be .*got 'mul in the "
+                                         r"model itself'"):
         sp.convert(Gated())
+
+    class WithMaxPool(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(1, 2, 3), sp.QCFS(), nn.MaxPool2d(2))
+
+        def forward(self, x):
+            return self.body(x).flatten(1)
+
+    with pytest.raises(ValueError, match=r"layers of convert must be one of QCFS, .*got "
+                                         r"'MaxPool2d at module body.2'"):
+        sp.convert(WithMaxPool())
+
+
+class _Shuffle(nn.Module):
+    """conv -> QCFS -> ShuffleNet's channel shuffle (integer arithmetic on sizes) -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.q, self.fc = nn.Conv2d(1, 4, 3, padding=1), sp.QCFS(4, 1.5), \
+            nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        x = self.q(self.conv(x))
+        n, c, h, w = x.size()
+        x = x.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+        return self.fc(x.flatten(1))
+
+
+def test_channel_shuffle_converts_and_equals_the_ann_after_L_steps():
+    torch.manual_seed(0)
+    ann = _Shuffle().eval()
+    x = torch.rand(32, 1, 4, 4)
+    net = sp.convert(ann)
+    with torch.no_grad():
+        out = net(x, 4)  # L = 4 levels, one QCFS layer: exact after L steps
+        assert torch.allclose(out.mean(dim=1), ann(x), atol=1e-5)
+        assert not torch.allclose(net(x, 3).mean(dim=1), ann(x), atol=1e-2)

@@ -88,13 +88,13 @@ def test_one_hidden_layer_snn_equals_the_ann_after_L_steps():
 
 
 def test_convert_rejects_what_it_cannot_convert():
-    with pytest.raises(ValueError, match="layers of convert must be one of QCFS, Linear.*got 'ReLU'"):
+    with pytest.raises(ValueError, match="layers of convert must be one of QCFS, Linear.*got 'ReLU at module 1'"):
         sp.convert(nn.Sequential(nn.Linear(2, 2), nn.ReLU(), sp.QCFS(), nn.Linear(2, 2)))
     with pytest.raises(ValueError, match="ann of convert must be a network with at least one QCFS"):
         sp.convert(nn.Sequential(nn.Linear(2, 2)))
     with pytest.raises(ValueError, match="ann of convert must be a network with at least one QCFS"):
         sp.convert(nn.Linear(2, 2))  # any module is traced; a single layer has no QCFS site
-    with pytest.raises(ValueError, match="layers of convert must be one of QCFS, Linear.*got 'MaxPool2d'"):
+    with pytest.raises(ValueError, match="layers of convert must be one of QCFS, Linear.*got 'MaxPool2d at module 2'"):
         sp.convert(nn.Sequential(nn.Conv2d(1, 2, 3), sp.QCFS(), nn.MaxPool2d(2)))
 
 
