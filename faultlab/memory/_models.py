@@ -6,6 +6,11 @@ lines, banks. A unit is faulty with probability ``rate`` independently (geometri
 proportional to the faulty units) or exactly ``count`` distinct units are; every stored bit a
 faulty unit covers gets the fault ``kind`` (``"flip"``, ``"stuck0"`` or ``"stuck1"``). Wrapped in
 ``ECC(code, ...)`` the bits include the check bits and the decoder sees them.
+
+``count`` draws among the units that hold some of the model's stored words (:meth:`_live`):
+banks, bit lines and burst starts beyond the model's last word (a small model fills one row of
+one bank) are never drawn, so ``count=1`` always hits the model. Rates are per unit of the whole
+memory; a unit that holds nothing simply adds nothing.
 """
 
 from __future__ import annotations
@@ -75,6 +80,17 @@ class MemoryFault(FaultModel):
     def _kinds(self, size):
         return np.full(size, KINDS.index(self.kind), dtype=np.int8)
 
+    def _live(self, mem) -> tuple[int, np.ndarray | None]:
+        """The units that hold stored words: all of ``[0, prefix)`` and the sorted ``extra``
+        units after it (None: none). Every row holds a word, so rows are all live."""
+        return self._total(mem), None
+
+
+def _live_columns(mem, row: int) -> np.ndarray:
+    """Mask of the physical columns of ``row`` that hold a stored bit of the model."""
+    word, _ = mem.from_physical(np.full(mem.row_width, row), np.arange(mem.row_width))
+    return word >= 0
+
 
 @dataclass(frozen=True)
 class RowFault(MemoryFault):
@@ -115,6 +131,9 @@ class BankFault(MemoryFault):
     def _total(self, mem):
         return mem.layout.banks
 
+    def _live(self, mem):
+        return min(mem.layout.banks, mem.rows), None  # bank b holds rows b, b + banks, ...
+
     def _expand(self, mem, code, units, cls):
         banks = mem.layout.banks
         units = np.asarray(units, dtype=np.int64)
@@ -142,6 +161,13 @@ class ColumnFault(MemoryFault):
     def _total(self, mem):
         return mem.layout.banks * mem.row_width
 
+    def _live(self, mem):
+        if mem.rows > mem.layout.banks:  # every bank holds a full row: every bit line is live
+            return self._total(mem), None
+        last = mem.rows - 1  # banks 0..last hold one row each; only the last may be partial
+        return last * mem.row_width, last * mem.row_width + np.flatnonzero(
+            _live_columns(mem, last))
+
     def _expand(self, mem, code, units, cls):
         banks = mem.layout.banks
         units = np.asarray(units, dtype=np.int64)
@@ -159,7 +185,9 @@ class Burst(MemoryFault):
 
     ``rate`` is the probability that an event starts at a given cell (so about ``rate * length``
     faulty bits per bit); the burst runs along the physical row, across word boundaries (and
-    across interleaved words), and stops at the row's end (it never wraps to the next row).
+    across interleaved words), and stops at the row's end (it never wraps to the next row). A
+    cell that several overlapping bursts cover is upset once (a cell is faulty or not; two
+    flips never cancel), so the map at a lower rate is a subset of a nested higher one's.
     """
 
     rate: float | None = None  # probability that a burst starts at a cell
@@ -179,10 +207,23 @@ class Burst(MemoryFault):
     def _total(self, mem):
         return mem.rows * mem.row_width
 
+    def _live(self, mem):
+        """Starts whose burst covers a stored bit: every cell but those of the last row whose
+        ``length`` cells all lie beyond the model's last word."""
+        rw, last = mem.row_width, mem.rows - 1
+        seen = np.concatenate([[0], np.cumsum(_live_columns(mem, last))])  # live cells < c
+        start = np.arange(rw)
+        covered = seen[np.minimum(start + self.length, rw)] - seen[start]
+        return last * rw, last * rw + np.flatnonzero(covered > 0)
+
     def _expand(self, mem, code, units, cls):
         units = np.asarray(units, dtype=np.int64)
         row, col = units // mem.row_width, units % mem.row_width
         cols, owner = _span(col, np.minimum(self.length, mem.row_width - col))
         word, bit = mem.from_physical(row[owner], cols)
         ok = word >= 0
-        return word[ok], bit[ok], self._kinds(int(ok.sum()))
+        word, bit = word[ok], bit[ok]
+        if self.length > 1 and word.size > 1:  # overlapping bursts upset a shared cell ONCE
+            key = np.unique(word * mem.n + bit)  # (they never cancel: nested maps stay nested)
+            word, bit = key // mem.n, key % mem.n
+        return word, bit, self._kinds(word.size)

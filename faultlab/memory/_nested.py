@@ -111,9 +111,13 @@ def draw_in_memory(mem, code, policy, prim, prim_top, seed, caller) -> FaultMap:
     ops = prim if hasattr(prim, "_expand") else _BitUnits(prim)
     total = ops._total(mem)
     if prim_top.count is not None:
-        check(prim_top.count <= total, "count", caller,
-              f"at most the {total} units of the model's memory", prim_top.count)
-        units = _base_kernels.distinct_positions(total, prim_top.count, s32)
+        prefix, extra = ops._live(mem) if hasattr(ops, "_live") else (total, None)
+        live = prefix + (0 if extra is None else extra.size)
+        check(prim_top.count <= live, "count", caller,
+              f"at most the {live} units that hold the model's memory", prim_top.count)
+        units = _base_kernels.distinct_positions(live, prim_top.count, s32)
+        if extra is not None and extra.size:  # index i >= prefix is the live unit extra[i - prefix]
+            units = np.where(units < prefix, units, extra[np.maximum(units - prefix, 0)])
         cls = ops._classes(mem, code, units)
     else:
         lam = float(_class_rates(prim_top).max())
