@@ -9,7 +9,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["HwlabError", "check", "check_choice", "check_positive_int", "check_rate", "fail"]
+import numpy as np
+
+__all__ = ["HwlabError", "check", "check_choice", "check_int_array", "check_positive_int",
+           "check_rate", "fail"]
 
 
 class HwlabError(ValueError):
@@ -47,3 +50,27 @@ def check_choice(value: Any, choices, param: str, caller: str) -> Any:
     choices = tuple(choices)
     check(value in choices, param, caller, f"one of {', '.join(map(str, choices))}", value)
     return value
+
+
+def check_int_array(values: Any, param: str, caller: str, minimum: int | None = None
+                    ) -> np.ndarray:
+    """An int64 array (at least 1-D) of integers: integer dtypes, or floats that are whole
+    numbers (``2.0``); bools, NaN, infinities, fractions (``1.5``) and anything else are refused,
+    naming the first such value, never truncated. ``minimum``: the smallest value allowed."""
+    a = np.atleast_1d(np.asarray(values))
+    flat = a.reshape(-1)
+    if a.dtype.kind == "f":
+        bad = ~np.isfinite(flat) | (flat != np.round(flat))
+        if bad.any():
+            raise fail(param, caller, "integers", _plain(flat[int(np.argmax(bad))]))
+    elif a.dtype.kind not in "iu":
+        raise fail(param, caller, "integers", _plain(flat[0]) if flat.size else values)
+    out = a.astype(np.int64)
+    if minimum is not None and out.size and out.min() < minimum:
+        raise fail(param, caller, f"integers >= {minimum}", int(out.min()))
+    return out
+
+
+def _plain(v: Any) -> Any:
+    """A NumPy scalar as the Python value it stands for (so messages read ``1.5``, ``nan``)."""
+    return v.item() if isinstance(v, np.generic) else v

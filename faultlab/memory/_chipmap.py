@@ -11,7 +11,7 @@ import numpy as np
 
 from faultlab._faults import KINDS, FaultModel
 from faultlab.memory._layout import MemoryLayout
-from hwlab.errors import check, fail
+from hwlab.errors import check, check_int_array, fail
 
 __all__ = ["ChipMap"]
 
@@ -41,22 +41,26 @@ class ChipMap(FaultModel):
 
     def __post_init__(self):
         c = "ChipMap"
-        shp = tuple(int(s) for s in self.shape) if isinstance(self.shape, (tuple, list)) else ()
-        check(len(shp) == 2 and min(shp) >= 1, "shape", c, "(rows, cols) with both >= 1",
-              self.shape)
-        r, k, v = (np.asarray(a).reshape(-1) for a in (self.rows, self.cols, self.values))
+        ok = isinstance(self.shape, (tuple, list)) and len(self.shape) == 2
+        check(ok, "shape", c, "(rows, cols) with both >= 1", self.shape)
+        shp = tuple(int(s) for s in check_int_array(self.shape, "shape", c, minimum=1))
+        r, k, v = (check_int_array(a, name, c).reshape(-1) for a, name in (
+            (self.rows, "rows"), (self.cols, "cols"), (self.values, "values")))
         check(r.shape == k.shape == v.shape, "cells", c, "rows, cols and values of one length",
               (r.shape, k.shape, v.shape))
-        ok = r.size == 0 or (r.min() >= 0 and r.max() < shp[0] and k.min() >= 0
-                             and k.max() < shp[1])
-        check(ok, "cells", c, f"positions inside the {shp[0]} x {shp[1]} map",
-              f"rows {r.min()}..{r.max()}, cols {k.min()}..{k.max()}")
+        out = (r < 0) | (r >= shp[0]) | (k < 0) | (k >= shp[1])
+        if out.any():
+            i = int(np.argmax(out))
+            raise fail("cells", c, f"positions inside the {shp[0]} x {shp[1]} map",
+                       f"cell (row {r[i]}, col {k[i]})")
         check(bool(np.isin(v, (0, 1)).all()), "values", c, "stuck-at levels 0 or 1",
               np.unique(v)[:5].tolist())
+        _check_consistent(r, k, v, shp)
         if self.offset is not None:
-            ok = len(tuple(self.offset)) == 2 and all(0 <= int(o) for o in self.offset)
+            ok = isinstance(self.offset, (tuple, list)) and len(self.offset) == 2
             check(ok, "offset", c, "None or (row offset, column offset) >= 0", self.offset)
-            object.__setattr__(self, "offset", tuple(int(o) for o in self.offset))
+            off = check_int_array(self.offset, "offset", c, minimum=0)
+            object.__setattr__(self, "offset", tuple(int(o) for o in off))
         object.__setattr__(self, "shape", shp)
         for name, a, dt in (("rows", r, np.int64), ("cols", k, np.int64), ("values", v, np.int8)):
             a = a.astype(dt)
@@ -80,7 +84,7 @@ class ChipMap(FaultModel):
             a = a.astype(np.int64)
             check(bool(np.isin(a, (-1, 0, 1)).all()), "path", "ChipMap.load",
                   "a map of -1 (healthy), 0 and 1 (stuck-at level)", np.unique(a)[:5].tolist())
-            r, k = np.nonzero(a >= 0)
+            r, k = np.nonzero(a >= 0)  # an all-healthy map has no cells: empty maps
             return cls(r, k, a[r, k], a.shape, offset, layout)
         check(p.suffix == ".csv", "path", "ChipMap.load", "a .npy or .csv file", str(path))
         cells = []
@@ -89,12 +93,15 @@ class ChipMap(FaultModel):
                 if not line or (i == 0 and not line[0].strip().lstrip("-").isdigit()):
                     continue
                 try:
-                    cells.append([int(x) for x in line[:3]])
+                    cell = [int(x) for x in line]
                 except ValueError:
-                    raise fail("path", "ChipMap.load", "a CSV of integer row,col,value lines",
-                               f"line {i + 1}: {line}") from None
+                    cell = None
+                if cell is None or len(cell) != 3 or min(cell[:2]) < 0:
+                    raise fail("path", "ChipMap.load", "a CSV of row,col,value lines (integers, "
+                               "row and col >= 0)", f"line {i + 1}: {','.join(line)}")
+                cells.append(cell)
         a = np.asarray(cells, dtype=np.int64).reshape(-1, 3)
-        if shape is None:
+        if shape is None:  # a header-only file is a healthy chip
             shape = (int(a[:, 0].max()) + 1, int(a[:, 1].max()) + 1) if len(a) else (1, 1)
         return cls(a[:, 0], a[:, 1], a[:, 2], shape, offset, layout)
 
@@ -135,3 +142,19 @@ class ChipMap(FaultModel):
         ok = word >= 0
         kind = np.where(self.values[cell[ok]] == 1, KINDS.index("stuck1"), KINDS.index("stuck0"))
         return word[ok], bit[ok], kind.astype(np.int8)
+
+
+def _check_consistent(rows, cols, values, shape) -> None:
+    """A cell listed twice must say the same level (stuck-at-0 and stuck-at-1 at once is a
+    corrupt map, refused naming the cell; a repeated identical line is harmless)."""
+    if rows.size < 2:
+        return
+    key = rows * shape[1] + cols
+    order = np.lexsort((values, key))
+    k, v = key[order], values[order]
+    clash = (k[1:] == k[:-1]) & (v[1:] != v[:-1])
+    if clash.any():
+        cell = int(k[1:][np.argmax(clash)])
+        raise fail("cells", "ChipMap", "one stuck-at level per cell",
+                   f"cell (row {cell // shape[1]}, col {cell % shape[1]}) listed as stuck-at-0 "
+                   "and stuck-at-1")

@@ -154,7 +154,7 @@ def memory_map(model, word, bit, kind="flip", code=None, policy="zero", layout=N
     from faultlab.memory._codes import get_code
     from faultlab.memory._ecc import POLICIES
     from faultlab.memory._layout import MemoryLayout
-    from hwlab.errors import check
+    from hwlab.errors import check, check_int_array
 
     c = "memory_map"
     spec = None if code is None else get_code(code, c)
@@ -165,8 +165,8 @@ def memory_map(model, word, bit, kind="flip", code=None, policy="zero", layout=N
     check(spec is None or layout.word_bits == spec.k, "layout", c,
           f"a MemoryLayout with word_bits={spec.k if spec else ''}", layout)
     mem = layout.bind(model, spec.r if spec else 0, layers, include_bias, include_norm, c)
-    word = np.atleast_1d(np.asarray(word, dtype=np.int64))
-    bit = np.atleast_1d(np.asarray(bit, dtype=np.int64))
+    word = check_int_array(word, "word", c)  # 1.5 or NaN refused, never truncated
+    bit = check_int_array(bit, "bit", c)
     check(word.shape == bit.shape and word.ndim == 1, "word and bit", c,
           "1-D arrays of one length", (word.shape, bit.shape))
     check(word.size == 0 or (word.min() >= 0 and word.max() < mem.words), "word", c,

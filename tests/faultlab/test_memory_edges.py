@@ -83,3 +83,75 @@ def test_a_count_above_the_live_units_is_refused():
     with pytest.raises(ValueError, match=r"count of sample_faults must be at most the 1 units "
                                          r"that hold the model's memory, got 2"):
         fl.sample_faults(m, BankFault(count=2))
+
+
+# -- memory coordinates and measured chip maps: refused, never truncated -------------------------
+@pytest.mark.parametrize(("word", "bit", "msg"), [
+    (1.5, 0, r"word of memory_map must be integers, got 1.5"),
+    (0, 63.7, r"bit of memory_map must be integers, got 63.7"),
+    (np.nan, 0, r"word of memory_map must be integers, got nan"),
+    ([True, False], [1, 2], r"word of memory_map must be integers, got True"),
+])
+def test_memory_map_refuses_non_integer_coordinates(word, bit, msg):
+    with pytest.raises(ValueError, match=msg):
+        from faultlab.memory import memory_map
+
+        memory_map(nn.Linear(40, 1, bias=False), word, bit)
+
+
+def test_memory_map_takes_whole_floats_as_the_integers_they_are():
+    from faultlab.memory import memory_map
+
+    m = nn.Linear(40, 1, bias=False)
+    a, b = memory_map(m, [1.0, 2.0], [3.0, 40.0]), memory_map(m, [1, 2], [3, 40])
+    assert _entries(a) == _entries(b) == {(0, 2, 3), (0, 5, 8)}
+
+
+def test_a_healthy_chip_loads_as_an_empty_map(tmp_path):
+    from faultlab.memory import ChipMap
+
+    m = nn.Linear(40, 1, bias=False)
+    np.save(tmp_path / "ok.npy", np.full((4, 8), -1, dtype=np.int8))
+    (tmp_path / "ok.csv").write_text("row,col,value\n")
+    for path, shape in ((tmp_path / "ok.npy", (4, 8)), (tmp_path / "ok.csv", (1, 1))):
+        cm = ChipMap.load(path)
+        assert cm.shape == shape and cm.rows.size == 0
+        assert len(fl.sample_faults(m, cm, seed=3)) == 0
+
+
+@pytest.mark.parametrize(("text", "msg"), [
+    ("row,col,value\n1,2\n", (r"path of ChipMap.load must be a CSV of row,col,value lines "
+                              r"\(integers, row and col >= 0\), got 'line 2: 1,2'")),
+    ("1,2,1\n-3,0,1\n", r"got 'line 2: -3,0,1'"),
+    ("1,2,1\nx,0,1\n", r"got 'line 2: x,0,1'"),
+    ("1,2,1\n1,2,0\n", (r"cells of ChipMap must be one stuck-at level per cell, got 'cell "
+                        r"\(row 1, col 2\) listed as stuck-at-0 and stuck-at-1'")),
+])
+def test_chip_map_csv_edges_are_refused_naming_the_line_or_cell(tmp_path, text, msg):
+    from faultlab.memory import ChipMap
+
+    (tmp_path / "m.csv").write_text(text)
+    with pytest.raises(ValueError, match=msg):
+        ChipMap.load(tmp_path / "m.csv")
+
+
+@pytest.mark.parametrize(("offset", "msg"), [
+    ((np.nan, 0), r"offset of ChipMap must be integers, got nan"),
+    ((1.5, 0), r"offset of ChipMap must be integers, got 1.5"),
+    ((-1, 0), r"offset of ChipMap must be integers >= 0, got -1"),
+    ((1,), r"offset of ChipMap must be None or \(row offset, column offset\) >= 0, got \(1,\)"),
+])
+def test_chip_map_offsets_are_checked(offset, msg):
+    from faultlab.memory import ChipMap
+
+    with pytest.raises(ValueError, match=msg):
+        ChipMap([0], [0], [1], (2, 2), offset)
+
+
+def test_a_repeated_identical_cell_is_one_fault():
+    from faultlab.memory import ChipMap
+
+    m = nn.Linear(40, 1, bias=False)
+    twice = ChipMap([0, 0], [5, 5], [1, 1], (1, 8192), (0, 0))
+    once = ChipMap([0], [5], [1], (1, 8192), (0, 0))
+    assert _entries(fl.sample_faults(m, twice)) == _entries(fl.sample_faults(m, once))
