@@ -71,13 +71,25 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     tr = terminalreporter
     tr.write_sep("=", "faultlab resilience checks")
-    head = f"{'test':<36} {'fault model':<26} {'metric':<12} {'trials':>6} {'mean':>7} " \
+    # the test id takes what a wide terminal leaves beside the other columns (78 characters),
+    # at least 60: a longer id is cut in the middle (its file and its test name's end stay)
+    room = max(60, getattr(getattr(tr, "_tw", None), "fullwidth", 80) - 79)
+    width = max(4, min(room, max(len(r.test) for r in rec.results)))
+    head = f"{'test':<{width}} {'fault model':<26} {'metric':<12} {'trials':>6} {'mean':>7} " \
            f"{'bound':>7} {'limit':>8}  result"
     tr.write_line(head)
     for r in rec.results:
         upper = r.max_value is not None
         bound, limit = (r.ci_high, f"<= {r.max_value:.3f}") if upper else \
             (r.ci_low, f">= {r.min_accuracy:.3f}")
-        tr.write_line(f"{r.test[-36:]:<36} {r.fault_model[:26]:<26} {r.metric[:12]:<12} "
-                      f"{r.trials:>6} {r.mean:>7.4f} {bound:>7.4f} {limit:>8}  "
-                      f"{'PASS' if r.passed else 'FAIL'}")
+        tr.write_line(f"{_fit(r.test, width):<{width}} {_fit(r.fault_model, 26):<26} "
+                      f"{_fit(r.metric, 12):<12} {r.trials:>6} {r.mean:>7.4f} {bound:>7.4f} "
+                      f"{limit:>8}  {'PASS' if r.passed else 'FAIL'}")
+
+
+def _fit(text: str, width: int) -> str:
+    """``text`` cut in the middle to ``width`` characters (the file and the test name stay)."""
+    if len(text) <= width:
+        return text
+    head = (width - 3) // 2
+    return f"{text[:head]}...{text[len(text) - (width - 3 - head):]}"

@@ -94,3 +94,33 @@ def test_helper_outside_pytest_session_records_nothing():
     finally:
         RECORDER.reset(token)
     assert r.passed and r.test == "" and r.trials == 2 and r.ci_low < 1.0
+
+
+LONG = """
+import torch
+import faultlab as fl
+
+def test_a_resilience_check_whose_name_is_much_longer_than_any_table_column_ends_here(
+        assert_resilient):
+    m = torch.nn.Sequential(torch.nn.Linear(4, 4, bias=False)).eval()
+    with torch.no_grad():
+        m[0].weight.copy_(torch.eye(4) * 3.0)
+    assert_resilient(m, (torch.eye(4), torch.arange(4)), fl.BitFlip(count=1, bits=[0]),
+                     min_accuracy=0.5, trials=2)
+"""
+
+
+def test_summary_cuts_long_test_ids_in_the_middle(pytester, monkeypatch):
+    pytester.makepyfile(test_long_names=LONG)
+    for columns, width in (("80", 60), ("150", 71)):  # 60 at least, else what the rest leaves
+        monkeypatch.setenv("COLUMNS", columns)
+        result = pytester.runpytest("-p", "no:xdist")
+        result.assert_outcomes(passed=1)
+        row = next(line for line in result.stdout.lines if "PASS" in line)
+        test = row.split(" ")[0]
+        assert len(test) == width and "..." in test
+        assert test.startswith("test_long_names.py::test_a_r")
+        assert test.endswith("_column_ends_here")
+    from faultlab.pytest_plugin import _fit
+
+    assert _fit("abcdefghij", 10) == "abcdefghij" and _fit("abcdefghijk", 10) == "abc...hijk"
