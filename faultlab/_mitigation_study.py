@@ -32,12 +32,13 @@ from __future__ import annotations
 import logging
 import pickle
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 
 from faultlab._mitigation_variants import BUILDERS, Built, deploy, load_split
+from hwlab import figures
 from hwlab.errors import check
 from hwlab.studies import Study, StudyConfig, derive_seed, param, run_items
 
@@ -67,7 +68,6 @@ def _zoo_model(value, name: str, caller: str) -> str:
 
 @dataclass(frozen=True)
 class MitigationConfig(StudyConfig):
-    study: ClassVar[str] = "faultlab.mitigation"
     model: str = param("lenet5", "zoo model (its recipe retrains the variants)",
                        validate=_zoo_model)
     dataset: str = param("mnist5k", "dataset spec (see hwlab.data.load)", kind="dataset")
@@ -198,6 +198,12 @@ class MitigationStudy(Study):
                    "weight clipping, RandBET, robust quantisation, SEC-DED, selective "
                    "hardening; accuracy, memory / latency overhead, training time.")
     Config = MitigationConfig
+    figure = figures.mitigation_pareto  # key figure
+    figure_title = "accuracy at BER vs memory overhead (Pareto)"
+    latency_kind = "inference_ms"  # per sample, fault-free
+    memory_kind = "model_bytes"  # the deployed weights as stored
+    page = "mitigation"
+    quick_seconds = None  # not measured (failed while faultlab was being changed)
     quick = {  # noqa: RUF012 - read-only by convention; well under a minute on 2 cores
         "rates": (0.02, 0.1), "trials": 3, "eval_size": 300, "train_epochs": 3,
         "select_size": 300, "search_maps": 2, "search_rounds": 1, "harden_trials": 3,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import ClassVar
 
+from hwlab import figures
 from hwlab.studies import Study, StudyConfig, derive_seed, param, run_items
 
 __all__ = ["SYSTOLIC_STUDY", "SystolicConfig", "SystolicItem", "SystolicStudy"]
@@ -23,7 +23,6 @@ KINDS = ("stuck1", "stuck0", "flip")
 
 @dataclass(frozen=True)
 class SystolicConfig(StudyConfig):
-    study: ClassVar[str] = "faultlab.systolic"
     models: tuple[str, ...] = param(  # the two CNNs (zoo entries trained on mnist5k)
         ("lenet5", "vgg-s"), "models: zoo names, module:callable or hwlab.models entry points",
         nonempty=True, kind="model")
@@ -129,6 +128,10 @@ class SystolicStudy(Study):
     description = ("Permanent PE faults of a systolic array (weight- and output-stationary): "
                    "accuracy vs fraction of faulty PEs, unmitigated, FAP and FAP+T.")
     Config = SystolicConfig
+    figure = figures.systolic_sweep  # key figure
+    figure_title = "accuracy vs fraction of faulty PEs per mitigation"
+    page = "systolic"
+    quick_seconds = 67  # measured once (see Study.quick_seconds)
     quick = {  # noqa: RUF012 - read-only by convention; ~30 s on 2 busy cores
         "models": ("lenet5",), "rows": 64, "cols": 64, "fractions": (1e-3, 1e-2, 0.25),
         "trials": 1, "retrain_epochs": 1, "eval_size": 250}

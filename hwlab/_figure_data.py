@@ -7,9 +7,11 @@ app and the same figure from the CLI are built from the same frames. Reads store
 What a stored ``latency_ms`` / ``memory_bytes`` means depends on the study that wrote it, so the
 figures never put two meanings on one axis. :func:`with_metrics` turns them into distinct
 metrics (:data:`METRICS`): inference latency per sample, campaign trial time, training step
-time; weight storage bytes, peak training memory, protection overhead. The study -> meaning
-tables are :data:`LATENCY_KIND` and :data:`MEMORY_KIND`; a row of another study may say what it
-means with ``extra.latency_kind`` / ``extra.memory_kind`` (else it falls back by module).
+time; weight storage bytes, peak training memory, protection overhead. What a study's numbers
+mean is said by the study itself (``Study.latency_kind`` / ``memory_kind``, read from the
+registry by :func:`study_kinds`); a row may say it with ``extra.latency_kind`` /
+``extra.memory_kind``, and the rows of a study that says nothing (or is not installed here)
+fall back by module.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ import pandas as pd
 from hwlab.errors import check, fail
 from hwlab.stats import PROPORTIONS, mean_ci, proportion_ci
 
-__all__ = ["LATENCY_KIND", "MEMORY_KIND", "METRICS", "PROPORTIONS", "Metric", "ber_rows",
+__all__ = ["METRICS", "PROPORTIONS", "Metric", "ber_rows",
            "clean_rows", "combinations", "extra_number", "is_aggregate", "is_oracle",
-           "pick_combination", "proportion_ci", "summarize", "with_metrics"]
+           "pick_combination", "proportion_ci", "study_kinds", "summarize", "with_metrics"]
 
 MIN_BAND_TRIALS = 3  # fewer trials than this: the trials are drawn, not a band
 
@@ -50,19 +52,6 @@ METRICS = {
     "fault_rate": Metric("Fault rate (per bit)", None, True),  # a condition, not an objective
 }
 MIB = 2.0 ** 20
-# What latency_ms means per study: per-sample inference, one campaign trial, one training step.
-LATENCY_KIND = {
-    "hwlab.zoo": "inference_ms", "quantum.creep": "inference_ms",
-    "spiking.dynamic-confidence": "inference_ms", "faultlab.clipact": "inference_ms",
-    "faultlab.mitigation": "inference_ms", "faultlab.campaign": "trial_ms",
-    "faultlab.vulnerability": "trial_ms", "localtrain.compare": "train_step_ms",
-}
-# What memory_bytes means per study: the weights as stored (check bits included) or the peak
-# training memory (activations saved for backward + parameters, gradients, optimizer state).
-MEMORY_KIND = {
-    "hwlab.zoo": "model_bytes", "quantum.creep": "model_bytes", "faultlab.memory": "model_bytes",
-    "faultlab.mitigation": "model_bytes", "localtrain.compare": "train_memory_bytes",
-}
 OVERHEAD_KEYS = ("memory_overhead", "code_overhead")  # extra fields: extra bits / weight bits
 _BER_FAULTS = r"^(bitflip|stuck0|stuck1|burst|row|asym)"  # faults of stored bits: rate = BER
 
@@ -119,6 +108,22 @@ def ber_rows(df: pd.DataFrame) -> pd.Series:
     return ber & (rate > 0)
 
 
+def study_kinds(names) -> tuple[dict[str, str], dict[str, str]]:
+    """``({study: latency kind}, {study: memory kind})`` of the registered studies among
+    ``names`` that say what their ``latency_ms`` / ``memory_bytes`` mean (``Study.latency_kind``
+    / ``memory_kind``); a study that is not installed here is left out (its rows fall back)."""
+    from hwlab.studies import find_study
+
+    latency, memory = {}, {}
+    for name in names:
+        study = find_study(str(name))
+        if study is not None and study.latency_kind is not None:
+            latency[str(name)] = study.latency_kind
+        if study is not None and study.memory_kind is not None:
+            memory[str(name)] = study.memory_kind
+    return latency, memory
+
+
 def with_metrics(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` plus one column per :data:`METRICS` entry, each with one meaning (and unit).
 
@@ -129,13 +134,14 @@ def with_metrics(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     study = out.get("study", pd.Series("", index=out.index)).astype("string").fillna("")
     module = out["module"].astype("string").fillna("")
-    lat_kind = study.map(LATENCY_KIND).astype("object")
+    latency_kind, memory_kind = study_kinds(study.unique())
+    lat_kind = study.map(latency_kind).astype("object")
     clean = clean_rows(out)
     fallback = np.where(module == "localtrain", "train_step_ms",
                         np.where(clean, "inference_ms", "trial_ms"))
     lat_kind = lat_kind.where(lat_kind.notna(), pd.Series(fallback, index=out.index))
     lat_kind = _extra_text(out, "latency_kind").fillna(lat_kind)
-    mem_kind = study.map(MEMORY_KIND).astype("object")
+    mem_kind = study.map(memory_kind).astype("object")
     mem_kind = mem_kind.where(mem_kind.notna(), pd.Series(
         np.where(module == "localtrain", "train_memory_bytes", "model_bytes"), index=out.index))
     mem_kind = _extra_text(out, "memory_kind").fillna(mem_kind)

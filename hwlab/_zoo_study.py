@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar
 
+from hwlab import figures
 from hwlab.errors import check
 from hwlab.studies import Study, StudyConfig, param, run_items
 
@@ -24,7 +24,6 @@ __all__ = ["ZOO_STUDY", "ZooConfig", "ZooItem", "ZooStudy"]
 
 @dataclass(frozen=True)
 class ZooConfig(StudyConfig):
-    study: ClassVar[str] = "hwlab.zoo"
     models: tuple[str, ...] = param(  # the reference CNN: >= 95% test accuracy on mnist5k
         ("lenet5",), "models: zoo names, module:callable or hwlab.models entry points",
         kind="model", nonempty=True)
@@ -94,6 +93,13 @@ class ZooStudy(Study):
     description = ("Train or load zoo models (cached under $HWLAB_HOME/zoo) and record test "
                    "accuracy, per-sample latency, parameter count and model bytes.")
     Config = ZooConfig
+    figure = figures.model_storage  # key figure: every model of a dataset
+    figure_title = "accuracy vs weight storage per model"
+    figure_models = "all"
+    latency_kind = "inference_ms"  # per-sample inference
+    memory_kind = "model_bytes"  # the weights as stored
+    page = "overview"  # its rows are the Overview's reference points
+    quick_seconds = 0.2  # measured once, weights cached (see Study.quick_seconds)
     quick = {"models": ("lenet5",), "dataset": "digits"}  # noqa: RUF012 - read-only by convention
 
     def items(self, config: ZooConfig) -> dict[str, ZooItem]:

@@ -7,19 +7,23 @@
 
 ``hwlab figure STUDY [--model M --dataset D] --out FILE.{svg,pdf,png}`` is the same call. Each
 figure is titled with the study, model, dataset and the date of the run(s) it draws, and
-:func:`figure` returns a file stem named after them. The builders read store rows only (no method
-package is imported) and are shared with the dashboard, so the app and the CLI draw the same
-figure from the same numbers:
+:func:`figure` returns a file stem named after them. Which builder draws a study, and what its
+figure shows, are attributes of the study (``Study.figure``, ``figure_title``,
+``figure_models``) read from the registry; :func:`figure_studies` lists the studies that have one.
+The builders read store rows only and are shared with the dashboard, so the app and the CLI draw
+the same figure from the same numbers:
 
-* fault sweeps (campaign, clipact, memory, systolic, spiking.faults): mean accuracy per series
-  with the 95% proportion interval of :func:`hwlab.stats.proportion_ci` (never outside
-  [0, 1]) where a point has >= 3 trials, the trials themselves where it has fewer, and the
-  fault-free accuracy as a dashed reference line;
-* faultlab.vulnerability: the layer x bit heatmap, layers in network order with their names;
-* faultlab.mitigation: accuracy at a BER vs memory overhead per variant, with the Pareto front;
-* spiking.dynamic-confidence: accuracy vs mean time steps (fixed T, the rules, the oracles);
-* quantum.creep: accuracy per quantum level; localtrain.compare: accuracy vs peak training
-  memory per rule and K; hwlab.zoo: accuracy vs weight storage per model.
+* :func:`fault_sweep` (campaign, clipact, memory), :func:`systolic_sweep`,
+  :func:`neuron_sweep` (spiking.faults): mean accuracy per series with the 95% proportion
+  interval of :func:`hwlab.stats.proportion_ci` (never outside [0, 1]) where a point has >= 3
+  trials, the trials themselves where it has fewer, and the fault-free accuracy as a dashed
+  reference line;
+* :func:`vulnerability_heatmap`: the layer x bit heatmap, layers in network order with their
+  names;
+* :func:`mitigation_pareto`: accuracy at a BER vs memory overhead per variant, with the front;
+* :func:`time_steps`: accuracy vs mean time steps (fixed T, the rules, the oracles);
+* :func:`quantum_levels`: accuracy per quantum level; :func:`training_memory`: accuracy vs peak
+  training memory per rule and K; :func:`model_storage`: accuracy vs weight storage per model.
 """
 
 from __future__ import annotations
@@ -53,8 +57,10 @@ from hwlab._figure_data import (
 )
 from hwlab.errors import check, fail
 
-__all__ = ["BAND_NOTE", "FIGURES", "fault_curves", "figure", "figure_rows", "heatmap", "pareto_chart",
-           "save", "series_label", "spiking_steps", "stem", "title_for"]
+__all__ = ["BAND_NOTE", "fault_curves", "fault_sweep", "figure", "figure_rows", "figure_studies",
+           "heatmap", "mitigation_pareto", "model_storage", "neuron_sweep", "pareto_chart",
+           "quantum_levels", "save", "series_label", "spiking_steps", "stem", "systolic_sweep",
+           "time_steps", "title_for", "training_memory", "vulnerability_heatmap"]
 
 FORMATS = (".svg", ".pdf", ".png")
 
@@ -73,18 +79,21 @@ def _sweep(df, x_title="fault rate (per bit)", facet="fault_model", series=None)
     return fault_curves(faulty, clean, facet=facet, x_title=x_title)
 
 
-def _campaign(df):
+def fault_sweep(df):
+    """Accuracy vs per-bit fault rate per series (variant and format), a panel per fault model."""
     return _sweep(df)
 
 
-def _systolic(df):
+def systolic_sweep(df):
+    """Accuracy vs fraction of faulty PEs per mitigation, a panel per dataflow."""
     d = df.assign(dataflow=extra_text(df, "dataflow"))
     clean = d[clean_rows(d)].assign(series="fault-free")
     faulty = d[~clean_rows(d)].assign(series=d["variant"].astype(str))
     return fault_curves(faulty, clean, facet="dataflow", x_title="fraction of faulty PEs")
 
 
-def _neurons(df):
+def neuron_sweep(df):
+    """Accuracy vs fraction of faulty neurons per exit rule, a panel per neuron fault."""
     return _sweep(df, "fraction of faulty neurons", series=df["variant"].astype(str))
 
 
@@ -92,7 +101,8 @@ def extra_text(df, key):
     return df["extra"].astype("string").str.extract(rf'"{key}":\s*"([^"]*)"', expand=False)
 
 
-def _vulnerability(df):
+def vulnerability_heatmap(df):
+    """The layer x bit heatmap of mean accuracy, layers in network order."""
     d = _extra(df, "layer", "order", "bit", "ci_low", "ci_high")
     d = d[d["layer"].notna() & d["bit"].notna()]
     cells = d.groupby(["layer", "bit"], as_index=False).agg(
@@ -130,7 +140,8 @@ def front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return d.loc[keep]
 
 
-def _mitigation(df):
+def mitigation_pareto(df):
+    """Accuracy at the largest stored BER vs memory overhead per variant, with the front."""
     pts, ber = mitigation_points(df)
     return pareto_chart(pts, "overhead", "accuracy", "variant", front(pts, "overhead", "accuracy"),
                         "memory overhead (% of weight bits)", f"accuracy at BER {ber:.0e}")
@@ -153,7 +164,8 @@ def spiking_frames(df: pd.DataFrame):
     return curve, rules
 
 
-def _spiking(df):
+def time_steps(df):
+    """Accuracy vs mean time steps: the fixed-T curve, the stopping rules and the oracles."""
     curve, rules = spiking_frames(df)
     hi = max(rules["timesteps"].max() if len(rules) else 0, 1) * 1.6
     return spiking_steps(curve[curve["timesteps"] <= hi], rules)
@@ -164,7 +176,8 @@ def level_summary(df: pd.DataFrame) -> pd.DataFrame:
     return summarize(d, ["dataset", "variant"])
 
 
-def _quantum(df):
+def quantum_levels(df):
+    """Accuracy per quantum level (bars with their interval)."""
     s = level_summary(df)
     base = alt.Chart(s).encode(x=alt.X("variant:N", title="quantum level", sort=None))
     bars = base.mark_bar(opacity=0.8).encode(y=alt.Y("mean:Q", title="test accuracy",
@@ -174,7 +187,8 @@ def _quantum(df):
     return alt.layer(bars, err).properties(width=320, height=260)
 
 
-def _localtrain(df):
+def training_memory(df):
+    """Accuracy vs peak training memory per rule, joined across K."""
     d = with_metrics(df)
     d = d[d["train_memory_bytes"].notna()]
     g = d.groupby(["method", "variant"], as_index=False).agg(
@@ -192,7 +206,8 @@ def _localtrain(df):
     return alt.layer(lines, pts).properties(width=480, height=320)
 
 
-def _zoo(df):
+def model_storage(df):
+    """Accuracy vs weight storage, one labelled point per model."""
     d = with_metrics(df)
     x = alt.X("model_bytes:Q", title=METRICS["model_bytes"].label, scale=alt.Scale(type="log"))
     y = alt.Y("accuracy:Q", title="test accuracy", scale=alt.Scale(zero=False))
@@ -204,29 +219,31 @@ def _zoo(df):
     return alt.layer(pts, text).properties(width=480, height=320)
 
 
-FIGURES = {  # study -> (builder, what the figure shows)
-    "faultlab.campaign": (_campaign, "accuracy vs BER per number format"),
-    "faultlab.clipact": (_campaign, "accuracy vs BER per variant (FT-ClipAct, Ranger)"),
-    "faultlab.memory": (_campaign, "accuracy vs BER per memory protection and error model"),
-    "faultlab.mitigation": (_mitigation, "accuracy at BER vs memory overhead (Pareto)"),
-    "faultlab.systolic": (_systolic, "accuracy vs fraction of faulty PEs per mitigation"),
-    "faultlab.vulnerability": (_vulnerability, "layer x bit vulnerability heatmap"),
-    "spiking.dynamic-confidence": (_spiking, "accuracy vs mean time steps with the rules"),
-    "spiking.faults": (_neurons, "accuracy vs neuron fault rate per exit rule"),
-    "quantum.creep": (_quantum, "accuracy per quantum level"),
-    "localtrain.compare": (_localtrain, "accuracy vs peak training memory per rule and K"),
-    "hwlab.zoo": (_zoo, "accuracy vs weight storage per model"),
-}
+def figure_studies() -> list[str]:
+    """Names of the registered studies that have a key figure (``Study.figure``)."""
+    from hwlab.studies import all_studies
+
+    return [s.name for s in all_studies() if s.figure is not None]
+
+
+def _study(name: str):
+    """The registered study called ``name`` with a key figure (else a template error)."""
+    from hwlab.studies import find_study
+
+    study = find_study(name) if isinstance(name, str) else None
+    if study is None or study.figure is None:
+        raise fail("study", "figure", f"one of {', '.join(figure_studies())}", name)
+    return study
 
 
 def figure_rows(results: pd.DataFrame, runs: pd.DataFrame | None, study: str,
                 model: str | None = None, dataset: str | None = None):
     """``(chart, stem)`` of ``study``'s key figure from store frames (``Store.results()``,
     ``Store.runs()``); ``model`` / ``dataset`` default to the pair with the most rows."""
-    check(study in FIGURES, "study", "figure", f"one of {', '.join(FIGURES)}", study)
+    described = _study(study)
     df = results[results["study"] == study]
     df = df[~is_aggregate(df)] if not df.empty else df
-    if study == "hwlab.zoo":  # every model of one dataset in one figure
+    if described.figure_models == "all":  # every model of one dataset in one figure
         if dataset is None and model is None:  # the dataset with the most models
             dataset = str(df["dataset"].astype(str).value_counts().index[0])
         _, dataset = pick_combination(df, model, dataset, "figure")
@@ -237,15 +254,16 @@ def figure_rows(results: pd.DataFrame, runs: pd.DataFrame | None, study: str,
     else:
         model, dataset = pick_combination(df, model, dataset, "figure")
         df = df[(df["model"].astype(str) == model) & (df["dataset"].astype(str) == dataset)]
-    chart = FIGURES[study][0](df)
+    chart = described.figure(df)
     title = title_for(study, model, dataset, _dates(runs, df))
-    return chart.properties(title=alt.TitleParams(title, subtitle=FIGURES[study][1],
+    subtitle = described.figure_title or alt.Undefined
+    return chart.properties(title=alt.TitleParams(title, subtitle=subtitle,
                                                   anchor="start")), stem(title)
 
 
 def figure(store, study: str, model: str | None = None, dataset: str | None = None):
     """``(chart, stem)`` of ``study``'s key figure read from ``store`` (a Store)."""
-    check(study in FIGURES, "study", "figure", f"one of {', '.join(FIGURES)}", study)
+    _study(study)
     results = store.results(study=study)
     if results.empty:
         raise fail("study", "figure", "a study with rows in the store", f"{study} (no rows)")

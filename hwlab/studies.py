@@ -5,7 +5,6 @@ A study is a module-level constant instance of a :class:`Study` subclass, regist
 
     @dataclass(frozen=True)
     class Config(StudyConfig):                       # validates itself in __post_init__
-        study: ClassVar[str] = "faultlab.demo"
         model: str = param("lenet5", "model spec", kind="model")  # the reference CNN
         trials: int = param(10, "fault maps", range=(1, None))     # a +-3% interval
 
@@ -16,8 +15,12 @@ A study is a module-level constant instance of a :class:`Study` subclass, regist
 
     class MyStudy(Study):
         name, module, description = "faultlab.demo", "faultlab", "One line for `hwlab list`."
-        Config = Config
+        Config = Config                    # its Config.study is set to `name` (written once)
         quick = {"trials": 2}
+        figure = figures.fault_sweep       # how it is seen: the key figure, ...
+        figure_title = "accuracy vs BER"
+        latency_kind = "trial_ms"          # ... what latency_ms / memory_bytes mean, ...
+        page = "faults"                    # ... the dashboard page that shows its rows
 
         def run(self, config, store, progress=None, executor=None):
             with self.open_run(store, config) as run_id:      # run_context: done / failed
@@ -26,6 +29,11 @@ A study is a module-level constant instance of a :class:`Study` subclass, regist
             return run_id
 
     DEMO_STUDY = MyStudy()
+
+A study describes itself: its figure, the meaning of its ``latency_ms`` / ``memory_bytes`` and
+its dashboard page are class attributes that ``hwlab figure``, the figure data and the dashboard
+read from the registry, so a new study needs no edit anywhere else. A script, a notebook or a
+test adds one with :func:`register_study` (the entry-point loader checks a study the same way).
 
 The CLI flags and the dashboard form are built from :meth:`Study.constraints`. :func:`run_items`
 is the resumable engine: it skips the keys already stored, runs the rest inline or on an
@@ -54,13 +62,20 @@ from hwlab.errors import HwlabError, check, fail
 from hwlab.executors import SerialExecutor
 from hwlab.seeds import derive_seed  # re-exported: hwlab.studies.derive_seed still works
 
-__all__ = ["Study", "StudyConfig", "derive_seed", "get_study", "list_studies", "param",
-           "run_context", "run_items", "run_study"]
+__all__ = ["LATENCY_KINDS", "MEMORY_KINDS", "Study", "StudyConfig", "all_studies", "derive_seed",
+           "find_study", "get_study", "list_studies", "param", "register_study", "run_context",
+           "run_items", "run_study", "unregister_study"]
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "hwlab.studies"
 Progress = Callable[..., None]  # progress(done: int, total: int, message: str = "")
+# What a stored latency_ms can mean: per-sample inference, one campaign trial, one training step.
+LATENCY_KINDS = ("inference_ms", "trial_ms", "train_step_ms")
+# What a stored memory_bytes can mean: the weights as stored (check bits included), or the peak
+# training memory (activations saved for backward + parameters, gradients, optimizer state).
+MEMORY_KINDS = ("model_bytes", "train_memory_bytes")
+FIGURE_MODELS = ("one", "all")  # a key figure per (model, dataset), or all models of a dataset
 
 
 class Study:
@@ -71,6 +86,47 @@ class Study:
     description: str = ""  # one line, shown by `hwlab list`
     Config: type = None  # a frozen dataclass whose every field has a default
     quick: Mapping[str, Any] = types.MappingProxyType({})  # overrides for --quick (~1 min)
+
+    # -- how it is seen: read from the registry by `hwlab figure`, the figure data and the app --
+    # Its key figure: builder(rows) -> Altair chart from its rows of one model and dataset (the
+    # builders shared by several studies are in hwlab.figures); None: it has no key figure.
+    figure: Callable | None = None
+    figure_title: str = ""  # what the key figure shows (its subtitle), e.g. "accuracy vs BER"
+    figure_models: str = "one"  # "one": a figure per (model, dataset); "all": every model of a
+    # dataset in one figure (a model comparison such as hwlab.zoo)
+    # What its latency_ms means (one of LATENCY_KINDS); None: per row, from the row's
+    # extra.latency_kind, else fault-free rows are inference and faulty rows trial time
+    # (module localtrain: a training step), so two meanings never share an axis.
+    latency_kind: str | None = None
+    # What its memory_bytes means (one of MEMORY_KINDS); None: the row's extra.memory_kind,
+    # else weight storage (module localtrain: peak training memory).
+    memory_kind: str | None = None
+    # The dashboard page that shows its rows (app/app_pages/PAGE.py, e.g. "faults"; its "no rows
+    # yet" message names the studies of the page); "figures": the Key figures page, which draws
+    # the key figure of any study; None: only the Overview and Runs pages.
+    page: str | None = "figures"
+    # Wall-clock seconds of its --quick run as measured (shown before the dashboard runs it),
+    # None: not measured. The built-in ones: once on the 2-core development machine shared with
+    # other jobs (load 8-11), zoo weights already cached (a first zoo training adds to it).
+    quick_seconds: float | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        """Check what a study says about itself when its class is defined (so a wrong kind is
+        an error at import, which the registry reports), and write its name once: a
+        :class:`StudyConfig` without its own ``study`` gets the study's ``name``."""
+        super().__init_subclass__(**kwargs)
+        builder = cls.__dict__.get("figure")
+        if isinstance(builder, types.FunctionType):  # a function as class attribute: no method
+            cls.figure = staticmethod(builder)
+        _check_description(cls, cls.__name__)
+        config = cls.__dict__.get("Config")
+        if cls.name and isinstance(config, type) and issubclass(config, StudyConfig):
+            own = config.__dict__.get("study", "")
+            if own and own != cls.name:
+                raise TypeError(f"{cls.__name__}.Config.study is {own!r}, not the study's name "
+                                f"{cls.name!r}: leave it out, the name is written once")
+            if not own:
+                config.study = cls.name  # "PARAM of study NAME must be ..."
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -150,25 +206,101 @@ def run_context(store, study: str, config, fingerprint: str | None = None) -> It
     store.finish_run(run_id, "done")
 
 
+def _check_description(study, where: str) -> None:
+    """What a study says about itself is usable: kinds from the known ones, a callable figure."""
+    def bad(attr, expected):
+        raise TypeError(f"{where}.{attr} must be {expected}, got {getattr(study, attr)!r}")
+
+    if study.latency_kind not in (None, *LATENCY_KINDS):
+        bad("latency_kind", f"None or one of {', '.join(LATENCY_KINDS)}")
+    if study.memory_kind not in (None, *MEMORY_KINDS):
+        bad("memory_kind", f"None or one of {', '.join(MEMORY_KINDS)}")
+    if study.figure is not None and not callable(study.figure):
+        bad("figure", "None or a callable rows -> chart")
+    if study.figure_models not in FIGURE_MODELS:
+        bad("figure_models", f"one of {', '.join(FIGURE_MODELS)}")
+    if not isinstance(study.figure_title, str):
+        bad("figure_title", "a string")
+    if study.page is not None and not (isinstance(study.page, str)
+                                       and study.page.isidentifier()):
+        bad("page", "None or a page name (app/app_pages/PAGE.py)")
+    seconds = study.quick_seconds
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                or not seconds >= 0):
+        bad("quick_seconds", "None or a number of seconds >= 0")
+
+
+def _check_study(study, name: str, source: str) -> Study:
+    """A registered study: a :class:`Study` called ``name`` whose self-description is usable.
+
+    The one check of :func:`register_study` and of the entry-point loader (``source`` names
+    where the study came from in the error).
+    """
+    if not isinstance(study, Study):
+        raise TypeError(f"{source} is {type(study).__name__}, not a Study")
+    if study.name != name:
+        raise TypeError(f"{source} holds the study named {study.name!r}, not {name!r}: a "
+                        "study is registered under its name")
+    check(isinstance(study.Config, type) and dataclasses.is_dataclass(study.Config), "Config",
+          f"study {name}", "a dataclass", study.Config)
+    _check_description(study, type(study).__name__)
+    return study
+
+
 # -- registry --------------------------------------------------------------------------------
+_REGISTERED: dict[str, Study] = {}  # added in this process by register_study
+
+
 @lru_cache(maxsize=1)
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
     """The installed ``hwlab.studies`` entry points by name (discovered once per process)."""
     return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def _names() -> list[str]:
+    return sorted(set(_entry_points()) | set(_REGISTERED))
+
+
 def _load(name: str) -> Study:
-    """Load one entry point; raises whatever the import raises."""
+    """Load one study (registered in this process, else its entry point); raises whatever the
+    import raises, and a TypeError for an object that is not a usable study of that name."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     study = _entry_points()[name].load()
+    return _check_study(study, name, f"entry point {name!r}")
+
+
+def register_study(study: Study) -> Study:
+    """Register ``study`` (a :class:`Study` instance) in this process under its ``name``.
+
+    The same as an entry point of the ``hwlab.studies`` group, for a script, a notebook or a
+    test: ``hwlab list``, ``hwlab run``, ``hwlab figure`` and the dashboard (started in this
+    process) see it. The study is checked as the entry-point loader checks one; a name that is
+    registered already (another study object) is refused. Returns ``study``.
+    """
     if not isinstance(study, Study):
-        raise TypeError(f"entry point {name!r} is {type(study).__name__}, not a Study")
+        raise fail("study", "register_study", "a Study instance", study)
+    name = study.name
+    check(isinstance(name, str) and bool(name), "name", "register_study",
+          "a non-empty string", name)
+    _check_study(study, name, f"study {name!r}")
+    taken = name in _entry_points() or (name in _REGISTERED and _REGISTERED[name] is not study)
+    check(not taken, "name", "register_study", "a name no other study has", name)
+    _REGISTERED[name] = study
     return study
+
+
+def unregister_study(name: str) -> None:
+    """Forget a study added by :func:`register_study` (entry points stay registered)."""
+    check(name in _REGISTERED, "name", "unregister_study",
+          f"a study added by register_study ({', '.join(sorted(_REGISTERED)) or 'none'})", name)
+    del _REGISTERED[name]
 
 
 def list_studies() -> list[str]:
     """Names of the registered studies that import; the others are skipped with a warning."""
     names = []
-    for name in sorted(_entry_points()):
+    for name in _names():
         try:
             _load(name)
         except Exception as exc:  # noqa: BLE001 - a method package still being written, or broken
@@ -182,13 +314,29 @@ def get_study(name: str | Study) -> Study:
     """The registered study called ``name`` (a :class:`Study` instance is returned as is)."""
     if isinstance(name, Study):
         return name
-    known = sorted(_entry_points())
+    known = _names()
     check(name in known, "name", "get_study", f"one of {', '.join(known)}", name)
     try:
         return _load(name)
     except Exception as exc:
         raise fail("name", "get_study", f"a study that loads ({type(exc).__name__}: {exc})",
                    name) from exc
+
+
+def find_study(name: str) -> Study | None:
+    """The registered study called ``name``, or None when there is none or it does not load
+    (quietly: for readers of stored rows, whose studies need not be installed here)."""
+    if name not in _names():
+        return None
+    try:
+        return _load(name)
+    except Exception:  # noqa: BLE001 - reported by list_studies / get_study, not by readers
+        return None
+
+
+def all_studies() -> list[Study]:
+    """The registered studies that load, by name (see :func:`list_studies`)."""
+    return [_load(name) for name in list_studies()]
 
 
 def run_study(name: str | Study, store=None, quick: bool = False, executor=None,

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import types
 from dataclasses import dataclass
-from typing import ClassVar
 
+from hwlab import figures
 from hwlab.seeds import seeded
 from hwlab.studies import Study, StudyConfig, param, run_items
 from localtrain._rules import RULES
@@ -26,7 +26,6 @@ _RULES = RULES
 
 @dataclass(frozen=True)
 class CompareConfig(StudyConfig):
-    study: ClassVar[str] = "localtrain.compare"
     models: tuple[str, ...] = param(  # the three networks
         ("resnet32", "resnet20", "vit-tiny"), "models: zoo names, module:callable or "
         "hwlab.models entry points", kind="model", nonempty=True)
@@ -113,6 +112,12 @@ class CompareStudy(Study):
     description = ("Local learning (DGL, InfoPro, MAN, AugLocal, feature reconstruction) vs E2E: "
                    "accuracy, peak training memory, step latency for K local modules.")
     Config = CompareConfig
+    figure = figures.training_memory  # key figure
+    figure_title = "accuracy vs peak training memory per rule and K"
+    latency_kind = "train_step_ms"  # one training step
+    memory_kind = "train_memory_bytes"  # peak training memory
+    page = "localtrain"
+    quick_seconds = 738  # measured once (see Study.quick_seconds)
     quick = types.MappingProxyType({"models": ("resnet20", "vit-tiny"), "ks": (4,), "epochs": 1,
                                     "train_size": 256, "batch_size": 64, "memory_batch": 64,
                                     "latency_repeats": 3})

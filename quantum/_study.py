@@ -22,8 +22,8 @@ import logging
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
+from hwlab import figures
 from hwlab.errors import check
 from hwlab.seeds import derive_seed, seeded, torch_threads
 from hwlab.studies import Study, StudyConfig, param, run_items
@@ -39,7 +39,6 @@ _SCHEDULES = ("cosine", "none")  # hwlab.train.SCHEDULES
 
 @dataclass(frozen=True)
 class CreepConfig(StudyConfig):
-    study: ClassVar[str] = "quantum.creep"
     datasets: tuple[str, ...] = param(  # the two built-in real image sets
         ("digits", "mnist5k"), "datasets (hwlab.data specs)", kind="dataset", nonempty=True)
     levels: tuple[int, ...] = param(  # the paper's levels: classical, quantum convs, + linear
@@ -256,6 +255,12 @@ class CreepStudy(Study):
                    "layer groups swapped for PennyLane quantum layers (same budget and seeds); "
                    "accuracy, params, latency; bit flips on quantum vs classical parameters.")
     Config = CreepConfig
+    figure = figures.quantum_levels  # key figure
+    figure_title = "accuracy per quantum level"
+    latency_kind = "inference_ms"  # per sample
+    memory_kind = "model_bytes"  # the parameters as stored
+    page = "quantum"
+    quick_seconds = 47  # measured once (see Study.quick_seconds)
     # quick: 1 seed, 1,000 images, batch 20 so that level 2 gets the ~200 Adam steps it needs
     # to leave its bias-dominated start (val curves of the full run); a few minutes on 2 cores.
     quick = {"seeds": (0,), "epochs": 4, "batch_size": 20, "train_limit": 1000,  # noqa: RUF012

@@ -15,10 +15,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import ClassVar
 
 import torch
 
+from hwlab import figures
 from hwlab.data import load
 from hwlab.errors import check
 from hwlab.meters import param_count
@@ -46,7 +46,6 @@ RULES = ("dynamic-confidence", "entropy", "margin")
 
 @dataclass(frozen=True)
 class NeuronFaultsConfig(StudyConfig):
-    study: ClassVar[str] = "spiking.faults"
     dataset: str = param(  # the spiking study's set (4000/500/500)
         "mnist5k", "dataset spec (see hwlab.data.load)", kind="dataset")
     model: str = param(  # converted path: our QCFS LeNet (96.4 % A*, docs/spiking.md)
@@ -105,6 +104,10 @@ class NeuronFaultsStudy(Study):
     description = ("Spiking-neuron faults (dead, saturated, threshold and leak drift): accuracy "
                    "and mean steps of fixed T and every stopping rule, paired neuron maps.")
     Config = NeuronFaultsConfig
+    figure = figures.neuron_sweep  # key figure
+    figure_title = "accuracy vs neuron fault rate per exit rule"
+    page = "spiking"
+    quick_seconds = 68  # measured once (see Study.quick_seconds)
     quick = MappingProxyType({"dataset": "digits", "model": "mlp", "direct_model": "mlp",
                               "max_steps": 16, "ann_epochs": 6, "direct_epochs": 3,
                               "direct_steps": 4, "rates": (0.01, 0.1), "trials": 1,

@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import ClassVar
 
 import torch
 
 import faultlab as fl
+from hwlab import figures
 from hwlab.data import load
 from hwlab.meters import param_count
 from hwlab.seeds import derive_seed, seeded
@@ -46,7 +46,6 @@ def _model_spec(value, name: str, caller: str):
 
 @dataclass(frozen=True)
 class DynamicConfidenceConfig(StudyConfig):
-    study: ClassVar[str] = "spiking.dynamic-confidence"
     dataset: str = param(  # the target set (4000/500/500 train/val/test)
         "mnist5k", "dataset spec (see hwlab.data.load)", kind="dataset")
     model: str = param(  # a deep net as in the paper: LeNet/MLP SNNs settle within ~4 steps
@@ -105,6 +104,11 @@ class DynamicConfidenceStudy(Study):
     description = ("SNN early exit: Dynamic Confidence vs fixed T, entropy, margin and oracles, "
                    "converted and directly trained, with a bit-flip sweep.")
     Config = DynamicConfidenceConfig
+    figure = figures.time_steps  # key figure
+    figure_title = "accuracy vs mean time steps with the rules"
+    latency_kind = "inference_ms"  # per sample
+    page = "spiking"
+    quick_seconds = 15  # measured once (see Study.quick_seconds)
     quick = MappingProxyType({"dataset": "digits", "model": "mlp",
                               "direct_model": "mlp", "max_steps": 16,
                               "ann_epochs": 6, "direct_epochs": 3, "direct_steps": 4,

@@ -12,7 +12,7 @@ from hwlab._figure_data import implied_count, proportion_ci, summarize, with_met
 from hwlab.cli import main
 from hwlab.store import Store
 
-STUDIES = sorted(figures.FIGURES)
+STUDIES = figures.figure_studies()  # from the registry: every study with a key figure
 
 
 @pytest.fixture(scope="module")
