@@ -10,31 +10,10 @@ import streamlit as st
 
 from app import _queries as q
 
-__all__ = ["QUICK_SECONDS", "STUDY_HINTS", "choose", "elsewhere", "empty_store_panel",
-           "figure_title", "forget_registry", "model_dataset", "multiselect", "no_rows",
-           "progress_callback", "registered_studies", "run_studies", "select", "show_chart",
-           "slug"]
-
-# The studies that fill each page (named in the "no rows yet" message).
-STUDY_HINTS = {
-    "faultlab": ("faultlab.campaign", "faultlab.clipact", "faultlab.vulnerability"),
-    "memory": ("faultlab.memory",),
-    "mitigation": ("faultlab.mitigation",),
-    "systolic": ("faultlab.systolic",),
-    "spiking": ("spiking.dynamic-confidence", "spiking.faults"),
-    "quantum": ("quantum.creep",),
-    "localtrain": ("localtrain.compare",),
-}
-# Wall-clock seconds of each study's --quick run, measured once (2026-12-01) on the 2-core
-# development machine shared with other jobs (load average 8-11), zoo weights already cached
-# (training a zoo model the first time adds to it). None: the run failed while faultlab was
-# being changed, not measured.
-QUICK_SECONDS = {
-    "faultlab.campaign": 4, "faultlab.clipact": 130, "faultlab.memory": 32,
-    "faultlab.mitigation": None, "faultlab.systolic": 67, "faultlab.vulnerability": None,
-    "hwlab.zoo": 0.2, "localtrain.compare": 738, "quantum.creep": 47,
-    "spiking.dynamic-confidence": 15, "spiking.faults": 68,
-}
+__all__ = ["choose", "elsewhere", "empty_store_panel", "figure_title", "forget_registry",
+           "model_dataset", "multiselect", "no_rows", "page_studies", "progress_callback",
+           "quick_seconds", "registered_studies", "run_studies", "select", "show_chart", "slug",
+           "study_attribute"]
 
 
 def slug(text: str) -> str:
@@ -156,13 +135,15 @@ def figure_title(study: str, model, dataset, run_ids) -> str:
                      _dates(runs, pd.DataFrame({"run_id": list(run_ids)})))
 
 
-def no_rows(module: str, what: str = "results", studies: tuple[str, ...] | None = None) -> None:
-    """Say plainly that a module has no rows in the store yet, and which study writes them."""
-    names = studies or STUDY_HINTS.get(module, ())
+def no_rows(page: str, what: str = "results", studies: tuple[str, ...] | None = None,
+            label: str | None = None) -> None:
+    """Say plainly that a page has no rows in the store yet, and which studies write them (the
+    registered studies whose ``page`` it is, unless ``studies`` names them)."""
+    names = studies or page_studies(page)
     hint = " or ".join(f"`{s}`" for s in names)
     how = f" Run {hint} on the **Run a study** page" if hint else ""
     cli = f" (or `hwlab run {names[0]} --quick`)" if names else ""
-    st.info(f"No {module} {what} in the store yet.{how}{cli}.", icon=":material/info:")
+    st.info(f"No {label or page} {what} in the store yet.{how}{cli}.", icon=":material/info:")
 
 
 def choose(df: pd.DataFrame, columns: tuple[str, ...], key: str) -> pd.DataFrame:
@@ -235,8 +216,28 @@ def registered_studies() -> list[str]:
         return []
 
 
+def study_attribute(name: str, attr: str):
+    """A registered study's attribute (None when the study does not load)."""
+    from hwlab import studies
+
+    try:
+        return getattr(studies.get_study(name), attr, None)
+    except Exception:  # noqa: BLE001 -- listed by registered_studies only when it loads
+        return None
+
+
+def page_studies(page: str) -> tuple[str, ...]:
+    """Names of the registered studies that fill ``page`` (their ``Study.page``)."""
+    return tuple(n for n in registered_studies() if study_attribute(n, "page") == page)
+
+
+def quick_seconds(name: str) -> float | None:
+    """The measured wall time of a study's --quick run (``Study.quick_seconds``), or None."""
+    return study_attribute(name, "quick_seconds")
+
+
 def _duration(name: str) -> str:
-    s = QUICK_SECONDS.get(name)
+    s = quick_seconds(name)
     if s is None:
         return "not measured"
     return "under 1 s" if s < 1 else (f"about {s:.0f} s" if s < 90 else f"about {s / 60:.0f} min")
@@ -250,11 +251,11 @@ def empty_store_panel() -> None:
              "`--quick` configuration of each study) to fill it; every page then shows its "
              "charts. Measured once on a busy 2-core machine with the zoo weights cached "
              "(training a zoo model the first time adds to it):")
-    known = [n for n in names if QUICK_SECONDS.get(n) is not None]
+    known = [n for n in names if quick_seconds(n) is not None]
     st.dataframe(pd.DataFrame({"study": names, "quick run": [_duration(n) for n in names]}),
                  hide_index=True)
     if known:
-        total = sum(QUICK_SECONDS[n] for n in known)
+        total = sum(quick_seconds(n) for n in known)
         st.caption(f"Measured studies together: about {total / 60:.0f} min.")
     if not names:
         st.warning("No studies are registered (check that the method packages are installed).")

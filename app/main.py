@@ -23,6 +23,7 @@ PAGES = {
         st.Page("app_pages/spiking.py", title="Spiking", icon=":material/timeline:"),
         st.Page("app_pages/quantum.py", title="Quantum", icon=":material/blur_on:"),
         st.Page("app_pages/localtrain.py", title="Local learning", icon=":material/layers:"),
+        st.Page("app_pages/figures.py", title="Key figures", icon=":material/insert_chart:"),
     ],
     "Runs": [
         st.Page("app_pages/runs.py", title="Runs", icon=":material/table:"),

@@ -17,7 +17,7 @@ st.title("Faults")
 have = [s for s in SWEEPS if not q.study_results(s).empty]
 vuln_all = q.study_results(VULN)
 if not have and vuln_all.empty:
-    w.no_rows("faultlab")
+    w.no_rows("faults", label="faultlab")
     st.stop()
 
 c0, _ = st.columns([2, 3])

@@ -20,7 +20,7 @@ if not names:
 
 name = w.select("study", names, "rs-study")
 study = studies.get_study(name)
-took = w.QUICK_SECONDS.get(name)
+took = study.quick_seconds  # measured, or None
 st.caption(f"module `{study.module}` · {study.description}"
            + (f" · quick run measured at about {took:.0f} s" if took else ""))
 quick = st.toggle("quick (the small `--quick` configuration)", value=True, key=f"rs-quick-{name}")

@@ -12,7 +12,7 @@ from app._demo import OWN_MODEL
 from hwlab.store import Store
 
 PAGES = ("overview", "faults", "memory", "mitigation", "systolic", "spiking", "quantum",
-         "localtrain", "runs", "run_study")
+         "localtrain", "figures", "runs", "run_study")
 
 
 def charts_of(at):
