@@ -10,8 +10,6 @@ an independent NumPy bit-flip injector written here, not by faultlab.
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 
 import numpy as np
 import pytest
@@ -258,19 +256,27 @@ def test_vulnerability_is_identical_with_and_without_prefix_caching(trained):
     assert fast[fast.bit == 30].accuracy_drop.max() > 0.2  # real faults were evaluated
 
 
-def test_prefix_caching_is_faster_for_faults_in_the_two_head_layers(trained):
+def test_prefix_caching_runs_only_the_head_for_faults_in_the_two_head_layers(trained):
+    """What makes it faster, counted (the speed itself is benchmarks/
+    faultlab_vulnerability_prefix.py's claim): with faults only in fc1 / fc2, the stem runs
+    once per batch for the cached prefix, not once per fault map."""
     model, train, _ = trained
-    kw = {"layers": ["fc1", "fc2"], "bits": (23, 29, 30, 31), "trials": 2, "seed": 0,
-          "eval_size": 1000}
-    seconds = {True: [], False: []}
+    kw = {"layers": ["fc1", "fc2"], "bits": (23, 30), "trials": 2, "seed": 0, "eval_size": 200}
+    calls = {True: 0, False: 0}
     tables = {}
-    for prefix in (False, True) * 3:  # alternating, median of three each
-        t0 = time.perf_counter()
-        tables[prefix] = fl.vulnerability(model, train, prefix=prefix, **kw)
-        seconds[prefix].append(time.perf_counter() - t0)
+    for prefix in (False, True):
+        def count(*_, prefix=prefix):
+            calls[prefix] += 1
+
+        handle = model.stem.register_forward_hook(count)
+        try:
+            tables[prefix] = fl.vulnerability(model, train, prefix=prefix, batch_size=100, **kw)
+        finally:
+            handle.remove()
     assert tables[True].drop(columns="seconds").equals(tables[False].drop(columns="seconds"))
-    ratio = statistics.median(seconds[False]) / statistics.median(seconds[True])
-    assert ratio >= 1.5, seconds  # measured 4.7x (medians 1.5 s vs 0.32 s), shared 2-core machine
+    maps, batches = 2 * 2 * 2, 2  # layers x bits x trials, 200 images in batches of 100
+    assert calls[False] == batches * (1 + maps)  # the fault-free pass, then every map
+    assert calls[True] == batches * 2  # the fault-free pass and the one cached prefix
 
 
 def test_untraceable_model_runs_full_inference_with_a_flag(caplog):
