@@ -117,7 +117,7 @@ def main(device: str = "cpu") -> dict:
 
 def campaign_trial_time(model: nn.Module, rate: float, device: str) -> float | None:
     """Draw + apply + restore as a campaign trial does it: the sampler's set-up (eligible
-    parameters, bit table) is made once per model (``faultlab._sample.sampler``, cached in the
+    parameters, bit table) is made once per model (``faultlab._plain.sampler``, cached in the
     model's views); a trial draws its map and applies it."""
     try:
         from faultlab._inject import apply_fault_map, restore

@@ -15,7 +15,7 @@ _LAZY = {
     "FaultMap": "faultlab._faults",
     "FaultModel": "faultlab._faults",
     "sample_faults": "faultlab._sample",
-    "eligible_parameters": "faultlab._sample",
+    "eligible_parameters": "faultlab._words",
     "inject": "faultlab._inject",
     "quantize_int8": "faultlab._quant",
     "campaign": "faultlab._campaign",

@@ -41,7 +41,8 @@ from torch import nn
 
 from faultlab import _kernels
 from faultlab._faults import FaultMap
-from faultlab._inject import _OPS, _bad_entry, model_views
+from faultlab._inject import _OPS, _bad_entry
+from faultlab._words import model_views
 from hwlab.errors import check, fail
 
 __all__ = ["BatchedMaps", "choose_maps_per_pass", "map_accuracies"]
@@ -184,7 +185,7 @@ def choose_maps_per_pass(model: nn.Module, x: torch.Tensor, candidates=CANDIDATE
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     if device.type == "cpu" and not measure_on_cpu:
         return 1
-    from faultlab._sample import eligible_parameters
+    from faultlab._words import eligible_parameters
 
     def sync():
         if device.type == "cuda":
@@ -225,7 +226,7 @@ def choose_maps_per_pass(model: nn.Module, x: torch.Tensor, candidates=CANDIDATE
 
 
 def _dtype(model, name) -> str:
-    from faultlab._sample import _DTYPE_NAMES
+    from faultlab._words import _DTYPE_NAMES
 
     return _DTYPE_NAMES[dict(model.named_parameters())[name].dtype]
 

@@ -15,9 +15,10 @@ from torch import nn
 from faultlab._campaign_data import CACHE_BYTES, CampaignData, prepare
 from faultlab._faults import FAULT_MODELS, BitFlip, StuckAt
 from faultlab._neuron import NeuronFault, check_neuron_count
-from faultlab._sample import _bit_table, eligible_parameters
+from faultlab._plain import _bit_table
 from faultlab._stats import interval
 from faultlab._trial import Trial, build_evaluator, run_trial
+from faultlab._words import eligible_parameters
 from faultlab.systolic._faults import PEFault
 from hwlab.errors import check, fail
 from hwlab.executors import SPEC_FORMS, share

@@ -90,6 +90,10 @@ class FaultModel:
     ``faultlab.memory`` (``ECC``, ``Burst``, ``RowFault``, ``ColumnFault``, ``BankFault``,
     ``ChipMap``). Subclasses have ``rate``, ``count`` and ``bits`` (None where not meaningful), a
     ``label`` for result rows and ``to_dict()``.
+
+    Who draws the map (``faultlab._sample``): a symmetric BitFlip / StuckAt the plain draw; a
+    subclass with a ``_sample_map(model, seed, layers, include_bias, include_norm, caller)``
+    method itself; any other ``faultlab.memory``'s thinning engine.
     """
 
     asymmetric = False  # True when the probability depends on the stored bit value
@@ -103,12 +107,6 @@ class FaultModel:
         """The same fault model at another nominal rate (nested maps, campaign families)."""
         raise fail("fault_model", "with_rate", "a fault model with a rate",
                    f"{type(self).__name__} without one")
-
-    def _sample_map(self, model, seed, layers, include_bias, include_norm, caller):
-        """A FaultMap of this model (drawn by ``faultlab.memory``'s thinning engine)."""
-        from faultlab.memory._nested import draw
-
-        return draw(model, self, self, seed, layers, include_bias, include_norm, caller)
 
 
 def _with_rate(self, rate):

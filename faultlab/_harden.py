@@ -37,8 +37,12 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from faultlab._faults import FaultMap, FaultModel
-from faultlab._sample import _DTYPE_NAMES, WORDS, eligible_parameters, layer_of
+from faultlab._faults import BitFlip, FaultMap, FaultModel
+from faultlab._inject import inject
+from faultlab._sample import _sample_faults, sample_faults
+from faultlab._stats import mean_ci
+from faultlab._vulnerability import vulnerability
+from faultlab._words import _DTYPE_NAMES, WORDS, eligible_parameters, layer_of
 from hwlab.errors import check, check_positive_int
 
 __all__ = ["COSTS", "FIELDS", "HardeningResult", "Plan", "Protected", "harden", "plan_hardening"]
@@ -82,8 +86,6 @@ class Plan:
 
     def fault_model(self, rate: float) -> Protected:
         """``BitFlip(rate)`` on memory protected by this plan (for ``faultlab.campaign``)."""
-        from faultlab._faults import BitFlip
-
         return Protected(self, BitFlip(rate=rate))
 
 
@@ -111,8 +113,6 @@ class Protected(FaultModel):
         return {**self.inner.to_dict(), "fault": self.label, "plan": self.plan.label()}
 
     def _sample_map(self, model, seed, layers, include_bias, include_norm, caller):
-        from faultlab._sample import _sample_faults
-
         raw = _sample_faults(model, self.inner, seed, layers, include_bias, include_norm, caller)
         return self.plan.filter(raw, self.inner.rate, seed)
 
@@ -279,8 +279,6 @@ def harden(model: nn.Module, data, rate: float, target: float = 0.01, trials: in
     the mean alone picks plans that fail on fresh maps half the time). The model is restored
     bit-exactly.
     """
-    from faultlab._stats import mean_ci
-    from faultlab._vulnerability import vulnerability
     from hwlab.data import as_xy
 
     c = "harden"
@@ -309,9 +307,6 @@ def verify_plans(model, data, plans, rate, trials, seed):
     """Mean accuracy of each plan on ``trials`` fresh, shared maps; returns (DataFrame, clean).
 
     Columns: plan, overhead, predicted_drop, accuracy (mean), std, trials, _accs (per trial)."""
-    from faultlab._faults import BitFlip
-    from faultlab._inject import inject
-    from faultlab._sample import sample_faults
     from hwlab.studies import derive_seed
     from hwlab.train import evaluate
 

@@ -5,10 +5,11 @@ applies a whole map in ONE Numba call (:func:`faultlab._kernels.inject_words`): 
 by (parameter, element), are grouped per word into XOR (flip) / OR (stuck-at-1) / AND-NOT
 (stuck-at-0) masks inside the kernel, and each touched word is saved before it is rewritten, for
 every parameter and dtype at once. What the kernel needs of a model (parameter order, base
-addresses, word widths, sizes) is prepared once per model in :class:`ModelViews` and reused for
-every map; a cheap signature (parameter identities and data pointers) is compared on each use, so
-a model whose parameters were replaced or moved gets fresh views. A map's validation (names,
-dtypes) is done once per (names, dtypes) and its bounds are checked vectorised over all entries.
+addresses, word widths, sizes) is prepared once per model (:class:`faultlab._words.ModelViews`)
+and reused for every map; a cheap signature (parameter identities and data pointers) is compared
+on each use, so a model whose parameters were replaced or moved gets fresh views. A map's
+validation (names, dtypes) is done once per (names, dtypes) and its bounds are checked vectorised
+over all entries.
 
 CUDA and non-contiguous tensors take the indexed torch path (gather, modify, scatter of the touched
 words only; masks grouped by :func:`faultlab._kernels.group_words`). On exit, also after an
@@ -18,7 +19,6 @@ injections restore in reverse order.
 
 from __future__ import annotations
 
-import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -28,97 +28,16 @@ from torch import nn
 
 from faultlab import _kernels
 from faultlab._faults import FAULT_MODELS, KINDS, FaultMap
-from faultlab._sample import _DTYPE_NAMES, WORDS, _sample_faults
+from faultlab._sample import _sample_faults
+from faultlab._words import ModelViews, model_views
 from hwlab.errors import check, fail
 
-__all__ = ["ModelViews", "apply_fault_map", "inject", "model_views", "restore"]
+__all__ = ["apply_fault_map", "inject", "restore"]
 
 # Kind code (index into KINDS) -> kernel operation; a kind without an entry is refused.
 _OP_OF_KIND = {"flip": _kernels.OP_XOR, "stuck1": _kernels.OP_OR, "stuck0": _kernels.OP_CLEAR}
 _OPS = np.array([_OP_OF_KIND.get(k, -1) for k in KINDS], dtype=np.int8)
 _TORCH_WORD = {32: torch.int32, 16: torch.int16, 8: torch.int8}
-
-# Prepared views per live model (weak keys: a collected model drops its entry). A cache only: every
-# use compares the model's current parameters with the entry's signature and rebuilds on change.
-_VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _signature(modules) -> list | None:
-    """Identities of every child module and parameter of ``modules`` plus the data pointers.
-
-    A flat walk over the module list taken when the views were built (weak references; None once
-    one is gone): replacing a submodule or a parameter changes an identity, re-assigning
-    ``param.data`` (or moving it) changes a pointer.
-    """
-    mods = [r() for r in modules]
-    if any(m is None for m in mods):
-        return None
-    return [id(m._modules.get(k)) for m in mods for k in m._modules] + \
-        [p.data_ptr() if p is not None else id(p) for m in mods
-         for p in m._parameters.values()] + \
-        [id(p) for m in mods for p in m._parameters.values()]
-
-
-class ModelViews:
-    """What injection needs of one model, prepared once: parameter slots, addresses, widths.
-
-    Slots follow ``model.named_parameters()``. ``fast[s]`` marks CPU contiguous parameters of a
-    supported dtype, reached by address in the one-call kernel; the others use the indexed path.
-    ``keep`` holds a detached alias of every parameter so the memory the addresses point to stays
-    alive as long as these views (or a restore record) do. ``cache`` is for other per-model
-    set-up that must be dropped when the model changes (e.g. a sampler's eligible parameters).
-    """
-
-    def __init__(self, model: nn.Module):
-        named = list(model.named_parameters())
-        # weak: the views live in a WeakKeyDictionary keyed by the model and must not keep it alive
-        self.modules = [weakref.ref(m) for m in model.modules()]
-        self.names = [n for n, _ in named]
-        self.params = [p for _, p in named]
-        self.slot_of = {n: i for i, n in enumerate(self.names)}
-        self.keep = [p.detach() for p in self.params]
-        self.signature = _signature(self.modules)
-        self.width = np.array([WORDS[p.dtype][0] if p.dtype in WORDS else 0 for p in self.params],
-                              dtype=np.int64)
-        self.numel = np.array([p.numel() for p in self.params], dtype=np.int64)
-        self.fast = np.array([p.dtype in WORDS and p.device.type == "cpu" and p.is_contiguous()
-                              for p in self.params], dtype=bool)
-        self.addr = np.array([k.data_ptr() if f else 0 for k, f in zip(self.keep, self.fast)],
-                             dtype=np.int64)
-        self.fast8 = self.fast.astype(np.uint8)
-        self._plans: dict[tuple, np.ndarray] = {}
-        self.cache: dict = {}
-
-    def current(self, model: nn.Module) -> bool:
-        """True while ``model``'s parameters are still the ones these views were built from."""
-        return self.modules[0]() is model and _signature(self.modules) == self.signature
-
-    def slots(self, fmap: FaultMap, caller: str) -> np.ndarray:
-        """Slot of each of ``fmap.names`` (validated once per names and dtypes)."""
-        key = (fmap.names, fmap.dtypes)
-        slots = self._plans.get(key)
-        if slots is None:
-            out = []
-            for name, dtype in zip(fmap.names, fmap.dtypes):
-                check(name in self.slot_of, "fault_model_or_map", caller,
-                      "a FaultMap of this model's parameters",
-                      f"a map naming unknown parameter {name!r}")
-                t = self.params[self.slot_of[name]]
-                check(t.dtype in WORDS and _DTYPE_NAMES[t.dtype] == dtype, "fault_model_or_map",
-                      caller, "a FaultMap drawn for parameters of the same dtype",
-                      f"{dtype} for parameter {name!r} of dtype "
-                      f"{str(t.dtype).replace('torch.', '')}")
-                out.append(self.slot_of[name])
-            slots = self._plans[key] = np.array(out, dtype=np.int64)
-        return slots
-
-
-def model_views(model: nn.Module) -> ModelViews:
-    """The prepared :class:`ModelViews` of ``model`` (built on first use or after a change)."""
-    views = _VIEWS.get(model)
-    if views is None or not views.current(model):
-        views = _VIEWS[model] = ModelViews(model)
-    return views
 
 
 @dataclass

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 
 __all__ = ["BUILDERS", "Built", "deploy", "load_split"]
+# faultlab's and hwlab's parts are imported inside the builders (lazily): the study registry
+# imports this module, through faultlab._mitigation_study, just to list the study.
 
 
 @dataclass
@@ -96,7 +98,7 @@ def _clipact(c, ctx, mode):
 
 
 def _threshold_overhead(base, thresholds) -> float:
-    from faultlab._sample import WORDS, eligible_parameters
+    from faultlab._words import WORDS, eligible_parameters
 
     bits = sum(t.numel() * WORDS[t.dtype][0] for _, t in eligible_parameters(base))
     return 32 * len(thresholds) / bits  # one float32 threshold per site

@@ -21,9 +21,11 @@ from torch import nn
 from faultlab._campaign_data import input_dtype
 from faultlab._evaluator import Evaluator
 from faultlab._faults import FAULT_MODELS, BitFlip, StuckAt
-from faultlab._inject import apply_fault_map, model_views, restore
+from faultlab._inject import apply_fault_map, restore
 from faultlab._neuron import NeuronFault, neuron_faults
-from faultlab._sample import _sample_faults, sampler, seed32
+from faultlab._plain import sampler
+from faultlab._sample import _sample_faults
+from faultlab._words import model_views, seed32
 from faultlab.systolic._faults import PEFault
 from hwlab.seeds import _derive_seed, derive_seed
 

@@ -45,6 +45,7 @@ from torch import nn
 
 from faultlab._campaign_data import CACHE_BYTES, CampaignData
 from faultlab._evaluator import Evaluator
+from faultlab._faults import BitFlip
 from faultlab.clipact._modules import MODES, clip_graph, clip_sites, require_sites, trace
 from faultlab.clipact._profile import profile_graph
 from hwlab.data import as_xy, iter_batches
@@ -113,8 +114,6 @@ class ThresholdSearch:
 
 
 def _bitflip(rate: float):
-    from faultlab import BitFlip
-
     return BitFlip(rate=rate)
 
 
@@ -217,7 +216,7 @@ def _search(model, x_prof, x_eval, y_eval, mode, make_fault, config, progress,
 def _tune_site(work, module, site, feeders, hi, evaluator, start, make_fault, config,
                history) -> float:
     """Interval search for one site; appends every scored candidate to ``history``."""
-    from faultlab import inject, sample_faults
+    from faultlab import inject, sample_faults  # late-bound public API (tests spy on it)
 
     k = len(config.rates)
     axis = np.arange(1, k + 1) / k  # toolbox's rate axis: 0.2, 0.4, ..., 1.0 for five rates

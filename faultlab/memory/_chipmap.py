@@ -11,6 +11,7 @@ import numpy as np
 
 from faultlab._faults import KINDS, FaultModel
 from faultlab.memory._layout import MemoryLayout
+from faultlab.memory._models import _span
 from hwlab.errors import check, check_int_array, fail
 
 __all__ = ["ChipMap"]
@@ -126,8 +127,6 @@ class ChipMap(FaultModel):
 
     def _events(self, mem, seed):
         """(word, bit, kind) of every memory cell the tiled map covers."""
-        from faultlab.memory._models import _span
-
         h, w = self.shape
         dr, dc = self._offset(seed)
         r0 = (self.rows - dr) % h  # first memory row / column showing each map cell

@@ -20,8 +20,12 @@ import numpy as np
 import torch
 
 from faultlab._faults import KINDS, FaultMap
-from faultlab._sample import WORDS
+from faultlab._words import WORDS
 from faultlab.memory import _kernels
+from faultlab.memory._codes import get_code
+from faultlab.memory._ecc import POLICIES
+from faultlab.memory._layout import MemoryLayout
+from hwlab.errors import check, check_int_array
 
 __all__ = ["build_map", "memory_map", "read_words", "stored_bits"]
 
@@ -151,11 +155,6 @@ def memory_map(model, word, bit, kind="flip", code=None, policy="zero", layout=N
     ``faultlab.memory.CODES``) with ``policy`` for detected words, over ``layout`` (default
     ``MemoryLayout(word_bits=k)``). ``kind``: one of ``flip``, ``stuck0``, ``stuck1`` or an
     array of them per fault. Use ``ModelMemory.from_physical`` for (row, column) cells."""
-    from faultlab.memory._codes import get_code
-    from faultlab.memory._ecc import POLICIES
-    from faultlab.memory._layout import MemoryLayout
-    from hwlab.errors import check, check_int_array
-
     c = "memory_map"
     spec = None if code is None else get_code(code, c)
     check(policy in POLICIES, "policy", c, f"one of {', '.join(POLICIES)}", policy)

@@ -23,9 +23,8 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
-from faultlab._sample import _DTYPE_NAMES, WORDS, eligible_parameters
+from faultlab._words import _DTYPE_NAMES, WORDS, eligible_parameters
 from hwlab.errors import check
 
 __all__ = ["MemoryLayout", "ModelMemory"]
@@ -146,8 +145,11 @@ class ModelMemory:
         word = row * self.layout.words_per_row + slot
         return np.where(word < self.words, word, -1), rem // m
 
-    def locate(self, row, col) -> pd.DataFrame:
-        """Weights behind physical cells: ``row, col, word, bit, param, index, weight_bit``."""
+    def locate(self, row, col):
+        """Weights behind physical cells: ``row, col, word, bit, param, index, weight_bit`` (a
+        pandas DataFrame)."""
+        import pandas as pd  # lazy: sample_faults / inject reach this module, pandas costs ~0.2 s
+
         word, bit = self.from_physical(row, col)
         p, e, b = self.to_weights(word, bit)
         names = np.asarray(self.names + ("",), dtype=object)

@@ -15,6 +15,7 @@ memory; a unit that holds nothing simply adds nothing.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,8 +64,6 @@ class MemoryFault(FaultModel):
         return np.zeros(np.asarray(units).shape[0], dtype=np.int64)
 
     def with_rate(self, rate):
-        import dataclasses
-
         check(self.rate is not None, "fault_model", "with_rate",
               "a fault model with a rate (not a count)", self)
         return dataclasses.replace(self, rate=rate)

@@ -24,7 +24,8 @@ import torch
 
 from faultlab import _kernels as _base_kernels
 from faultlab._faults import KINDS, BitFlip, FaultMap, FaultModel, StuckAt
-from faultlab._sample import WORDS, _sample_faults, seed32
+from faultlab._plain import draw_plain
+from faultlab._words import WORDS, seed32
 from faultlab.memory._draw import build_map, stored_bits
 from faultlab.memory._ecc import ECC
 from faultlab.memory._layout import MemoryLayout
@@ -151,11 +152,11 @@ def _element_bits(model, fmap) -> np.ndarray:
 def _draw_plain(model, member, top, seed, layers, include_bias, include_norm, caller):
     """BitFlip / StuckAt over the weight bits (``bits`` honoured), asymmetric and/or nested."""
     if not member.asymmetric and member == top:  # the ordinary map (also count-based)
-        return _sample_faults(model, member, seed, layers, include_bias, include_norm, caller)
+        return draw_plain(model, member, seed, layers, include_bias, include_norm, caller)
     lam = float(_class_rates(top).max())
     fixed = {"value": 0} if isinstance(top, StuckAt) and top.asymmetric else {}  # kinds: below
     base = dataclasses.replace(top, rate=lam, rate_1to0=None, rate_0to1=None, **fixed)
-    cand = _sample_faults(model, base, seed, layers, include_bias, include_norm, caller)
+    cand = draw_plain(model, base, seed, layers, include_bias, include_norm, caller)
     u = uniforms(seed, len(cand))
     cls = _element_bits(model, cand) if member.asymmetric else np.zeros(len(cand), np.int64)
     keep = u * lam < _class_rates(member)[cls]

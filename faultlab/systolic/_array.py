@@ -62,6 +62,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from faultlab._quant import Int8Conv2d, Int8Linear
 from hwlab.errors import check, check_choice, fail
 
 __all__ = ["DATAFLOWS", "Gemm", "SystolicArray", "mapped_layers"]
@@ -81,8 +82,6 @@ class Gemm:
 
 def mapped_layers(model: nn.Module, caller: str = "mapped_layers") -> list[tuple[str, nn.Module]]:
     """``(name, module)`` of every Conv2d / Linear that runs on the array, in module order."""
-    from faultlab._quant import Int8Conv2d, Int8Linear
-
     skip = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
     out = []
     for name, mod in model.named_modules():

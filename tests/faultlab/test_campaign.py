@@ -184,8 +184,8 @@ def test_cached_sampler_draws_the_maps_of_sample_faults(digits_mlp, fm):
     import gc
     import weakref
 
-    from faultlab._inject import model_views
-    from faultlab._sample import Sampler, sampler
+    from faultlab._plain import Sampler, sampler
+    from faultlab._words import model_views
 
     model = copy.deepcopy(digits_mlp)
     for layers, bias in ((None, False), (("3",), True)):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import faultlab as fl
-from faultlab._sample import WORDS
+from faultlab._words import WORDS
 
 FORMATS = ["float32", "float16", "bfloat16", "int8"]
 
@@ -218,7 +218,7 @@ def test_int8_weights_and_float_biases_in_one_map():
 
 
 def test_prepared_views_follow_replaced_parameters_and_modules(tiny):
-    from faultlab._inject import model_views
+    from faultlab._words import model_views
 
     fmap = fl.sample_faults(tiny, fl.BitFlip(count=20), seed=1, layers=["0"])
     with fl.inject(tiny, fmap):
@@ -277,7 +277,7 @@ def test_prepared_views_do_not_keep_a_model_alive():
     import gc
     import weakref
 
-    from faultlab._inject import _VIEWS
+    from faultlab._words import _VIEWS
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 4))
     with fl.inject(model, fl.BitFlip(count=3)):
