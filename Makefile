@@ -20,6 +20,7 @@ run: $(STAMP)
 	$(BIN)/hwlab dashboard --port $(PORT)
 
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 bench: $(STAMP)
