@@ -56,7 +56,7 @@ class AugLocal(LocalRule):
 
     name = "auglocal"
 
-    def __init__(self, model, K=4, in_shape=(1, 28, 28), balance="layers", lr=1e-3,
+    def __init__(self, model, K=4, in_shape=(1, 28, 28), balance="memory", lr=1e-3,
                  depth: int = 3, tau: float = 0.5):
         caller = "make_rule('auglocal')"
         self.depth = check_positive_int(depth, "depth", caller)

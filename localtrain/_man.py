@@ -41,7 +41,7 @@ class MAN(InfoPro):
 
     name = "man"
 
-    def __init__(self, model, K=4, in_shape=(1, 28, 28), balance="layers", lr=1e-3,
+    def __init__(self, model, K=4, in_shape=(1, 28, 28), balance="memory", lr=1e-3,
                  lambda_rec=None, lambda_ce=None, momentum: float = 0.995):
         ok = isinstance(momentum, (int, float)) and not isinstance(momentum, bool)
         check(ok and math.isfinite(momentum) and 0.0 <= momentum <= 1.0, "momentum",

@@ -46,7 +46,7 @@ class E2E(LocalRule):
 
     name = "e2e"
 
-    def __init__(self, model, K: int = 1, in_shape=(1, 28, 28), balance="layers", lr=1e-3):
+    def __init__(self, model, K: int = 1, in_shape=(1, 28, 28), balance="memory", lr=1e-3):
         super().__init__(model, 1, in_shape, balance, lr)  # K is ignored: E2E is one module
 
 
@@ -66,7 +66,7 @@ class DGL(LocalRule):
 class _ReconClassify(LocalRule):
     """Shared part of InfoPro and feature reconstruction: decoder + classifier, weighted sum."""
 
-    def __init__(self, model, K=4, in_shape=(1, 28, 28), balance="layers", lr=1e-3,
+    def __init__(self, model, K=4, in_shape=(1, 28, 28), balance="memory", lr=1e-3,
                  lambda_rec=None, lambda_ce=None):
         caller = f"make_rule({self.name!r})"
         rec0, ce0 = self.default_lambdas(K)
@@ -181,7 +181,9 @@ def make_rule(name: str, model: nn.Module, K: int = 4, sample=None, **config) ->
     ``model``: any traceable network (see :func:`localtrain.split`). Common options:
     ``in_shape=(C, H, W)``, taken from ``sample`` (an input batch N x C x H x W) when omitted,
     else (1, 28, 28); an input shape the model rejects is an error naming ``in_shape``;
-    ``balance="layers"|"memory"``, ``lr`` (for :meth:`LocalRule.step`). Rule options:
+    ``balance="memory"|"layers"`` (default "memory": InfoPro*, cuts that balance each module's
+    saved activations, auxiliary net included; "layers": equal unit counts), ``lr`` (for
+    :meth:`LocalRule.step`). Rule options:
     ``lambda_rec``/``lambda_ce`` (infopro, man, featrecon), ``momentum`` (man), ``depth``/``tau``
     (auglocal). The model is trained in place.
     """

@@ -134,7 +134,7 @@ def test_man_ema_follows_the_next_block_after_each_step():
 
 
 def test_man_head_sees_next_block_output_shape():
-    rule = lt.make_rule("man", _model(), K=4, in_shape=SHAPE)
+    rule = lt.make_rule("man", _model(), K=4, in_shape=SHAPE, balance="layers")
     # resnet20 units: stem, stage 1 = 1-3, stage 2 = 4-6, stage 3 = 7-9 (7 downsamples).
     # K=4 modules: units 0-1, 2-4, 5-6, 7-9 -> next blocks 2, 5, 7.
     assert [u for u, _ in rule.partition.unit_bounds[1:]] == [2, 5, 7]
@@ -160,7 +160,7 @@ def test_auglocal_indices_and_depths_follow_the_formula():
 def test_auglocal_aux_nets_on_resnet32():
     torch.manual_seed(0)
     model = create_model("resnet32", SHAPE, 10)
-    rule = lt.make_rule("auglocal", model, K=4, in_shape=SHAPE)
+    rule = lt.make_rule("auglocal", model, K=4, in_shape=SHAPE, balance="layers")
     assert rule.depths == [3, 2, 2]
     assert rule.layer_indices == [[7, 11, 15], [11, 15], [13, 15]]
     for k, idx in enumerate(rule.layer_indices):
