@@ -6,10 +6,17 @@ memory and latency only), peak training memory of one step (``hwlab.meters.train
 saved activations + parameter, gradient and optimizer bytes, auxiliary nets included), median
 latency of one training step, and the parameter count including auxiliary nets. E2E is one row per
 model (variant ``K=1``). Rows are keyed ``model|rule|K=k`` so an interrupted run resumes.
+
+A local rule exists to save memory: after the run, every row whose peak training memory exceeds
+the E2E row of the same model is logged as a warning (``logging``, logger ``localtrain._study``),
+with the ratio, so a split that costs memory (e.g. ``balance="layers"`` on a VGG, where
+InfoPro's first module holds the large early maps) is never reported in silence.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import types
 from dataclasses import dataclass
 
@@ -18,7 +25,9 @@ from hwlab.seeds import seeded
 from hwlab.studies import Study, StudyConfig, param, run_items
 from localtrain._rules import RULES
 
-__all__ = ["COMPARE_STUDY", "CompareConfig", "CompareItem", "CompareStudy"]
+__all__ = ["COMPARE_STUDY", "CompareConfig", "CompareItem", "CompareStudy", "warn_above_e2e"]
+
+log = logging.getLogger(__name__)
 
 
 _RULES = RULES
@@ -106,6 +115,31 @@ def _n_units(model_name: str, in_shape, num_classes: int) -> int:
         return len(partition(resolve(model_name, in_shape, num_classes), 1).units)
 
 
+def warn_above_e2e(rows) -> list[str]:
+    """Log a warning for every row whose ``memory_bytes`` exceeds the E2E row of its model.
+
+    ``rows``: result rows of one run (a DataFrame with ``method``, ``model``, ``variant``,
+    ``memory_bytes``). Returns the warnings (also logged).
+    """
+    out = []
+    for model, group in rows.groupby("model", sort=False):
+        base = group.loc[group["method"] == "e2e", "memory_bytes"]
+        if base.empty or not (base.iloc[0] > 0):
+            continue
+        e2e = float(base.iloc[0])
+        for row in group.itertuples():
+            mem = row.memory_bytes
+            if row.method == "e2e" or mem is None or math.isnan(mem) or mem <= e2e:
+                continue
+            msg = (f"localtrain.compare: {row.method} {row.variant} on {model} needs "
+                   f"{mem / e2e:.2f}x the training memory of E2E ({int(mem)} > {int(e2e)} "
+                   f"bytes): its local modules save no memory; try balance='memory' or a "
+                   f"larger K")
+            log.warning(msg)
+            out.append(msg)
+    return out
+
+
 class CompareStudy(Study):
     name = "localtrain.compare"
     module = "localtrain"
@@ -140,6 +174,7 @@ class CompareStudy(Study):
         items = self.items(config)
         with self.open_run(store, config) as run_id:
             run_items(store, run_id, items, _item, executor, progress)
+        warn_above_e2e(store.results(run_id=run_id))
         return run_id
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -63,3 +64,34 @@ def test_bad_options():
         COMPARE_STUDY.items(COMPARE_STUDY.make_config(ks=(1,)))
     quick = COMPARE_STUDY.make_config(quick=True)
     assert len(COMPARE_STUDY.items(quick)) == 12  # 2 models x (E2E + 5 rules at K=4)
+
+
+def test_a_rule_above_e2e_memory_is_logged_and_memory_balance_is_the_default(tmp_path, caplog):
+    import torch
+
+    import localtrain as lt
+    from hwlab.models import create_model
+
+    opts = {"models": ("vgg-s",), "dataset": "synthetic", "rules": ("e2e", "infopro", "dgl"),
+            "ks": (2,), "epochs": 0, "memory_batch": 16, "latency_repeats": 1}
+    assert COMPARE_STUDY.make_config().balance == "memory"  # the study's default: InfoPro*
+    store = Store(tmp_path / "s.sqlite")
+    ratios, logged = {}, {}
+    for balance in ("layers", "memory"):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="localtrain._study"):
+            run_id = COMPARE_STUDY.run(COMPARE_STUDY.make_config(**opts, balance=balance), store)
+        df = store.results(run_id=run_id).set_index("method")
+        ratios[balance] = df["memory_bytes"] / df.loc["e2e", "memory_bytes"]
+        logged[balance] = caplog.text
+        warned = {r.getMessage().split()[1] for r in caplog.records}
+        assert warned == set(ratios[balance][ratios[balance] > 1].index)
+    # measured (batch 16, 1x8x8): layers: InfoPro 1.30x, DGL 1.12x E2E; memory: 1.01x, 0.99x
+    assert ratios["layers"]["infopro"] > 1.2 and ratios["layers"]["dgl"] > 1.05
+    assert ratios["memory"]["infopro"] < ratios["layers"]["infopro"] - 0.2
+    assert ratios["memory"]["dgl"] < 1.0
+    assert re.search(r"localtrain.compare: infopro K=2 on vgg-s needs 1\.\d\dx the training "
+                     r"memory of E2E \(\d+ > \d+ bytes\)", logged["layers"])
+    torch.manual_seed(0)
+    rule = lt.make_rule("infopro", create_model("vgg-s", (1, 8, 8), 4), K=2, in_shape=(1, 8, 8))
+    assert rule.balance == "memory"  # the public default of a memory-saving rule
