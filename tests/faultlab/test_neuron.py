@@ -28,7 +28,7 @@ def test_neuron_fault_replaces_one_activation_for_every_input():
                               (1, 8, 8), batch_size=3, seed=0)
     with torch.no_grad():
         diff = faulty(x) - m(x)  # 7 x 4, batches of 3 with the last one padded
-    changed = (diff.abs() > 0).sum(dim=0)
+    changed = (diff.abs() > 1e-3).sum(dim=0)  # batches of 3 vs 7 round differently, by ~1e-6
     assert changed.tolist().count(7) == 1 and int(changed.sum()) == 7  # one logit, every input
     j = int(changed.argmax())
     assert torch.allclose(faulty(x)[:, j], torch.full((7,), 1e4))
