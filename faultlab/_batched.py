@@ -245,9 +245,8 @@ def run_trials(ev, items) -> list[dict]:
     """
     from faultlab._faults import FAULT_MODELS
     from faultlab._sample import _sample_faults
-    from faultlab._trial import _point, _row, run_trial
+    from faultlab._trial import _point, _row, map_extra, map_seed, run_trial
     from hwlab.metrics import MetricAccumulator
-    from hwlab.seeds import derive_seed
 
     items = list(items)
     rows: list[dict | None] = [None] * len(items)
@@ -260,7 +259,7 @@ def run_trials(ev, items) -> list[dict]:
     if not todo:
         return rows
     t0 = time.perf_counter()
-    fmaps = {i: _sample_faults(ev.model, items[i].spec[0], derive_seed(items[i].seed, "weights0"),
+    fmaps = {i: _sample_faults(ev.model, items[i].spec[0], map_seed(items[i], 0),
                                items[i].layers, items[i].include_bias, items[i].include_norm,
                                "campaign") for i in todo}
     group = BatchedMaps(ev.model, [fmaps[i] for i in todo], "campaign")
@@ -283,10 +282,6 @@ def run_trials(ev, items) -> list[dict]:
     for i in todo:
         point, fmap = _point(ev, items[i]), fmaps[i]
         extra = {"n_faults": len(fmap), "n_changed": int(changed[i]), "inject_ms": inject_ms,
-                 "eligible_bits": fmap.eligible_bits, **point.extra}
-        if fmap.extra:  # faultlab.memory: ECC word counts, overhead
-            from faultlab.memory._nested import merge_extra
-
-            extra.update(merge_extra([fmap]))
+                 "eligible_bits": fmap.eligible_bits, **point.extra, **map_extra(items[i], [fmap])}
         rows[i] = _row(ev, items[i], point.label, point.rate, *results[i], extra)
     return rows

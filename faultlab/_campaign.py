@@ -6,26 +6,26 @@ import hashlib
 import json
 import math
 from concurrent.futures import Executor
-from contextlib import ExitStack
 
 import numpy as np
 import torch
 from torch import nn
 
-from faultlab._campaign_data import CACHE_BYTES, CampaignData, prepare
+from faultlab._campaign_data import CACHE_BYTES
+from faultlab._engine import Runner, evaluation, runner
 from faultlab._faults import FAULT_MODELS, BitFlip, StuckAt
 from faultlab._neuron import NeuronFault, check_neuron_count
 from faultlab._plain import _bit_table
 from faultlab._stats import interval
-from faultlab._trial import Trial, build_evaluator, run_trial
+from faultlab._trial import Trial
 from faultlab._words import eligible_parameters
 from faultlab.systolic._faults import PEFault
 from hwlab.errors import check, fail
-from hwlab.executors import SPEC_FORMS, share
+from hwlab.executors import SPEC_FORMS
 from hwlab.graph import check_leaf_modules
 from hwlab.metrics import resolve_metrics
 from hwlab.seeds import _derive_seed
-from hwlab.studies import run_context, run_items
+from hwlab.studies import run_context
 
 __all__ = ["campaign", "point_key", "weights_fingerprint"]
 
@@ -126,8 +126,8 @@ def _dtype(model: nn.Module) -> str:
     return "+".join(names) or None
 
 
-def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
-             metrics=("accuracy",), store=None, executor=None, batch_size: int = 512, *,
+def campaign(model, data, fault_models, *, trials: int = 10, seed: int = 0,
+             metrics=("accuracy",), store=None, executor=None, batch_size: int = 512,
              layers=None, include_bias: bool = False, include_norm: bool = False,
              margin: float | None = None, confidence: float = 0.95, min_trials: int = 5,
              clean: bool = True, variant: str = "baseline", model_name: str | None = None,
@@ -212,10 +212,12 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
 
         specs, seed_keys = nest_specs(specs, keys)
         seed_of = dict(zip(keys, seed_keys))
-    cdata = CampaignData(data, int(batch_size), "campaign", model)
     full = clean or delayed_start or margin is not None or any(
         m.needs_clean_logits or m.needs_clean_top1 for m in resolved)
-    fault_free = prepare(model, cdata, resolved, int(cache_bytes), model_name, full)
+    ev = evaluation(model, data, metrics, batch_size=int(batch_size), delayed_start=delayed_start,
+                    cache_bytes=int(cache_bytes), leaf_modules=leaf_modules, full=full,
+                    model_name=model_name, caller="campaign")
+    cdata, fault_free = ev.data, ev.clean
     if maps_per_pass == "auto":
         from faultlab._batched import choose_maps_per_pass
 
@@ -239,20 +241,12 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
         **({"nested": True} if nested else {}),
     }
     ident = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    parts = (model, cdata, fault_free, resolved, delayed_start, int(cache_bytes), leaf_modules)
     common = {"variant": variant, "model": model_name, "dataset": dataset_name or cdata.name,
               "params": sum(p.numel() for p in model.parameters()), "dtype": _dtype(model)}
-    with ExitStack() as stack:
-        store = _open_store(store)
-        store.ensure_columns([m.name for m in resolved if m.fn is not None])
-        ex = executor
-        if isinstance(executor, str):
-            from hwlab.executors import get_executor
-
-            ex = stack.enter_context(get_executor(executor))
-        # the model, data and fault-free pass reach each worker once (not with every chunk)
-        ref = stack.enter_context(share(ex, parts, setup=build_evaluator))
-
+    store = _open_store(store)
+    store.ensure_columns([m.name for m in resolved if m.fn is not None])
+    # the model, data and fault-free pass reach each worker once (not with every chunk)
+    with runner(ev, executor) as run:
         chosen, base = tuple(layers) if layers is not None else None, int(seed)  # checked
 
         def trial(spec, t, point):
@@ -263,7 +257,7 @@ def campaign(model, data, fault_models, trials: int = 10, seed: int = 0,
         with run_context(store, study, {**identity, "fingerprints": prints}, ident) as run_id:
             _check_resume(store, run_id, prints)
             _run(store, run_id, specs, keys, trials, clean, margin, confidence, min_trials,
-                 trial, ex, ref, progress, common, order, resolved[0], fault_free, maps_per_pass)
+                 trial, run, progress, common, order, resolved[0], fault_free, maps_per_pass)
         df = store.results(run_id=run_id)
     rank = np.array([order.get(k, len(order)) for k in df["key"].tolist()])
     if (np.diff(rank) >= 0).all():  # stored in order already (serial): no copy
@@ -293,11 +287,11 @@ def _check_resume(store, run_id, prints) -> None:
 
 
 def _run(store, run_id, specs, keys, trials, clean, margin, confidence, min_trials, trial,
-         ex, ref, progress, common, order, first, fault_free, maps_per_pass=1):
+         run, progress, common, order, first, fault_free, maps_per_pass=1):
     if clean:
         order["none|trial=0"] = 0
-        run_items(store, run_id, {"none|trial=0": trial((), 0, "none")}, run_trial,
-                  None, None, common, shared=ref)  # measured in prepare: run here
+        inline = Runner(None, run.shared)  # measured in prepare: run here
+        inline.run(store, run_id, {"none|trial=0": trial((), 0, "none")}, None, common)
     for i, k in enumerate(keys):
         for t in range(trials):
             order[f"{k}|trial={t}"] = 1 + i * trials + t
@@ -313,13 +307,7 @@ def _run(store, run_id, specs, keys, trials, clean, margin, confidence, min_tria
             if progress is not None:
                 progress(base + done, len(keys) * trials, msg)
 
-        if maps_per_pass > 1:  # B trials per forward pass (faultlab._batched)
-            from faultlab._batched import run_trials
-
-            run_items(store, run_id, items, run_trials, ex, report, common, shared=ref,
-                      batch=maps_per_pass)
-        else:
-            run_items(store, run_id, items, run_trial, ex, report, common, shared=ref)
+        run.run(store, run_id, items, report, common, maps_per_pass)
         done_total += len(items)
         if margin is not None:
             values = store.results(run_id=run_id).set_index("key")[first.name]

@@ -53,7 +53,7 @@ class Evaluator:
         self._graph = None if graph is None else self._cuts_of(graph)
         self._acts: dict[str, list] | None = None  # cut node -> [(activation, y)] per batch
         self._segments: dict[str, tuple] = {}  # cut node -> (suffix module, mutates input)
-        self.views = None  # faultlab._inject.model_views(model), kept by the first trial
+        self.views = None  # faultlab._words.model_views(model), kept by the first trial
         self.points: dict = {}  # id(spec) -> faultlab._trial._Point (run_trial's per-point set-up)
 
     @property

@@ -29,7 +29,7 @@ from faultlab._words import model_views, seed32
 from faultlab.systolic._faults import PEFault
 from hwlab.seeds import _derive_seed, derive_seed
 
-__all__ = ["Trial", "build_evaluator", "input_dtype", "run_trial"]
+__all__ = ["Trial", "build_evaluator", "input_dtype", "map_extra", "map_seed", "run_trial"]
 
 
 def build_evaluator(parts: tuple) -> Evaluator:
@@ -46,15 +46,49 @@ def build_evaluator(parts: tuple) -> Evaluator:
 @dataclass(frozen=True)
 class Trial:
     """What one trial adds to the shared evaluator (picklable, small); ``spec`` is a tuple of
-    fault models (empty = the fault-free row)."""
+    fault models (empty = the fault-free row). A study's plan is a mapping key -> Trial.
+
+    The map of the ``j``-th weight fault model is drawn with ``map_seed`` (``j = 0``; later
+    ones derive from it) or, when None, ``derive_seed(seed, "weights<j>")``: a study whose
+    maps are paired across variants or nested across rates gives the seed it derives itself.
+    A point of PE faults alone draws its PE map with ``map_seed`` too.
+    ``columns`` / ``extra`` are (name, value) pairs the row gets as they are (a study's
+    ``variant``, its own ``fault_model`` label, ``memory_bytes``; ``extra`` fields such as a
+    voltage); ``fingerprint`` adds ``extra["map"]``, the hash of the first weight map (of the
+    PE map when there is none).
+    """
 
     spec: tuple
     trial: int
     seed: int  # derived from the campaign seed and the key
-    layers: tuple[str, ...] | None
-    include_bias: bool
-    include_norm: bool
-    batch_size: int
+    layers: tuple[str, ...] | None = None
+    include_bias: bool = False
+    include_norm: bool = False
+    batch_size: int = 512
+    map_seed: int | None = None  # the first weight map's seed, when the study derives it
+    columns: tuple = ()  # (column, value) pairs set on the row
+    extra: tuple = ()  # (field, value) pairs added to the row's extra
+    fingerprint: bool = False  # extra["map"] = the first weight map's fingerprint
+
+
+def map_seed(item: Trial, j: int) -> int:
+    """The seed of the ``j``-th weight fault map of ``item`` (see :class:`Trial`)."""
+    if item.map_seed is None:
+        return _derive_seed(item.seed, f"weights{j}")  # item.seed: an int from the plan
+    return item.map_seed if j == 0 else _derive_seed(item.map_seed, f"weights{j}")
+
+
+def map_extra(item: Trial, fmaps) -> dict:
+    """The row's extra fields that come from the trial's weight maps (fingerprint, ECC word
+    counts, what a map's own fault model reports)."""
+    extra = {}
+    if item.fingerprint and fmaps:
+        extra["map"] = fmaps[0].fingerprint()
+    if any(fm.extra for fm in fmaps):  # faultlab.memory: ECC word counts, overhead
+        from faultlab.memory._nested import merge_extra
+
+        extra.update(merge_extra(fmaps))
+    return extra
 
 
 def _fault_rate(spec) -> float | None:
@@ -68,7 +102,7 @@ def _fault_rate(spec) -> float | None:
 
 class _Point:
     """What a trial needs of its point and not of its seed, prepared once per point and worker:
-    the fault models by kind, the row's label and rate, a cached :class:`~faultlab._sample.Sampler`
+    the fault models by kind, the row's label and rate, a cached :class:`~faultlab._plain.Sampler`
     per weight fault model (None: drawn through ``_sample_faults``) and the static ``extra``."""
 
     __slots__ = ("extra", "item", "label", "neuron", "pe", "rate", "samplers", "weight")
@@ -137,7 +171,7 @@ def run_trial(ev: Evaluator, item: Trial) -> dict:
     touched, fmaps, n_faults, n_changed, eligible, params = [], [], 0, 0, 0, set()
     try:
         for j, fm in enumerate(point.weight):
-            seed = _derive_seed(item.seed, f"weights{j}")  # item.seed: an int from the campaign
+            seed = map_seed(item, j)
             draw = point.samplers[j]
             fmap = draw.draw(fm, seed, "campaign") if draw is not None else _sample_faults(
                 inner, fm, seed, item.layers, item.include_bias, item.include_norm, "campaign",
@@ -155,7 +189,9 @@ def run_trial(ev: Evaluator, item: Trial) -> dict:
         if pe is not None:
             from faultlab.systolic._inject import PEHooks
 
-            pe_hooks = PEHooks(inner, pe, derive_seed(item.seed, "pe"))
+            pe_seed = item.map_seed if item.map_seed is not None and not point.weight else \
+                derive_seed(item.seed, "pe")  # a study's own PE map seed (nested fractions)
+            pe_hooks = PEHooks(inner, pe, pe_seed)
             n_faults += len(pe_hooks.fmap)
         t1 = time.perf_counter()
         lift = None
@@ -172,12 +208,11 @@ def run_trial(ev: Evaluator, item: Trial) -> dict:
             with torch.no_grad():
                 restore(touched)
     extra = {"n_faults": n_faults, "n_changed": n_changed, "inject_ms": 1e3 * (t1 - t0),
-             **({"eligible_bits": eligible} if point.weight else {}), **point.extra}
-    if any(fm_.extra for fm_ in fmaps):  # faultlab.memory: ECC word counts, overhead
-        from faultlab.memory._nested import merge_extra
-
-        extra.update(merge_extra(fmaps))
+             **({"eligible_bits": eligible} if point.weight else {}), **point.extra,
+             **map_extra(item, fmaps)}
     if pe is not None:
+        if item.fingerprint and not fmaps:
+            extra["map"] = pe_hooks.fmap.fingerprint()
         extra["pe_faults"] = len(pe_hooks.fmap)
         extra["faulty_pes"] = len(pe_hooks.fmap.pes)
         extra["array"] = pe.array.label
@@ -189,10 +224,12 @@ def _row(ev: Evaluator, item: Trial, label: str, rate, values: dict, counts: dic
     extra["n_samples"] = ev.clean.n
     if "critical_sdc" in counts:
         extra["n_clean_correct"] = ev.clean.counts["critical_sdc"]
+    extra.update(item.extra)
     row = {"module": "faultlab", "method": "fault-injection", "fault_model": label,
            "fault_rate": rate, "trial": item.trial, "seed": item.seed, "latency_ms": latency_ms,
            "extra": extra}
     row.update(values)
+    row.update(item.columns)
     return row
 
 

@@ -216,17 +216,17 @@ def test_trials_are_small_and_the_payload_is_shared_once(digits_mlp, digits, mon
     """The model travels once per worker (hwlab.executors.share), never inside a Trial."""
     import pickle
 
-    import faultlab._campaign as campaign_module
+    import faultlab._engine as engine_module
     from faultlab._trial import Trial, build_evaluator
     from hwlab.executors import Shared
 
-    calls, plain = [], campaign_module.run_items
+    calls, plain = [], engine_module.run_items
 
     def spy(store, run_id, items, fn, *args, shared=None, **kw):
         calls.append((items, shared))
         return plain(store, run_id, items, fn, *args, shared=shared, **kw)
 
-    monkeypatch.setattr(campaign_module, "run_items", spy)
+    monkeypatch.setattr(engine_module, "run_items", spy)
     df = fl.campaign(digits_mlp, digits[1], FAULTS, trials=2, seed=1, batch_size=64)
     assert len(df) == 1 + 2 * len(FAULTS)
     refs = {id(ref) for _, ref in calls}
