@@ -34,7 +34,7 @@ import pandas as pd
 from hwlab import figures
 from hwlab.studies import Study, StudyConfig, derive_seed, param, run_items
 
-__all__ = ["CLIPACT_STUDY", "ClipActConfig", "ClipActStudy", "EvalItem", "summarize"]
+__all__ = ["CLIPACT_STUDY", "ClipActConfig", "ClipActStudy", "summarize"]
 
 log = logging.getLogger(__name__)
 
@@ -83,23 +83,6 @@ class ClipActConfig(StudyConfig):
     latency_repeats: int = param(20, "timed passes after warm-up (median)", range=(1, None))
 
 
-@dataclass(frozen=True)
-class EvalItem:
-    """One (variant, fault model, rate, trial) on a fresh fault map."""
-
-    model: str
-    dataset: str
-    seed: int
-    weights: str
-    variant: str
-    mode: str | None  # clipping mode of the variant (None: unprotected)
-    thresholds: tuple  # sorted (site, threshold) pairs
-    fault: str
-    rate: float
-    trial: int
-    eval_size: int
-
-
 def _search_options(c: ClipActConfig) -> dict:
     return {"rates": c.search_rates, "maps": c.search_maps, "rounds": c.search_rounds,
             "min_rounds": min(c.search_min_rounds, c.search_rounds),
@@ -132,42 +115,6 @@ def _variant(model_name: str, dataset: str, seed: int, weights: str, mode: str |
     return base if mode is None else clip(base, dict(thresholds), mode=mode).eval()
 
 
-class _Accuracy:
-    """A variant's model and its test samples; :meth:`accuracy` runs full inference."""
-
-    def __init__(self, model, test):
-        self.model, self.test = model, test
-
-    def accuracy(self) -> float:
-        from hwlab.train import evaluate
-
-        return evaluate(self.model, (self.test.x, self.test.y), batch_size=500)
-
-
-@lru_cache(maxsize=8)
-def _evaluator(model_name, dataset, seed, weights, mode, thresholds, eval_size):
-    test = _data(dataset, "test", seed, eval_size)
-    return _Accuracy(_variant(model_name, dataset, seed, weights, mode, thresholds), test)
-
-
-def _eval_row(item: EvalItem) -> dict:
-    """One (variant, fault model, rate, trial) on fresh fault maps (top-level: any executor)."""
-    from faultlab import inject, sample_faults
-
-    seed, fault, rate, trial, variant = item.seed, item.fault, item.rate, item.trial, item.variant
-    ev = _evaluator(item.model, item.dataset, seed, item.weights, item.mode, item.thresholds,
-                    item.eval_size)
-    fmap = sample_faults(ev.model, _fault(fault, rate),
-                         seed=derive_seed(seed, f"eval|{fault}|{rate!r}|{trial}"))
-    if len(fmap) == 0:
-        acc = ev.accuracy()
-    else:
-        with inject(ev.model, fmap):
-            acc = ev.accuracy()
-    return {"variant": variant, "fault_model": fault, "fault_rate": rate, "trial": trial,
-            "accuracy": acc, "extra": {"n_faults": len(fmap), "map": fmap.fingerprint()}}
-
-
 class ClipActStudy(Study):
     """FT-ClipAct reproduction: searched clipping vs unprotected vs Ranger under weight faults."""
 
@@ -189,23 +136,35 @@ class ClipActStudy(Study):
     }
 
     def run(self, config: ClipActConfig, store, progress=None, executor=None) -> str:
+        from faultlab._engine import Trial, evaluation, runner
+
+        c = config
+        modes = {"unprotected": None, "clipact-zero": "zero", "clipact-cap": "cap",
+                 "ranger": "cap"}
+        defaults = {"model": c.model, "dataset": c.dataset, "seed": c.seed}
+        test = _data(c.dataset, "test", c.seed, c.eval_size)
         with self.open_run(store, config) as run_id:
             clean_rows = self._clean_rows(config, store, run_id, progress)
             thresholds = {r["variant"]: r["extra"]["thresholds"] for r in clean_rows}
-            modes = {"unprotected": None, "clipact-zero": "zero", "clipact-cap": "cap",
-                     "ranger": "cap"}
-            items = {}
-            for v in config.variants:
+            for v in c.variants:  # one model per variant, the same fresh maps for each
+                plan = {}
+                for f in c.fault_models:
+                    for rate in c.rates:
+                        for t in range(c.trials):
+                            seed = derive_seed(c.seed, f"eval|{f}|{rate!r}|{t}")
+                            plan[f"{v}|{f}|{rate!r}|trial={t}"] = Trial(
+                                (_fault(f, rate),), t, c.seed, map_seed=seed, fingerprint=True,
+                                columns=(("method", "ft-clipact"), ("variant", v),
+                                         ("fault_model", f), ("fault_rate", rate),
+                                         ("latency_ms", None)))  # latency: clean rows' inference
+                if not set(plan) - set(store.done_keys(run_id)):
+                    continue  # resumed: this variant is done
                 th = tuple(sorted(thresholds[v].items())) if modes[v] else ()
-                for f in config.fault_models:
-                    for rate in config.rates:
-                        for t in range(config.trials):
-                            items[f"{v}|{f}|{rate!r}|trial={t}"] = EvalItem(
-                                config.model, config.dataset, config.seed, config.weights, v,
-                                modes[v], th, f, rate, t, config.eval_size)
-            defaults = {"module": "faultlab", "method": "ft-clipact", "model": config.model,
-                        "dataset": config.dataset, "seed": config.seed}
-            run_items(store, run_id, items, _eval_row, executor, progress, defaults=defaults)
+                model = _variant(c.model, c.dataset, c.seed, c.weights, modes[v], th)
+                ev = evaluation(model, test, ("accuracy",), batch_size=500, model_name=c.model,
+                                caller=f"study {self.name}")
+                with runner(ev, executor) as run:
+                    run.run(store, run_id, plan, progress, defaults)
         return run_id
 
     def _clean_rows(self, config, store, run_id, progress) -> list[dict]:
@@ -223,6 +182,7 @@ def _measure_variants(config: ClipActConfig, progress) -> list[dict]:
 
     from faultlab import clipact
     from hwlab import meters
+    from hwlab.train import evaluate
     from hwlab.zoo import entry
 
     zoo = entry(config.model, config.dataset, seed=config.seed, weights=config.weights or None)
@@ -254,7 +214,7 @@ def _measure_variants(config: ClipActConfig, progress) -> list[dict]:
                    float(np.median([t.iqr_ms for t in r]))) for v, r in runs.items()}
     rows = []
     for v in config.variants:
-        acc = _Accuracy(models[v], test).accuracy()
+        acc = evaluate(models[v], (test.x, test.y), batch_size=500)
         median, fastest, iqr = timings[v]
         rows.append({
             "key": f"clean|{v}", "module": "faultlab", "method": "ft-clipact",

@@ -29,13 +29,13 @@ bits, code overhead, n_faults); one ``clean`` row per protection.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
+from faultlab._faults import FaultModel
 from hwlab import figures
 from hwlab.errors import check
-from hwlab.studies import Study, StudyConfig, derive_seed, param, run_items
+from hwlab.studies import Study, StudyConfig, derive_seed, param
 
-__all__ = ["MEMORY_STUDY", "MemoryConfig", "MemoryStudy", "summarize"]
+__all__ = ["MEMORY_STUDY", "MemoryConfig", "MemoryStudy", "Protected", "summarize"]
 
 PROTECTIONS = ("unprotected", "parity-zero", "secded72_64")
 FAULTS = ("bitflip", "burst", "row", "asym")
@@ -72,24 +72,14 @@ class MemoryConfig(StudyConfig):
               "a CSV of voltage,ber points when voltages are given", self.curve)
 
 
-@lru_cache(maxsize=2)
-def _setup(model: str, dataset: str, seed: int, eval_size: int):
+def _setup(model: str, dataset: str, seed: int, eval_size: int, caller: str):
     from hwlab import zoo
     from hwlab.data import load
 
     net = zoo.pretrained(model, dataset, seed=seed).eval()
     test = load(dataset, "test", seed=seed)
     test = test.subset(eval_size) if eval_size < len(test) else test
-    return net, test.x, test.y
-
-
-def _accuracy(net, x, y) -> float:
-    import torch
-
-    with torch.no_grad():
-        hits = sum(int((net(x[i:i + 500]).argmax(1) == y[i:i + 500]).sum())  # b x classes
-                   for i in range(0, x.shape[0], 500))
-    return hits / x.shape[0]
+    return net, test
 
 
 def _primitive(fault: str, rate: float, c: MemoryConfig):
@@ -113,53 +103,39 @@ def _code(protection: str):
 
 
 @dataclass(frozen=True)
-class MemoryItem:
-    config: MemoryConfig
+class Protected(FaultModel):
+    """``member`` thinned from ``top``'s candidates (one nested draw per trial) over the 72-bit
+    words of ``MemoryLayout()``, read through ``protection`` (the study's fault point).
+
+    Every protection reads the same raw faults of a trial: unprotected reads the data bits as
+    they are (faults on the 8 check bits it does not have are ignored)."""
+
     protection: str
-    fault: str
-    rate: float  # this point's BER
-    top: float  # the largest BER of the sweep: the nested family's candidates
-    trial: int
-    voltage: float | None = None
+    member: FaultModel
+    top: FaultModel
 
+    rate = property(lambda self: self.member.rate)
+    count = None
+    bits = None
+    asymmetric = True  # drawn by _sample_map, never the plain path
+    nominal_rate = property(lambda self: self.member.nominal_rate)
+    label = property(lambda self: f"{self.member.label}@{self.protection}")
 
-def _memory_row(item: MemoryItem) -> dict:
-    """One (protection, fault, rate, trial) evaluation (top-level: runs on any executor)."""
-    from faultlab import inject
-    from faultlab.memory import MemoryLayout
-    from faultlab.memory._nested import draw_in_memory
+    def to_dict(self) -> dict:
+        return {**self.member.to_dict(), "fault": self.label}
 
-    c = item.config
-    net, x, y = _setup(c.model, c.dataset, c.seed, c.eval_size)
-    mem = MemoryLayout().bind(net, 8, caller=f"study {c.study}")
-    seed = derive_seed(c.seed, f"{item.fault}|trial={item.trial}")
-    code = _code(item.protection)
-    fmap = draw_in_memory(mem, code, "zero", _primitive(item.fault, item.rate, c),
-                          _primitive(item.fault, item.top, c), seed, f"study {c.study}")
-    with inject(net, fmap):
-        acc = _accuracy(net, x, y)
-    extra = {k: v for k, v in fmap.extra.items() if k not in ("code", "policy")}
-    if item.protection == "unprotected":
-        extra["code_overhead"] = 0.0
-    extra.update(n_faults=len(fmap), map=fmap.fingerprint())
-    if item.voltage is not None:
-        extra.update(voltage=item.voltage, ber=item.rate)
-    return {"variant": item.protection, "fault_model": item.fault, "fault_rate": item.rate,
-            "trial": item.trial, "seed": seed, "accuracy": acc,
-            "memory_bytes": (mem.words * (64 if item.protection == "unprotected" else 72)) // 8,
-            "extra": extra}
+    def _sample_map(self, model, seed, layers, include_bias, include_norm, caller):
+        from faultlab.memory import MemoryLayout
+        from faultlab.memory._nested import draw_in_memory
 
-
-def _clean_row(item: MemoryItem) -> dict:
-    from faultlab.memory import MemoryLayout
-
-    c = item.config
-    net, x, y = _setup(c.model, c.dataset, c.seed, c.eval_size)
-    mem = MemoryLayout().bind(net, 8)
-    bits = 64 if item.protection == "unprotected" else 72
-    return {"variant": item.protection, "fault_rate": 0.0, "trial": 0, "seed": c.seed,
-            "accuracy": _accuracy(net, x, y), "memory_bytes": mem.words * bits // 8,
-            "extra": {"code_overhead": (bits - 64) / 64}}
+        mem = MemoryLayout().bind(model, 8, layers, include_bias, include_norm, caller)
+        fmap = draw_in_memory(mem, _code(self.protection), "zero", self.member, self.top, seed,
+                              caller)
+        for k in ("code", "policy"):  # the protection is the row's variant
+            fmap.extra.pop(k, None)
+        if self.protection == "unprotected":
+            fmap.extra["code_overhead"] = 0.0  # read without check bits
+        return fmap
 
 
 def _points(c: MemoryConfig):
@@ -190,36 +166,39 @@ class MemoryStudy(Study):
     quick = {"rates": (1e-5, 1e-4, 1e-3), "trials": 3}  # noqa: RUF012 - about 10 s on 2 cores
 
     def run(self, config: MemoryConfig, store, progress=None, executor=None) -> str:
-        points = _points(config)
+        from faultlab._engine import Trial, evaluation, runner
+        from faultlab.memory import MemoryLayout
+
+        c, caller = config, f"study {self.name}"
+        net, test = _setup(c.model, c.dataset, c.seed, c.eval_size, caller)
+        words = MemoryLayout().bind(net, 8, caller=caller).words
+        points = _points(c)
         top = max(r for r, _, _ in points)
-        items, clean = {}, {}
-        for p in config.protections:
-            clean[f"clean|{p}"] = MemoryItem(config, p, "", 0.0, top, 0)
-            for f in config.faults:
-                for rate, volt, _ in points:
+        method = (("method", "memory-protection"), ("latency_ms", None))  # no timing here
+        plan = {}
+        for p in c.protections:
+            bits = 64 if p == "unprotected" else 72
+            stored = (("variant", p), ("memory_bytes", words * bits // 8))
+            plan[f"clean|{p}"] = Trial((), 0, c.seed, columns=(*method, *stored,
+                                                                ("fault_model", None)),
+                                       extra=(("code_overhead", (bits - 64) / 64),))
+            for f in c.faults:
+                for rate, volt, energy in points:
                     at = f"v={volt!r}" if volt is not None else f"{rate!r}"
-                    for t in range(config.trials):
-                        items[f"{p}|{f}|{at}|trial={t}"] = MemoryItem(config, p, f, rate, top,
-                                                                      t, volt)
-        energy = {v: e for _, v, e in points if v is not None}
-        defaults = {"module": "faultlab", "method": "memory-protection", "model": config.model,
-                    "dataset": config.dataset}
-        with self.open_run(store, config) as run_id:
-            run_items(store, run_id, clean, _clean_row, None, None, defaults=defaults)
-            run_items(store, run_id, items, _memory_row_energy(energy), executor, progress,
-                      defaults=defaults)
+                    fault = Protected(p, _primitive(f, rate, c), _primitive(f, top, c))
+                    for t in range(c.trials):
+                        seed = derive_seed(c.seed, f"{f}|trial={t}")  # not by rate/protection
+                        volts = () if volt is None else (
+                            ("voltage", volt), ("ber", rate), ("relative_energy", energy))
+                        plan[f"{p}|{f}|{at}|trial={t}"] = Trial(
+                            (fault,), t, seed, map_seed=seed, fingerprint=True, extra=volts,
+                            columns=(*method, *stored, ("fault_model", f), ("fault_rate", rate)))
+        ev = evaluation(net, test, ("accuracy",), batch_size=500, model_name=c.model,
+                        caller=caller)
+        defaults = {"model": c.model, "dataset": c.dataset}
+        with self.open_run(store, config) as run_id, runner(ev, executor) as run:
+            run.run(store, run_id, plan, progress, defaults)
         return run_id
-
-
-class _memory_row_energy:
-    def __init__(self, energy: dict):
-        self.energy = energy
-
-    def __call__(self, item: MemoryItem) -> dict:
-        row = _memory_row(item)
-        if item.voltage is not None:
-            row["extra"]["relative_energy"] = self.energy[item.voltage]
-        return row
 
 
 def summarize(results):

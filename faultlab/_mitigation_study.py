@@ -29,18 +29,18 @@ Adding a row (e.g. the systolic array's FAP, #18): a builder ``(config, context)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import pickle
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from faultlab._faults import FaultModel
 from faultlab._mitigation_variants import BUILDERS, Built, deploy, load_split
 from hwlab import figures
-from hwlab.errors import check
-from hwlab.studies import Study, StudyConfig, derive_seed, param, run_items
+from hwlab.studies import Study, StudyConfig, derive_seed, param
 
 __all__ = [
     "BUILDERS",
@@ -48,6 +48,7 @@ __all__ = [
     "VARIANTS",
     "MitigationConfig",
     "MitigationStudy",
+    "Paired",
     "table",
 ]
 
@@ -59,17 +60,13 @@ DEFAULT_RATES = {"int8": (0.01, 0.02, 0.05, 0.1), "float32": (1e-5, 3e-5, 1e-4)}
 # normally trained model breaks (issue #16: int8 5-10 %, float32 1e-5..1e-4)
 
 
-def _zoo_model(value, name: str, caller: str) -> str:
-    from hwlab.zoo import _RECIPES
-
-    check(value in _RECIPES, name, caller, f"a zoo model: one of {', '.join(_RECIPES)}", value)
-    return value
-
-
 @dataclass(frozen=True)
 class MitigationConfig(StudyConfig):
-    model: str = param("lenet5", "zoo model (its recipe retrains the variants)",
-                       validate=_zoo_model)
+    model: str = param(  # the issue's reference CNN; any user model works the same way
+        "lenet5", "model: zoo name, module:callable or hwlab.models entry point (the zoo's "
+        "recipe, or the default one, retrains the variants)", kind="model")
+    weights: str = param(  # a user's trained model: nothing trained for the unprotected one
+        "", "state dict file of the model; '' = train with the recipe", kind="path")
     dataset: str = param("mnist5k", "dataset spec (see hwlab.data.load)", kind="dataset")
     seed: int = param(0, "seed of weights, training faults and evaluation maps", range=(0, None))
     dtype: str = param("int8", "stored weights: int8 (quantize_int8) or float32",
@@ -91,6 +88,8 @@ class MitigationConfig(StudyConfig):
                               range=(0, 1))
     w_max: float = param(0.1, "weight clipping bound (Stutz: 0.1)", range=(0, None),
                          inclusive=(False, True))
+    lr: float = param(  # the recipe's step suits the zoo models; a user's model may want its own
+        0.0, "learning rate of the retrained variants; 0 = the recipe's", range=(0, None))
     ecc_policy: str = param("zero", "SEC-DED detected-uncorrectable word: zero (ECC default) "
                             "or keep", choices=("zero", "keep"))
     harden_rate: float = param(0.0, "rate the hardening targets; 0 = lower median of rates",
@@ -108,85 +107,47 @@ class MitigationConfig(StudyConfig):
 
 
 @dataclass(frozen=True)
-class EvalItem:
-    """One (variant, rate, trial); model and test data travel in a :class:`Payload`."""
+class Paired(FaultModel):
+    """Trial t's nested map at ``member``'s rate (``Nested(member, top)``: one uniform per bit
+    for every rate and variant), filtered by a hardening ``plan`` when the variant has one.
 
-    variant: str
-    payload: Any  # Payload(model, x, y, fingerprint)
-    fault: str
-    plan: Any
-    rate: float
-    top: float
-    trial: int
-    seed: int
+    The map's ``extra`` says ``n_raw`` (faults before the plan) and ``map`` (the raw map's
+    fingerprint: the same for every variant with the same parameter shapes)."""
 
+    member: FaultModel
+    top: FaultModel
+    plan: Any = None  # a faultlab._harden.Plan, or None
 
-_LOADED: dict[str, tuple] = {}  # this worker's unpickled payload (one at a time)
+    rate = property(lambda self: self.member.rate)
+    count = None
+    bits = None
+    asymmetric = True  # drawn by _sample_map, never the plain path
+    nominal_rate = property(lambda self: self.member.nominal_rate)
+    label = property(lambda self: self.member.label)
 
+    def to_dict(self) -> dict:
+        return self.member.to_dict()
 
-class Payload:
-    """Model and test data pickled as plain bytes (once per variant) and unpickled once per
-    worker process: never as torch's shared-memory tensors, which two workers injecting into the
-    same storage at once would corrupt (measured: accuracies changed under process:2)."""
+    def _sample_map(self, model, seed, layers, include_bias, include_norm, caller):
+        from faultlab._sample import _sample_faults
+        from faultlab.memory import Nested
 
-    def __init__(self, model, x, y, fingerprint: str):
-        self.model, self.x, self.y, self.fingerprint = model, x, y, fingerprint
-        self._blob = None
-
-    def __getstate__(self):
-        if self._blob is None:
-            self._blob = pickle.dumps((self.model, self.x, self.y), pickle.HIGHEST_PROTOCOL)
-        return {"fingerprint": self.fingerprint, "blob": self._blob}
-
-    def __setstate__(self, state):
-        fp = state["fingerprint"]
-        if fp not in _LOADED:
-            _LOADED.clear()
-            _LOADED[fp] = pickle.loads(state["blob"])  # bytes made by this study, not a file
-        self.model, self.x, self.y = _LOADED[fp]
-        self.fingerprint, self._blob = fp, state["blob"]
+        raw = _sample_faults(model, Nested(self.member, self.top), seed, layers, include_bias,
+                             include_norm, caller)
+        fmap = raw if self.plan is None else self.plan.filter(raw, self.member.rate, seed)
+        scalars = {k: v for k, v in (raw.extra or {}).items() if isinstance(v, (int, float, str))}
+        return dataclasses.replace(fmap, extra={**scalars, "n_raw": len(raw),
+                                                "map": raw.fingerprint()})
 
 
-@torch.no_grad()
-def _predict(model, x, batch=500) -> torch.Tensor:
-    return torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])  # N
-
-
-def _eval_row(item: EvalItem) -> dict:
-    """Draw trial t's nested map at ``rate``, protect it, inject, score (top level: executors)."""
+def _bitflip(fault: str, rate: float) -> FaultModel:
+    """A variant's fault at ``rate``: flips, or flips in SEC-DED memory (``secded:<policy>``)."""
     from faultlab._faults import BitFlip
-    from faultlab._inject import inject
-    from faultlab._sample import sample_faults
-    from faultlab.memory import ECC, Nested
+    from faultlab.memory import ECC
 
-    def fm(r):
-        if item.fault.startswith("secded"):
-            return ECC("secded72_64", BitFlip(rate=r), policy=item.fault.split(":")[1])
-        return BitFlip(rate=r)
-
-    model, x, y = item.payload.model, item.payload.x, item.payload.y
-    clean_pred = _clean_pred(item.payload)
-    seed = derive_seed(item.seed, f"mitigation|{item.trial}")
-    raw = sample_faults(model, Nested(fm(item.rate), fm(item.top)), seed=seed)
-    fmap = raw if item.plan is None else item.plan.filter(raw, item.rate, seed)
-    with inject(model, fmap):
-        pred = _predict(model, x)  # N
-    extra = {"n_faults": len(fmap), "n_raw": len(raw), "map": raw.fingerprint()}
-    extra.update({k: v for k, v in (raw.extra or {}).items() if isinstance(v, (int, float, str))})
-    return {"variant": item.variant, "fault_model": fm(item.rate).label,
-            "fault_rate": item.rate, "trial": item.trial,
-            "accuracy": float((pred == y).float().mean()),
-            "extra": {**extra, "sdc": float((pred != clean_pred).float().mean())}}
-
-
-_CLEAN: dict[str, torch.Tensor] = {}  # this process's fault-free predictions, one payload
-
-
-def _clean_pred(payload) -> torch.Tensor:
-    if payload.fingerprint not in _CLEAN:
-        _CLEAN.clear()
-        _CLEAN[payload.fingerprint] = _predict(payload.model, payload.x)  # N
-    return _CLEAN[payload.fingerprint]
+    if fault.startswith("secded"):
+        return ECC("secded72_64", BitFlip(rate=rate), policy=fault.split(":")[1])
+    return BitFlip(rate=rate)
 
 
 class MitigationStudy(Study):
@@ -211,29 +172,36 @@ class MitigationStudy(Study):
     }
 
     def run(self, config: MitigationConfig, store, progress=None, executor=None) -> str:
-        from faultlab._campaign import weights_fingerprint
+        from faultlab._engine import Trial, evaluation, runner
 
-        rates = config.resolved_rates()
-        keys = [f"{v}|{r!r}|trial={t}" for v in config.variants for r in rates
-                for t in range(config.trials)]
+        c, rates = config, config.resolved_rates()
+        plan = {v: {} for v in c.variants}
+        for v in c.variants:
+            for r in rates:
+                for t in range(c.trials):  # every variant: the same seed per trial
+                    plan[v][f"{v}|{r!r}|trial={t}"] = (
+                        r, t, derive_seed(c.seed, f"mitigation|{t}"))
+        defaults = {"model": c.model, "dataset": c.dataset, "seed": c.seed}
         with self.open_run(store, config) as run_id:
-            done = store.done_keys(run_id)
-            if set(keys) | {f"clean|{v}" for v in config.variants} <= set(done):
+            done = set(store.done_keys(run_id))
+            if {k for p in plan.values() for k in p} | {f"clean|{v}" for v in c.variants} <= done:
                 return run_id  # finished before: nothing to build or evaluate
-            built, _ = _build_all(config, store, run_id, progress)
-            test = load_split(config.dataset, "test", config.seed, config.eval_size)
-            items = {}
-            for v in config.variants:
+            built, _ = _build_all(c, store, run_id, progress)
+            test = load_split(c.dataset, "test", c.seed, c.eval_size)
+            for v in c.variants:  # one model per variant, on the same paired maps
                 b = built[v]
-                fp = f"mitigation|{v}|{weights_fingerprint(b.model)}|{len(test.y)}"
-                payload = Payload(b.model, test.x, test.y, fp)
-                for r in rates:
-                    for t in range(config.trials):
-                        items[f"{v}|{r!r}|trial={t}"] = EvalItem(
-                            v, payload, b.fault, b.plan, r, max(rates), t, config.seed)
-            defaults = {"module": "faultlab", "method": "mitigation", "model": config.model,
-                        "dataset": config.dataset, "seed": config.seed}
-            run_items(store, run_id, items, _eval_row, executor, progress, defaults=defaults)
+                trials = {key: Trial(
+                    (Paired(_bitflip(b.fault, r), _bitflip(b.fault, max(rates)), b.plan),), t,
+                    c.seed, map_seed=seed, columns=(
+                        ("method", "mitigation"), ("variant", v), ("fault_rate", r),
+                        ("latency_ms", None)))  # latency: the clean rows' inference
+                    for key, (r, t, seed) in plan[v].items() if key not in done}
+                if not trials:
+                    continue
+                ev = evaluation(b.model, test, ("accuracy", "sdc"), batch_size=500,
+                                model_name=c.model, caller=f"study {self.name}")
+                with runner(ev, executor) as run:
+                    run.run(store, run_id, trials, progress, defaults)
         return run_id
 
 
@@ -243,7 +211,7 @@ def _build_all(c: MitigationConfig, store, run_id, progress):
     from hwlab.train import evaluate
     from hwlab.zoo import entry
 
-    zoo = entry(c.model, c.dataset, seed=c.seed)
+    zoo = entry(c.model, c.dataset, seed=c.seed, weights=c.weights or None)
     ctx = {"float": zoo.model.eval(), "zoo_seconds": zoo.seconds,
            "select": load_split(c.dataset, "train", c.seed, c.select_size)}
     ctx["base"] = deploy(c, ctx["float"])
@@ -293,8 +261,9 @@ def table(results) -> pd.DataFrame:  # noqa: F821 - pandas imported lazily
 
     clean = results[results.key.str.startswith("clean|")].set_index("variant")
     faulty = results[~results.key.str.startswith("clean|")].copy()
-    faulty["sdc"] = [json.loads(e).get("sdc") if isinstance(e, str) else e.get("sdc")
-                     for e in faulty.extra]
+    if "sdc" not in faulty or faulty.sdc.isna().all():  # rows stored before sdc was a column
+        faulty["sdc"] = [json.loads(e).get("sdc") if isinstance(e, str) else e.get("sdc")
+                         for e in faulty.extra]
     acc = faulty.pivot_table(index="variant", columns="fault_rate", values="accuracy",
                              aggfunc="mean")
     acc.columns = [f"acc@{r:g}" for r in acc.columns]

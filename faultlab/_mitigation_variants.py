@@ -52,16 +52,19 @@ def deploy(c, model: nn.Module, scheme: str | None = None) -> nn.Module:
 
 
 def _train(c, task_of) -> tuple[nn.Module, float]:
-    from hwlab.models import create_model
+    """A fresh ``c.model`` (any model spec) trained with the recipe: the zoo's for a zoo model,
+    hwlab's default :class:`~hwlab.zoo.Recipe` otherwise; ``c.lr`` > 0 replaces its step."""
+    from hwlab.models import resolve
     from hwlab.train import fit
     from hwlab.zoo import recipe_for
 
     train = load_split(c.dataset, "train", c.seed, c.train_size or 10**9)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(c.seed)
-        net = create_model(c.model, in_shape=train.in_shape, num_classes=train.num_classes)
-    cfg = dataclasses.replace(recipe_for(c.model, c.dataset).train_config("cpu"),
-                              epochs=c.train_epochs, seed=c.seed)
+        net = resolve(c.model, in_shape=train.in_shape, num_classes=train.num_classes)
+    recipe = recipe_for(c.model, c.dataset)
+    cfg = dataclasses.replace(recipe.train_config("cpu"), epochs=c.train_epochs, seed=c.seed,
+                              lr=c.lr or recipe.lr)
     hist = fit(task_of(net), train, cfg)
     return net.eval(), hist.seconds
 

@@ -80,46 +80,45 @@ def _setup(model: str, dataset: str, seed: int, eval_size: int):
     return net, test.x[:eval_size], test.y[:eval_size]
 
 
-def _row(item: SystolicItem) -> dict:
-    """Evaluate one (model, dataflow, fraction, trial, mitigation) on its PE map."""
-    import torch
+def _mitigated_row(item: SystolicItem) -> dict:
+    """FAP / FAP+T on one PE map: a NEW model per map (pruned, or pruned and retrained), run
+    fault-free: a model transform per trial, not an injection (the engine runs the
+    unmitigated trials)."""
+    from dataclasses import replace
 
-    from faultlab.systolic import FAP_T_CONFIG, PEFault, SystolicArray, fap, fap_masks, fap_t
-    from faultlab.systolic import inject as pe_inject
-    from faultlab.systolic._faults import _sample
+    from faultlab.systolic import FAP_T_CONFIG, fap, fap_masks, fap_t, sample_pe_faults
     from hwlab import data
     from hwlab.train import evaluate
 
     net, x, y = _setup(item.model, item.dataset, item.seed, item.eval_size)
-    base = {"variant": item.mitigation, "fault_rate": item.fraction, "trial": item.trial}
-    if item.fraction == 0:
-        return {**base, "fault_model": "none", "accuracy": evaluate(net, (x, y)),
-                "extra": {"clean": True}}
-    array = SystolicArray(item.rows, item.cols, item.dataflow)
-    seed = derive_seed(item.seed, f"{item.dataflow}|trial={item.trial}")  # nested over fractions
-    fmap = _sample(PEFault(item.kind, item.target, rate=item.fraction, array=array), seed)
-    extra = {"dataflow": item.dataflow, "array": array.label, "faulty_pes": len(fmap.pes),
-             "map": fmap.fingerprint()}
-    if item.mitigation == "unmitigated":
-        with torch.no_grad(), pe_inject(net, fmap):
-            acc = evaluate(net, (x, y), batch_size=250)
+    fault, seed = _pe_fault(item), _pe_seed(item)
+    fmap = sample_pe_faults(fault, seed)
+    masks = fap_masks(net, fmap)
+    total = sum(m.numel() for m in masks.values())
+    extra = {"dataflow": item.dataflow, "array": fault.array.label, "faulty_pes": len(fmap.pes),
+             "map": fmap.fingerprint(), "pruned_fraction": (
+                 sum(int(m.sum()) for m in masks.values()) / total if total else None)}
+    if item.mitigation == "fap":
+        model = fap(net, fmap)
     else:
-        masks = fap_masks(net, fmap)
-        total = sum(m.numel() for m in masks.values())
-        extra["pruned_fraction"] = (sum(int(m.sum()) for m in masks.values()) / total
-                                    if total else None)
-        if item.mitigation == "fap":
-            model = fap(net, fmap)
-        else:
-            from dataclasses import replace
+        train = data.load(item.dataset, "train", seed=item.seed)
+        cfg = replace(FAP_T_CONFIG, epochs=item.retrain_epochs, lr=item.retrain_lr,
+                      seed=item.seed, device="cpu")
+        model = fap_t(net, fmap, train, config=cfg)
+    return {"model": item.model, "variant": item.mitigation, "fault_rate": item.fraction,
+            "trial": item.trial, "fault_model": f"pe-{item.kind}-{item.target}", "seed": seed,
+            "accuracy": evaluate(model, (x, y)), "extra": extra}
 
-            train = data.load(item.dataset, "train", seed=item.seed)
-            cfg = replace(FAP_T_CONFIG, epochs=item.retrain_epochs, lr=item.retrain_lr,
-                          seed=item.seed, device="cpu")
-            model = fap_t(net, fmap, train, config=cfg)
-        acc = evaluate(model, (x, y))
-    return {**base, "fault_model": f"pe-{item.kind}-{item.target}", "seed": seed,
-            "accuracy": acc, "extra": extra}
+
+def _pe_fault(item: SystolicItem):
+    from faultlab.systolic import PEFault, SystolicArray
+
+    array = SystolicArray(item.rows, item.cols, item.dataflow)
+    return PEFault(item.kind, item.target, rate=item.fraction, array=array)
+
+
+def _pe_seed(item: SystolicItem) -> int:
+    return derive_seed(item.seed, f"{item.dataflow}|trial={item.trial}")  # nested over fractions
 
 
 class SystolicStudy(Study):
@@ -137,31 +136,46 @@ class SystolicStudy(Study):
         "trials": 1, "retrain_epochs": 1, "eval_size": 250}
 
     def run(self, config: SystolicConfig, store, progress=None, executor=None) -> str:
+        from faultlab._engine import Trial, evaluation, runner
+
+        c = config
+        defaults = {"module": "faultlab", "method": "systolic", "dataset": c.dataset,
+                    "seed": c.seed}
         with self.open_run(store, config) as run_id:
-            items = {}
-            for model in config.models:
-                items[f"{model}|clean"] = SystolicItem(
-                    model, config.dataset, config.rows, config.cols, "", config.kind,
-                    config.target, 0.0, 0, "clean", 0, 0.0, config.eval_size, config.seed)
-                for df in config.dataflows:
-                    for frac in config.fractions:
-                        for t in range(config.trials):
-                            for mit in config.mitigations:
-                                if mit == "unmitigated" and frac > config.unmitigated_max:
+            rebuilt = {}  # FAP / FAP+T: a new model per map
+            for model in c.models:
+                plan = {f"{model}|clean": Trial((), 0, c.seed, columns=(
+                    ("method", "systolic"), ("variant", "clean"), ("fault_model", "none"),
+                    ("latency_ms", None)), extra=(("clean", True),))}
+                for df in c.dataflows:
+                    for frac in c.fractions:
+                        for t in range(c.trials):
+                            for mit in c.mitigations:
+                                if mit == "unmitigated" and frac > c.unmitigated_max:
                                     continue
-                                items[f"{model}|{df}|{frac!r}|trial={t}|{mit}"] = SystolicItem(
-                                    model, config.dataset, config.rows, config.cols, df,
-                                    config.kind, config.target, frac, t, mit,
-                                    config.retrain_epochs, config.retrain_lr, config.eval_size,
-                                    config.seed)
-            run_items(store, run_id, items, _with_model, executor, progress,
-                      defaults={"module": "faultlab", "method": "systolic",
-                                "dataset": config.dataset, "seed": config.seed})
+                                item = SystolicItem(
+                                    model, c.dataset, c.rows, c.cols, df, c.kind, c.target,
+                                    frac, t, mit, c.retrain_epochs, c.retrain_lr, c.eval_size,
+                                    c.seed)
+                                key = f"{model}|{df}|{frac!r}|trial={t}|{mit}"
+                                if mit != "unmitigated":
+                                    rebuilt[key] = item
+                                    continue
+                                seed = _pe_seed(item)
+                                plan[key] = Trial(
+                                    (_pe_fault(item),), t, seed, map_seed=seed, fingerprint=True,
+                                    extra=(("dataflow", df),), columns=(
+                                        ("method", "systolic"), ("variant", mit),
+                                        ("fault_model", f"pe-{c.kind}-{c.target}"),
+                                        ("fault_rate", frac), ("latency_ms", None)))
+                net, x, y = _setup(model, c.dataset, c.seed, c.eval_size)
+                ev = evaluation(net, (x, y), ("accuracy",), batch_size=250, model_name=model,
+                                caller=f"study {self.name}")
+                with runner(ev, executor) as run:
+                    run.run(store, run_id, plan, progress, {**defaults, "model": model})
+            run_items(store, run_id, rebuilt, _mitigated_row, executor, progress,
+                      defaults=defaults)
         return run_id
-
-
-def _with_model(item: SystolicItem) -> dict:
-    return {"model": item.model, **_row(item)}
 
 
 SYSTOLIC_STUDY = SystolicStudy()

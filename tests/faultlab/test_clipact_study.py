@@ -16,12 +16,13 @@ TINY = {"model": "mlp", "dataset": "digits", "fault_models": ("bitflip", "stuck1
         "profile_size": 300, "latency_batch": 8, "latency_repeats": 1}
 
 
-def test_study_rows_thresholds_and_resume(tmp_path, monkeypatch):
+def test_study_rows_thresholds_and_resume(tmp_path, monkeypatch, same_rows_as_reference):
     store = Store(tmp_path / "s.sqlite")
     config = CLIPACT_STUDY.make_config(**TINY)
     run_id = CLIPACT_STUDY.run(config, store)
     df = store.results(run_id=run_id)
     assert len(df) == 4 + 4 * 2 * 1 * 3
+    same_rows_as_reference(df, "clipact_study_reference")  # as the study's own loop gave them
     clean = df[df.fault_model.isna()].set_index("variant")
     assert sorted(clean.index) == sorted(["unprotected", "clipact-zero", "clipact-cap", "ranger"])
     assert (clean.fault_rate == 0).all() and (clean.latency_ms > 0).all()

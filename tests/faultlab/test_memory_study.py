@@ -29,10 +29,11 @@ def test_secded_keeps_lenet5_clean_accuracy_at_ber_1e4_unprotected_collapses(tmp
     assert all(e["corrected_words"] > 100 for e in sec)  # ~200 faulty bits per map, corrected
 
 
-def test_quick_config_structure_nesting_and_resume(tmp_path):
+def test_quick_config_structure_nesting_and_resume(tmp_path, same_rows_as_reference):
     over = {"rates": "1e-5,1e-4,1e-3", "trials": 2}  # the quick rates; lenet5 / mnist5k
     store, rid, df = _run(tmp_path, **over)
     assert len(df) == 3 + 3 * 4 * 3 * 2  # clean per protection + points
+    same_rows_as_reference(df, "memory_study_reference")  # as the study's own loop gave them
     ex = df.extra.map(json.loads)
     df = df.assign(units=ex.map(lambda e: e.get("units")),
                    raw=ex.map(lambda e: e.get("faulty_bits")))

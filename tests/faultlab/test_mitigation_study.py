@@ -22,9 +22,10 @@ def run(tmp_path_factory):
     return store, run_id
 
 
-def test_every_variant_on_the_same_nested_maps(run):
+def test_every_variant_on_the_same_nested_maps(run, same_rows_as_reference):
     store, run_id = run
     df = store.results(run_id=run_id)
+    same_rows_as_reference(df, "mitigation_study_reference")  # as the study's own loop gave them
     clean = df[df.key.str.startswith("clean|")]
     faulty = df[~df.key.str.startswith("clean|")].copy()
     assert sorted(clean.variant) == sorted(VARIANTS)
@@ -86,8 +87,8 @@ def test_config_errors():
     with pytest.raises(ValueError, match=r"variants of study faultlab.mitigation must be a "
                        r"non-empty tuple from unprotected"):
         study.make_config(variants=("fap",))
-    with pytest.raises(ValueError, match=r"model of study faultlab.mitigation must be a zoo "
-                       r"model: one of"):
+    with pytest.raises(ValueError, match=r"model of study faultlab.mitigation must be a model "
+                       r"spec: a zoo name .*got 'resnet99'"):
         study.make_config(model="resnet99")
     assert study.make_config(dtype="float32").resolved_rates() == (1e-5, 3e-5, 1e-4)
 
@@ -104,3 +105,73 @@ def test_process_executor_gives_the_serial_rows(run, tmp_path):
     faulty = rows.index[~rows.index.str.startswith("clean|")]
     assert len(faulty) == 4
     assert (rows.loc[faulty, "accuracy"] == serial.loc[faulty, "accuracy"]).all()
+
+
+USER_MODEL = """
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return F.relu(x + self.conv2(F.relu(self.conv1(x))))  # residual, functional ReLUs
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.stem = nn.Conv2d(in_shape[0], 16, 3, padding=1)
+        self.block = Block(16)
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        return self.head(self.block(F.relu(self.stem(x))).mean((2, 3)))
+
+
+def build(in_shape=(1, 8, 8), num_classes=10):
+    return Net(in_shape, num_classes)
+"""
+
+
+def test_the_cli_runs_the_study_on_a_users_residual_model_and_weights(tmp_path, monkeypatch):
+    """`hwlab run faultlab.mitigation --model mymod:build --weights w.pt --quick` on a model the
+    zoo does not have: the unprotected variant is the user's weights; the retrained ones use
+    hwlab's default recipe (here with the user's own step)."""
+    import torch
+
+    from hwlab import cli
+    from hwlab.data import load
+    from hwlab.train import TrainConfig, evaluate, fit
+
+    (tmp_path / "mymod_mitigation.py").write_text(USER_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import mymod_mitigation
+
+    torch.manual_seed(0)
+    net = mymod_mitigation.build()
+    fit(net, load("digits", "train"), TrainConfig(epochs=12, batch_size=64, lr=1e-2, seed=0))
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    store = str(tmp_path / "s.sqlite")
+    argv = ["run", "faultlab.mitigation", "--model", "mymod_mitigation:build", "--weights",
+            str(tmp_path / "w.pt"), "--dataset", "digits", "--dtype", "float32", "--quick",
+            "--variants", "unprotected,clipping,clipact-zero,secded", "--rates", "1e-4,1e-3",
+            "--trials", "2", "--eval-size", "180", "--train-epochs", "2", "--lr", "0.01",
+            "--store", store]
+    assert cli.main(argv) == 0
+    df = Store(store).results()
+    clean = df[df.key.str.startswith("clean|")].set_index("variant")
+    assert set(clean.model) == {"mymod_mitigation:build"}
+    test = load("digits", "test")
+    assert clean.loc["unprotected", "accuracy"] == pytest.approx(evaluate(net.eval(), test))
+    assert clean.loc["unprotected", "accuracy"] > 0.6
+    retrained = json.loads(clean.loc["clipping", "extra"])  # a fresh user model, 2 epochs
+    assert retrained["w_max"] == 0.1 and retrained["train_seconds"] > 0
+    faulty = df[~df.key.str.startswith("clean|")]
+    assert len(faulty) == 4 * 2 * 2 and faulty.accuracy.between(0, 1).all()
+    extra = json.loads(clean.loc["clipact-zero", "extra"])
+    assert set(extra["thresholds"]) == {"relu()", "block.relu()", "block.relu()@2"}

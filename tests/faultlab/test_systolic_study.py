@@ -13,14 +13,16 @@ from hwlab.studies import get_study, run_study
 @pytest.fixture(scope="module")
 def study_rows(tmp_path_factory):
     store = Store(tmp_path_factory.mktemp("systolic") / "s.sqlite")
-    kw = {"fractions": (0.01, 0.25), "eval_size": 200, "retrain_epochs": 1}
-    run_id = run_study("faultlab.systolic", store=store, quick=True, **kw)
+    kw = {"models": ("lenet5",), "rows": 64, "cols": 64, "fractions": (0.01, 0.25), "trials": 1,
+          "eval_size": 200, "retrain_epochs": 1}
+    run_id = run_study("faultlab.systolic", store=store, **kw)
     return store, run_id, kw
 
 
-def test_quick_study_rows(study_rows):
+def test_quick_study_rows(study_rows, same_rows_as_reference):
     store, run_id, _ = study_rows
     df = store.results(run_id=run_id)
+    same_rows_as_reference(df, "systolic_study_reference")  # as the study's own loop gave them
     clean = df[df.fault_model == "none"]
     assert len(clean) == 1 and clean.accuracy.iloc[0] > 0.9  # zoo lenet5 on mnist5k
     faulty = df[df.fault_model != "none"]
@@ -46,7 +48,7 @@ def test_quick_study_rows(study_rows):
 def test_resume_runs_nothing_new(study_rows):
     store, run_id, kw = study_rows
     before = len(store.results(run_id=run_id))
-    assert run_study("faultlab.systolic", store=store, quick=True, **kw) == run_id
+    assert run_study("faultlab.systolic", store=store, **kw) == run_id
     assert len(store.results(run_id=run_id)) == before
 
 
