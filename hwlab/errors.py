@@ -7,12 +7,13 @@ message with ``pytest.raises(ValueError, match=...)``.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
 
-__all__ = ["HwlabError", "check", "check_choice", "check_int_array", "check_positive_int",
-           "check_rate", "fail"]
+__all__ = ["HwlabError", "check", "check_choice", "check_int", "check_int_array", "check_number",
+           "check_positive_int", "check_rate", "fail"]
 
 
 class HwlabError(ValueError):
@@ -30,19 +31,68 @@ def check(cond: bool, param: str, caller: str, constraint: str, value: Any) -> N
         raise fail(param, caller, constraint, value)
 
 
+def check_int(value: Any, param: str, caller: str, minimum: int | None = None,
+              maximum: int | None = None, constraint: str | None = None) -> int:
+    """An integer in [``minimum``, ``maximum``] (either bound may be None), as a Python ``int``.
+
+    Python ints and NumPy integers (``np.int64``, ``np.uint8``) are accepted; bools (Python and
+    NumPy), floats (even whole ones: ``2.0``), NaN and strings are refused. The message reads
+    "an integer >= 1", "an integer in [0, 63]", ...; ``constraint`` replaces that text where a
+    caller accepts more than this check does (``"None or an integer >= 1"``).
+    """
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    ok = ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+    if not ok:
+        raise fail(param, caller, constraint or _bounds("an integer", minimum, maximum), value)
+    return int(value)
+
+
+def check_number(value: Any, param: str, caller: str, minimum: float | None = None,
+                 maximum: float | None = None, inclusive: tuple[bool, bool] = (True, True),
+                 finite: bool = True, constraint: str | None = None) -> float:
+    """A real number within the bounds (either may be None), as a Python ``float``.
+
+    Python ints and floats and NumPy integer and floating scalars are accepted; bools (Python
+    and NumPy), NaN, strings and complex numbers are refused, and so are infinities when
+    ``finite``. ``inclusive`` says whether ``minimum`` and ``maximum`` themselves are allowed.
+    The message reads "a number in [0, 1]", "a number > 0", "a finite number", ...;
+    ``constraint`` replaces that text as in :func:`check_int`.
+    """
+    ok = isinstance(value, (numbers.Real, np.integer, np.floating)) \
+        and not isinstance(value, (bool, np.bool_))
+    if ok:
+        v = float(value)
+        lo_in, hi_in = inclusive
+        ok = not math.isnan(v) and (not finite or math.isfinite(v)) \
+            and (minimum is None or (v >= minimum if lo_in else v > minimum)) \
+            and (maximum is None or (v <= maximum if hi_in else v < maximum))
+    if not ok:
+        what = "a finite number" if finite and minimum is None and maximum is None \
+            else _bounds("a number", minimum, maximum, inclusive)
+        raise fail(param, caller, constraint or what, value)
+    return v
+
+
+def _bounds(what: str, lo: Any, hi: Any, inclusive: tuple[bool, bool] = (True, True)) -> str:
+    """"an integer >= 1", "a number in (0, 1]", ... for the bounds given (None: unbounded)."""
+    lo_in, hi_in = inclusive
+    if lo is not None and hi is not None:
+        return f"{what} in {'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
+    if lo is not None:
+        return f"{what} {'>=' if lo_in else '>'} {lo:g}"
+    if hi is not None:
+        return f"{what} {'<=' if hi_in else '<'} {hi:g}"
+    return what
+
+
 def check_rate(value: Any, param: str, caller: str) -> float:
     """A probability: a real number in [0, 1] (NaN, negatives and > 1 are rejected)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and not math.isnan(value) and 0.0 <= value <= 1.0
-    check(ok, param, caller, "a number in [0, 1]", value)
-    return float(value)
+    return check_number(value, param, caller, 0, 1)
 
 
 def check_positive_int(value: Any, param: str, caller: str, minimum: int = 1) -> int:
-    """An integer >= ``minimum`` (bools rejected)."""
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-    check(ok, param, caller, f"an integer >= {minimum}", value)
-    return int(value)
+    """An integer >= ``minimum`` (bools rejected): :func:`check_int` with a lower bound."""
+    return check_int(value, param, caller, minimum)
 
 
 def check_choice(value: Any, choices, param: str, caller: str) -> Any:
