@@ -19,6 +19,10 @@ _LAZY = {
     "inject": "faultlab._inject",
     "quantize_int8": "faultlab._quant",
     "campaign": "faultlab._campaign",
+    "Trial": "faultlab._engine",  # the one trial engine: a study's plan is {key: Trial}
+    "Evaluation": "faultlab._engine",
+    "evaluation": "faultlab._engine",
+    "runner": "faultlab._engine",
     "summarize": "faultlab._stats",
     "mean_ci": "faultlab._stats",
     "proportion_ci": "faultlab._stats",

@@ -28,7 +28,7 @@ from hwlab.errors import check
 from hwlab.seeds import derive_seed, seeded, torch_threads
 from hwlab.studies import Study, StudyConfig, param, run_items
 
-__all__ = ["CREEP_STUDY", "CreepConfig", "CreepStudy", "FaultItem", "TrainItem"]
+__all__ = ["CREEP_STUDY", "CreepConfig", "CreepStudy", "TrainItem"]
 
 log = logging.getLogger(__name__)
 
@@ -93,22 +93,6 @@ class TrainItem:
     test_limit: int
     latency_batch: int
     latency_repeats: int
-
-
-@dataclass(frozen=True)
-class FaultItem:
-    """One bit-flip map on the target parameters of a trained model."""
-
-    budget: tuple
-    root: str
-    dataset: str
-    level: int
-    seed: int
-    target: str  # "quantum" or "classical"
-    rate: float
-    trial: int
-    fault_seed: int
-    test_limit: int
 
 
 def _budget(config: CreepConfig) -> dict:
@@ -201,27 +185,31 @@ def _train_row(item: TrainItem) -> dict:
     }
 
 
-def _fault_row(item: FaultItem) -> dict:
-    """Accuracy of one trained model under one bit-flip map on the target parameters."""
+def _fault_plans(config: CreepConfig, budget: tuple, root: str):
+    """``(level, trained model, test split, plan)`` per level of the bit-flip sweep: maps on
+    the level's quantum gates or classical weights, run on faultlab's one trial engine."""
     import faultlab as fl
-    from hwlab.train import evaluate
     from quantum._swap import classical_parameters, quantum_parameters
 
-    dataset, level, seed, target = item.dataset, item.level, item.seed, item.target
-    rate, trial, fseed = item.rate, item.trial, item.fault_seed
-    with torch_threads(1):
-        model, _ = _trained(dict(item.budget), item.root, dataset, level, seed)
-        names = quantum_parameters(model) if target == "quantum" else classical_parameters(model)
-        test = _data(dataset, "test", item.test_limit)
-        with fl.inject(model, fl.BitFlip(rate=rate), seed=fseed, layers=names) as fmap:
-            acc = evaluate(model, test)
-    return {
-        "module": "quantum", "method": "creep-faults", "model": "creep-cnn", "dataset": dataset,
-        "variant": f"level-{level}", "seed": seed, "trial": trial, "fault_model": "bitflip",
-        "fault_rate": rate, "accuracy": acc,
-        "extra": {"target": target, "n_faults": len(fmap), "fault_seed": fseed,
-                  "parameters": names},
-    }
+    c, seed, dataset = config, config.seeds[0], config.fault_dataset
+    for lv in c.levels:
+        model, _ = _trained(dict(budget), root, dataset, lv, seed)
+        plan = {}
+        for target in _targets(lv, c.order):
+            names = quantum_parameters(model) if target == "quantum" else \
+                classical_parameters(model)
+            for rate in c.fault_rates:
+                for t in range(c.fault_trials):
+                    key = f"fault|{dataset}|level-{lv}|{target}|rate={rate:g}|trial={t}"
+                    fseed = derive_seed(seed, key) % 2**31
+                    plan[key] = fl.Trial(
+                        (fl.BitFlip(rate=rate),), t, seed, layers=tuple(names), map_seed=fseed,
+                        columns=(("module", "quantum"), ("method", "creep-faults"),
+                                 ("model", "creep-cnn"), ("variant", f"level-{lv}"),
+                                 ("fault_model", "bitflip"), ("latency_ms", None)),
+                        extra=(("target", target), ("fault_seed", fseed),
+                               ("parameters", list(names))))
+        yield lv, model, _data(dataset, "test", c.test_limit), plan
 
 
 def _mean_rows(store, run_id: str, config: CreepConfig) -> list[dict]:
@@ -275,25 +263,30 @@ class CreepStudy(Study):
                 TrainItem(budget, root, d, lv, s, config.test_limit, config.latency_batch,
                           config.latency_repeats)
             for d in config.datasets for lv in config.levels for s in config.seeds}
-        fault_items = {}
-        if config.fault_dataset in config.datasets and config.fault_trials and config.fault_rates:
-            seed = config.seeds[0]
-            for lv in config.levels:
-                for target in _targets(lv, config.order):
-                    for rate in config.fault_rates:
-                        for t in range(config.fault_trials):
-                            key = (f"fault|{config.fault_dataset}|level-{lv}|{target}|"
-                                   f"rate={rate:g}|trial={t}")
-                            fault_items[key] = FaultItem(
-                                budget, root, config.fault_dataset, lv, seed, target, rate, t,
-                                derive_seed(seed, key) % 2**31, config.test_limit)
+        sweep = bool(config.fault_dataset in config.datasets and config.fault_trials
+                     and config.fault_rates)
         with self.open_run(store, config) as run_id:
-            log.info("quantum.creep: %d training items, %d fault items", len(train_items),
-                     len(fault_items))
+            log.info("quantum.creep: %d training items", len(train_items))
             run_items(store, run_id, train_items, _train_row, executor, progress)
             store.add_results(run_id, _mean_rows(store, run_id, config))
-            run_items(store, run_id, fault_items, _fault_row, executor, progress)
+            if sweep:
+                _fault_sweep(config, budget, root, store, run_id, progress, executor)
         return run_id
+
+
+def _fault_sweep(config, budget, root, store, run_id, progress, executor) -> None:
+    """The bit-flip sweep of the trained models (one evaluation per level) on the engine."""
+    import faultlab as fl
+
+    done = set(store.done_keys(run_id))
+    with torch_threads(1):  # as the training rows: comparable on a shared CPU
+        for _, model, test, plan in _fault_plans(config, budget, root):
+            if not set(plan) - done:
+                continue
+            ev = fl.evaluation(model, test, ("accuracy",), batch_size=512, model_name="creep-cnn",
+                               caller="study quantum.creep")
+            with fl.runner(ev, executor) as run:
+                run.run(store, run_id, plan, progress, {"dataset": config.fault_dataset})
 
 
 def _targets(level: int, order: str) -> tuple[str, ...]:

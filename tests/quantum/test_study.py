@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from hwlab.store import Store
@@ -47,6 +49,13 @@ def test_study_rows_and_resume(tmp_path):
     assert sorted(f["target"] for f in faults["extra"]) == ["classical"] * 2 + ["quantum"] * 2
     assert (faults["fault_rate"] == 1e-3).all() and set(faults["fault_model"]) == {"bitflip"}
     assert all(f["n_faults"] >= 0 for f in faults["extra"])
+    # on the one trial engine: the rows the study's own loop gave (stored before the move)
+    ref = pd.read_csv(Path(__file__).parent / "data" / "quantum_faults_reference.csv")
+    got = faults.set_index("key").loc[ref.key]
+    assert got.accuracy.tolist() == pytest.approx(ref.accuracy.tolist(), abs=1e-12)
+    assert [f["n_faults"] for f in got.extra] == ref.n_faults.tolist()
+    assert [f["fault_seed"] for f in got.extra] == ref.fault_seed.tolist()
+    assert got.seed.tolist() == ref.seed.tolist() and got.trial.tolist() == ref.trial.tolist()
     # resume: same config -> same run, nothing new, checkpoints reused
     again = CREEP_STUDY.run(cfg, store)
     assert again == run_id and len(store.results(run_id=run_id)) == len(df)
