@@ -40,7 +40,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, w
 from contextlib import contextmanager
 from typing import Any
 
-from hwlab.errors import HwlabError, check
+from hwlab.errors import HwlabError, check, is_int
 
 __all__ = ["ItemError", "Shared", "map_chunked", "share", "worker_count"]
 
@@ -239,12 +239,8 @@ def map_chunked(executor: Executor | None, fn: Callable, items, shared: Shared |
     in one forward pass); a failing group is reported with its first key.
     """
     pairs = list(items.items() if isinstance(items, Mapping) else items)
-    check(chunksize is None or (isinstance(chunksize, int) and chunksize >= 1), "chunksize",
-          caller, "None or an integer >= 1", chunksize)
-    check(max_pending is None or (isinstance(max_pending, int) and max_pending >= 1),
-          "max_pending", caller, "None or an integer >= 1", max_pending)
-    check(batch is None or (isinstance(batch, int) and not isinstance(batch, bool)
-                            and batch >= 1), "batch", caller, "None or an integer >= 1", batch)
+    for param, v in (("chunksize", chunksize), ("max_pending", max_pending), ("batch", batch)):
+        check(v is None or is_int(v, 1), param, caller, "None or an integer >= 1", v)
     check(shared is None or isinstance(shared, Shared), "shared", caller,
           "None or a hwlab.executors.Shared from share()", type(shared).__name__)
     if not pairs:

@@ -28,13 +28,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from hwlab.errors import check, fail
+import numpy as np
+
+from hwlab.errors import check, fail, is_int, is_number
 
 __all__ = ["Constraint", "StudyConfig", "constraints", "convert", "describe", "param",
            "validate_config"]
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-_NUMBERS = {int: ("an integer", "iu"), float: ("a number", "iuf")}  # type -> (words, dtype kinds)
+_NUMBERS = {int: "an integer", float: "a number"}  # type -> words
 
 
 @dataclass(frozen=True)
@@ -162,16 +164,17 @@ def convert(value: Any, tp: Any, name: str, caller: str, strings: bool = True) -
               "a bool (true or false)", value)
         return bool(value)
     if tp in _NUMBERS:  # int or float: parse CLI strings, accept Python and NumPy numbers
-        what, kinds = _NUMBERS[tp]
+        what = _NUMBERS[tp]
         if strings and isinstance(value, str):
             try:
                 return tp(value)
             except ValueError:
                 raise fail(name, caller, what, value) from None
-        py_ok = isinstance(value, int if tp is int else (int, float)) and not isinstance(value, bool)
-        np_ok = hasattr(value, "dtype") and getattr(value.dtype, "kind", "x") in kinds \
-            and getattr(value, "ndim", 1) == 0
-        check(py_ok or np_ok, name, caller, what, value)
+        if isinstance(value, (np.generic, np.ndarray)) and value.ndim == 0:
+            value = value.item()  # a NumPy scalar or 0-d array: the Python value it stands for
+        # NaN and infinities pass here: _check_value refuses them with the constraint in words
+        ok = is_int(value) if tp is int else is_number(value, finite=False, nan=True)
+        check(ok, name, caller, what, value)
         return tp(value)
     if tp is str:
         check(isinstance(value, str), name, caller, "a str", value)
@@ -190,7 +193,7 @@ def _check_value(v: Any, elem: Any, c: Constraint, name: str, caller: str, text:
         check(math.isfinite(v), name, caller, text, shown)
     if c.choices is not None:
         check(v in c.choices, name, caller, text, shown)
-    if c.range is not None and isinstance(v, (int, float)) and not isinstance(v, bool):
+    if c.range is not None and is_number(v, finite=False):
         lo, hi = c.range
         lo_in, hi_in = c.inclusive
         ok = (lo is None or (v >= lo if lo_in else v > lo)) and \

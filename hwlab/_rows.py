@@ -6,13 +6,12 @@ import dataclasses
 import hashlib
 import json
 import math
-import numbers
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from hwlab.errors import check, fail
+from hwlab.errors import check, fail, is_number
 
 # Result columns and their SQLite types, in table order.
 _COLUMN_TYPES = {
@@ -67,8 +66,7 @@ def _cell(column: str, value: Any, caller: str = "Store.add_results") -> Any:
     if kind == "TEXT":
         check(isinstance(value, str), column, caller, "a str or None", value)
         return value
-    check(isinstance(value, numbers.Real) and not isinstance(value, bool), column, caller,
-          "a number or None", value)
+    check(is_number(value, finite=False, nan=True), column, caller, "a number or None", value)
     if kind == "REAL":
         value = float(value)
         return None if math.isnan(value) else value  # NaN is "missing": NULL

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["HwlabError", "check", "check_choice", "check_int", "check_int_array", "check_number",
-           "check_positive_int", "check_rate", "fail"]
+           "check_positive_int", "check_rate", "fail", "is_int", "is_number"]
 
 
 class HwlabError(ValueError):
@@ -40,9 +40,7 @@ def check_int(value: Any, param: str, caller: str, minimum: int | None = None,
     "an integer >= 1", "an integer in [0, 63]", ...; ``constraint`` replaces that text where a
     caller accepts more than this check does (``"None or an integer >= 1"``).
     """
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    ok = ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
-    if not ok:
+    if not is_int(value, minimum, maximum):
         raise fail(param, caller, constraint or _bounds("an integer", minimum, maximum), value)
     return int(value)
 
@@ -55,22 +53,39 @@ def check_number(value: Any, param: str, caller: str, minimum: float | None = No
     Python ints and floats and NumPy integer and floating scalars are accepted; bools (Python
     and NumPy), NaN, strings and complex numbers are refused, and so are infinities when
     ``finite``. ``inclusive`` says whether ``minimum`` and ``maximum`` themselves are allowed.
-    The message reads "a number in [0, 1]", "a number > 0", "a finite number", ...;
+    The message reads "a number in [0, 1]", "a finite number > 0", "a finite number", ...;
     ``constraint`` replaces that text as in :func:`check_int`.
     """
-    ok = isinstance(value, (numbers.Real, np.integer, np.floating)) \
-        and not isinstance(value, (bool, np.bool_))
-    if ok:
-        v = float(value)
-        lo_in, hi_in = inclusive
-        ok = not math.isnan(v) and (not finite or math.isfinite(v)) \
-            and (minimum is None or (v >= minimum if lo_in else v > minimum)) \
-            and (maximum is None or (v <= maximum if hi_in else v < maximum))
-    if not ok:
-        what = "a finite number" if finite and minimum is None and maximum is None \
-            else _bounds("a number", minimum, maximum, inclusive)
+    if not is_number(value, minimum, maximum, inclusive, finite):
+        one_sided = minimum is None or maximum is None  # "finite" says what the bound does not
+        what = _bounds("a finite number" if finite and one_sided else "a number", minimum,
+                       maximum, inclusive)
         raise fail(param, caller, constraint or what, value)
-    return v
+    return float(value)
+
+
+def is_int(value: Any, minimum: int | None = None, maximum: int | None = None) -> bool:
+    """Whether :func:`check_int` accepts ``value`` (for checks of several values at once, such as
+    a shape tuple, whose message names the whole)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) \
+        and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+
+
+def is_number(value: Any, minimum: float | None = None, maximum: float | None = None,
+              inclusive: tuple[bool, bool] = (True, True), finite: bool = True, *,
+              nan: bool = False) -> bool:
+    """Whether :func:`check_number` accepts ``value`` (see :func:`is_int`); with ``nan`` NaN is
+    accepted too, whatever the bounds (where NaN stands for a missing value)."""
+    if not isinstance(value, (numbers.Real, np.integer, np.floating)) \
+            or isinstance(value, (bool, np.bool_)):
+        return False
+    v = float(value)
+    if math.isnan(v):
+        return nan
+    lo_in, hi_in = inclusive
+    return (not finite or math.isfinite(v)) \
+        and (minimum is None or (v >= minimum if lo_in else v > minimum)) \
+        and (maximum is None or (v <= maximum if hi_in else v < maximum))
 
 
 def _bounds(what: str, lo: Any, hi: Any, inclusive: tuple[bool, bool] = (True, True)) -> str:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hwlab.errors import check, fail
+from hwlab.errors import check, fail, is_number
 
 __all__ = ["BUILTIN_METRICS", "Metric", "MetricAccumulator", "metric_values", "resolve_metrics"]
 
@@ -156,9 +156,8 @@ class MetricAccumulator:
                 value = m.fn(logits, y, clean_logits)
                 if isinstance(value, torch.Tensor) and value.numel() == 1:
                     value = value.item()
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-                check(ok, f"metric {name!r}", "MetricAccumulator.update",
-                      "a callable returning one number", value)
+                check(is_number(value, finite=False, nan=True), f"metric {name!r}",
+                      "MetricAccumulator.update", "a callable returning one number", value)
                 self.sums[name] += float(value) * n
                 self.counts[name] += n
 

@@ -20,13 +20,9 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from hwlab.errors import check
+from hwlab.errors import check, check_int, is_int
 
 __all__ = ["derive_seed", "seeded", "torch_threads"]
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def derive_seed(seed: int, key: str) -> int:
@@ -35,7 +31,7 @@ def derive_seed(seed: int, key: str) -> int:
     SHA-256 of ``"seed|key"``, first 8 bytes big-endian, shifted right by one (so it fits a
     signed 64-bit integer and ``torch.manual_seed``).
     """
-    check(_is_int(seed), "seed", "derive_seed", "an integer", seed)
+    seed = check_int(seed, "seed", "derive_seed")
     check(isinstance(key, str), "key", "derive_seed", "a str", key)
     return _derive_seed(int(seed), key)
 
@@ -53,7 +49,7 @@ def seeded(seed: int, devices: list | None = None) -> Iterator[np.random.Generat
     context is created) is forked on entry and restored on exit, so code after the block draws
     as if the block had not run. NumPy's global RNG is never touched.
     """
-    check(_is_int(seed) and seed >= 0, "seed", "seeded", "an integer >= 0", seed)
+    seed = check_int(seed, "seed", "seeded", 0)
     import torch
 
     with torch.random.fork_rng(devices=[] if devices is None else devices):
@@ -67,8 +63,7 @@ def torch_threads(n: int | None) -> Iterator[int]:
 
     Yields the thread count in effect inside the block.
     """
-    check(n is None or (_is_int(n) and n >= 0), "n", "torch_threads", "None or an integer >= 0",
-          n)
+    check(n is None or is_int(n, 0), "n", "torch_threads", "None or an integer >= 0", n)
     import torch
 
     before = torch.get_num_threads()

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from hwlab.errors import check
+from hwlab.errors import check, check_number
 
 __all__ = ["DENOMINATORS", "PROPORTIONS", "interval", "mean_ci", "proportion_ci"]
 
@@ -23,8 +23,7 @@ DENOMINATORS = {"accuracy": "n_samples", "sdc": "n_samples", "top5": "n_samples"
 
 
 def _check_confidence(confidence, caller):
-    ok = isinstance(confidence, (int, float)) and not isinstance(confidence, bool)
-    check(ok and 0.0 < confidence < 1.0, "confidence", caller, "a number in (0, 1)", confidence)
+    check_number(confidence, "confidence", caller, 0, 1, inclusive=(False, False))
 
 
 def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:

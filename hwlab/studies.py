@@ -58,7 +58,7 @@ from functools import lru_cache
 from typing import Any
 
 from hwlab._config import StudyConfig, constraints, convert, param
-from hwlab.errors import HwlabError, check, fail
+from hwlab.errors import HwlabError, check, check_int, check_number, fail, is_int, is_number
 from hwlab.executors import SerialExecutor
 from hwlab.seeds import derive_seed  # re-exported: hwlab.studies.derive_seed still works
 
@@ -225,8 +225,7 @@ def _check_description(study, where: str) -> None:
                                        and study.page.isidentifier()):
         bad("page", "None or a page name (app/app_pages/PAGE.py)")
     seconds = study.quick_seconds
-    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
-                                or not seconds >= 0):
+    if seconds is not None and not is_number(seconds, 0, finite=False):
         bad("quick_seconds", "None or a number of seconds >= 0")
 
 
@@ -404,13 +403,10 @@ def run_items(store, run_id: str, items: Mapping[str, Any], fn: Callable[[Any], 
     check(callable(fn), "fn", "run_items", "a callable", fn)
     bad = [k for k in items if not (isinstance(k, str) and k)]
     check(not bad, "items", "run_items", "keyed by non-empty strings", bad[:3])
-    check(max_pending is None or (isinstance(max_pending, int) and max_pending >= 1),
-          "max_pending", "run_items", "None or an integer >= 1", max_pending)
-    check(isinstance(flush_rows, int) and not isinstance(flush_rows, bool) and flush_rows >= 1,
-          "flush_rows", "run_items", "an integer >= 1", flush_rows)
-    ok = isinstance(flush_seconds, (int, float)) and not isinstance(flush_seconds, bool)
-    check(ok and flush_seconds >= 0, "flush_seconds", "run_items", "a number >= 0",
-          flush_seconds)
+    check(max_pending is None or is_int(max_pending, 1), "max_pending", "run_items",
+          "None or an integer >= 1", max_pending)
+    flush_rows = check_int(flush_rows, "flush_rows", "run_items", 1)
+    flush_seconds = check_number(flush_seconds, "flush_seconds", "run_items", 0, finite=False)
     total = len(items)
     done = store.done_keys(run_id)
     if many:  # an item is done when any row "ITEMKEY|..." is stored

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwlab.data import Split, batches, iter_batches
-from hwlab.errors import check, check_choice, check_positive_int
+from hwlab.errors import check, check_choice, check_int, check_number, check_positive_int
 
 __all__ = ["ClassificationTask", "History", "Task", "TrainConfig", "TrainState", "evaluate", "fit",
            "predict", "resolve_device"]
@@ -51,14 +51,10 @@ def _check_config(cfg: TrainConfig, caller: str) -> TrainConfig:
     check_positive_int(cfg.epochs, "epochs", caller)
     check_positive_int(cfg.batch_size, "batch_size", caller)
     for name in ("lr", "momentum", "weight_decay"):
-        v = getattr(cfg, name)
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        ok = ok and (v > 0 if name == "lr" else v >= 0)
-        check(ok, name, caller, "a finite number > 0" if name == "lr" else "a finite number >= 0",
-              v)
+        check_number(getattr(cfg, name), name, caller, 0, inclusive=(name != "lr", True))
     check_choice(cfg.optimizer, OPTIMIZERS, "optimizer", caller)
     check_choice(cfg.schedule, SCHEDULES, "schedule", caller)
-    check(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", caller, "an integer >= 0", cfg.seed)
+    check_int(cfg.seed, "seed", caller, 0)
     check(isinstance(cfg.device, str) and (cfg.device == "auto" or _valid_device(cfg.device)),
           "device", caller, "'auto', 'cpu', 'cuda' or 'cuda:N' (available)", cfg.device)
     return cfg

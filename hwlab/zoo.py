@@ -36,7 +36,7 @@ from filelock import FileLock, Timeout
 from torch import nn
 
 from hwlab.data import check_dataset, load
-from hwlab.errors import check, fail
+from hwlab.errors import check, check_int, fail
 from hwlab.models import check_spec, list_models, resolve, spec_digest
 from hwlab.models._spec import _load_weights
 from hwlab.train import TrainConfig, _check_config, evaluate, fit
@@ -127,8 +127,7 @@ def entry(model: str, dataset: str, seed: int = 0, recipe: Recipe | None = None,
     split; ``recipe`` must then be None.
     """
     check_spec(model, "model", "entry")
-    check(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", "entry",
-          "an integer >= 0", seed)
+    seed = check_int(seed, "seed", "entry", 0)
     check_dataset(dataset, "dataset", "entry")
     if weights is not None:
         check(recipe is None, "recipe", "entry", "None when weights are given", recipe)

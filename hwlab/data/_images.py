@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from hwlab.data._builtin import Raw, _frozen
-from hwlab.errors import check, fail
+from hwlab.errors import check, fail, is_int
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MODES = ("L", "RGB")
@@ -48,14 +48,14 @@ def parse_options(arg: str, kw: dict, spec: str) -> tuple[str, tuple[int, int] |
         except ValueError:
             raise fail("size", "load", "N or HxW with positive integers", size) from None
         size = hw * 2 if len(hw) == 1 else hw
-    elif isinstance(size, int) and not isinstance(size, bool):
+    elif is_int(size):
         size = (size, size)
     ok = size is None or (isinstance(size, (tuple, list)) and len(size) == 2 and all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size))
+        is_int(s, 1) for s in size))
     check(ok, "size", "load", "None, N or (H, W) with positive integers", opts.get("size"))
     mode = opts.get("mode")
     check(mode is None or mode in MODES, "mode", "load", "None, 'L' or 'RGB'", mode)
-    return directory, None if size is None else tuple(size), mode
+    return directory, None if size is None else tuple(map(int, size)), mode
 
 
 def _classes(root: Path, spec: str) -> list[tuple[str, list[Path]]]:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
-from hwlab.errors import check, check_positive_int, fail
+from hwlab.errors import check, check_positive_int, fail, is_int
 
 __all__ = ["as_xy", "iter_batches"]
 
@@ -66,9 +66,8 @@ def _check_batch(x, y, caller: str, num_classes: int | None,
 
 
 def _check_num_classes(num_classes, caller: str) -> None:
-    ok = num_classes is None or (isinstance(num_classes, int) and not isinstance(num_classes, bool)
-                                 and num_classes >= 1)
-    check(ok, "num_classes", caller, "None or an integer >= 1", num_classes)
+    check(num_classes is None or is_int(num_classes, 1), "num_classes", caller,
+          "None or an integer >= 1", num_classes)
 
 
 def _is_split(data) -> bool:
@@ -139,8 +138,7 @@ def as_xy(data, caller: str = "as_xy", limit: int | None = None,
     (``Split.subset(limit)``), the first ``limit`` for a pair, a DataLoader or an iterable
     (which is read only as far as needed).
     """
-    check(limit is None or (isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1),
-          "limit", caller, "None or an integer >= 1", limit)
+    check(limit is None or is_int(limit, 1), "limit", caller, "None or an integer >= 1", limit)
     _check_num_classes(num_classes, caller)
     if _is_split(data):
         if limit is not None and limit < len(data):

@@ -7,7 +7,15 @@ import torch
 
 from hwlab.data import _builtin, _files, _images
 from hwlab.data._split import SPLITS, Split, _split_indices
-from hwlab.errors import check, check_choice, check_positive_int, fail
+from hwlab.errors import (
+    check,
+    check_choice,
+    check_int,
+    check_number,
+    check_positive_int,
+    fail,
+    is_int,
+)
 
 DATASETS = ("digits", "mnist5k", "synthetic")
 FILE_KINDS = ("mnist-idx", "cifar10", "npz", "imagefolder")
@@ -29,8 +37,7 @@ def load(name: str, split: str = "train", seed: int = 0, **kw) -> Split:
     """
     check(isinstance(name, str), "name", "load", _ALLOWED, name)
     check_choice(split, SPLITS, "split", "load")
-    check(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", "load",
-          "an integer >= 0", seed)
+    seed = check_int(seed, "seed", "load", 0)
     raw = _raw(name, kw)
     if len(raw.y) == 0:
         raise fail("name", "load", "a dataset with at least one sample", f"{name} (empty)")
@@ -73,13 +80,12 @@ def check_dataset(name, param: str = "dataset", caller: str = "load") -> str:
 
 def _synthetic_args(shape=(1, 8, 8), n=512, num_classes=4, noise=0.5):
     ok = isinstance(shape, (tuple, list)) and len(shape) == 3
-    ok = ok and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)
+    ok = ok and all(is_int(s, 1) for s in shape)
     check(ok, "shape", "load", "a (C, H, W) tuple of positive integers", shape)
     num_classes = check_positive_int(num_classes, "num_classes", "load", minimum=2)
     n = check_positive_int(n, "n", "load", minimum=num_classes)
-    check(isinstance(noise, (int, float)) and 0 <= noise < float("inf"), "noise", "load",
-          "a finite number >= 0", noise)
-    return tuple(shape), n, num_classes, float(noise)
+    noise = check_number(noise, "noise", "load", 0)
+    return tuple(map(int, shape)), n, num_classes, noise
 
 
 def _load(raw: _builtin.Raw, name: str, split: str, seed: int) -> Split:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hwlab.errors import check, check_positive_int, fail
+from hwlab.errors import check, check_int, check_positive_int
 
 SPLITS = ("train", "val", "test")
 
@@ -111,8 +111,7 @@ def batches(split_or_xy, batch_size: int, shuffle: bool = False, seed: int = 0,
     """
     x, y = _xy(split_or_xy, "batches")
     batch_size = check_positive_int(batch_size, "batch_size", "batches")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise fail("seed", "batches", "an integer", seed)
+    seed = check_int(seed, "seed", "batches")
     return _batches(x, y, batch_size, shuffle, seed, drop_last)
 
 

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from hwlab.errors import is_number
+
 __all__ = ["Site", "find_sites", "gate_chain", "is_weight_module", "node_scope", "producers_of",
            "site_input"]
 
@@ -78,7 +80,7 @@ def node_scope(node: fx.Node) -> str:
 
 
 def _is_zero(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == 0
+    return is_number(v, 0, 0)
 
 
 def _clamp_min0(node: fx.Node) -> bool:

@@ -25,7 +25,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from hwlab.errors import check, fail
+from hwlab.errors import check, fail, is_int
 
 __all__ = ["HwlabTracer", "check_leaf_modules", "symbolic_trace"]
 
@@ -127,11 +127,11 @@ def as_sample(sample, caller: str) -> torch.Tensor | None:
     if sample is None or isinstance(sample, torch.Tensor):
         return sample
     ok = isinstance(sample, (tuple, list)) and len(sample) >= 1 and all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sample)
+        is_int(s, 1) for s in sample)
     check(ok, "sample", caller, "None, an input batch tensor or an input shape tuple (C, H, W)",
           sample)
     gen = torch.Generator().manual_seed(0)
-    return torch.rand(2, *sample, generator=gen)  # 2 x C x H x W
+    return torch.rand(2, *map(int, sample), generator=gen)  # 2 x C x H x W
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from hwlab.errors import check, check_positive_int
+from hwlab.errors import check, check_positive_int, is_int
 from hwlab.models._registry import register_model
 
 
@@ -43,12 +43,11 @@ def _classifier(layers: list, n_in: int, hidden: tuple[int, ...], num_classes: i
 @register_model("mlp")
 def mlp(in_shape=(1, 28, 28), num_classes=10, hidden=(256, 128)) -> nn.Sequential:
     """Multi-layer perceptron: Flatten, (Linear, ReLU) per ``hidden`` width, Linear."""
-    ok = isinstance(hidden, (tuple, list)) and all(
-        isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden)
+    ok = isinstance(hidden, (tuple, list)) and all(is_int(h, 1) for h in hidden)
     check(ok, "hidden", "mlp", "a tuple of positive integers", hidden)
     c, h, w = in_shape
     layers: list[nn.Module] = [nn.Flatten()]
-    _classifier(layers, c * h * w, tuple(hidden), num_classes)
+    _classifier(layers, c * h * w, tuple(map(int, hidden)), num_classes)
     return nn.Sequential(*layers)
 
 

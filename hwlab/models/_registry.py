@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from hwlab.errors import check, check_positive_int
+from hwlab.errors import check, check_positive_int, is_int
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}  # name -> factory, filled by @register_model
 
@@ -35,7 +35,7 @@ def create_model(name: str, in_shape=(1, 28, 28), num_classes: int = 10, **kw) -
     """Build a fresh model (train mode, weights from the global torch RNG; seed it to reproduce)."""
     check(name in _MODELS, "name", "create_model", f"one of {', '.join(list_models())}", name)
     ok = isinstance(in_shape, (tuple, list)) and len(in_shape) == 3
-    ok = ok and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in in_shape)
+    ok = ok and all(is_int(s, 1) for s in in_shape)
     check(ok, "in_shape", "create_model", "a (C, H, W) tuple of positive integers", in_shape)
     num_classes = check_positive_int(num_classes, "num_classes", "create_model", minimum=2)
     fn = _MODELS[name]
@@ -43,7 +43,7 @@ def create_model(name: str, in_shape=(1, 28, 28), num_classes: int = 10, **kw) -
     unknown = sorted(set(kw) - set(allowed))
     check(not unknown, "keyword arguments", "create_model",
           f"options of {name} ({', '.join(allowed) or 'none'})", unknown)
-    model = fn(in_shape=tuple(in_shape), num_classes=num_classes, **kw)
+    model = fn(in_shape=tuple(map(int, in_shape)), num_classes=num_classes, **kw)
     check(isinstance(model, nn.Module), "factory", "create_model",
           "a function returning an nn.Module", type(model).__name__)
     return model.train()

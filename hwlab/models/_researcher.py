@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwlab.errors import check, check_positive_int
+from hwlab.errors import check_number, check_positive_int
 from hwlab.models._registry import register_model
 
 
@@ -150,9 +150,8 @@ class MobileNetV2(nn.Module):
 @register_model("mobilenetv2")
 def mobilenetv2(in_shape=(3, 32, 32), num_classes=10, width=0.5) -> nn.Module:
     """MobileNetV2-style net; ``width`` multiplies the channels (paper 1.0 with 7 stages)."""
-    ok = isinstance(width, (int, float)) and not isinstance(width, bool) and width > 0
-    check(ok, "width", "mobilenetv2", "a number > 0", width)
-    return _init(MobileNetV2(in_shape[0], num_classes, float(width)))
+    width = check_number(width, "width", "mobilenetv2", 0, inclusive=(False, True))
+    return _init(MobileNetV2(in_shape[0], num_classes, width))
 
 
 # -- DenseNet (Huang et al. 2017) --------------------------------------------------------------

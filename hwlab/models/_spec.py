@@ -33,7 +33,7 @@ from pathlib import Path
 
 from torch import nn
 
-from hwlab.errors import check, fail
+from hwlab.errors import check, check_int, fail, is_int
 from hwlab.models._registry import _MODELS, create_model, list_models
 
 __all__ = ["ENTRY_POINT_GROUP", "check_fits", "check_spec", "load_weights", "model_names",
@@ -148,11 +148,10 @@ def resolve(spec: str, in_shape=(1, 28, 28), num_classes: int = 10,
     ``weights`` is given, then loaded strictly with :func:`load_weights`)."""
     fn = _factory(spec, "spec", "resolve")
     ok = isinstance(in_shape, (tuple, list)) and len(in_shape) >= 1
-    ok = ok and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in in_shape)
+    ok = ok and all(is_int(s, 1) for s in in_shape)
     check(ok, "in_shape", "resolve", "a tuple of positive integers such as (C, H, W)", in_shape)
-    check(isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 1,
-          "num_classes", "resolve", "an integer >= 1", num_classes)
-    model = _call(fn, spec, tuple(in_shape), num_classes, "resolve")
+    num_classes = check_int(num_classes, "num_classes", "resolve", 1)
+    model = _call(fn, spec, tuple(map(int, in_shape)), num_classes, "resolve")
     if weights is not None:
         _load_weights(model, weights, "resolve")
     return model

@@ -55,7 +55,7 @@ def test_check_number_infinity_allowed_unless_finite():
     assert check_number(math.inf, "t", "f", 0, finite=False) == math.inf
     with pytest.raises(ValueError, match=r"^t of f must be a number >= 0, got nan$"):
         check_number(math.nan, "t", "f", 0, finite=False)  # NaN is never a number here
-    with pytest.raises(ValueError, match=r"^t of f must be a number >= 0, got inf$"):
+    with pytest.raises(ValueError, match=r"^t of f must be a finite number >= 0, got inf$"):
         check_number(math.inf, "t", "f", 0)
 
 
@@ -65,11 +65,11 @@ def test_check_number_bounds_and_inclusive_in_the_message():
         check_number(1, "p", "f", 0, 1, inclusive=(False, False))
     with pytest.raises(ValueError, match=r"^p of f must be a number in \(0, 1\], got 0\.0$"):
         check_number(0.0, "p", "f", 0, 1, inclusive=(False, True))
-    with pytest.raises(ValueError, match=r"^lr of f must be a number > 0, got 0$"):
+    with pytest.raises(ValueError, match=r"^lr of f must be a finite number > 0, got 0$"):
         check_number(0, "lr", "f", 0, inclusive=(False, True))
-    with pytest.raises(ValueError, match=r"^x of f must be a number <= 2\.5, got 3$"):
+    with pytest.raises(ValueError, match=r"^x of f must be a finite number <= 2\.5, got 3$"):
         check_number(3, "x", "f", maximum=2.5)
-    with pytest.raises(ValueError, match=r"^ber of f must be a number >= 1e-06, got 1e-07$"):
+    with pytest.raises(ValueError, match=r"^ber of f must be a finite number >= 1e-06, got 1e-07$"):
         check_number(1e-7, "ber", "f", 1e-6)
 
 
@@ -80,3 +80,16 @@ def test_check_rate_and_check_positive_int_are_the_same_validators():
     assert check_positive_int(np.int64(2), "n", "f") == 2
     with pytest.raises(ValueError, match=r"^n of f must be an integer >= 2, got True$"):
         check_positive_int(True, "n", "f", minimum=2)
+
+
+def test_is_int_and_is_number_agree_with_the_validators():
+    from hwlab.errors import is_int, is_number
+
+    assert all(is_int(s, 1) for s in (3, np.int64(3), np.uint8(1)))
+    assert not any(is_int(v, 1) for v in (0, True, 1.0, np.float32(1), "1", None))
+    assert is_int(5, 0, 5) and not is_int(6, 0, 5)
+    assert is_number(np.float32(0.5), 0, 1, (False, False)) and not is_number(0, 0, 1, (False, True))
+    assert not any(is_number(v) for v in (True, np.bool_(True), math.nan, math.inf, "1", 1j))
+    assert is_number(math.inf, 0, finite=False) and not is_number(math.nan, finite=False)
+    assert is_number(math.nan, 0, 1, nan=True) and is_number(np.float32("nan"), nan=True)
+    assert not is_number(True, nan=True) and not is_number(2, 0, 1, nan=True)
