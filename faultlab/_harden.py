@@ -267,7 +267,7 @@ class HardeningResult:
 def harden(model: nn.Module, data, rate: float, target: float = 0.01, trials: int = 10,
            seed: int = 0, eval_size: int | None = None, table_trials: int = 5, costs=None,
            schemes=("secded", "tmr"), table: pd.DataFrame | None = None,
-           confidence: float = 0.9, progress=None) -> HardeningResult:
+           confidence: float = 0.9, progress=None, leaf_modules=()) -> HardeningResult:
     """Cheapest protection keeping accuracy within ``target`` of clean at bit error rate ``rate``.
 
     Measures the vulnerability table with one bit flip per trial (``table_trials`` trials per
@@ -277,7 +277,8 @@ def harden(model: nn.Module, data, rate: float, target: float = 0.01, trials: in
     cheapest whose accuracy is >= clean - ``target`` with margin: the lower bound of the
     two-sided Student-t interval over the trials at ``confidence`` (0.9: a one-sided 95 % bound;
     the mean alone picks plans that fail on fresh maps half the time). The model is restored
-    bit-exactly.
+    bit-exactly. ``leaf_modules``: submodules the vulnerability table's trace keeps opaque
+    (see :func:`faultlab.vulnerability`).
     """
     from hwlab.data import as_xy
 
@@ -290,7 +291,7 @@ def harden(model: nn.Module, data, rate: float, target: float = 0.01, trials: in
     x, y = as_xy(data, c, limit=eval_size)
     if table is None:
         table = vulnerability(model, (x, y), fault=1, trials=table_trials, seed=seed,
-                              progress=progress)
+                              progress=progress, leaf_modules=leaf_modules)
     chain = plan_hardening(model, table, rate, costs, schemes)
     verified, clean = verify_plans(model, (x, y), chain, rate, trials, seed)
     check(isinstance(confidence, float) and 0 < confidence < 1, "confidence", c,
