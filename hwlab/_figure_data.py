@@ -27,7 +27,8 @@ from hwlab.stats import PROPORTIONS, mean_ci, proportion_ci
 
 __all__ = ["METRICS", "PROPORTIONS", "Metric", "ber_rows",
            "clean_rows", "combinations", "extra_number", "is_aggregate", "is_oracle",
-           "pick_combination", "proportion_ci", "study_kinds", "summarize", "with_metrics"]
+           "mean_ci_sums", "pick_combination", "proportion_ci", "proportion_ci_sums", "study_kinds",
+           "summarize", "summarize_sums", "with_metrics"]
 
 MIN_BAND_TRIALS = 3  # fewer trials than this: the trials are drawn, not a band
 
@@ -214,6 +215,96 @@ def summarize(df: pd.DataFrame, by: list[str], value: str = "accuracy",
         keys = keys if isinstance(keys, tuple) else (keys,)
         rows.append({**dict(zip(by, keys)), "mean": mean, "lo": lo, "hi": hi, "n": len(v),
                      "band": len(v) >= MIN_BAND_TRIALS})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _variance(n: float, vsum: float, vsumsq: float) -> float:
+    """The sample variance (ddof=1) from sums; 0 where it is below the rounding of the sums
+    (a relative spread under 1e-6: equal values would otherwise leave a rounding residue)."""
+    ss = vsumsq - vsum * vsum / n
+    return 0.0 if ss <= 1e-12 * abs(vsumsq) else ss / (n - 1)
+
+
+def proportion_ci_sums(m: float, total: float, wsum: float, vsum: float, vsumsq: float,
+                       confidence: float = 0.95) -> tuple[float, float, float]:
+    """:func:`hwlab.stats.proportion_ci` from sums instead of the trials themselves.
+
+    ``m`` trials with proportions ``v_i`` and denominators ``n_i``: ``total = sum(n_i)``,
+    ``wsum = sum(v_i n_i)``, ``vsum = sum(v_i)``, ``vsumsq = sum(v_i^2)``. The estimate, the
+    Kish effective size (from the trials' variance ``(vsumsq - vsum^2/m) / (m - 1)``) and the
+    Wilson bounds are those of ``proportion_ci`` step by step, so a group's interval is the
+    same whether its rows or the store's sums of them are at hand (equal to rounding of the
+    sums; tests hold them to 1e-9).
+    """
+    from scipy import stats
+
+    check(0 < confidence < 1, "confidence", "proportion_ci_sums", "in (0, 1)", confidence)
+    if m <= 0 or total <= 0:
+        return math.nan, math.nan, math.nan
+    p = float(np.clip(wsum / total, 0.0, 1.0))
+    size, z = total, float(stats.norm.ppf(0.5 + confidence / 2))
+    if m >= 2 and 0 < p < 1:
+        s2 = _variance(m, vsum, vsumsq)
+        if s2 > 0 and p * (1 - p) * m / s2 < total:
+            size = p * (1 - p) * m / s2
+            z = float(stats.t.ppf(0.5 + confidence / 2, m - 1))
+    denom = 1 + z * z / size
+    centre = (p + z * z / (2 * size)) / denom
+    half = z * math.sqrt(p * (1 - p) / size + z * z / (4 * size * size)) / denom
+    low = 0.0 if p == 0.0 else max(0.0, centre - half)
+    high = 1.0 if p == 1.0 else min(1.0, centre + half)
+    return p, low, high
+
+
+def mean_ci_sums(n: float, vsum: float, vsumsq: float,
+                 confidence: float = 0.95) -> tuple[float, float, float]:
+    """:func:`hwlab.stats.mean_ci` (Student-t) from ``n``, ``sum(v)`` and ``sum(v^2)``."""
+    from scipy import stats
+
+    if n <= 0:
+        return math.nan, math.nan, math.nan
+    mean = vsum / n
+    if n == 1:
+        return mean, math.nan, math.nan
+    var = _variance(n, vsum, vsumsq)
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * math.sqrt(var) / math.sqrt(n))
+    return mean, mean - half, mean + half
+
+
+def summarize_sums(agg: pd.DataFrame, by: list[str], value: str = "accuracy",
+                   confidence: float = 0.95) -> pd.DataFrame:
+    """:func:`summarize` from the sums of :meth:`hwlab.store.Store.aggregate` (``value``'s
+    ``_n``, ``_sum``, ``_sumsq``, ``_wn``, ``_w``, ``_wsum`` and ``_values`` columns): the
+    groups of ``agg`` that share ``by`` are added up first (sums are additive), then each gets
+    the interval :func:`summarize` gives on its rows: a proportion's denominators are the
+    stored ``n_samples`` when every row has one, else the smallest count consistent with the
+    distinct values (``_values``; :func:`implied_count`), else one per trial."""
+    check(0 < confidence < 1, "confidence", "summarize_sums", "in (0, 1)", confidence)
+    cols = [*by, "mean", "lo", "hi", "n", "band"]
+    a = agg[agg[f"{value}_n"] > 0]
+    if a.empty:
+        return pd.DataFrame(columns=cols)
+    sums = [f"{value}_{k}" for k in ("n", "sum", "sumsq", "wn", "w", "wsum") if f"{value}_{k}" in a]
+    rows = []
+    for keys, g in a.groupby(by, dropna=False, sort=True):
+        t = g[sums].sum()
+        m = float(t[f"{value}_n"])
+        if value in PROPORTIONS:
+            if f"{value}_wn" in t and float(t[f"{value}_wn"]) == m:  # every row has n_samples
+                total, wsum = float(t[f"{value}_w"]), float(t[f"{value}_wsum"])
+            else:
+                seen = sorted({v for vs in g.get(f"{value}_values", []) for v in vs})
+                implied = implied_count(seen) if seen else None
+                c = 1.0 if implied is None else implied
+                total, wsum = m * c, float(t[f"{value}_sum"]) * c
+            mean, lo, hi = proportion_ci_sums(m, total, wsum, float(t[f"{value}_sum"]),
+                                              float(t[f"{value}_sumsq"]), confidence)
+        else:
+            mean, lo, hi = mean_ci_sums(m, float(t[f"{value}_sum"]),
+                                        float(t[f"{value}_sumsq"]), confidence)
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        rows.append({**dict(zip(by, keys)), "mean": mean, "lo": lo, "hi": hi, "n": int(m),
+                     "band": m >= MIN_BAND_TRIALS})
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -174,3 +174,33 @@ def _frame(records: list[tuple], columns: tuple):
         else:
             data[c] = list(vals) if vals else np.array([], dtype=object)
     return pd.DataFrame(data, columns=names)
+
+
+_BER_FAULTS = ("bitflip", "stuck0", "stuck1", "burst", "row", "asym")  # stored-bit faults
+
+
+def _expression(name: Any, columns: tuple, caller: str) -> str:
+    """The SQL expression of a result column, ``study`` or ``extra.KEY``: validated names only
+    (never user text), so no name can inject SQL."""
+    if name == "study":
+        return "runs.study"
+    if isinstance(name, str) and name.startswith("extra."):
+        key = name[len("extra."):]
+        check(_IDENTIFIER.fullmatch(key) is not None, "column", caller,
+              "extra.KEY with KEY matching [a-z_][a-z0-9_]*", name)
+        return f"json_extract(results.extra, '$.{key}')"
+    check(isinstance(name, str) and name in columns, "column", caller,
+          f"one of {', '.join(columns)}, study or extra.KEY", name)
+    return f'results."{name}"'
+
+
+def _typed_some(df, columns):
+    """:func:`_typed` of the result columns among ``columns`` (the others as they came)."""
+    for c in columns:
+        kind = _COLUMN_TYPES.get(c, "REAL" if c != "study" and not c.startswith("extra.")
+                                 else None)
+        if kind == "INTEGER":
+            df[c] = df[c].astype("Int64")
+        elif kind == "REAL":
+            df[c] = df[c].astype("float64")
+    return df

@@ -31,13 +31,17 @@ from typing import Any
 
 from hwlab._memstore import MemoryStore
 from hwlab._rows import (
+    _BER_FAULTS,
+    _IDENTIFIER,
     _COLUMN_TYPES,
     METRIC_COLUMNS,
     RESULT_COLUMNS,
     _check_column_names,
     _identify,
+    _expression,
     _row_values,
     _typed,
+    _typed_some,
 )
 from hwlab.errors import check, fail
 
@@ -443,6 +447,137 @@ class Store:
         with self._connect() as conn:
             df = pd.read_sql_query(sql, conn, params=params)
         return _typed(df, columns)
+
+    # -- grouped and selected reads (the dashboard, `hwlab results`, `hwlab figure`) --------
+    def _where(self, columns: tuple, caller: str, study=None, run_id=None, module=None,
+               where=None, clean=None, ber=None, aggregates=True, near=None,
+               contains=None) -> tuple[str, list]:
+        """The WHERE clause (and its parameters) of :meth:`aggregate` / :meth:`select`."""
+        sql, params = [], []
+        for column, value in (("study", study), ("run_id", run_id), ("module", module)):
+            if value is not None:
+                where = {**(where or {}), column: value}
+        for column, value in (where or {}).items():
+            expr = _expression(column, columns, caller)
+            if value is None:
+                sql.append(f"{expr} IS NULL")
+            elif isinstance(value, (list, tuple, set, frozenset)):
+                values = list(value)
+                sql.append(f"{expr} IN ({', '.join('?' * len(values))})" if values else "0")
+                params += values
+            else:
+                sql.append(f"{expr} = ?")
+                params.append(value)
+        if clean is not None:  # hwlab._figure_data.clean_rows: no fault rate, or rate 0
+            sql.append(("" if clean else "NOT ") + "(fault_rate IS NULL OR fault_rate = 0)")
+        if ber is not None:  # hwlab._figure_data.ber_rows: stored-bit faults at a rate > 0
+            test = " OR ".join(f"fault_model GLOB '{f}*'" for f in _BER_FAULTS)
+            sql.append(("" if ber else "NOT ") + f"(coalesce({test}, 0) AND fault_rate > 0)")
+        if not aggregates:  # hwlab._figure_data.is_aggregate: *-mean methods or variants
+            sql.append("NOT (coalesce(method, '') GLOB '*-mean' "
+                       "OR coalesce(variant, '') GLOB '*-mean')")
+        for column, value in (near or {}).items():  # numpy.isclose(column, value)
+            expr = _expression(column, columns, caller)
+            check(isinstance(value, (int, float)) and not isinstance(value, bool), "near",
+                  caller, "a dict of column -> number", near)
+            sql.append(f"abs({expr} - ?) <= 1e-8 + 1e-5 * abs(?)")
+            params += [float(value), float(value)]
+        if contains is not None:  # rows whose extra JSON names this key (a cheap substring)
+            check(isinstance(contains, str) and _IDENTIFIER.fullmatch(contains) is not None,
+                  "contains", caller, "an extra key matching [a-z_][a-z0-9_]*", contains)
+            sql.append("instr(results.extra, ?) > 0")
+            params.append(f'"{contains}"')
+        return (" WHERE " + " AND ".join(sql)) if sql else "", params
+
+    def aggregate(self, by: Iterable[str] = (), values: Iterable[str] = (), *,
+                  weight: str | None = "extra.n_samples", distinct: Iterable[str] = (),
+                  **filters):
+        """Sums and counts per group, computed by SQLite: one row per distinct ``by``.
+
+        ``by``: result columns, ``study`` or ``extra.KEY`` (a number or text read from the
+        row's extra JSON). For each column ``v`` of ``values`` the frame has ``v_n`` (rows
+        where ``v`` is not NULL), ``v_sum``, ``v_sumsq``, ``v_min``, ``v_max`` and, with a
+        ``weight`` (default ``extra.n_samples``, the denominator of a proportion),
+        ``v_wn`` (rows where both are present), ``v_w`` (the sum of their weights) and
+        ``v_wsum`` (the sum of ``v * weight``); every interval of :mod:`hwlab.stats` follows
+        from these (:func:`hwlab._figure_data.summarize_sums`). ``rows`` counts each group's
+        rows. ``distinct`` columns get ``v_values``: their distinct values as a list.
+
+        Filters (all optional, combined with AND): ``study``, ``run_id``, ``module``;
+        ``where={column: value | None | [values]}``; ``clean=True/False`` (fault-free rows as
+        :func:`~hwlab._figure_data.clean_rows`, or the others); ``ber=True`` (rows of
+        :func:`~hwlab._figure_data.ber_rows`); ``aggregates=False`` (leave out ``*-mean``
+        rows); ``near={column: number}`` (``numpy.isclose``); ``contains="key"`` (rows whose
+        extra names ``key``). Names are validated before they reach SQL, values are parameters.
+        """
+        import pandas as pd
+
+        columns = self.columns()
+        caller = "Store.aggregate"
+        check(not isinstance(by, str), "by", caller, "a list of column names", by)
+        check(not isinstance(values, str), "values", caller, "a list of column names", values)
+        by, values, distinct = list(by), list(values), list(distinct)
+        keys = [_expression(c, columns, caller) for c in by]
+        parts = [f"{k} AS \"{c}\"" for k, c in zip(keys, by)] + ["count(*) AS rows"]
+        w = None if weight is None else _expression(weight, columns, caller)
+        for v in values:
+            e = _expression(v, columns, caller)
+            parts += [f"count({e}) AS \"{v}_n\"", f"sum({e}) AS \"{v}_sum\"",
+                      f"sum({e} * {e}) AS \"{v}_sumsq\"", f"min({e}) AS \"{v}_min\"",
+                      f"max({e}) AS \"{v}_max\""]
+            if w is not None:
+                parts += [f"count({e} + {w}) AS \"{v}_wn\"",
+                          f"sum(CASE WHEN {e} IS NOT NULL THEN {w} END) AS \"{v}_w\"",
+                          f"sum({e} * {w}) AS \"{v}_wsum\""]
+        for v in distinct:
+            e = _expression(v, columns, caller)
+            parts.append(f"json_group_array(DISTINCT {e}) AS \"{v}_values\"")
+        where, params = self._where(columns, caller, **filters)
+        sql = (f"SELECT {', '.join(parts)} FROM results JOIN runs ON runs.run_id = "
+               f"results.run_id{where}" + (f" GROUP BY {', '.join(keys)}" if keys else ""))
+        with self._connect() as conn:
+            cur = conn.execute(sql, params)
+            names = [d[0] for d in cur.description]
+            df = pd.DataFrame.from_records(cur.fetchall(), columns=names)
+        for v in distinct:
+            df[f"{v}_values"] = [tuple(x for x in json.loads(s) if x is not None)
+                                 for s in df[f"{v}_values"]]
+        for c in df.columns:
+            if c not in by and c != "rows" and not c.endswith("_values"):
+                df[c] = df[c].astype("float64")
+        return df
+
+    def select(self, columns: Iterable[str] | None = None, *, limit: int | None = None,
+               offset: int = 0, **filters):
+        """Result rows (of ``columns``, default every column plus ``study``) that pass the
+        filters of :meth:`aggregate`, in :meth:`results` order; ``limit`` / ``offset`` page
+        through them. Typed like :meth:`results` (integers Int64, REAL float64)."""
+        import pandas as pd
+
+        present = self.columns()
+        caller = "Store.select"
+        wanted = [*present, "study"] if columns is None else list(columns)
+        check(not isinstance(columns, str), "columns", caller, "a list of column names", columns)
+        exprs = [_expression(c, present, caller) for c in wanted]
+        where, params = self._where(present, caller, **filters)
+        sql = (f"SELECT {', '.join(f'{e} AS {chr(34)}{c}{chr(34)}' for e, c in zip(exprs, wanted))}"
+               f" FROM results JOIN runs ON runs.run_id = results.run_id{where}"
+               " ORDER BY runs.started, results.rowid")
+        if limit is not None:
+            check(isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0,
+                  "limit", caller, "a non-negative int or None", limit)
+            check(isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0,
+                  "offset", caller, "a non-negative int", offset)
+            sql += " LIMIT ? OFFSET ?"
+            params += [limit, offset]
+        with self._connect() as conn:
+            cur = conn.execute(sql, params)
+            df = pd.DataFrame.from_records(cur.fetchall(), columns=wanted)
+        return _typed_some(df, wanted)
+
+    def count(self, **filters) -> int:
+        """How many result rows pass the filters of :meth:`aggregate`."""
+        return int(self.aggregate(**filters, weight=None)["rows"].iloc[0])
 
     def runs(self):
         """The runs as a pandas DataFrame (config as JSON text, plus ``n_results``)."""
