@@ -18,6 +18,9 @@ _LAZY = {
     "eligible_parameters": "faultlab._words",
     "inject": "faultlab._inject",
     "quantize_int8": "faultlab._quant",
+    "quantize": "faultlab._formats",  # low-bit storage formats (int4, FP8, MX, NVFP4)
+    "fault_roles": "faultlab._formats",
+    "storage": "faultlab._formats",
     "campaign": "faultlab._campaign",
     "Trial": "faultlab._engine",  # the one trial engine: a study's plan is {key: Trial}
     "Evaluation": "faultlab._engine",
@@ -35,6 +38,9 @@ _LAZY = {
     "ClippedTask": "faultlab._clipping",
     "clip_weights": "faultlab._clipping",
     "harden": "faultlab._harden",
+    "bit_flip_attack": "faultlab._attack",  # the worst case: progressive bit search
+    "random_flips": "faultlab._attack",
+    "AttackResult": "faultlab._attack",
     "plan_hardening": "faultlab._harden",
 }
 # imported as faultlab.<name> on first use
