@@ -20,7 +20,7 @@ from faultlab._stats import interval
 from faultlab._trial import Trial
 from faultlab._words import eligible_parameters
 from faultlab.systolic._faults import PEFault
-from hwlab.errors import check, fail
+from hwlab.errors import check, check_int, check_number, fail, is_int
 from hwlab.executors import SPEC_FORMS
 from hwlab.graph import check_leaf_modules
 from hwlab.metrics import resolve_metrics
@@ -80,13 +80,12 @@ def _check_args(model, fault_models, trials, seed, metrics, batch_size, margin, 
           "a non-empty list of fault models", fault_models)
     for name, v, lo in (("trials", trials, 1), ("seed", seed, 0), ("batch_size", batch_size, 1),
                         ("min_trials", min_trials, 2), ("cache_bytes", cache_bytes, 0)):
-        ok = isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= lo
-        check(ok, name, c, f"an integer >= {lo}", v)
+        check_int(v, name, c, lo)
     resolved = resolve_metrics(metrics, c)
     if margin is not None:
-        ok = isinstance(margin, (int, float)) and not isinstance(margin, bool)
-        check(ok and 0 < margin < 1 if resolved[0].proportion else ok and margin > 0, "margin",
-              c, "None or a number in (0, 1)", margin)
+        check_number(margin, "margin", c, 0, 1 if resolved[0].proportion else None,
+                     inclusive=(False, False), finite=False,
+                     constraint="None or a number in (0, 1)")
     check(isinstance(confidence, float) and 0 < confidence < 1, "confidence", c,
           "a number in (0, 1)", confidence)
     check(isinstance(delayed_start, bool), "delayed_start", c, "True or False", delayed_start)
@@ -203,9 +202,8 @@ def campaign(model, data, fault_models, *, trials: int = 10, seed: int = 0,
         layers = [layers]
     check(isinstance(nested, bool), "nested", "campaign", "True or False", nested)
     leaf_modules = check_leaf_modules(model, leaf_modules, "campaign")
-    ok = maps_per_pass == "auto" or (isinstance(maps_per_pass, int) and maps_per_pass >= 1
-                                     and not isinstance(maps_per_pass, bool))
-    check(ok, "maps_per_pass", "campaign", "'auto' or an integer >= 1", maps_per_pass)
+    check(maps_per_pass == "auto" or is_int(maps_per_pass, 1), "maps_per_pass", "campaign",
+          "'auto' or an integer >= 1", maps_per_pass)
     seed_of = dict(zip(keys, keys))  # point -> the key its trial seeds derive from
     if nested:
         from faultlab.memory._nested import nest_specs

@@ -18,12 +18,10 @@ scale must be free).
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from hwlab.errors import check
+from hwlab.errors import check, check_number
 from hwlab.train import Task, as_task
 
 __all__ = ["W_MAX", "ClippedTask", "clip_weights", "clipped_parameters"]
@@ -33,10 +31,7 @@ _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def _check_w_max(w_max, caller: str) -> float:
-    ok = isinstance(w_max, (int, float)) and not isinstance(w_max, bool)
-    check(ok and math.isfinite(w_max) and w_max > 0, "w_max", caller, "a finite number > 0",
-          w_max)
-    return float(w_max)
+    return check_number(w_max, "w_max", caller, 0, inclusive=(False, True))
 
 
 def clipped_parameters(model: nn.Module, include_bias: bool = False) -> list[torch.Tensor]:

@@ -54,7 +54,7 @@ from faultlab._quant import (
     quantize_int8,
 )
 from faultlab._sample import _sample_faults
-from hwlab.errors import check, check_choice, fail
+from hwlab.errors import check, check_choice, check_int, check_number, fail
 from hwlab.studies import derive_seed
 from hwlab.train import LOSSES, Task
 
@@ -127,11 +127,9 @@ class FaultAwareTask(Task):
         check_choice(scheme, SCHEMES, "scheme", c)
         check_choice(granularity, GRANULARITIES, "granularity", c)
         check_choice(rounding, ROUNDINGS, "rounding", c)
-        ok = isinstance(start_loss, (int, float)) and not isinstance(start_loss, bool)
-        check(ok and not math.isnan(start_loss) and start_loss >= 0, "start_loss", c,
-              "a number >= 0 (math.inf: faults from the first step)", start_loss)
-        check(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", c,
-              "an integer >= 0", seed)
+        check_number(start_loss, "start_loss", c, 0, finite=False,
+                     constraint="a number >= 0 (math.inf: faults from the first step)")
+        seed = check_int(seed, "seed", c, 0)
         check(callable(loss) or loss in LOSSES, "loss", c,
               f"a callable or one of {', '.join(LOSSES)}", loss)
         check(isinstance(clean_loss, bool), "clean_loss", c, "a bool", clean_loss)
@@ -144,10 +142,9 @@ class FaultAwareTask(Task):
         self.loss_fn = loss if callable(loss) else LOSSES[loss]
         if max_faulty_loss is None:
             max_faulty_loss = math.inf if dtype == "int8" else FLOAT_MAX_FAULTY_LOSS
-        ok = isinstance(max_faulty_loss, (int, float)) and not isinstance(max_faulty_loss, bool)
-        check(ok and max_faulty_loss > 0, "max_faulty_loss", c, "a number > 0 or None",
-              max_faulty_loss)
-        self.max_faulty_loss = float(max_faulty_loss)
+        self.max_faulty_loss = check_number(max_faulty_loss, "max_faulty_loss", c, 0,
+                                            inclusive=(False, True), finite=False,
+                                            constraint="a number > 0 or None")
         if norm_stats is None:
             norm_stats = "both" if dtype == "int8" else "clean"
         check_choice(norm_stats, NORM_STATS, "norm_stats", c)

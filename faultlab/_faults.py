@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from hwlab.errors import check, fail
+from hwlab.errors import check, check_int, check_number, fail, is_int
 
 __all__ = ["FAULT_MODELS", "KINDS", "BitFlip", "FaultMap", "FaultModel", "StuckAt"]
 
@@ -23,27 +22,23 @@ def _check_rate_count(rate, count, caller):
     check((rate is None) != (count is None), "rate and count", caller,
           "exactly one of rate or count (not both, not neither)", {"rate": rate, "count": count})
     if rate is not None:
-        ok = isinstance(rate, (int, float, np.floating)) and not isinstance(rate, bool)
-        ok = ok and not math.isnan(rate) and 0.0 <= rate <= 1.0
-        check(ok, "rate", caller, "a per-bit probability in [0, 1]", rate)
+        check_number(rate, "rate", caller, 0, 1, constraint="a per-bit probability in [0, 1]")
     else:
-        ok = isinstance(count, (int, np.integer)) and not isinstance(count, bool) and count >= 0
-        check(ok, "count", caller, "an integer >= 0", count)
+        check_int(count, "count", caller, 0)
 
 
 def _check_bits(bits, caller):
     """``None`` or a non-empty tuple of distinct bit indices in [0, 32), sorted."""
     if bits is None:
         return None
-    if isinstance(bits, (int, np.integer)) and not isinstance(bits, bool):
+    if is_int(bits):
         bits = (bits,)
     try:
         values = tuple(bits)
     except TypeError:
         raise fail("bits", caller, "None or a sequence of bit indices", bits) from None
     for b in values:
-        ok = isinstance(b, (int, np.integer)) and not isinstance(b, bool)
-        check(ok and 0 <= b < MAX_WORD_BITS, "bits", caller,
+        check(is_int(b, 0, MAX_WORD_BITS - 1), "bits", caller,
               f"bit indices in [0, {MAX_WORD_BITS}) (bit 0 = least significant)", bits)
     check(len(values) > 0, "bits", caller, "None or a non-empty sequence of bit indices", bits)
     check(len(set(values)) == len(values), "bits", caller, "distinct bit indices", bits)
@@ -59,10 +54,8 @@ def _validate(model) -> None:
               {"rate": model.rate, "count": model.count})
         for what in ("rate_1to0", "rate_0to1"):
             v = 0.0 if getattr(model, what) is None else getattr(model, what)
-            ok = isinstance(v, (int, float, np.floating)) and not isinstance(v, bool)
-            check(ok and not math.isnan(v) and 0.0 <= v <= 1.0, what, name,
-                  "a per-bit probability in [0, 1]", v)
-            object.__setattr__(model, what, float(v))
+            object.__setattr__(model, what, check_number(
+                v, what, name, 0, 1, constraint="a per-bit probability in [0, 1]"))
         object.__setattr__(model, "bits", _check_bits(model.bits, name))
         return
     _check_rate_count(model.rate, model.count, name)
@@ -184,9 +177,8 @@ class StuckAt(FaultModel):
             check(self.value is None, "value", "StuckAt",
                   "None when rate_1to0 / rate_0to1 are given", self.value)
         else:
-            ok = isinstance(self.value, (int, np.integer)) and not isinstance(self.value, bool)
-            check(ok and self.value in (0, 1), "value", "StuckAt", "0 or 1", self.value)
-            object.__setattr__(self, "value", int(self.value))
+            object.__setattr__(self, "value",
+                               check_int(self.value, "value", "StuckAt", 0, 1, constraint="0 or 1"))
         _validate(self)
 
     kind = property(lambda self: f"stuck{self.value}", doc="Fault kind inside a FaultMap.")

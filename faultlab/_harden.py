@@ -43,7 +43,7 @@ from faultlab._sample import _sample_faults, sample_faults
 from faultlab._stats import mean_ci
 from faultlab._vulnerability import vulnerability
 from faultlab._words import _DTYPE_NAMES, WORDS, eligible_parameters, layer_of
-from hwlab.errors import check, check_positive_int
+from hwlab.errors import check, check_number, check_positive_int
 
 __all__ = ["COSTS", "FIELDS", "HardeningResult", "Plan", "Protected", "harden", "plan_hardening"]
 
@@ -169,15 +169,13 @@ def plan_hardening(model: nn.Module, table: pd.DataFrame, rate: float, costs=Non
     check(isinstance(model, nn.Module), "model", c, "a torch.nn.Module", type(model).__name__)
     check(isinstance(table, pd.DataFrame) and {"layer", "bit", "accuracy_drop"} <= set(table),
           "table", c, "a faultlab.vulnerability DataFrame", type(table).__name__)
-    ok = isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 < rate < 1
-    check(ok, "rate", c, "a bit error rate in (0, 1)", rate)
+    rate = check_number(rate, "rate", c, 0, 1, inclusive=(False, False),
+                        constraint="a bit error rate in (0, 1)")
     costs = dict(COSTS if costs is None else costs)
     check(len(schemes) > 0 and all(s in COSTS for s in schemes), "schemes", c,
           f"a non-empty tuple from {', '.join(COSTS)}", schemes)
     for s in schemes:
-        v = costs.get(s)
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-        check(ok, f"costs[{s!r}]", c, "a finite number > 0", v)
+        check_number(costs.get(s), f"costs[{s!r}]", c, 0, inclusive=(False, True))
     layers = _layer_params(model)
     known = set(table["layer"])
     check(known <= set(layers), "table", c, f"layers of this model ({', '.join(layers)})",
@@ -284,8 +282,8 @@ def harden(model: nn.Module, data, rate: float, target: float = 0.01, trials: in
 
     c = "harden"
     check(isinstance(model, nn.Module), "model", c, "a torch.nn.Module", type(model).__name__)
-    ok = isinstance(target, (int, float)) and not isinstance(target, bool)
-    check(ok and 0 <= target < 1, "target", c, "an accuracy drop in [0, 1)", target)
+    target = check_number(target, "target", c, 0, 1, inclusive=(True, False),
+                          constraint="an accuracy drop in [0, 1)")
     trials = check_positive_int(trials, "trials", c)
     table_trials = check_positive_int(table_trials, "table_trials", c)
     x, y = as_xy(data, c, limit=eval_size)

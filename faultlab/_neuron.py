@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwlab.errors import check, fail
+from hwlab.errors import check, check_int, check_number, fail
 
 __all__ = ["LAYER_TYPES", "NeuronFault", "NeuronFaulty", "neuron_count", "neuron_faults"]
 
@@ -38,12 +38,9 @@ class NeuronFault:
     layer_types: tuple[str, ...] = ("conv2d", "linear")  # pytorchfi's default is conv2d only
 
     def __post_init__(self):
-        ok = isinstance(self.count, (int, np.integer)) and not isinstance(self.count, bool)
-        check(ok and self.count >= 1, "count", "NeuronFault", "an integer >= 1", self.count)
+        check_int(self.count, "count", "NeuronFault", 1)
         if self.value is not None:
-            ok = isinstance(self.value, (int, float)) and not isinstance(self.value, bool)
-            check(ok and math.isfinite(self.value), "value", "NeuronFault",
-                  "None or a finite number", self.value)
+            check_number(self.value, "value", "NeuronFault", constraint="None or a finite number")
         check(math.isfinite(self.min_val) and math.isfinite(self.max_val)
               and self.min_val <= self.max_val, "min_val and max_val", "NeuronFault",
               "finite numbers with min_val <= max_val", (self.min_val, self.max_val))

@@ -13,7 +13,7 @@ from torch import nn
 from faultlab import _kernels
 from faultlab._faults import KINDS, FaultMap
 from faultlab._words import _DTYPE_NAMES, WORDS, eligible_parameters, model_views, seed32
-from hwlab.errors import check
+from hwlab.errors import check, check_int
 
 __all__ = ["Sampler", "draw_plain", "sampler"]
 
@@ -96,7 +96,6 @@ def draw_plain(model, fault_model, seed, layers, include_bias, include_norm, cal
     """The map of a symmetric BitFlip / StuckAt (``rate`` or ``count``) for ``seed``.
 
     ``views``: ``model_views(model)`` when the caller already holds them (a trial)."""
-    ok = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0
-    check(ok, "seed", caller, "an integer >= 0", seed)
+    seed = check_int(seed, "seed", caller, 0)
     return sampler(model, fault_model, layers, include_bias, include_norm, caller, views).draw(
-        fault_model, int(seed), caller)
+        fault_model, seed, caller)

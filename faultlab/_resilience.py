@@ -48,14 +48,11 @@ _LOWER_IS_BETTER = ("sdc", "critical_sdc", "loss")
 
 
 def _limit(value, name, metric):
-    from hwlab.errors import check
+    from hwlab.errors import check_number
 
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
     if metric in ("accuracy", "sdc", "critical_sdc", "top5"):
-        check(ok and 0.0 <= value <= 1.0, name, "assert_resilient", "a number in [0, 1]", value)
-    else:
-        check(ok, name, "assert_resilient", "a number", value)
-    return float(value)
+        return check_number(value, name, "assert_resilient", 0, 1)
+    return check_number(value, name, "assert_resilient", finite=False)
 
 
 def assert_resilient(model, data, fault_model, min_accuracy: float | None = None,

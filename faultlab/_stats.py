@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from hwlab.errors import check
+from hwlab.errors import check, check_int, check_number
 from hwlab.stats import (  # noqa: F401  (re-exported: faultlab.proportion_ci, ...)
     DENOMINATORS,
     PROPORTIONS,
@@ -74,13 +74,10 @@ def leveugle_sample_size(population, margin: float = 0.01, confidence: float = 0
     from scipy import stats
 
     caller = "leveugle_sample_size"
-    ok = isinstance(population, (int, np.integer)) and not isinstance(population, bool)
-    check(ok and population >= 1, "population", caller, "an integer >= 1", population)
-    ok = isinstance(margin, (int, float)) and not isinstance(margin, bool)
-    check(ok and 0.0 < margin < 1.0, "margin", caller, "a number in (0, 1)", margin)
+    population = check_int(population, "population", caller, 1)
+    margin = check_number(margin, "margin", caller, 0, 1, inclusive=(False, False))
     _check_confidence(confidence, caller)
-    ok = isinstance(p, (int, float)) and not isinstance(p, bool)
-    check(ok and 0.0 < p < 1.0, "p", caller, "a number in (0, 1)", p)
+    p = check_number(p, "p", caller, 0, 1, inclusive=(False, False))
     t = float(stats.norm.ppf(0.5 + confidence / 2))
     n = population / (1 + margin**2 * (population - 1) / (t**2 * p * (1 - p)))
     return math.ceil(n - 1e-9)

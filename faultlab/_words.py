@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from faultlab import _kernels
-from hwlab.errors import check, fail
+from hwlab.errors import check, check_int, fail
 
 __all__ = ["WORDS", "ModelViews", "eligible_parameters", "layer_of", "model_views", "seed32"]
 
@@ -34,8 +34,7 @@ _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm
 
 def seed32(seed, caller: str = "sample_faults") -> int:
     """Map any non-negative integer seed to the 32-bit seed a Numba kernel takes (SeedSequence)."""
-    ok = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0
-    check(ok, "seed", caller, "an integer >= 0", seed)
+    seed = check_int(seed, "seed", caller, 0)
     if seed < 2**64:  # the same word, computed in a kernel (no SeedSequence object)
         return int(_kernels.seed_state(np.uint64(seed)))
     return int(np.random.SeedSequence(int(seed)).generate_state(1)[0])

@@ -20,7 +20,6 @@ are not sites of clipact.
 from __future__ import annotations
 
 import copy
-import math
 from contextlib import contextmanager
 
 import torch
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 import hwlab.graph as hg
-from hwlab.errors import check, check_choice, fail
+from hwlab.errors import check, check_choice, check_number, fail
 
 MODES = ("zero", "cap")
 UNBOUNDED = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.CELU, nn.Mish, nn.Softplus,
@@ -56,9 +55,7 @@ class ClippedReLU(nn.Module):
     def __init__(self, threshold: float, mode: str = "zero", base: nn.Module | None = None,
                  site: str | None = None):
         super().__init__()
-        ok = isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
-        check(ok and not math.isnan(threshold) and 0 <= threshold < float("inf"), "threshold",
-              "ClippedReLU", "a finite number >= 0", threshold)
+        check_number(threshold, "threshold", "ClippedReLU", 0)
         check_choice(mode, MODES, "mode", "ClippedReLU")
         check(site is None or isinstance(site, str), "site", "ClippedReLU", "None or a site name",
               site)
@@ -253,8 +250,7 @@ def clip_graph(model: nn.Module, graph: hg.ModelGraph, thresholds: dict, mode: s
             shown = ", ".join(sorted(sites)[:16]) + (", ..." if len(sites) > 16 else "")
             raise fail("thresholds", caller, f"keys among the model's activation sites ({shown})",
                        name)
-        ok = isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t < float("inf")
-        check(ok, f"thresholds[{name!r}]", caller, "a finite number >= 0", t)
+        check_number(t, f"thresholds[{name!r}]", caller, 0)
         base = base_activation(graph, sites[name], caller)
         replace[sites[name].name] = ClippedReLU(float(t), mode=mode, base=base, site=name)
     modes = {n: m.training for n, m in model.named_modules()}

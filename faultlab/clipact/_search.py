@@ -49,7 +49,15 @@ from faultlab._faults import BitFlip
 from faultlab.clipact._modules import MODES, clip_graph, clip_sites, require_sites, trace
 from faultlab.clipact._profile import profile_graph
 from hwlab.data import as_xy, iter_batches
-from hwlab.errors import check, check_choice, check_positive_int, fail
+from hwlab.errors import (
+    check,
+    check_choice,
+    check_int,
+    check_number,
+    check_positive_int,
+    fail,
+    is_number,
+)
 from hwlab.studies import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -73,8 +81,7 @@ class SearchConfig:
         caller = "protect"
         rates = self.rates
         ok = isinstance(rates, (tuple, list)) and len(rates) >= 2 and all(
-            isinstance(r, (int, float)) and not isinstance(r, bool) and 0 <= r <= 1
-            for r in rates)
+            is_number(r, 0, 1) for r in rates)
         check(ok and list(rates) == sorted(set(rates)), "rates", caller,
               "at least two distinct increasing per-bit rates in [0, 1]", rates)
         object.__setattr__(self, "rates", tuple(float(r) for r in rates))
@@ -82,11 +89,8 @@ class SearchConfig:
             check_positive_int(getattr(self, name), name, caller)
         check_positive_int(self.candidates, "candidates", caller, minimum=3)
         check_positive_int(self.min_rounds, "min_rounds", caller)
-        t = self.tolerance
-        ok = isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t < float("inf")
-        check(ok, "tolerance", caller, "a finite number >= 0", t)
-        check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
-              "seed", caller, "an integer >= 0", self.seed)
+        check_number(self.tolerance, "tolerance", caller, 0)
+        object.__setattr__(self, "seed", check_int(self.seed, "seed", caller, 0))
 
 
 @dataclass

@@ -25,15 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from faultlab._words import _DTYPE_NAMES, WORDS, eligible_parameters
-from hwlab.errors import check
+from hwlab.errors import check, check_int
 
 __all__ = ["MemoryLayout", "ModelMemory"]
-
-
-def _int(v, lo, name, caller):
-    ok = isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= lo
-    check(ok, name, caller, f"an integer >= {lo}", v)
-    return int(v)
 
 
 @dataclass(frozen=True)
@@ -49,11 +43,11 @@ class MemoryLayout:
         c = "MemoryLayout"
         check(self.word_bits in (8, 16, 32, 64), "word_bits", c, "one of 8, 16, 32, 64",
               self.word_bits)
-        _int(self.row_bits, self.word_bits, "row_bits", c)
+        check_int(self.row_bits, "row_bits", c, self.word_bits)
         check(self.row_bits % self.word_bits == 0, "row_bits", c,
               f"a multiple of word_bits ({self.word_bits})", self.row_bits)
-        _int(self.banks, 1, "banks", c)
-        _int(self.interleave, 1, "interleave", c)
+        check_int(self.banks, "banks", c, 1)
+        check_int(self.interleave, "interleave", c, 1)
         check((self.row_bits // self.word_bits) % self.interleave == 0, "interleave", c,
               f"a divisor of the {self.row_bits // self.word_bits} words per row",
               self.interleave)
@@ -68,7 +62,7 @@ class MemoryLayout:
     def bind(self, model, check_bits: int = 0, layers=None, include_bias: bool = False,
              include_norm: bool = False, caller: str = "MemoryLayout.bind") -> ModelMemory:
         """The :class:`ModelMemory` of ``model``'s eligible parameters with ``check_bits``."""
-        _int(check_bits, 0, "check_bits", caller)
+        check_int(check_bits, "check_bits", caller, 0)
         chosen = eligible_parameters(model, layers, include_bias, include_norm, caller)
         widths = [WORDS[t.dtype][0] for _, t in chosen]
         for (name, t), w in zip(chosen, widths):

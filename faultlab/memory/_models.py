@@ -22,7 +22,7 @@ import numpy as np
 
 from faultlab._faults import KINDS, FaultModel, _check_rate_count
 from faultlab.memory._layout import MemoryLayout
-from hwlab.errors import check
+from hwlab.errors import check, check_int
 
 __all__ = ["BankFault", "Burst", "ColumnFault", "MemoryFault", "RowFault"]
 
@@ -197,8 +197,7 @@ class Burst(MemoryFault):
 
     def __post_init__(self):
         _check_common(self, "Burst")
-        ok = isinstance(self.length, (int, np.integer)) and not isinstance(self.length, bool)
-        check(ok and self.length >= 1, "length", "Burst", "an integer >= 1", self.length)
+        check_int(self.length, "length", "Burst", 1)
 
     label = property(lambda self: f"burst{self.length}" +
                      ("" if self.kind == "flip" else f"-{self.kind}"))

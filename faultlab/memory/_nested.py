@@ -29,7 +29,7 @@ from faultlab._words import WORDS, seed32
 from faultlab.memory._draw import build_map, stored_bits
 from faultlab.memory._ecc import ECC
 from faultlab.memory._layout import MemoryLayout
-from hwlab.errors import check
+from hwlab.errors import check, is_int
 
 __all__ = ["Nested", "draw", "draw_in_memory", "merge_extra", "nest_specs", "sample_nested"]
 
@@ -251,7 +251,7 @@ def merge_extra(fmaps) -> dict:
     out: dict = {}
     for fmap in fmaps:
         for k, v in (fmap.extra or {}).items():
-            if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+            if is_int(v):
                 out[k] = int(out.get(k, 0)) + int(v)
             else:
                 out[k] = v  # code, policy, code_overhead: the last map's

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hwlab.errors import check, fail
+from hwlab.errors import check, check_number, fail
 
 __all__ = ["BERCurve", "relative_energy"]
 
@@ -75,9 +75,8 @@ class BERCurve:
     def ber(self, voltage) -> float:
         """Interpolated BER at ``voltage`` (log-linear between the measured points)."""
         lo, hi = self.voltages
-        ok = isinstance(voltage, (int, float, np.floating)) and not isinstance(voltage, bool)
-        check(ok and lo <= voltage <= hi, "voltage", "BERCurve.ber",
-              f"a voltage within the measured range [{lo}, {hi}]", voltage)
+        check_number(voltage, "voltage", "BERCurve.ber", lo, hi,
+                     constraint=f"a voltage within the measured range [{lo}, {hi}]")
         v = np.array([p[0] for p in self.points])
         logb = np.log10([p[1] for p in self.points])
         return float(10 ** np.interp(float(voltage), v, logb))
@@ -85,9 +84,8 @@ class BERCurve:
     def voltage(self, ber) -> float:
         """The lowest voltage whose interpolated BER is at most ``ber`` (inverse of :meth:`ber`)."""
         b = [p[1] for p in self.points]
-        ok = isinstance(ber, (int, float, np.floating)) and not isinstance(ber, bool)
-        check(ok and min(b) <= ber <= max(b), "ber", "BERCurve.voltage",
-              f"a BER within the measured range [{min(b)}, {max(b)}]", ber)
+        check_number(ber, "ber", "BERCurve.voltage", min(b), max(b),
+                     constraint=f"a BER within the measured range [{min(b)}, {max(b)}]")
         for (v0, b0), (v1, b1) in zip(self.points, self.points[1:]):
             if b1 <= ber <= b0:
                 if b0 == b1:
@@ -106,6 +104,6 @@ def relative_energy(voltage, nominal) -> float:
     so this is the dynamic-energy part of the saving only.
     """
     for name, v in (("voltage", voltage), ("nominal", nominal)):
-        ok = isinstance(v, (int, float, np.floating)) and not isinstance(v, bool)
-        check(ok and v > 0 and math.isfinite(v), name, "relative_energy", "a voltage > 0", v)
+        check_number(v, name, "relative_energy", 0, inclusive=(False, True),
+                     constraint="a voltage > 0")
     return (float(voltage) / float(nominal)) ** 2

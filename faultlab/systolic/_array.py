@@ -63,7 +63,7 @@ import torch
 from torch import nn
 
 from faultlab._quant import Int8Conv2d, Int8Linear
-from hwlab.errors import check, check_choice, fail
+from hwlab.errors import check, check_choice, check_int, fail
 
 __all__ = ["DATAFLOWS", "Gemm", "SystolicArray", "mapped_layers"]
 
@@ -112,10 +112,7 @@ class SystolicArray:
 
     def __post_init__(self):
         for name in ("rows", "cols"):
-            v = getattr(self, name)
-            ok = isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
-            check(ok, name, "SystolicArray", "an integer >= 1", v)
-            object.__setattr__(self, name, int(v))
+            object.__setattr__(self, name, check_int(getattr(self, name), name, "SystolicArray", 1))
         check_choice(self.dataflow, DATAFLOWS, "dataflow", "SystolicArray")
 
     @property

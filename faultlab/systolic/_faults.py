@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from faultlab._faults import KINDS, _check_bits
-from hwlab.errors import check, check_choice, fail
+from hwlab.errors import check, check_choice, check_int, check_number, fail, is_int
 
 from ._array import SystolicArray
 
@@ -53,16 +52,13 @@ class PEFault:
         check(sum(given) == 1, "rate, count and pes", c, "exactly one of rate, count or pes",
               {"rate": self.rate, "count": self.count, "pes": self.pes})
         if self.rate is not None:
-            ok = isinstance(self.rate, (int, float, np.floating)) and not isinstance(self.rate,
-                                                                                      bool)
-            check(ok and not math.isnan(self.rate) and 0.0 <= self.rate <= 1.0, "rate", c,
-                  "a fraction of PEs in [0, 1]", self.rate)
-            object.__setattr__(self, "rate", float(self.rate))
+            object.__setattr__(self, "rate", check_number(self.rate, "rate", c, 0, 1,
+                                                          constraint="a fraction of PEs in [0, 1]"))
         if self.count is not None:
-            ok = isinstance(self.count, (int, np.integer)) and not isinstance(self.count, bool)
-            check(ok and 0 <= self.count <= self.array.size, "count", c,
-                  f"an integer in [0, {self.array.size}] (the PEs of the array)", self.count)
-            object.__setattr__(self, "count", int(self.count))
+            n = self.array.size
+            object.__setattr__(self, "count", check_int(
+                self.count, "count", c, 0, n,
+                constraint=f"an integer in [0, {n}] (the PEs of the array)"))
         if self.pes is not None:
             object.__setattr__(self, "pes", _check_pes(self.pes, self.array, c))
         bits = _check_bits(self.bits, c)
@@ -85,10 +81,9 @@ def _check_pes(pes, array: SystolicArray, caller: str) -> tuple[tuple[int, int],
     except TypeError:
         raise fail("pes", caller, "a sequence of (row, col) pairs", pes) from None
     for p in items:
-        ok = len(p) == 2 and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                                 for v in p)
-        check(ok and 0 <= p[0] < array.rows and 0 <= p[1] < array.cols, "pes", caller,
-              f"(row, col) pairs inside the {array.rows} x {array.cols} array", pes)
+        ok = len(p) == 2 and is_int(p[0], 0, array.rows - 1) and is_int(p[1], 0, array.cols - 1)
+        check(ok, "pes", caller, f"(row, col) pairs inside the {array.rows} x {array.cols} array",
+              pes)
     check(len(set(items)) == len(items), "pes", caller, "distinct PEs", pes)
     return tuple(sorted((int(r), int(c)) for r, c in items))
 
@@ -156,9 +151,7 @@ def sample_pe_faults(fault: PEFault, seed: int = 0) -> PEFaultMap:
     """
     c = "sample_pe_faults"
     check(isinstance(fault, PEFault), "fault", c, "a PEFault", type(fault).__name__)
-    ok = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0
-    check(ok, "seed", c, "an integer >= 0", seed)
-    return _sample(fault, int(seed))
+    return _sample(fault, check_int(seed, "seed", c, 0))
 
 
 def _sample(fault: PEFault, seed: int) -> PEFaultMap:

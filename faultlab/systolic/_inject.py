@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from faultlab._faults import KINDS
-from hwlab.errors import check, fail
+from hwlab.errors import check, check_int, fail
 
 from ._array import mapped_layers
 from ._faults import TARGETS, PEFault, PEFaultMap, _sample
@@ -293,9 +293,7 @@ def _as_map(fault_or_map, seed, caller) -> PEFaultMap:
     if isinstance(fault_or_map, PEFaultMap):
         return fault_or_map
     if isinstance(fault_or_map, PEFault):
-        ok = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0
-        check(ok, "seed", caller, "an integer >= 0", seed)
-        return _sample(fault_or_map, int(seed))
+        return _sample(fault_or_map, check_int(seed, "seed", caller, 0))
     raise fail("fault_or_map", caller, "a PEFault or PEFaultMap", fault_or_map)
 
 
