@@ -26,9 +26,10 @@ WORDS = {
     torch.float16: (16, np.uint16, torch.int16),
     torch.bfloat16: (16, np.uint16, torch.int16),
     torch.int8: (8, np.uint8, torch.int8),
+    torch.uint8: (8, np.uint8, torch.int8),  # packed codes of faultlab.quantize (formats)
 }
 _DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16",
-                torch.bfloat16: "bfloat16", torch.int8: "int8"}
+                torch.bfloat16: "bfloat16", torch.int8: "int8", torch.uint8: "uint8"}
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
 
 
