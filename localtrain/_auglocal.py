@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwlab.errors import check, check_positive_int
+from hwlab.errors import check_number, check_positive_int
 from localtrain._base import LocalRule, fresh_copy
 from localtrain._heads import ResBlock, linear_head
 
@@ -60,9 +58,7 @@ class AugLocal(LocalRule):
                  depth: int = 3, tau: float = 0.5):
         caller = "make_rule('auglocal')"
         self.depth = check_positive_int(depth, "depth", caller)
-        ok = isinstance(tau, (int, float)) and not isinstance(tau, bool) and math.isfinite(tau)
-        check(ok and 0.0 <= tau <= 1.0, "tau", caller, "a number in [0, 1]", tau)
-        self.tau = float(tau)
+        self.tau = check_number(tau, "tau", caller, 0, 1)
         self.depths = auglocal_depths(K if isinstance(K, int) else 2, self.depth, self.tau)
         super().__init__(model, K, in_shape, balance, lr)
 

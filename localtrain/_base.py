@@ -11,13 +11,12 @@ module's activations (plus its auxiliary net's) are alive at a time: that is the
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwlab.errors import check, check_choice, check_positive_int
+from hwlab.errors import check, check_choice, check_number, check_positive_int, is_int, is_number
 from hwlab.train import Task
 from localtrain._split import (
     Partition,
@@ -65,8 +64,7 @@ def num_classes_of(model: nn.Sequential) -> int:
 
 def _check_pair(value, param: str, caller: str) -> tuple[float, float]:
     ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-        for v in value)
+        is_number(v, 0) for v in value)
     check(ok, param, caller, "a pair (first, last) of finite numbers >= 0", value)
     return float(value[0]), float(value[1])
 
@@ -90,12 +88,11 @@ class LocalRule(Task):
         chain = _check_model(model, caller)  # the model itself when it is an nn.Sequential
         self.K = check_positive_int(K, "K", caller)
         ok = isinstance(in_shape, (tuple, list)) and len(in_shape) == 3 and all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in in_shape)
+            is_int(s, 1) for s in in_shape)
         check(ok, "in_shape", caller, "a (C, H, W) tuple of positive integers", in_shape)
         check_choice(balance, ("layers", "memory"), "balance", caller)
-        ok = isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr)
-        check(ok and lr > 0, "lr", caller, "a finite number > 0", lr)
-        self.in_shape, self.balance, self.lr = tuple(in_shape), balance, float(lr)
+        self.lr = check_number(lr, "lr", caller, 0, inclusive=(False, True))
+        self.in_shape, self.balance = tuple(map(int, in_shape)), balance
         self.num_classes = num_classes_of(model)
         device = next(model.parameters()).device
         model.to("cpu")  # shapes, cuts and auxiliary nets are built on the CPU, then moved back

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 from torch import nn
 
-from hwlab.errors import check
+from hwlab.errors import check_number
 from localtrain._base import fresh_copy
 from localtrain._rules import InfoPro
 
@@ -43,10 +42,7 @@ class MAN(InfoPro):
 
     def __init__(self, model, K=4, in_shape=(1, 28, 28), balance="memory", lr=1e-3,
                  lambda_rec=None, lambda_ce=None, momentum: float = 0.995):
-        ok = isinstance(momentum, (int, float)) and not isinstance(momentum, bool)
-        check(ok and math.isfinite(momentum) and 0.0 <= momentum <= 1.0, "momentum",
-              "make_rule('man')", "a number in [0, 1]", momentum)
-        self.momentum = float(momentum)
+        self.momentum = check_number(momentum, "momentum", "make_rule('man')", 0, 1)
         super().__init__(model, K, in_shape, balance, lr, lambda_rec, lambda_ce)
 
     def build_aux(self, k: int) -> nn.Module:

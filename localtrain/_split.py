@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hwlab.errors import check, check_choice, check_positive_int, fail
+from hwlab.errors import check, check_choice, check_positive_int, fail, is_int
 
 __all__ = ["Partition", "as_chain", "partition", "split", "unit_saved_bytes"]
 
@@ -323,10 +323,10 @@ def _sample_batch(sample, caller: str) -> torch.Tensor:
     if isinstance(sample, torch.Tensor):
         return sample
     ok = isinstance(sample, (tuple, list)) and len(sample) == 3 and all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sample)
+        is_int(s, 1) for s in sample)
     check(ok, "sample", caller, "an input batch or a (C, H, W) tuple when balance='memory'", sample)
     gen = torch.Generator().manual_seed(0)
-    return torch.rand(8, *sample, generator=gen)
+    return torch.rand(8, *map(int, sample), generator=gen)
 
 
 def partition(model: nn.Module, k: int, balance: str | None = None,

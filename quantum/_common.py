@@ -19,17 +19,6 @@ DEFAULT_DIFF = "backprop"  # one batched torch graph; parameter-shift cannot dif
 MAX_QUBITS = 7  # the paper's width; above 5 qubits SpecialUnitary sums 4**n - 1 words in Python
 
 
-def check_int(value: Any, name: str, caller: str, minimum: int = 1,
-              maximum: int | None = None) -> int:
-    """An integer in [minimum, maximum] (bools rejected), in the hwlab error template."""
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-    ok = ok and (maximum is None or value <= maximum)
-    bound = f"an integer >= {minimum}" if maximum is None else \
-        f"an integer in [{minimum}, {maximum}]"
-    check(ok, name, caller, bound, value)
-    return int(value)
-
-
 def check_backend(device: Any, diff_method: Any, caller: str) -> tuple[str, str]:
     """A PennyLane device name and a differentiation method, both strings."""
     check(isinstance(device, str) and device != "", "device", caller,

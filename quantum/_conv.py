@@ -34,13 +34,12 @@ import torch.nn.functional as F
 from pennylane.ops.qubit.special_unitary import pauli_basis_matrices, pauli_basis_strings
 from torch import nn
 
-from hwlab.errors import check
+from hwlab.errors import check, check_int, is_int
 from quantum._common import (
     DEFAULT_DEVICE,
     DEFAULT_DIFF,
     LazyQNode,
     check_backend,
-    check_int,
     make_qnode,
     qubits_for,
     su_matrices,
@@ -57,12 +56,11 @@ def _pauli_word(word: str) -> qml.operation.Operator:
 
 
 def _pair(value, name: str) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
+    if is_int(value):
         value = (value, value)
-    ok = isinstance(value, tuple) and len(value) == 2 and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ok = isinstance(value, tuple) and len(value) == 2 and all(is_int(v) for v in value)
     check(ok, name, "QuantumConv2d", "an int or a pair of ints", value)
-    return value
+    return int(value[0]), int(value[1])
 
 
 class QuantumConv2d(LazyQNode, nn.Module):
@@ -87,9 +85,9 @@ class QuantumConv2d(LazyQNode, nn.Module):
                  diff_method: str = DEFAULT_DIFF):
         super().__init__()
         caller = "QuantumConv2d"
-        self.in_channels = check_int(in_channels, "in_channels", caller)
-        self.out_channels = check_int(out_channels, "out_channels", caller)
-        self.kernel_size = check_int(kernel_size, "kernel_size", caller, maximum=2 ** 5)
+        self.in_channels = check_int(in_channels, "in_channels", caller, 1)
+        self.out_channels = check_int(out_channels, "out_channels", caller, 1)
+        self.kernel_size = check_int(kernel_size, "kernel_size", caller, 1, 2 ** 5)
         self.stride = _pair(stride, "stride")
         self.padding = _pair(padding, "padding")
         check(min(self.stride) >= 1, "stride", caller, "positive", stride)

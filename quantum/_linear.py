@@ -28,14 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwlab.errors import check
+from hwlab.errors import check, check_int
 from quantum._common import (
     DEFAULT_DEVICE,
     DEFAULT_DIFF,
     MAX_QUBITS,
     LazyQNode,
     check_backend,
-    check_int,
     make_qnode,
     su_matrices,
 )
@@ -111,8 +110,8 @@ class QuantumLinear(LazyQNode, nn.Module):
                  diff_method: str = DEFAULT_DIFF):
         super().__init__()
         caller = "QuantumLinear"
-        self.in_features = check_int(in_features, "in_features", caller)
-        self.out_features = check_int(out_features, "out_features", caller)
+        self.in_features = check_int(in_features, "in_features", caller, 1)
+        self.out_features = check_int(out_features, "out_features", caller, 1)
         need = linear_qubits(self.in_features, self.out_features)
         check(need <= MAX_QUBITS, "in_features and out_features", caller,
               f"at most {4 ** MAX_QUBITS} and {2 ** MAX_QUBITS} ({MAX_QUBITS} qubits)",
@@ -120,7 +119,7 @@ class QuantumLinear(LazyQNode, nn.Module):
         if n_qubits is None:
             n_qubits = need
         self.n_qubits = check_int(n_qubits, "n_qubits", caller, minimum=need, maximum=MAX_QUBITS)
-        self.reps = check_int(reps, "reps", caller)
+        self.reps = check_int(reps, "reps", caller, 1)
         self.qdevice, self.diff_method = check_backend(device, diff_method, caller)
         self.theta = nn.Parameter(torch.randn(self.reps, 4 ** self.n_qubits - 1))  # R x G
         self.bias = nn.Parameter(torch.randn(self.out_features)) if bias else None  # out

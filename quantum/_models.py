@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwlab.errors import check
-from quantum._common import check_int
+from hwlab.errors import check, check_int, is_int
 from quantum._linear import DEFAULT_REPS
 from quantum._swap import swap
 
@@ -57,22 +56,22 @@ def creep_model(in_shape=(1, 28, 28), num_classes: int = 10, channels=DEFAULT_CH
     """
     caller = "creep_model"
     ok = isinstance(in_shape, (tuple, list)) and len(in_shape) == 3 and all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in in_shape)
+        is_int(s, 1) for s in in_shape)
     check(ok, "in_shape", caller, "a (C, H, W) tuple of positive integers", in_shape)
-    c, h, w = in_shape
+    c, h, w = map(int, in_shape)
     num_classes = check_int(num_classes, "num_classes", caller, minimum=2)
     ok = isinstance(channels, (tuple, list)) and len(channels) == 2 and all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in channels)
+        is_int(v, 1) for v in channels)
     check(ok, "channels", caller, "a pair of positive integers", channels)
     if size is not None:
-        check_int(size, "size", caller, minimum=5)
+        size = check_int(size, "size", caller, minimum=5)
     side_h, side_w = (h, w) if size is None else (min(size, h), min(size, w))
     check(min(side_h, side_w) >= 5, "in_shape", caller,
           "at least 5x5 pixels (two 3x3 convolutions)", in_shape)
     resize = None if size is None or (side_h, side_w) == (h, w) else side_h
     check(resize is None or side_h == side_w, "in_shape", caller,
           f"square when resized to {size}", in_shape)
-    c1, c2 = channels
+    c1, c2 = map(int, channels)
     features = c2 * (side_h - 4) * (side_w - 4)
     model = nn.Sequential(
         Preprocess(resize),

@@ -17,8 +17,8 @@ import fnmatch
 
 from torch import nn
 
-from hwlab.errors import check, check_choice, fail
-from quantum._common import DEFAULT_DEVICE, DEFAULT_DIFF, check_backend, check_int
+from hwlab.errors import check, check_choice, check_int, fail, is_int
+from quantum._common import DEFAULT_DEVICE, DEFAULT_DIFF, check_backend
 from quantum._conv import QuantumConv2d
 from quantum._linear import DEFAULT_REPS, QuantumLinear
 
@@ -109,9 +109,8 @@ def swap(model: nn.Module, level: int | None = None, order: str = "paper",
         names = [n for g in groups[:level] for n in g]
     else:
         names = match_layers(model, layers, "swap")
-    check_int(reps, "reps", "swap")
-    check(n_qubits is None or isinstance(n_qubits, int) and not isinstance(n_qubits, bool),
-          "n_qubits", "swap", "None or an integer", n_qubits)
+    check_int(reps, "reps", "swap", 1)
+    check(n_qubits is None or is_int(n_qubits), "n_qubits", "swap", "None or an integer", n_qubits)
     check_backend(device, diff_method, "swap")
     new = copy.deepcopy(model)
     for name in names:
