@@ -41,6 +41,8 @@ _LAZY = {
     "bit_flip_attack": "faultlab._attack",  # the worst case: progressive bit search
     "random_flips": "faultlab._attack",
     "AttackResult": "faultlab._attack",
+    "radar": "faultlab._radar",  # run-time checksums that flag (and zero) attacked groups
+    "Radar": "faultlab._radar",
     "plan_hardening": "faultlab._harden",
 }
 # imported as faultlab.<name> on first use

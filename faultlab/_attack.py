@@ -65,12 +65,13 @@ class AttackResult:
         return int(hit.flips.iloc[0]) if len(hit) else None
 
 
-def attackable_layers(model: nn.Module, layers=None) -> dict[str, nn.Module]:
+def attackable_layers(model: nn.Module, layers=None,
+                      caller: str = "bit_flip_attack") -> dict[str, nn.Module]:
     """``{weight parameter name: module}`` of the symmetric int8 layers of ``model``
     (``faultlab.quantize_int8``), in module order, restricted to ``layers`` (module names)."""
     found = {f"{n}.weight" if n else "weight": m for n, m in model.named_modules()
              if isinstance(m, _Int8Weight) and m.scheme == "symmetric"}
-    check(len(found) > 0, "model", "bit_flip_attack", "a model with symmetric int8 weights "
+    check(len(found) > 0, "model", caller, "a model with symmetric int8 weights "
           "(faultlab.quantize_int8(model))", type(model).__name__)
     if layers is None:
         return found
@@ -78,7 +79,7 @@ def attackable_layers(model: nn.Module, layers=None) -> dict[str, nn.Module]:
     out = {}
     for name in names:
         key = f"{name}.weight"
-        check(key in found, "layers", "bit_flip_attack",
+        check(key in found, "layers", caller,
               f"names of int8 layers ({', '.join(k[:-7] for k in found)})", name)
         out[key] = found[key]
     return out
