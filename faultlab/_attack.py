@@ -39,7 +39,9 @@ from hwlab.errors import check, check_int, check_number, fail
 
 __all__ = ["AttackResult", "attackable_layers", "bit_flip_attack", "random_flips"]
 
-_BIT_VALUES = torch.tensor([1, 2, 4, 8, 16, 32, 64, -128], dtype=torch.float32)  # bit i's value
+# the value of bit i of a word: two's complement (symmetric int8) or unsigned (asymmetric int8)
+_BIT_VALUES = {True: torch.tensor([1, 2, 4, 8, 16, 32, 64, -128], dtype=torch.float32),
+               False: torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.float32)}
 _FLIP = KINDS.index("flip")
 
 
@@ -67,11 +69,12 @@ class AttackResult:
 
 def attackable_layers(model: nn.Module, layers=None,
                       caller: str = "bit_flip_attack") -> dict[str, nn.Module]:
-    """``{weight parameter name: module}`` of the symmetric int8 layers of ``model``
-    (``faultlab.quantize_int8``), in module order, restricted to ``layers`` (module names)."""
+    """``{weight parameter name: module}`` of the int8 layers of ``model``
+    (``faultlab.quantize_int8``, any scheme and granularity), in module order, restricted to
+    ``layers`` (module names)."""
     found = {f"{n}.weight" if n else "weight": m for n, m in model.named_modules()
-             if isinstance(m, _Int8Weight) and m.scheme == "symmetric"}
-    check(len(found) > 0, "model", caller, "a model with symmetric int8 weights "
+             if isinstance(m, _Int8Weight)}
+    check(len(found) > 0, "model", caller, "a model with int8 weights "
           "(faultlab.quantize_int8(model))", type(model).__name__)
     if layers is None:
         return found
@@ -89,7 +92,7 @@ def bit_flip_attack(model: nn.Module, data, *, flips: int = 30, target_accuracy=
                     k_top: int | None = None, attack_size: int = 128, eval_data=None,
                     layers=None, max_bits_per_layer: int = 8, seed: int = 0,
                     progress=None) -> AttackResult:
-    """Progressive bit search on the symmetric int8 weights of ``model`` (see the module doc).
+    """Progressive bit search on the int8 weights of ``model`` (see the module doc).
 
     ``data``: where the attack batch comes from (a Split, an ``(x, y)`` pair, ...): its first
     ``attack_size`` samples after a seeded shuffle, labelled with the clean model's predictions.
@@ -196,15 +199,24 @@ def _accuracy(model, x, y, batch: int = 500) -> float:
 
 
 def _grads(model, targets, x, y) -> dict[str, torch.Tensor]:
-    """dL/dw of every attacked integer weight (through ``w * scale``)."""
-    floats = {n: m.weight.detach().float().requires_grad_(True) for n, m in targets.items()}
-    with torch.enable_grad():
-        loss = F.cross_entropy(torch.func.functional_call(model, floats, (x,)), y)
-        grads = torch.autograd.grad(loss, list(floats.values()))
-    return {n: g.reshape(-1) for n, g in zip(floats, grads)}
+    """dL/dq of every attacked integer word: dL/dW of the dequantised weight times its scale
+    (``W = q * scale`` or ``(u - 127) * scale + offset``: per tensor or per channel)."""
+    floats = {}
+    try:
+        for n, m in targets.items():
+            w = m.dequantized(torch.float32).detach().requires_grad_(True)
+            floats[n] = w
+            m.dequantized = lambda dtype, w=w: w.to(dtype)  # this forward reads the leaf
+        with torch.enable_grad():
+            loss = F.cross_entropy(_logits(model, x), y)
+            grads = torch.autograd.grad(loss, list(floats.values()))
+    finally:
+        for m in targets.values():
+            m.__dict__.pop("dequantized", None)
+    return {n: (g * targets[n].scale).reshape(-1) for n, g in zip(floats, grads)}
 
 
-def _candidates(q: torch.Tensor, g: torch.Tensor, k_top, n_b):
+def _candidates(q: torch.Tensor, g: torch.Tensor, k_top, n_b, signed: bool = True):
     """(flat indices, bits) of the ``n_b`` flips of one layer with the largest first-order loss
     increase among its ``k_top`` weights of largest ``|g|`` (None: no flip raises the loss)."""
     flat_q = q.reshape(-1)
@@ -212,7 +224,8 @@ def _candidates(q: torch.Tensor, g: torch.Tensor, k_top, n_b):
     top = torch.topk(g.abs(), k).indices  # k
     bits = (flat_q[top].view(torch.uint8).to(torch.int16)[:, None]
             >> torch.arange(8, dtype=torch.int16)) & 1  # k x 8
-    delta = torch.where(bits == 0, _BIT_VALUES, -_BIT_VALUES)  # k x 8: w change of each flip
+    value = _BIT_VALUES[signed]
+    delta = torch.where(bits == 0, value, -value)  # k x 8: the word's change of each flip
     gain = g[top][:, None] * delta  # first-order loss change
     gain = torch.where(gain > 0, gain, torch.zeros(()))
     n = min(n_b, int((gain > 0).sum()))
@@ -227,7 +240,8 @@ def _cross_layer(model, targets, names, grads, k_top, n_b, x, y):
     best = None
     for name in names:
         w = targets[name].weight
-        cand = _candidates(w.detach(), grads[name], k_top, n_b)
+        cand = _candidates(w.detach(), grads[name], k_top, n_b,
+                           signed=targets[name].scheme == "symmetric")
         if cand is None:
             continue
         flat, bits = cand
@@ -281,7 +295,7 @@ def _diff_map(model, targets, clean) -> FaultMap:
 
 def random_flips(model: nn.Module, n: int, seed: int = 0, layers=None,
                  mode: str = "layer") -> FaultMap:
-    """``n`` distinct random flips of the symmetric int8 weights, the attack's baseline.
+    """``n`` distinct random flips of the int8 weights, the attack's baseline.
 
     ``mode="layer"``: a layer uniformly, a weight in it uniformly, one of its 8 bits uniformly
     (the paper's baseline: small layers are over-sampled); ``"bit"``: uniform over every bit of

@@ -107,7 +107,7 @@ def _signatures(w: torch.Tensor, perm: np.ndarray, key: np.ndarray, group: int) 
 
 
 def radar(model: nn.Module, group: int = 8, seed: int = 0, layers=None) -> Radar:
-    """The golden RADAR signatures of ``model``'s symmetric int8 layers (known-good weights).
+    """The golden RADAR signatures of ``model``'s int8 layers (known-good weights).
 
     ``group``: words per checksum group; ``seed``: the secret permutation and keys; ``layers``:
     int8 module names (default all)."""

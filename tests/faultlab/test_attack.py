@@ -95,6 +95,28 @@ def test_pbs_takes_int8_lenet5_to_chance_where_random_flips_do_not():
     assert np.mean(drops) < 0.02, drops
 
 
+@pytest.mark.parametrize(("scheme", "granularity"), [("asymmetric", "tensor"),
+                                                     ("symmetric", "channel"),
+                                                     ("asymmetric", "channel")])
+def test_every_int8_scheme_is_attacked_through_its_own_dequantisation(scheme, granularity):
+    """Unsigned words (asymmetric: bit 7 is worth +128) and per-channel scales: each accepted
+    flip is the one whose installed loss the history reports, and the loss only rises."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    q = fl.quantize_int8(m, scheme=scheme, granularity=granularity)
+    x, _ = _toy_data()
+    with torch.no_grad():
+        own = q(x).argmax(1)  # clean accuracy 1: the attack runs its 6 flips
+    res = fl.bit_flip_attack(q, (x, own), flips=6, target_accuracy=0.0, attack_size=64)
+    assert len(res.history) == 6 and (np.diff(res.history.loss.to_numpy()) > 0).all()
+    perm = torch.randperm(64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = q(x[perm]).argmax(1)
+        with fl.inject(q, res.fmap):
+            loss = float(F.cross_entropy(q(x[perm]), y))
+    assert loss == pytest.approx(res.history.loss.iloc[-1], rel=1e-6)
+
+
 class _ResNetLike(nn.Module):
     def __init__(self):
         super().__init__()
@@ -128,7 +150,7 @@ def test_attack_on_a_users_residual_model_and_the_random_baselines():
 
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match=r"model of bit_flip_attack must be a model with "
-                                         r"symmetric int8 weights"):
+                                         r"int8 weights \(faultlab.quantize_int8\(model\)\)"):
         fl.bit_flip_attack(nn.Linear(2, 2), (torch.zeros(4, 2), torch.zeros(4).long()))
     q = _int8_mlp()
     with pytest.raises(ValueError, match=r"layers of bit_flip_attack must be names of int8 "
