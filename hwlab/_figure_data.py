@@ -271,6 +271,15 @@ def mean_ci_sums(n: float, vsum: float, vsumsq: float,
     return mean, mean - half, mean + half
 
 
+def _lcm_of(parts) -> float:
+    n = 1
+    for p in parts:
+        if p is None or math.isnan(p):
+            return math.nan
+        n = math.lcm(n, int(p))
+    return float(n) if n <= 10**5 else math.nan
+
+
 def summarize_sums(agg: pd.DataFrame, by: list[str], value: str = "accuracy",
                    confidence: float = 0.95) -> pd.DataFrame:
     """:func:`summarize` from the sums of :meth:`hwlab.store.Store.aggregate` (``value``'s
@@ -278,7 +287,8 @@ def summarize_sums(agg: pd.DataFrame, by: list[str], value: str = "accuracy",
     groups of ``agg`` that share ``by`` are added up first (sums are additive), then each gets
     the interval :func:`summarize` gives on its rows: a proportion's denominators are the
     stored ``n_samples`` when every row has one, else the smallest count consistent with the
-    distinct values (``_values``; :func:`implied_count`), else one per trial."""
+    values (``_lcm``: :func:`implied_count` of each group, merged by their least common
+    multiple), else one per trial."""
     check(0 < confidence < 1, "confidence", "summarize_sums", "in (0, 1)", confidence)
     cols = [*by, "mean", "lo", "hi", "n", "band"]
     a = agg[agg[f"{value}_n"] > 0]
@@ -292,10 +302,9 @@ def summarize_sums(agg: pd.DataFrame, by: list[str], value: str = "accuracy",
         if value in PROPORTIONS:
             if f"{value}_wn" in t and float(t[f"{value}_wn"]) == m:  # every row has n_samples
                 total, wsum = float(t[f"{value}_w"]), float(t[f"{value}_wsum"])
-            else:
-                seen = sorted({v for vs in g.get(f"{value}_values", []) for v in vs})
-                implied = implied_count(seen) if seen else None
-                c = 1.0 if implied is None else implied
+            else:  # the smallest count consistent with every value, else one per trial
+                implied = _lcm_of(g[f"{value}_lcm"]) if f"{value}_lcm" in g else math.nan
+                c = 1.0 if math.isnan(implied) else implied
                 total, wsum = m * c, float(t[f"{value}_sum"]) * c
             mean, lo, hi = proportion_ci_sums(m, total, wsum, float(t[f"{value}_sum"]),
                                               float(t[f"{value}_sumsq"]), confidence)

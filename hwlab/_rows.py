@@ -179,19 +179,22 @@ def _frame(records: list[tuple], columns: tuple):
 _BER_FAULTS = ("bitflip", "stuck0", "stuck1", "burst", "row", "asym")  # stored-bit faults
 
 
-def _expression(name: Any, columns: tuple, caller: str) -> str:
+def _expression(name: Any, columns: tuple, caller: str, table: str = "results") -> str:
     """The SQL expression of a result column, ``study`` or ``extra.KEY``: validated names only
-    (never user text), so no name can inject SQL."""
+    (never user text), so no name can inject SQL. With ``table="result_sums"`` the columns are
+    those of the summary table (``extra.dtype`` is its ``extra_dtype``)."""
     if name == "study":
         return "runs.study"
     if isinstance(name, str) and name.startswith("extra."):
         key = name[len("extra."):]
         check(_IDENTIFIER.fullmatch(key) is not None, "column", caller,
               "extra.KEY with KEY matching [a-z_][a-z0-9_]*", name)
+        if table != "results":
+            return f'{table}."extra_{key}"'
         return f"json_extract(results.extra, '$.{key}')"
     check(isinstance(name, str) and name in columns, "column", caller,
           f"one of {', '.join(columns)}, study or extra.KEY", name)
-    return f'results."{name}"'
+    return f'{table}."{name}"'
 
 
 def _typed_some(df, columns):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sqlite3
 import subprocess
@@ -451,14 +452,16 @@ class Store:
     # -- grouped and selected reads (the dashboard, `hwlab results`, `hwlab figure`) --------
     def _where(self, columns: tuple, caller: str, study=None, run_id=None, module=None,
                where=None, clean=None, ber=None, aggregates=True, near=None,
-               contains=None) -> tuple[str, list]:
+               contains=None, table: str = "results") -> tuple[str, list]:
         """The WHERE clause (and its parameters) of :meth:`aggregate` / :meth:`select`."""
         sql, params = [], []
         for column, value in (("study", study), ("run_id", run_id), ("module", module)):
             if value is not None:
                 where = {**(where or {}), column: value}
+        check(where is None or isinstance(where, dict), "where", caller,
+              "a dict of column -> value, None or a list of values", where)
         for column, value in (where or {}).items():
-            expr = _expression(column, columns, caller)
+            expr = _expression(column, columns, caller, table)
             if value is None:
                 sql.append(f"{expr} IS NULL")
             elif isinstance(value, (list, tuple, set, frozenset)):
@@ -468,29 +471,59 @@ class Store:
             else:
                 sql.append(f"{expr} = ?")
                 params.append(value)
+        t = table
         if clean is not None:  # hwlab._figure_data.clean_rows: no fault rate, or rate 0
-            sql.append(("" if clean else "NOT ") + "(fault_rate IS NULL OR fault_rate = 0)")
+            sql.append(("" if clean else "NOT ")
+                       + f"({t}.fault_rate IS NULL OR {t}.fault_rate = 0)")
         if ber is not None:  # hwlab._figure_data.ber_rows: stored-bit faults at a rate > 0
-            test = " OR ".join(f"fault_model GLOB '{f}*'" for f in _BER_FAULTS)
-            sql.append(("" if ber else "NOT ") + f"(coalesce({test}, 0) AND fault_rate > 0)")
+            test = " OR ".join(f"{t}.fault_model GLOB '{f}*'" for f in _BER_FAULTS)
+            sql.append(("" if ber else "NOT ") + f"(coalesce({test}, 0) AND {t}.fault_rate > 0)")
         if not aggregates:  # hwlab._figure_data.is_aggregate: *-mean methods or variants
-            sql.append("NOT (coalesce(method, '') GLOB '*-mean' "
-                       "OR coalesce(variant, '') GLOB '*-mean')")
+            sql.append(f"NOT (coalesce({t}.method, '') GLOB '*-mean' "
+                       f"OR coalesce({t}.variant, '') GLOB '*-mean')")
+        check(near is None or isinstance(near, dict), "near", caller,
+              "a dict of column -> number", near)
         for column, value in (near or {}).items():  # numpy.isclose(column, value)
-            expr = _expression(column, columns, caller)
-            check(is_number(value, finite=False, nan=True), "near", caller,
-                  "a dict of column -> number", near)
+            expr = _expression(column, columns, caller, table)
+            check(isinstance(value, (int, float)) and not isinstance(value, bool), "near",
+                  caller, "a dict of column -> number", near)
             sql.append(f"abs({expr} - ?) <= 1e-8 + 1e-5 * abs(?)")
             params += [float(value), float(value)]
         if contains is not None:  # rows whose extra JSON names this key (a cheap substring)
             check(isinstance(contains, str) and _IDENTIFIER.fullmatch(contains) is not None,
                   "contains", caller, "an extra key matching [a-z_][a-z0-9_]*", contains)
-            sql.append("instr(results.extra, ?) > 0")
+            sql.append(f"instr({t}.extra, ?) > 0")
             params.append(f'"{contains}"')
         return (" WHERE " + " AND ".join(sql)) if sql else "", params
 
+    def _sums_serve(self, by, values, weight, lcm, filters) -> bool:
+        """Whether the summary table can answer this :meth:`aggregate` call."""
+        keys = set(_SUM_KEYS) | {"study", "extra.dtype"}
+        named = set(by) | set((filters.get("where") or {})) | set(filters.get("near") or {})
+        return (named <= keys and set(values) <= set(_SUM_VALUES) and set(lcm) <= set(values)
+                and weight == "extra.n_samples" and filters.get("contains") is None)
+
+    def _refresh_sums(self) -> bool:
+        """Bring the summary table up to the last result row; False where the file cannot be
+        written (then :meth:`aggregate` reads the rows themselves)."""
+        with self._connect() as conn:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'result_sums'").fetchone():
+                top = conn.execute("SELECT max(rowid) FROM results").fetchone()[0] or 0
+                mark = conn.execute("SELECT value FROM meta WHERE key = 'sums_rowid'").fetchone()
+                if mark is not None and int(mark[0]) >= top:
+                    return True
+        try:
+            with self._write() as conn:
+                _update_sums(conn, self._table_columns(conn))
+        except sqlite3.OperationalError as exc:
+            if "readonly" not in str(exc).lower() and "read-only" not in str(exc).lower():
+                raise
+            log.info("store %s is read-only: grouped reads scan the rows", self.path)
+            return False
+        return True
+
     def aggregate(self, by: Iterable[str] = (), values: Iterable[str] = (), *,
-                  weight: str | None = "extra.n_samples", distinct: Iterable[str] = (),
+                  weight: str | None = "extra.n_samples", lcm: Iterable[str] = (),
                   **filters):
         """Sums and counts per group, computed by SQLite: one row per distinct ``by``.
 
@@ -501,7 +534,8 @@ class Store:
         ``v_wn`` (rows where both are present), ``v_w`` (the sum of their weights) and
         ``v_wsum`` (the sum of ``v * weight``); every interval of :mod:`hwlab.stats` follows
         from these (:func:`hwlab._figure_data.summarize_sums`). ``rows`` counts each group's
-        rows. ``distinct`` columns get ``v_values``: their distinct values as a list.
+        rows. ``lcm`` columns get ``v_lcm``: the smallest count consistent with every value
+        being ``k / count`` (:func:`hwlab._figure_data.implied_count`; NaN where there is none).
 
         Filters (all optional, combined with AND): ``study``, ``run_id``, ``module``;
         ``where={column: value | None | [values]}``; ``clean=True/False`` (fault-free rows as
@@ -509,42 +543,67 @@ class Store:
         :func:`~hwlab._figure_data.ber_rows`); ``aggregates=False`` (leave out ``*-mean``
         rows); ``near={column: number}`` (``numpy.isclose``); ``contains="key"`` (rows whose
         extra names ``key``). Names are validated before they reach SQL, values are parameters.
+
+        Speed: groups of the point columns (run, module, method, model, dataset, variant,
+        dtype, fault model and rate, time steps, ``extra.dtype``) over the built-in metrics
+        are read from a summary table (``result_sums``: the same sums per point, brought up to
+        the newest row on each call, so a million rows cost a read of their few hundred
+        points); anything else scans the rows.
         """
         import pandas as pd
 
         columns = self.columns()
         caller = "Store.aggregate"
-        check(not isinstance(by, str), "by", caller, "a list of column names", by)
-        check(not isinstance(values, str), "values", caller, "a list of column names", values)
-        by, values, distinct = list(by), list(values), list(distinct)
-        keys = [_expression(c, columns, caller) for c in by]
-        parts = [f"{k} AS \"{c}\"" for k, c in zip(keys, by)] + ["count(*) AS rows"]
-        w = None if weight is None else _expression(weight, columns, caller)
-        for v in values:
-            e = _expression(v, columns, caller)
-            parts += [f"count({e}) AS \"{v}_n\"", f"sum({e}) AS \"{v}_sum\"",
-                      f"sum({e} * {e}) AS \"{v}_sumsq\"", f"min({e}) AS \"{v}_min\"",
-                      f"max({e}) AS \"{v}_max\""]
-            if w is not None:
-                parts += [f"count({e} + {w}) AS \"{v}_wn\"",
-                          f"sum(CASE WHEN {e} IS NOT NULL THEN {w} END) AS \"{v}_w\"",
-                          f"sum({e} * {w}) AS \"{v}_wsum\""]
-        for v in distinct:
-            e = _expression(v, columns, caller)
-            parts.append(f"json_group_array(DISTINCT {e}) AS \"{v}_values\"")
-        where, params = self._where(columns, caller, **filters)
-        sql = (f"SELECT {', '.join(parts)} FROM results JOIN runs ON runs.run_id = "
-               f"results.run_id{where}" + (f" GROUP BY {', '.join(keys)}" if keys else ""))
+        for name, v in (("by", by), ("values", values), ("lcm", lcm)):
+            check(not isinstance(v, str) and isinstance(v, Iterable), name, caller,
+                  "a list of column names", v)
+        by, values, lcm = list(by), list(values), list(lcm)
+        table = "results"
+        if (filters.pop("_rows", False) is False and self._sums_serve(by, values, weight, lcm,
+                                                                       filters)
+                and self._refresh_sums()):
+            table = "result_sums"
+        keys = [_expression(c, columns, caller, table) for c in by]
+        parts = [f"{k} AS \"{c}\"" for k, c in zip(keys, by)]
+        if table == "results":
+            parts.append("count(*) AS rows")
+            w = None if weight is None else _expression(weight, columns, caller)
+            for v in values:
+                e = _expression(v, columns, caller)
+                parts += [f"count({e}) AS \"{v}_n\"", f"sum({e}) AS \"{v}_sum\"",
+                          f"sum({e} * {e}) AS \"{v}_sumsq\"", f"min({e}) AS \"{v}_min\"",
+                          f"max({e}) AS \"{v}_max\""]
+                if w is not None:
+                    parts += [f"count({e} + {w}) AS \"{v}_wn\"",
+                              f"sum(CASE WHEN {e} IS NOT NULL THEN {w} END) AS \"{v}_w\"",
+                              f"sum({e} * {w}) AS \"{v}_wsum\""]
+            for v in lcm:
+                e = _expression(v, columns, caller)
+                parts.append(f"json_group_array(DISTINCT {e}) AS \"{v}_lcm\"")
+        else:
+            parts.append("sum(rows) AS rows")
+            for v in values:
+                parts += [f"sum(\"{v}_{k}\") AS \"{v}_{k}\"" for k in ("n", "sum", "sumsq")]
+                parts += [f"min(\"{v}_min\") AS \"{v}_min\"", f"max(\"{v}_max\") AS \"{v}_max\""]
+                parts += [f"sum(\"{v}_{k}\") AS \"{v}_{k}\"" for k in ("wn", "w", "wsum")]
+            for v in lcm:
+                parts.append(f"json_group_array(\"{v}_lcm\") AS \"{v}_lcm\"")
+        where, params = self._where(columns, caller, table=table, **filters)
+        sql = (f"SELECT {', '.join(parts)} FROM {table} JOIN runs ON runs.run_id = "
+               f"{table}.run_id{where}" + (f" GROUP BY {', '.join(keys)}" if keys else ""))
         with self._connect() as conn:
             cur = conn.execute(sql, params)
             names = [d[0] for d in cur.description]
             df = pd.DataFrame.from_records(cur.fetchall(), columns=names)
-        for v in distinct:
-            df[f"{v}_values"] = [tuple(x for x in json.loads(s) if x is not None)
-                                 for s in df[f"{v}_values"]]
+        for v in lcm:
+            merge = _merge_lcm if table == "result_sums" else _values_lcm
+            df[f"{v}_lcm"] = [merge(json.loads(s)) for s in df[f"{v}_lcm"]]
         for c in df.columns:
-            if c not in by and c != "rows" and not c.endswith("_values"):
+            if c not in by and c != "rows":
                 df[c] = df[c].astype("float64")
+        if df.empty or "rows" not in df:
+            return df
+        df["rows"] = df["rows"].fillna(0).astype("int64")
         return df
 
     def select(self, columns: Iterable[str] | None = None, *, limit: int | None = None,
@@ -556,16 +615,18 @@ class Store:
 
         present = self.columns()
         caller = "Store.select"
-        wanted = [*present, "study"] if columns is None else list(columns)
         check(not isinstance(columns, str), "columns", caller, "a list of column names", columns)
+        wanted = [*present, "study"] if columns is None else list(columns)
         exprs = [_expression(c, present, caller) for c in wanted]
         where, params = self._where(present, caller, **filters)
         sql = (f"SELECT {', '.join(f'{e} AS {chr(34)}{c}{chr(34)}' for e, c in zip(exprs, wanted))}"
                f" FROM results JOIN runs ON runs.run_id = results.run_id{where}"
                " ORDER BY runs.started, results.rowid")
         if limit is not None:
-            limit = check_int(limit, "limit", caller, 0, constraint="a non-negative int or None")
-            offset = check_int(offset, "offset", caller, 0, constraint="a non-negative int")
+            check(isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0,
+                  "limit", caller, "a non-negative int or None", limit)
+            check(isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0,
+                  "offset", caller, "a non-negative int", offset)
             sql += " LIMIT ? OFFSET ?"
             params += [limit, offset]
         with self._connect() as conn:
@@ -575,7 +636,8 @@ class Store:
 
     def count(self, **filters) -> int:
         """How many result rows pass the filters of :meth:`aggregate`."""
-        return int(self.aggregate(**filters, weight=None)["rows"].iloc[0])
+        df = self.aggregate(**filters)
+        return int(df["rows"].iloc[0]) if len(df) else 0
 
     def runs(self):
         """The runs as a pandas DataFrame (config as JSON text, plus ``n_results``)."""
@@ -599,3 +661,97 @@ class Store:
         else:
             df.to_parquet(path, index=False)
         return path
+
+
+# -- the summary table: sums per measured point, kept up to the newest result row ------------
+_SUM_KEYS = ("run_id", "module", "method", "model", "dataset", "variant", "dtype", "fault_model",
+             "fault_rate", "timesteps")  # plus extra_dtype (a campaign's format in extra)
+_SUM_VALUES = ("accuracy", "sdc", "critical_sdc", "top5", "loss", "latency_ms", "memory_bytes",
+               "params")
+_LCM_LIMIT = 10**5  # hwlab._figure_data.implied_count's default limit
+_SUMS_ADD = ("n", "sum", "sumsq", "wn", "w", "wsum")  # added up when groups merge
+_SUMS_SCHEMA = ("CREATE TABLE IF NOT EXISTS result_sums ("
+                + ", ".join(f'"{c}" {_COLUMN_TYPES[c]}' for c in _SUM_KEYS)
+                + ", extra_dtype TEXT, rows INTEGER NOT NULL, "
+                + ", ".join(f'"{v}_{k}" REAL' for v in _SUM_VALUES
+                            for k in (*_SUMS_ADD, "min", "max", "lcm")) + ")")
+
+
+def _values_lcm(values) -> float:
+    """implied_count of distinct values (1.0 for none: the identity of lcm; NaN: none exists)."""
+    from hwlab._figure_data import implied_count
+
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return 1.0
+    n = implied_count(vals)
+    return math.nan if n is None else float(n)
+
+
+def _merge_lcm(parts) -> float:
+    """The lcm of per-point lcms (NaN, or beyond the implied_count limit: NaN)."""
+    n = 1
+    for p in parts:
+        if p is None or (isinstance(p, float) and math.isnan(p)):
+            return math.nan
+        n = math.lcm(n, int(p))
+    return float(n) if n <= _LCM_LIMIT else math.nan
+
+
+def _sum_or_null(values):
+    """SQLite's sum: NULL (NaN) over no values, never 0."""
+    return values.sum(min_count=1)
+
+
+def _update_sums(conn: sqlite3.Connection, columns: tuple) -> None:
+    """Add the result rows past the ``sums_rowid`` mark to ``result_sums`` (inside the caller's
+    write transaction). Result rows are insert-only, so the rows past the mark are exactly the
+    ones not yet counted; a run's points are merged in Python and written back."""
+    import pandas as pd
+
+    conn.execute(_SUMS_SCHEMA)
+    conn.execute("CREATE INDEX IF NOT EXISTS result_sums_run ON result_sums (run_id)")
+    row = conn.execute("SELECT value FROM meta WHERE key = 'sums_rowid'").fetchone()
+    mark = int(row[0]) if row else 0
+    top = conn.execute("SELECT max(rowid) FROM results").fetchone()[0] or 0
+    if top <= mark:
+        return
+    keys = [*_SUM_KEYS, "extra_dtype"]
+    exprs = [f'"{c}"' for c in _SUM_KEYS] + ["json_extract(extra, '$.dtype')"]
+    w = "json_extract(extra, '$.n_samples')"
+    parts = [*exprs, "count(*)"]
+    for v in _SUM_VALUES:
+        e = f'"{v}"'
+        parts += [f"count({e})", f"sum({e})", f"sum({e} * {e})", f"count({e} + {w})",
+                  f"sum(CASE WHEN {e} IS NOT NULL THEN {w} END)", f"sum({e} * {w})",
+                  f"min({e})", f"max({e})",
+                  f"json_group_array(DISTINCT {e})" if v in METRIC_COLUMNS[:4] else "'[]'"]
+    names = [*keys, "rows"] + [f"{v}_{k}" for v in _SUM_VALUES
+                               for k in (*_SUMS_ADD, "min", "max", "lcm")]
+    new = pd.DataFrame.from_records(conn.execute(
+        f"SELECT {', '.join(parts)} FROM results WHERE rowid > ? AND rowid <= ? "
+        f"GROUP BY {', '.join(exprs)}", (mark, top)).fetchall(), columns=names)
+    for v in _SUM_VALUES:
+        new[f"{v}_lcm"] = [_values_lcm(json.loads(s)) for s in new[f"{v}_lcm"]]
+    runs = sorted(set(new["run_id"]))
+    marks = ", ".join("?" * len(runs))
+    old = pd.DataFrame.from_records(conn.execute(
+        f"SELECT {', '.join(chr(34) + c + chr(34) for c in names)} FROM result_sums "
+        f"WHERE run_id IN ({marks})", runs).fetchall(), columns=names)
+    both = pd.concat([old, new], ignore_index=True) if len(old) else new
+    if len(old):
+        agg = {"rows": "sum"}
+        for v in _SUM_VALUES:
+            agg.update({f"{v}_{k}": _sum_or_null for k in _SUMS_ADD})
+            agg.update({f"{v}_min": "min", f"{v}_max": "max", f"{v}_lcm": _merge_lcm})
+        key = both[keys].astype("object").where(both[keys].notna(), "\x00null")
+        both = both.assign(**{f"__{c}": key[c] for c in keys})
+        g = both.groupby([f"__{c}" for c in keys], sort=False, dropna=False)
+        first = g[keys].first()
+        both = pd.concat([first, g.agg(agg)], axis=1).reset_index(drop=True)
+    conn.execute(f"DELETE FROM result_sums WHERE run_id IN ({marks})", runs)
+    records = [tuple(None if isinstance(x, float) and math.isnan(x) else x for x in r)
+               for r in both[names].astype("object").itertuples(index=False, name=None)]
+    conn.executemany(f"INSERT INTO result_sums ({', '.join(chr(34) + c + chr(34) for c in names)}) "
+                     f"VALUES ({', '.join('?' * len(names))})", records)
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sums_rowid', ?)", (str(top),))
