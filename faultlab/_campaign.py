@@ -20,7 +20,7 @@ from faultlab._stats import interval
 from faultlab._trial import Trial
 from faultlab._words import eligible_parameters
 from faultlab.systolic._faults import PEFault
-from hwlab.errors import check, check_int, check_number, fail, is_int
+from hwlab.errors import check, check_bool, check_int, check_number, fail, is_int
 from hwlab.executors import SPEC_FORMS
 from hwlab.graph import check_leaf_modules
 from hwlab.metrics import resolve_metrics
@@ -88,7 +88,7 @@ def _check_args(model, fault_models, trials, seed, metrics, batch_size, margin, 
                      constraint="None or a number in (0, 1)")
     check(isinstance(confidence, float) and 0 < confidence < 1, "confidence", c,
           "a number in (0, 1)", confidence)
-    check(isinstance(delayed_start, bool), "delayed_start", c, "True or False", delayed_start)
+    check_bool(delayed_start, "delayed_start", c)
     if isinstance(executor, str):
         from hwlab.executors import parse_spec
 
@@ -200,7 +200,7 @@ def campaign(model, data, fault_models, *, trials: int = 10, seed: int = 0,
         layers, include_bias, include_norm, executor, delayed_start, cache_bytes)
     if isinstance(layers, str):
         layers = [layers]
-    check(isinstance(nested, bool), "nested", "campaign", "True or False", nested)
+    nested = check_bool(nested, "nested", "campaign")
     leaf_modules = check_leaf_modules(model, leaf_modules, "campaign")
     check(maps_per_pass == "auto" or is_int(maps_per_pass, 1), "maps_per_pass", "campaign",
           "'auto' or an integer >= 1", maps_per_pass)

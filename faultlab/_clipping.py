@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hwlab.errors import check, check_number
+from hwlab.errors import check, check_bool, check_number
 from hwlab.train import Task, as_task
 
 __all__ = ["W_MAX", "ClippedTask", "clip_weights", "clipped_parameters"]
@@ -81,9 +81,7 @@ class ClippedTask(Task):
     def __init__(self, task_or_model, w_max: float = W_MAX, include_bias: bool = False):
         self.inner = as_task(task_or_model, "ClippedTask")
         self.w_max = _check_w_max(w_max, "ClippedTask")
-        check(isinstance(include_bias, bool), "include_bias", "ClippedTask", "a bool",
-              include_bias)
-        self.include_bias = include_bias
+        self.include_bias = check_bool(include_bias, "include_bias", "ClippedTask", "a bool")
         self.last_clipped = 0
 
     def modules(self) -> list[nn.Module]:

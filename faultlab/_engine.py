@@ -33,7 +33,7 @@ from torch import nn
 
 from faultlab._campaign_data import CACHE_BYTES, CampaignData, Clean, prepare
 from faultlab._trial import Trial, build_evaluator, run_trial
-from hwlab.errors import check, check_positive_int
+from hwlab.errors import check, check_bool, check_positive_int
 from hwlab.graph import check_leaf_modules
 from hwlab.metrics import resolve_metrics
 from hwlab.studies import run_items
@@ -76,8 +76,7 @@ def evaluation(model: nn.Module, data, metrics=("accuracy",), *, batch_size: int
           type(model).__name__)
     batch_size = check_positive_int(batch_size, "batch_size", caller)
     cache_bytes = check_positive_int(cache_bytes, "cache_bytes", caller, minimum=0)
-    check(isinstance(delayed_start, bool), "delayed_start", caller, "True or False",
-          delayed_start)
+    delayed_start = check_bool(delayed_start, "delayed_start", caller)
     leaves = check_leaf_modules(model, leaf_modules, caller)
     resolved = tuple(resolve_metrics(metrics, caller))
     cdata = CampaignData(data, batch_size, caller, model)

@@ -54,7 +54,7 @@ from faultlab._quant import (
     quantize_int8,
 )
 from faultlab._sample import _sample_faults
-from hwlab.errors import check, check_choice, check_int, check_number, fail
+from hwlab.errors import check, check_bool, check_choice, check_int, check_number, fail
 from hwlab.studies import derive_seed
 from hwlab.train import LOSSES, Task
 
@@ -132,7 +132,7 @@ class FaultAwareTask(Task):
         seed = check_int(seed, "seed", c, 0)
         check(callable(loss) or loss in LOSSES, "loss", c,
               f"a callable or one of {', '.join(LOSSES)}", loss)
-        check(isinstance(clean_loss, bool), "clean_loss", c, "a bool", clean_loss)
+        clean_loss = check_bool(clean_loss, "clean_loss", c, "a bool")
         self.model = model
         self.fault_model = fault_model
         self.dtype, self.quant = dtype, (scheme, granularity, rounding)

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hwlab.errors import check, fail, is_int, is_number
+from hwlab.errors import check, check_bool, fail, is_int, is_number
 
 __all__ = ["Constraint", "StudyConfig", "constraints", "convert", "describe", "param",
            "validate_config"]
@@ -160,9 +160,7 @@ def convert(value: Any, tp: Any, name: str, caller: str, strings: bool = True) -
     if tp is bool:
         if strings and isinstance(value, str) and value.lower() in _TRUE + _FALSE:
             return value.lower() in _TRUE
-        check(isinstance(value, bool) or type(value).__name__ == "bool_", name, caller,
-              "a bool (true or false)", value)
-        return bool(value)
+        return check_bool(value, name, caller, "a bool (true or false)")
     if tp in _NUMBERS:  # int or float: parse CLI strings, accept Python and NumPy numbers
         what = _NUMBERS[tp]
         if strings and isinstance(value, str):

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HwlabError", "check", "check_choice", "check_int", "check_int_array", "check_number",
-           "check_positive_int", "check_rate", "fail", "is_int", "is_number"]
+__all__ = ["HwlabError", "check", "check_bool", "check_choice", "check_int", "check_int_array",
+           "check_number", "check_positive_int", "check_rate", "fail", "is_int", "is_number"]
 
 
 class HwlabError(ValueError):
@@ -98,6 +98,14 @@ def _bounds(what: str, lo: Any, hi: Any, inclusive: tuple[bool, bool] = (True, T
     if hi is not None:
         return f"{what} {'<=' if hi_in else '<'} {hi:g}"
     return what
+
+
+def check_bool(value: Any, param: str, caller: str, constraint: str = "True or False") -> bool:
+    """A flag: ``True`` or ``False`` (a NumPy ``np.bool_`` too), as a Python ``bool``; ``0``,
+    ``1``, strings and None are refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise fail(param, caller, constraint, value)
+    return bool(value)
 
 
 def check_rate(value: Any, param: str, caller: str) -> float:

@@ -93,3 +93,15 @@ def test_is_int_and_is_number_agree_with_the_validators():
     assert is_number(math.inf, 0, finite=False) and not is_number(math.nan, finite=False)
     assert is_number(math.nan, 0, 1, nan=True) and is_number(np.float32("nan"), nan=True)
     assert not is_number(True, nan=True) and not is_number(2, 0, 1, nan=True)
+
+
+def test_check_bool_takes_python_and_numpy_bools_only():
+    from hwlab.errors import check_bool
+
+    assert check_bool(np.bool_(True), "flag", "f") is True
+    assert check_bool(False, "flag", "f") is False
+    for value, shown in ((1, "1"), (0, "0"), ("true", "'true'"), (None, "None")):
+        with pytest.raises(HwlabError, match=rf"^flag of f must be True or False, got {shown}$"):
+            check_bool(value, "flag", "f")
+    with pytest.raises(ValueError, match=r"^flag of f must be a bool, got 1$"):
+        check_bool(1, "flag", "f", "a bool")
