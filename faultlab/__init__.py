@@ -21,6 +21,7 @@ _LAZY = {
     "quantize": "faultlab._formats",  # low-bit storage formats (int4, FP8, MX, NVFP4)
     "fault_roles": "faultlab._formats",
     "storage": "faultlab._formats",
+    "fault_sites": "faultlab._formats",
     "campaign": "faultlab._campaign",
     "Trial": "faultlab._engine",  # the one trial engine: a study's plan is {key: Trial}
     "Evaluation": "faultlab._engine",

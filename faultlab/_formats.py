@@ -61,8 +61,9 @@ from torch import nn
 from faultlab._quant import _check_float_model, quantizable
 from hwlab.errors import check, check_choice
 
-__all__ = ["FORMATS", "Format", "QuantizedConv2d", "QuantizedLinear", "Stored", "decode",
-           "decode_elements", "encode_elements", "fault_roles", "quantize", "storage"]
+__all__ = ["FORMATS", "Format", "QuantizedConv2d", "QuantizedLinear", "QuantizedMultiheadAttention",
+           "Stored", "decode", "decode_elements", "encode_elements", "fault_roles", "fault_sites",
+           "quantize", "storage"]
 
 
 @dataclass(frozen=True)
@@ -252,33 +253,41 @@ def decode(codes: torch.Tensor, fmt: str, shape, scale=None, tensor_scale=None) 
 # ---- layers --------------------------------------------------------------------------------
 
 class _Stored(nn.Module):
-    """Shared storage: ``weight`` (uint8 codes, frozen Parameter), ``weight_scale`` (uint8 block
-    scale codes, frozen Parameter; block formats), ``weight_tensor_scale`` (fp32 buffer), bias."""
+    """Shared storage. Per stored float weight ``NAME`` (``weight``; ``in_proj_weight`` of
+    attention): ``NAME`` (uint8 codes, frozen Parameter), ``NAME_scale`` (uint8 block scale codes,
+    frozen Parameter; block formats), ``NAME_tensor_scale`` (fp32 buffer; per-tensor and NVFP4).
+    ``_codes`` maps each NAME to (fmt, float shape)."""
+
+    def _register(self, name: str, w: torch.Tensor, fmt: str):
+        f = FORMATS[fmt]
+        w = w.detach()
+        q = encode(w, fmt)
+        if not hasattr(self, "_codes"):
+            self._codes = {}
+        self._codes[name] = (fmt, tuple(w.shape))
+        packed = pack(q["codes"], f.bits)
+        self.register_parameter(name, nn.Parameter(
+            packed.reshape(w.shape) if f.bits == 8 else packed, requires_grad=False))
+        if q["scale"] is not None:
+            self.register_parameter(f"{name}_scale", nn.Parameter(q["scale"].contiguous(),
+                                                                  requires_grad=False))
+        if q["tensor_scale"] is not None:
+            self.register_buffer(f"{name}_tensor_scale", q["tensor_scale"].reshape(()).float())
+
+    def _decoded(self, name: str, dtype=torch.float32) -> torch.Tensor:
+        fmt, shape = self._codes[name]
+        codes = unpack(getattr(self, name), FORMATS[fmt].bits, int(np.prod(shape)))
+        return decode(codes, fmt, shape, getattr(self, f"{name}_scale", None),
+                      getattr(self, f"{name}_tensor_scale", None)).to(dtype)
 
     def _store(self, source: nn.Module, fmt: str):
-        f = FORMATS[fmt]
-        w = source.weight.detach()
-        q = encode(w, fmt)
-        self.fmt, self.shape = fmt, tuple(w.shape)
-        packed = pack(q["codes"], f.bits)
-        self.weight = nn.Parameter(packed.reshape(w.shape) if f.bits == 8 else packed,
-                                   requires_grad=False)
-        if q["scale"] is not None:
-            self.weight_scale = nn.Parameter(q["scale"].contiguous(), requires_grad=False)
-        else:
-            self.weight_scale = None
-        if q["tensor_scale"] is not None:
-            self.register_buffer("weight_tensor_scale", q["tensor_scale"].reshape(()).float())
-        else:
-            self.weight_tensor_scale = None
+        self.fmt, self.shape = fmt, tuple(source.weight.shape)
+        self._register("weight", source.weight, fmt)
         self.bias = None if source.bias is None else nn.Parameter(source.bias.detach().clone())
 
     def dequantized(self, dtype=torch.float32) -> torch.Tensor:
-        f = FORMATS[self.fmt]
-        numel = int(np.prod(self.shape))
-        codes = unpack(self.weight, f.bits, numel)
-        return decode(codes, self.fmt, self.shape, self.weight_scale,
-                      self.weight_tensor_scale).to(dtype)
+        """The float weight as the forward sees it (decoded from the stored words now)."""
+        return self._decoded("weight", dtype)
 
 
 class QuantizedLinear(_Stored):
@@ -313,20 +322,81 @@ class QuantizedConv2d(_Stored):
         return f"{self.shape}, stride={self.stride}, padding={self.padding}, {self.fmt}"
 
 
+class QuantizedMultiheadAttention(_Stored):
+    """``nn.MultiheadAttention`` whose projection weights are stored in a low-bit format.
+
+    The packed input projection is ``in_proj_weight`` (+ ``in_proj_weight_scale``), or
+    ``q_proj_weight`` / ``k_proj_weight`` / ``v_proj_weight`` when key / value dimensions differ;
+    the output projection is a :class:`QuantizedLinear` ``out_proj``. Biases, ``bias_k`` /
+    ``bias_v`` stay float. The forward is ``F.multi_head_attention_forward`` on the decoded
+    weights, with the source module's options (batch_first, dropout, add_zero_attn).
+    """
+
+    def __init__(self, source: nn.MultiheadAttention, fmt: str):
+        super().__init__()
+        self.fmt = fmt
+        for a in ("embed_dim", "kdim", "vdim", "_qkv_same_embed_dim", "num_heads", "dropout",
+                  "batch_first", "head_dim", "add_zero_attn"):
+            setattr(self, a, getattr(source, a))
+        if source._qkv_same_embed_dim:
+            self._register("in_proj_weight", source.in_proj_weight, fmt)
+        else:
+            for n in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                self._register(n, getattr(source, n), fmt)
+        self.in_proj_bias = None if source.in_proj_bias is None else nn.Parameter(
+            source.in_proj_bias.detach().clone())
+        self.bias_k = None if source.bias_k is None else nn.Parameter(source.bias_k.detach().clone())
+        self.bias_v = None if source.bias_v is None else nn.Parameter(source.bias_v.detach().clone())
+        self.out_proj = QuantizedLinear(source.out_proj, fmt)
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
+                attn_mask=None, average_attn_weights=True, is_causal=False):
+        batched = query.dim() == 3
+        if self.batch_first and batched:
+            query, key, value = (x.transpose(1, 0) for x in (query, key, value))
+        dt = query.dtype
+        if self._qkv_same_embed_dim:
+            proj = {"in_proj_weight": self._decoded("in_proj_weight", dt)}
+        else:
+            proj = {"in_proj_weight": None, "use_separate_proj_weight": True,
+                    **{n: self._decoded(n, dt)
+                       for n in ("q_proj_weight", "k_proj_weight", "v_proj_weight")}}
+        in_w = proj.pop("in_proj_weight")
+        out, weights = F.multi_head_attention_forward(
+            query, key, value, self.embed_dim, self.num_heads, in_w, self.in_proj_bias,
+            self.bias_k, self.bias_v, self.add_zero_attn, self.dropout,
+            self.out_proj.dequantized(dt), self.out_proj.bias, training=self.training,
+            key_padding_mask=key_padding_mask, need_weights=need_weights, attn_mask=attn_mask,
+            average_attn_weights=average_attn_weights, is_causal=is_causal, **proj)
+        if self.batch_first and batched:
+            out = out.transpose(1, 0)
+        return out, weights
+
+    def extra_repr(self):
+        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, {self.fmt}"
+
+
 def _new(child: nn.Module, fmt: str) -> nn.Module:
-    new = (QuantizedLinear if type(child) is nn.Linear else QuantizedConv2d)(child, fmt)
+    if isinstance(child, nn.MultiheadAttention):
+        new = QuantizedMultiheadAttention(child, fmt)
+    else:
+        new = (QuantizedLinear if type(child) is nn.Linear else QuantizedConv2d)(child, fmt)
     return new.train(child.training)
+
+
+def _convertible(module: nn.Module) -> bool:
+    return quantizable(module) or isinstance(module, nn.MultiheadAttention)
 
 
 def _convert(module: nn.Module, fmt: str, memo: dict) -> int:
     """Replace quantisable children in place; a module used twice is converted once."""
     done = 0
     for name, child in list(module._modules.items()):
-        if child is None or isinstance(child, nn.MultiheadAttention):
-            continue  # F.multi_head_attention_forward reads its weights directly
+        if child is None:
+            continue
         if id(child) in memo:
             setattr(module, name, memo[id(child)])
-        elif quantizable(child):
+        elif _convertible(child):
             memo[id(child)] = new = _new(child, fmt)
             setattr(module, name, new)
             done += 1
@@ -346,8 +416,10 @@ def quantize(model: nn.Module, fmt: str) -> nn.Module:
     eligible words of ``sample_faults`` / ``inject`` / ``campaign``, 8 bits a word, so a BER is
     per stored bit. Weights are dequantised on every forward with the exact OCP semantics (see
     the module docstring and docs/faultlab-formats.md); biases stay float. Conversion follows
-    :func:`faultlab.quantize_int8` (shared layers stay shared, ``nn.MultiheadAttention`` and
-    non-zero padding modes stay float, train/eval mode kept, float64 models refused).
+    :func:`faultlab.quantize_int8` (shared layers stay shared, non-zero padding modes stay float,
+    train/eval mode kept, float64 models refused), and ``nn.MultiheadAttention`` projections are
+    stored too (:class:`QuantizedMultiheadAttention`: ``attn.in_proj_weight`` /
+    ``attn.in_proj_weight_scale``, ``attn.out_proj.weight`` / ``attn.out_proj.weight_scale``).
     """
     caller = "quantize"
     check(isinstance(model, nn.Module), "model", caller, "a torch.nn.Module",
@@ -355,7 +427,7 @@ def quantize(model: nn.Module, fmt: str) -> nn.Module:
     check_choice(fmt, tuple(FORMATS), "fmt", caller)
     _check_float_model(model, caller)
     with torch.no_grad():
-        if quantizable(model):
+        if _convertible(model):
             return _new(model, fmt)
         new = copy.deepcopy(model)
         n = _convert(new, fmt, {})
@@ -402,17 +474,20 @@ class Stored:
 
 
 def storage(model: nn.Module) -> dict[str, Stored]:
-    """``{parameter name: Stored}`` for the stored-code parameters of a :func:`quantize` model."""
+    """``{parameter name: Stored}`` for the stored-code parameters of a :func:`quantize` model, in
+    ``named_parameters()`` order: where element and scale words live and how wide a code is."""
     out = {}
     for mname, mod in model.named_modules():
         if isinstance(mod, _Stored):
-            f = FORMATS[mod.fmt]
             pre = f"{mname}." if mname else ""
-            numel = int(np.prod(mod.shape))
-            out[f"{pre}weight"] = Stored("element", mod.fmt, f.bits, f.block, mod.shape, numel)
-            if mod.weight_scale is not None:
-                out[f"{pre}weight_scale"] = Stored("scale", mod.fmt, 8, f.block, mod.shape, numel)
-    return out
+            for name, (fmt, shape) in mod._codes.items():
+                f = FORMATS[fmt]
+                numel = int(np.prod(shape))
+                out[f"{pre}{name}"] = Stored("element", fmt, f.bits, f.block, shape, numel)
+                if f.block:
+                    out[f"{pre}{name}_scale"] = Stored("scale", fmt, 8, f.block, shape, numel)
+    order = {n: i for i, (n, _) in enumerate(model.named_parameters())}
+    return dict(sorted(out.items(), key=lambda kv: order.get(kv[0], len(order))))
 
 
 def fault_roles(model: nn.Module, fmap) -> np.ndarray:
@@ -422,3 +497,49 @@ def fault_roles(model: nn.Module, fmap) -> np.ndarray:
     per_name = np.array([info[n].role if n in info else "other" for n in fmap.names] or ["other"],
                         dtype=object)
     return per_name[fmap.param] if len(fmap) else np.array([], dtype=object)
+
+
+def fault_sites(model: nn.Module, fmap):
+    """What each FaultMap entry hits, as a pandas DataFrame (one row an entry, map order):
+    ``param``, ``index`` (stored byte), ``bit`` (of the byte), ``kind``, ``role`` (element / scale
+    / other), ``fmt``, ``element`` (flat index of the weight element whose code holds the bit; for
+    a scale word the block's first element; -1 for padding bits and other parameters),
+    ``code_bit`` (bit inside that element or scale code, 0 = LSB) and ``block`` (row-major block
+    index of the element or scale, -1 without blocks)."""
+    info = storage(model)
+    frame = fmap.to_frame()
+    n = len(fmap)
+    role = np.full(n, "other", dtype=object)
+    fmt = np.full(n, None, dtype=object)
+    element = np.full(n, -1, dtype=np.int64)
+    code_bit = fmap.bit.astype(np.int64)
+    block = np.full(n, -1, dtype=np.int64)
+    for p, name in enumerate(fmap.names):
+        sel = np.nonzero(fmap.param == p)[0]
+        st = info.get(name)
+        if st is None or sel.size == 0:
+            continue
+        idx, bit = fmap.index[sel].astype(np.int64), fmap.bit[sel].astype(np.int64)
+        role[sel], fmt[sel] = st.role, st.fmt
+        k = st.numel // st.shape[0]
+        nb = -(-k // st.block) if st.block else 0
+        if st.role == "scale":
+            row, j = np.divmod(idx, nb)
+            element[sel], block[sel] = row * k + j * st.block, idx
+            continue
+        if st.code_bits == 8:
+            el, cb = idx, bit
+        elif st.code_bits == 4:
+            el, cb = 2 * idx + bit // 4, bit % 4
+        else:
+            pos = 8 * (idx % 3) + bit
+            el, cb = 4 * (idx // 3) + pos // 6, pos % 6
+        pad = el >= st.numel
+        element[sel] = np.where(pad, -1, el)
+        code_bit[sel] = cb
+        if st.block:
+            row, col = np.divmod(el, k)
+            block[sel] = np.where(pad, -1, row * nb + col // st.block)
+    frame["role"], frame["fmt"], frame["element"] = role, fmt, element
+    frame["code_bit"], frame["block"] = code_bit, block
+    return frame

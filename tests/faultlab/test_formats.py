@@ -414,3 +414,69 @@ def test_quantize_errors():
         fl.quantize("x", "mxfp4")
     with pytest.raises(ValueError, match=r"model of quantize must be a model with nn.Linear"):
         fl.quantize(nn.ReLU(), "mxfp4")
+
+
+def test_fault_sites_name_the_element_or_block_of_every_bit():
+    lin = nn.Linear(70, 3)
+    for fmt, code_bits in (("mxfp4", 4), ("mxfp6_e3m2", 6), ("mxfp8_e4m3", 8), ("int4", 4)):
+        q = fl.quantize(lin, fmt)
+        fmap = fl.sample_faults(q, fl.BitFlip(rate=0.05), seed=0)
+        sites = fl.fault_sites(q, fmap)
+        assert len(sites) == len(fmap) and list(sites.role) == list(fl.fault_roles(q, fmap))
+        before = q.dequantized().reshape(-1)
+        for row in sites.itertuples():  # one flip at a time: the named element (or block) moves
+            one = fl.FaultMap(fmap.names, fmap.dtypes, np.array([fmap.names.index(row.param)],
+                              np.int32), np.array([row.index]), np.array([row.bit], np.uint8),
+                              np.zeros(1, np.int8))
+            with fl.inject(q, one):
+                after = q.dequantized().reshape(-1)
+            hit = set(torch.nonzero(after.view(torch.int32) != before.view(torch.int32))
+                      .flatten().tolist())  # bitwise: a sign flip of 0 gives -0
+            if row.role == "element" and row.element >= 0:
+                assert hit == {row.element} and 0 <= row.code_bit < code_bits
+            elif row.role == "element":  # a padding bit of the last byte
+                assert hit == set()
+            else:
+                blk = fl.storage(q)[row.param].elements(row.index)
+                assert hit <= set(blk.tolist()) and row.element == blk[0]
+            if FORMATS[fmt].block and row.element >= 0:
+                r, c = divmod(row.element, 70)
+                assert row.block == r * 3 + c // 32
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_attention_projections_are_stored(batch_first):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(8, 16))
+        net.attn = nn.MultiheadAttention(16, 4, batch_first=batch_first)
+        odd = nn.MultiheadAttention(16, 2, kdim=6, vdim=5, batch_first=True)
+    x = torch.randn(2, 5, 16) if batch_first else torch.randn(5, 2, 16)
+    for fmt in ("mxfp8_e4m3", "nvfp4", "int8"):
+        q = fl.quantize(net.attn, fmt)
+        names = [n for n, _ in fl.eligible_parameters(q)]
+        scale = FORMATS[fmt].block is not None
+        assert names == (["in_proj_weight", "in_proj_weight_scale", "out_proj.weight",
+                          "out_proj.weight_scale"] if scale else
+                         ["in_proj_weight", "out_proj.weight"])
+        ref = net.attn(x, x, x)[0]
+        got = q(x, x, x)[0]
+        assert got.shape == ref.shape
+        assert (got - ref).abs().max() < (0.2 if fmt == "nvfp4" else 0.05)
+        # the same as torch's module with the decoded weights
+        deq = nn.MultiheadAttention(16, 4, batch_first=batch_first).eval()
+        with torch.no_grad():
+            deq.in_proj_weight.copy_(q._decoded("in_proj_weight"))
+            deq.in_proj_bias.copy_(net.attn.in_proj_bias)
+            deq.out_proj.weight.copy_(q.out_proj.dequantized())
+            deq.out_proj.bias.copy_(net.attn.out_proj.bias)
+        assert torch.allclose(deq(x, x, x)[0], got, atol=1e-6)
+        with fl.inject(q, fl.BitFlip(rate=0.05), seed=1) as fmap:
+            assert set(fl.fault_roles(q, fmap)) <= {"element", "scale"}
+    qo = fl.quantize(odd, "mxfp4")
+    assert [n for n, _ in fl.eligible_parameters(qo)][:2] == ["q_proj_weight",
+                                                                 "q_proj_weight_scale"]
+    k, v = torch.randn(2, 7, 6), torch.randn(2, 7, 5)
+    assert qo(x if batch_first else x.transpose(0, 1), k, v)[0].shape == (2, 5, 16)
+    whole = fl.quantize(net, "mxfp4")
+    assert "attn.in_proj_weight_scale" in fl.storage(whole)
