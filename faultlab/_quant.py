@@ -79,6 +79,8 @@ def _dequantize(q: torch.Tensor, scale: torch.Tensor, offset, dtype) -> torch.Te
 class _Int8Weight(nn.Module):
     """Shared storage: ``weight`` (int8, frozen Parameter), ``scale`` (and ``offset``), float bias."""
 
+    _hwlab_leaf = True  # hwlab.graph: one opaque call (a rewrite keeps the int8 layer itself)
+
     def _store(self, source: nn.Module, scheme: str, granularity: str, rounding: str):
         q, scale, offset = _quantize(source.weight, scheme, granularity, rounding)
         self.scheme, self.granularity, self.rounding = scheme, granularity, rounding

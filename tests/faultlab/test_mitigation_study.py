@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from faultlab._mitigation_study import VARIANTS, table
@@ -12,7 +13,7 @@ from hwlab.studies import get_study, run_study
 
 TINY = {"rates": (0.02, 0.05), "trials": 2, "eval_size": 100, "train_epochs": 1, "train_size": 400,
         "select_size": 200, "search_maps": 1, "search_rounds": 1, "harden_trials": 2,
-        "latency_repeats": 1}
+        "latency_repeats": 1, "attack_seeds": 0}
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +176,30 @@ def test_the_cli_runs_the_study_on_a_users_residual_model_and_weights(tmp_path, 
     assert len(faulty) == 4 * 2 * 2 and faulty.accuracy.between(0, 1).all()
     extra = json.loads(clean.loc["clipact-zero", "extra"])
     assert set(extra["thresholds"]) == {"relu()", "block.relu()", "block.relu()@2"}
+
+
+def test_every_int8_variant_under_the_bit_flip_attack_beside_random_faults(tmp_path):
+    """Both threats in one table: PBS flips to chance per variant and attack seed (a variant
+    whose words a code protects is not attacked), the same number of random flips."""
+    store = Store(tmp_path / "a.sqlite")
+    over = {**TINY, "variants": ("unprotected", "clipping", "ranger", "secded"),
+            "attack_seeds": 2, "attack_flips": 40, "eval_size": 200}
+    run_id = run_study("faultlab.mitigation", store=store, **over)
+    df = store.results(run_id=run_id)
+    attack = df[df.key.str.startswith("attack|")]
+    assert sorted(attack.key) == [f"attack|{v}|seed={s}" for v in ("clipping", "ranger",
+                                                                     "unprotected")
+                                  for s in (0, 1)]  # secded: a code protects its words
+    assert set(attack.fault_model) == {"pbs"} and attack.fault_rate.isna().all()
+    ex = attack.extra.map(json.loads)
+    unprot = attack[attack.variant == "unprotected"]
+    assert all(json.loads(e)["reached"] for e in unprot.extra)  # lenet5 int8 falls to chance
+    assert (unprot.accuracy <= 0.11).all()
+    assert all(e["random_same_flips_accuracy"] > 0.9 for e in ex[attack.variant == "unprotected"])
+    assert all(e["flips"] <= 40 for e in ex)  # the budget holds for the weaker variants too
+    t = table(df).set_index("variant")
+    assert t.loc["unprotected", "pbs_flips_median"] <= 40
+    assert t.loc["unprotected", "pbs_reached"] == "2/2"
+    assert np.isnan(t.loc["secded", "pbs_flips_median"])
+    assert run_study("faultlab.mitigation", store=store, **over) == run_id  # resumed: nothing
+    assert len(store.results(run_id=run_id)) == len(df)

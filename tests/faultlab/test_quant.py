@@ -141,3 +141,25 @@ def test_shared_layer_stays_shared():
     net = nn.Sequential(lin, nn.ReLU(), lin)
     q = fl.quantize_int8(net)
     assert q[0] is q[2] and len(list(q.parameters())) == 2  # one weight, one bias
+
+
+def test_int8_layers_are_graph_leaves_that_rewrites_keep():
+    """hwlab.graph keeps an int8 layer one opaque call (as the docs promise): a clipped int8
+    model still holds Int8Conv2d / Int8Linear modules, not an inlined dequantisation."""
+    import hwlab.graph as hg
+    from faultlab import clipact
+    from faultlab._quant import Int8Conv2d, Int8Linear
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                            torch.nn.Linear(2 * 4 * 4, 3)).eval()
+    q = fl.quantize_int8(m)
+    calls = [n.target for n in hg.trace(q).module.graph.nodes if n.op == "call_module"]
+    assert calls == ["0", "1", "2", "3"]
+    clipped = clipact.clip(q, {"1": 1.0})
+    kinds = {n: type(mod) for n, mod in clipped.named_modules()}
+    assert kinds["0"] is Int8Conv2d and kinds["3"] is Int8Linear
+    x = torch.rand(4, 1, 6, 6)
+    with torch.no_grad():  # the same function as clipping the dequantised activations by hand
+        ref = q[3](torch.flatten(torch.clamp(q[0](x), 0, 1.0) * (q[0](x) <= 1.0), 1))
+        assert torch.allclose(clipped(x), ref, atol=1e-6)
