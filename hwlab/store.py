@@ -485,8 +485,8 @@ class Store:
               "a dict of column -> number", near)
         for column, value in (near or {}).items():  # numpy.isclose(column, value)
             expr = _expression(column, columns, caller, table)
-            check(isinstance(value, (int, float)) and not isinstance(value, bool), "near",
-                  caller, "a dict of column -> number", near)
+            check(is_number(value, finite=False, nan=True), "near", caller,
+                  "a dict of column -> number", near)
             sql.append(f"abs({expr} - ?) <= 1e-8 + 1e-5 * abs(?)")
             params += [float(value), float(value)]
         if contains is not None:  # rows whose extra JSON names this key (a cheap substring)
@@ -623,10 +623,8 @@ class Store:
                f" FROM results JOIN runs ON runs.run_id = results.run_id{where}"
                " ORDER BY runs.started, results.rowid")
         if limit is not None:
-            check(isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0,
-                  "limit", caller, "a non-negative int or None", limit)
-            check(isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0,
-                  "offset", caller, "a non-negative int", offset)
+            limit = check_int(limit, "limit", caller, 0, constraint="a non-negative int or None")
+            offset = check_int(offset, "offset", caller, 0, constraint="a non-negative int")
             sql += " LIMIT ? OFFSET ?"
             params += [limit, offset]
         with self._connect() as conn:
