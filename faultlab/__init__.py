@@ -42,6 +42,9 @@ _LAZY = {
     "bit_flip_attack": "faultlab._attack",  # the worst case: progressive bit search
     "random_flips": "faultlab._attack",
     "AttackResult": "faultlab._attack",
+    "saturate": "faultlab._weight_defences",  # weight-side defences: what is stored changes
+    "scale_weights": "faultlab._weight_defences",
+    "WeightTransformed": "faultlab._weight_defences",
     "radar": "faultlab._radar",  # run-time checksums that flag (and zero) attacked groups
     "Radar": "faultlab._radar",
     "plan_hardening": "faultlab._harden",
