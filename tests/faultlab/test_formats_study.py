@@ -1,0 +1,56 @@
+"""The faultlab.formats study: a plan per storage format on the one trial engine; element and
+scale faults apart; resumable; rows name the format, the target and the stored bytes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hwlab.store import Store
+from hwlab.studies import get_study, run_study
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    store = Store(tmp_path_factory.mktemp("formats") / "f.sqlite")
+    run_id = run_study("faultlab.formats", store=store, quick=True,
+                       formats=("float32", "int4", "mxfp4"), rates=(1e-3, 1e-1), trials=2)
+    return store, run_id
+
+
+def test_rows_per_format_and_target(quick):
+    store, run_id = quick
+    df = store.results(run_id=run_id)
+    got = {(r.variant, r.fault_model) for r in df.itertuples()}
+    assert got == {("float32", "none"), ("float32", "bitflip-all"), ("int4", "none"),
+                   ("int4", "bitflip-all"), ("int4", "bitflip-element"), ("mxfp4", "none"),
+                   ("mxfp4", "bitflip-all"), ("mxfp4", "bitflip-element"),
+                   ("mxfp4", "bitflip-scale")}
+    assert len(df) == 3 + 6 * 2 * 2
+    clean = df[df.fault_model == "none"].set_index("variant")
+    assert (clean.accuracy > 0.8).all()
+    mem = clean.memory_bytes
+    assert mem["int4"] < mem["mxfp4"] < mem["float32"] / 6  # 4-bit codes (+ scales) vs fp32
+    faulty = df[df.fault_model != "none"]
+    targets = {json.loads(e)["target"] for e in faulty.extra}
+    assert targets == {"all", "element", "scale"}
+    scale = faulty[faulty.fault_model == "bitflip-scale"]
+    eligible = {json.loads(e)["eligible_bits"] for e in scale.extra}
+    assert eligible == {8 * (mem["mxfp4"] - mem["int4"])}  # the scale bytes alone
+    hi = faulty[faulty.fault_rate == 0.1].groupby("fault_model").accuracy.mean()
+    assert hi["bitflip-scale"] < clean.accuracy["mxfp4"]  # a scale fault spoils a whole block
+
+
+def test_resume_runs_nothing_new(quick):
+    store, run_id = quick
+    n = len(store.results(run_id=run_id))
+    again = run_study("faultlab.formats", store=store, quick=True,
+                      formats=("float32", "int4", "mxfp4"), rates=(1e-3, 1e-1), trials=2)
+    assert again == run_id and len(store.results(run_id=run_id)) == n
+
+
+def test_config_refuses_unknown_format():
+    study = get_study("faultlab.formats")
+    with pytest.raises(ValueError, match=r"formats of .* must be"):
+        study.make_config(formats=("fp16",))
