@@ -133,10 +133,15 @@ def fixed_t(variants: pd.Series) -> pd.Series:
 _WORD_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "float64": 8}
 
 
-def reliability_configs(df: pd.DataFrame, ber: float, fault_model: str) -> pd.DataFrame:
+def reliability_configs(df: pd.DataFrame, ber: float, fault_model: str,
+                        at_ber: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per configuration (study, run, model, variant, dtype): fault-free accuracy,
     weight storage in MiB (stored ``memory_bytes``, else parameters x bytes of the format) and
-    mean accuracy at ``ber`` under ``fault_model`` (NaN: not measured there)."""
+    mean accuracy at ``ber`` under ``fault_model`` (NaN: not measured there).
+
+    ``at_ber``: the rows at ``ber`` under ``fault_model`` already aggregated (sums of
+    :meth:`hwlab.store.Store.aggregate`: ``accuracy_sum`` and ``accuracy_n`` per point);
+    without it they are the matching rows of ``df``."""
     from hwlab._figure_data import MIB, ber_rows
 
     keys = ["study", "run_id", "model", "dataset", "variant", "dtype"]
@@ -152,8 +157,13 @@ def reliability_configs(df: pd.DataFrame, ber: float, fault_model: str) -> pd.Da
     out["memory"] = out["stored"].fillna(estimate)
     out["memory_source"] = np.where(out["stored"].notna(), "stored bytes",
                                     "parameters x bytes of the format")
-    hit = d[ber_rows(d) & np.isclose(d["fault_rate"], ber) & (d["fault_model"] == fault_model)]
-    at = hit.groupby(keys)["accuracy"].mean().rename("at_ber").reset_index()
+    if at_ber is None:
+        hit = d[ber_rows(d) & np.isclose(d["fault_rate"], ber) & (d["fault_model"] == fault_model)]
+        at = hit.groupby(keys)["accuracy"].mean().rename("at_ber").reset_index()
+    else:
+        hit = at_ber.assign(**{k: at_ber[k].astype("string").fillna("") for k in keys})
+        sums = hit.groupby(keys)[["accuracy_sum", "accuracy_n"]].sum(min_count=1)
+        at = (sums["accuracy_sum"] / sums["accuracy_n"]).rename("at_ber").reset_index()
     return out.merge(at, on=keys, how="left")
 
 

@@ -3,8 +3,15 @@
 Every page reads the store through these functions only. The store is
 ``$HWLAB_STORE`` when set (``hwlab dashboard --store PATH`` sets it), else the embedded default
 ``hwlab.store.Store()`` (``$HWLAB_HOME/hwlab.sqlite``). Reads go through the store's own
-parameterised API (:meth:`Store.results`, :meth:`Store.runs`, :meth:`Store.config`); anything a
-user types on a page filters the returned DataFrame in pandas and never reaches SQL.
+parameterised API; anything a user types on a page filters the returned DataFrame in pandas and
+never reaches SQL.
+
+Queries, not loads: a page asks for what it plots. Points (a run's trials of one condition)
+come from :meth:`Store.aggregate` as sums and counts (the store keeps them per point, so a
+million rows cost a read of a few hundred points), intervals follow from the sums
+(:func:`hwlab._figure_data.summarize_sums`, equal to those of the rows); row-level reads are
+narrow: the fault-free rows (:meth:`Store.select` with ``clean=True``), one study's or one
+run's rows, a page of a run's rows. Nothing reads the whole store except the export button.
 
 Caching: a query result is cached under the store path plus a *stamp* of the store's files (size
 and modification time of the SQLite file and its write-ahead log), so a page sees new rows as soon
@@ -81,31 +88,21 @@ def stamp(path: str | None = None) -> tuple:
     return tuple(out)
 
 
-@st.cache_resource(show_spinner=False, max_entries=512)
-def _run_results(path: str, run_id: str, n_results: int) -> pd.DataFrame:
-    # Result rows are insert-only, so (run_id, n_results) identifies a run's rows exactly.
-    df = _store(path).results(run_id=run_id)
-    # A text column that is NULL in every row of one run comes back as float; make it text so
-    # that runs concatenate (and merge) with one dtype per column.
-    return df.astype({c: "str" for c in TEXT_COLUMNS})
+def _text(df: pd.DataFrame) -> pd.DataFrame:
+    # A text column that is NULL in every row comes back as float; make it text so that frames
+    # concatenate (and merge) with one dtype per column.
+    return df.astype({c: "str" for c in TEXT_COLUMNS if c in df})
 
 
 @st.cache_resource(show_spinner="Reading results…", max_entries=4)
 def _results(path: str, file_stamp: tuple) -> pd.DataFrame:
-    # Read run by run, each cached on its row count: while a study writes, only its own run is
-    # read again, not every row in the store.
-    runs = _runs(path, file_stamp)
-    parts = [_run_results(path, r, int(n)) for r, n in zip(runs["run_id"], runs["n_results"])
-             if n > 0]
-    if not parts:
-        return _store(path).results()  # the right columns and dtypes, no rows
-    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    # Every row: only the export button reads this (the pages ask for what they show).
+    return _text(_store(path).results())
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
 def _module_results(path: str, file_stamp: tuple, module: str) -> pd.DataFrame:
-    df = _results(path, file_stamp)
-    return df[df["module"] == module].reset_index(drop=True)
+    return _text(_store(path).select(module=module))
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -114,7 +111,8 @@ def _runs(path: str, file_stamp: tuple) -> pd.DataFrame:
 
 
 def results() -> pd.DataFrame:
-    """Every result row (RESULT_COLUMNS plus ``study``); treat as read-only."""
+    """Every result row (RESULT_COLUMNS plus ``study``); treat as read-only. Reads the whole
+    store: for the export button only; pages use the narrower queries below."""
     path = store_path()
     get_store()
     return _results(path, stamp(path))
@@ -171,8 +169,7 @@ def module_extra(module: str, *keys: str) -> pd.DataFrame:
 
 @st.cache_resource(show_spinner=False, max_entries=32)
 def _study_results(path: str, file_stamp: tuple, study: str) -> pd.DataFrame:
-    df = _results(path, file_stamp)
-    return df[df["study"] == study].reset_index(drop=True)
+    return _text(_store(path).select(study=study))
 
 
 def study_results(study: str) -> pd.DataFrame:
@@ -184,10 +181,23 @@ def study_results(study: str) -> pd.DataFrame:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _metrics(path: str, file_stamp: tuple) -> pd.DataFrame:
-    from hwlab._figure_data import is_aggregate, with_metrics
+    from hwlab._figure_data import with_metrics
 
-    df = _results(path, file_stamp)
-    return with_metrics(df[~is_aggregate(df)]) if len(df) else with_metrics(df)
+    return with_metrics(_text(_store(path).select(aggregates=False)))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _module_metrics(path: str, file_stamp: tuple, module: str) -> pd.DataFrame:
+    from hwlab._figure_data import with_metrics
+
+    return with_metrics(_text(_store(path).select(module=module, aggregates=False)))
+
+
+def module_metrics(module: str) -> pd.DataFrame:
+    """:func:`metrics` of one module's rows (read from the store with that filter)."""
+    path = store_path()
+    get_store()
+    return _module_metrics(path, stamp(path), module)
 
 
 def metrics() -> pd.DataFrame:
@@ -202,27 +212,62 @@ def metrics() -> pd.DataFrame:
 def _metric_combinations(path: str, file_stamp: tuple) -> pd.DataFrame:
     from hwlab._figure_data import combinations
 
-    return combinations(_metrics(path, file_stamp))
+    return combinations(_store(path).aggregate(["model", "dataset"], aggregates=False))
 
 
 def metric_combinations() -> pd.DataFrame:
-    """(model, dataset, rows) of :func:`metrics`, most rows first."""
+    """(model, dataset, rows) of the non-aggregate rows, most rows first."""
     path = store_path()
     get_store()
     return _metric_combinations(path, stamp(path))
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _clean_metrics(path: str, file_stamp: tuple) -> pd.DataFrame:
+    from hwlab._figure_data import with_metrics
+
+    return with_metrics(_text(_store(path).select(clean=True, aggregates=False)))
+
+
+def clean_metrics() -> pd.DataFrame:
+    """The fault-free non-aggregate rows with one column per metric meaning (with_metrics)."""
+    path = store_path()
+    get_store()
+    return _clean_metrics(path, stamp(path))
+
+
+BER_KEYS = ["study", "run_id", "module", "model", "dataset", "variant", "dtype", "fault_model",
+            "fault_rate"]
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _ber_points(path: str, file_stamp: tuple) -> pd.DataFrame:
+    agg = _store(path).aggregate(BER_KEYS, ["accuracy"], ber=True, aggregates=False)
+    return _text(agg.assign(accuracy=agg["accuracy_sum"] / agg["accuracy_n"]))
+
+
+def ber_points() -> pd.DataFrame:
+    """One row per (run, configuration, fault model, bit error rate) of the weight-fault rows
+    (:func:`hwlab._figure_data.ber_rows`, aggregates left out): ``rows``, the accuracy sums and
+    their mean ``accuracy``."""
+    path = store_path()
+    get_store()
+    return _ber_points(path, stamp(path))
+
+
+def _of_dataset(df: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    return df[df["dataset"].astype("string").fillna("?") == dataset]
+
+
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _dataset_metrics(path: str, file_stamp: tuple, dataset: str) -> tuple:
-    from hwlab._figure_data import ber_rows, clean_rows
-
-    m = _metrics(path, file_stamp)
-    rows = m[m["dataset"].astype("string").fillna("?") == dataset]
-    return rows, rows[clean_rows(rows)], rows[ber_rows(rows)]
+    return (_of_dataset(_clean_metrics(path, file_stamp), dataset),
+            _of_dataset(_ber_points(path, file_stamp), dataset))
 
 
 def dataset_metrics(dataset: str) -> tuple:
-    """``(rows, fault-free rows, weight-fault rows)`` of :func:`metrics` for one dataset."""
+    """``(fault-free rows, weight-fault points)`` of one dataset (:func:`clean_metrics`,
+    :func:`ber_points`)."""
     path = store_path()
     get_store()
     return _dataset_metrics(path, stamp(path), dataset)
@@ -230,14 +275,19 @@ def dataset_metrics(dataset: str) -> tuple:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _reliability(path: str, file_stamp: tuple, dataset: str, ber: float, fm: str):
+    import numpy as np
+
     from app._frames import reliability_configs
 
-    rows = _dataset_metrics(path, file_stamp, dataset)[0]
-    return reliability_configs(rows[rows["module"] != "localtrain"], ber, fm)
+    clean, faulty = _dataset_metrics(path, file_stamp, dataset)
+    hit = faulty[(faulty["module"] != "localtrain") & (faulty["fault_model"] == fm)
+                 & np.isclose(faulty["fault_rate"], ber)]
+    return reliability_configs(clean[clean["module"] != "localtrain"], ber, fm, at_ber=hit)
 
 
 def reliability(dataset: str, ber: float, fault_model: str) -> pd.DataFrame:
-    """:func:`app._frames.reliability_configs` of one dataset (local-learning rows left out)."""
+    """:func:`app._frames.reliability_configs` of one dataset (local-learning rows left out):
+    fault-free rows read as rows, the accuracy at ``ber`` from the store's sums."""
     path = store_path()
     get_store()
     return _reliability(path, stamp(path), dataset, ber, fault_model)
@@ -247,7 +297,7 @@ def reliability(dataset: str, ber: float, fault_model: str) -> pd.DataFrame:
 def _points(path: str, file_stamp: tuple, x: str, y: str) -> pd.DataFrame:
     from app._frames import aggregate_points
 
-    return aggregate_points(_metrics(path, file_stamp), x, y)
+    return aggregate_points(_clean_metrics(path, file_stamp), x, y)
 
 
 def points(x: str, y: str) -> pd.DataFrame:
@@ -258,10 +308,56 @@ def points(x: str, y: str) -> pd.DataFrame:
     return _points(path, stamp(path), x, y)
 
 
+POINT_KEYS = ["study", "run_id", "module", "method", "model", "dataset", "variant", "dtype",
+              "extra.dtype", "fault_model", "fault_rate"]
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _study_points(path: str, file_stamp: tuple, study: str) -> pd.DataFrame:
+    agg = _store(path).aggregate(POINT_KEYS, ["accuracy"], lcm=["accuracy"], study=study)
+    agg = agg.assign(accuracy=agg["accuracy_sum"] / agg["accuracy_n"],
+                     extra=[None] * len(agg))
+    return _text(agg).reset_index(drop=True)
+
+
+def study_points(study: str) -> pd.DataFrame:
+    """One row per point of a study (run, method, model, dataset, variant, format, fault model
+    and rate): ``rows``, the accuracy sums of :meth:`Store.aggregate` and their mean
+    ``accuracy``; :func:`hwlab._figure_data.summarize_sums` gives each curve's interval."""
+    path = store_path()
+    get_store()
+    return _study_points(path, stamp(path), study)
+
+
+def study_rows() -> pd.Series:
+    """Result rows per study (from the runs table: no result row is read)."""
+    df = runs()
+    if df.empty:
+        return pd.Series(dtype="int64")
+    return df.groupby("study")["n_results"].sum()
+
+
+def row_count() -> int:
+    """Result rows in the store (from the runs table)."""
+    df = runs()
+    return int(df["n_results"].sum()) if len(df) else 0
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _run_rows(path: str, file_stamp: tuple, run_id: str, limit: int | None) -> pd.DataFrame:
+    return _text(_store(path).select(run_id=run_id, limit=limit))
+
+
+def run_rows(run_id: str, limit: int | None = None) -> pd.DataFrame:
+    """The result rows of one run (the first ``limit`` of them)."""
+    path = store_path()
+    get_store()
+    return _run_rows(path, stamp(path), run_id, limit)
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
 def _thresholds(path: str, file_stamp: tuple, module: str) -> pd.DataFrame:
-    df = _module_results(path, file_stamp, module)
-    has = df[df["extra"].fillna("").astype(str).str.contains('"thresholds"', regex=False)]
+    has = _text(_store(path).select(module=module, contains="thresholds"))
     first = has.drop_duplicates(["run_id", "variant"])  # one set of thresholds per run/variant
     out = parse_extra(first, ("thresholds",))
     return out.loc[out["thresholds"].map(lambda v: isinstance(v, dict)).astype(bool)]
@@ -302,7 +398,10 @@ def export_bytes(fmt: str, study: str | None = None) -> bytes:
 def clear() -> None:
     """Forget every cached query (after a study run, or on the sidebar's Reload button)."""
     _results.clear()
-    _run_results.clear()
+    _clean_metrics.clear()
+    _ber_points.clear()
+    _study_points.clear()
+    _run_rows.clear()
     _module_results.clear()
     _runs.clear()
     _module_extra.clear()
@@ -310,6 +409,7 @@ def clear() -> None:
     _thresholds.clear()
     _study_results.clear()
     _metrics.clear()
+    _module_metrics.clear()
     _metric_combinations.clear()
     _dataset_metrics.clear()
     _reliability.clear()

@@ -12,7 +12,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from hwlab._figure_data import summarize
+from hwlab._figure_data import summarize, summarize_sums
 
 __all__ = ["BAND_NOTE", "fault_curves", "heatmap", "pareto_chart", "series_label", "slug",
            "spiking_steps"]
@@ -51,20 +51,34 @@ def fault_curves(trials: pd.DataFrame, clean: pd.DataFrame | None = None, *, x: 
     """Accuracy vs fault rate: mean per (facet, series, x), 95% proportion band where there are
     >= 3 trials, the trials as circles where there are fewer, fault-free accuracy dashed.
 
-    ``trials``: one row per trial with ``x``, ``series``, ``facet`` and ``value``. ``clean``:
+    ``trials``: one row per trial with ``x``, ``series``, ``facet`` and ``value``, or one row
+    per point with the sums of :meth:`hwlab.store.Store.aggregate` (``value_n``, ``value_sum``,
+    ...: the same summary and intervals, :func:`hwlab._figure_data.summarize_sums`). ``clean``:
     rows at no fault with ``series`` (and ``value``); its mean per series is the reference line
     of every panel. Returns a layered (faceted when ``facet`` has values) chart; its single
     dataset has a ``kind`` column (summary, trial, clean).
     """
     by = [c for c in (facet, series, x) if c]
     d = trials.assign(**{c: trials[c].astype(str) for c in (facet, series) if c})
-    s = summarize(d, by, value)
+    sums = f"{value}_n" in d  # points of Store.aggregate (sums per point), not trials
+    s = summarize_sums(d, by, value) if sums else summarize(d, by, value)
     few = s.loc[~s["band"].astype(bool), by]
-    single = d.merge(few, on=by)[by + [value]].rename(columns={value: "value"})
+    if sums:  # fewer than MIN_BAND_TRIALS trials: each point's one or two are its min and max
+        p = d.merge(few, on=by)
+        p = p[p[f"{value}_n"] > 0]
+        two = p[p[f"{value}_n"] >= 2]
+        single = pd.concat([p[by].assign(value=p[f"{value}_min"]),
+                            two[by].assign(value=two[f"{value}_max"])], ignore_index=True)
+    else:
+        single = d.merge(few, on=by)[by + [value]].rename(columns={value: "value"})
     parts = [s.assign(kind="summary"), single.assign(kind="trial")]
     if clean is not None and not clean.empty:
         c = clean.assign(**{series: clean[series].astype(str)})
-        ref = c.groupby(series)[value].mean().rename("mean").reset_index()
+        if f"{value}_n" in c:
+            t = c.groupby(series)[[f"{value}_sum", f"{value}_n"]].sum()
+            ref = (t[f"{value}_sum"] / t[f"{value}_n"]).rename("mean").reset_index()
+        else:
+            ref = c.groupby(series)[value].mean().rename("mean").reset_index()
         facets = sorted(d[facet].unique()) if facet else [None]
         parts.append(pd.concat([ref.assign(**({facet: f} if facet else {})) for f in facets],
                                ignore_index=True).assign(kind="clean"))

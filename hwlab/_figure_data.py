@@ -318,12 +318,20 @@ def summarize_sums(agg: pd.DataFrame, by: list[str], value: str = "accuracy",
 
 
 def combinations(df: pd.DataFrame) -> pd.DataFrame:
-    """(model, dataset) pairs with their row counts, most rows first (ties: newest run)."""
+    """(model, dataset) pairs with their row counts, most rows first (ties: newest run).
+
+    ``df`` holds result rows, or groups of them with their count in a ``rows`` column (the
+    frames of :meth:`hwlab.store.Store.aggregate`)."""
     if df.empty:
         return pd.DataFrame(columns=["model", "dataset", "rows"])
     g = pd.DataFrame({"model": df["model"].astype("string").fillna("?"),
                       "dataset": df["dataset"].astype("string").fillna("?")})
-    out = g.groupby(["model", "dataset"]).size().rename("rows").reset_index()
+    if "rows" in df:
+        g["rows"] = df["rows"].to_numpy("int64")
+        out = g.groupby(["model", "dataset"])["rows"].sum().reset_index()
+        out = out[out["rows"] > 0]
+    else:
+        out = g.groupby(["model", "dataset"]).size().rename("rows").reset_index()
     return out.sort_values(["rows", "model", "dataset"], ascending=[False, True, True],
                            ignore_index=True)
 

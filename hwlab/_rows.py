@@ -179,6 +179,16 @@ def _frame(records: list[tuple], columns: tuple):
 _BER_FAULTS = ("bitflip", "stuck0", "stuck1", "burst", "row", "asym")  # stored-bit faults
 
 
+def _extra_sql(column: str, key: str) -> str:
+    """``json_extract`` of ``extra``'s top-level ``key`` (a validated identifier). extra may
+    hold NaN / Infinity (Python's JSON), which SQLite's JSON refuses: such a row is read with
+    them as null / 1e999, and a row that is still not JSON reads NULL (never an error)."""
+    fixed = (f"replace(replace(replace({column}, '-Infinity', '-1e999'), 'Infinity', '1e999'), "
+             f"'NaN', 'null')")
+    return (f"(CASE WHEN json_valid({column}) THEN json_extract({column}, '$.{key}') "
+            f"WHEN json_valid({fixed}) THEN json_extract({fixed}, '$.{key}') END)")
+
+
 def _expression(name: Any, columns: tuple, caller: str, table: str = "results") -> str:
     """The SQL expression of a result column, ``study`` or ``extra.KEY``: validated names only
     (never user text), so no name can inject SQL. With ``table="result_sums"`` the columns are
@@ -191,7 +201,7 @@ def _expression(name: Any, columns: tuple, caller: str, table: str = "results") 
               "extra.KEY with KEY matching [a-z_][a-z0-9_]*", name)
         if table != "results":
             return f'{table}."extra_{key}"'
-        return f"json_extract(results.extra, '$.{key}')"
+        return _extra_sql("results.extra", key)
     check(isinstance(name, str) and name in columns, "column", caller,
           f"one of {', '.join(columns)}, study or extra.KEY", name)
     return f'{table}."{name}"'

@@ -40,6 +40,7 @@ from hwlab._rows import (
     _check_column_names,
     _identify,
     _expression,
+    _extra_sql,
     _row_values,
     _typed,
     _typed_some,
@@ -715,8 +716,8 @@ def _update_sums(conn: sqlite3.Connection, columns: tuple) -> None:
     if top <= mark:
         return
     keys = [*_SUM_KEYS, "extra_dtype"]
-    exprs = [f'"{c}"' for c in _SUM_KEYS] + ["json_extract(extra, '$.dtype')"]
-    w = "json_extract(extra, '$.n_samples')"
+    exprs = [f'"{c}"' for c in _SUM_KEYS] + [_extra_sql("extra", "dtype")]
+    w = _extra_sql("extra", "n_samples")
     parts = [*exprs, "count(*)"]
     for v in _SUM_VALUES:
         e = f'"{v}"'

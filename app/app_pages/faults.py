@@ -14,8 +14,9 @@ SWEEPS = ("faultlab.campaign", "faultlab.clipact")
 VULN = "faultlab.vulnerability"
 
 st.title("Faults")
-have = [s for s in SWEEPS if not q.study_results(s).empty]
-vuln_all = q.study_results(VULN)
+counts = q.study_rows()
+have = [s for s in SWEEPS if counts.get(s, 0) > 0]
+vuln_all = q.study_results(VULN) if counts.get(VULN, 0) > 0 else q.empty_results()
 if not have and vuln_all.empty:
     w.no_rows("faults", label="faultlab")
     st.stop()
@@ -24,15 +25,15 @@ c0, _ = st.columns([2, 3])
 study = w.select("study", have or [VULN], "faults-study", container=c0,
                  help="faultlab.campaign: variant = number format; faultlab.clipact: variant = "
                       "protection (FT-ClipAct, Ranger)")
-base = q.study_results(study)
+# a sweep's points (sums per run and condition), the vulnerability study's rows
+base = q.study_points(study) if study in SWEEPS else vuln_all
 rows, model, dataset = w.model_dataset(base, "faults")
 title = w.figure_title(study, model, dataset, rows["run_id"].unique())
 
 if study in SWEEPS:
     st.subheader("Accuracy vs fault rate")
     fmt = rows["dtype"].astype("string")
-    fmt = fmt.fillna(rows["extra"].astype("string").str.extract(r'"dtype":\s*"([^"]+)"',
-                                                                expand=False))
+    fmt = fmt.fillna(rows["extra.dtype"].astype("string"))
     fmt = fmt.fillna(q.with_run_field(rows, "dtype").astype("string"))
     rows = rows.assign(dtype=fmt.fillna("unspecified"))
     c1, c2 = st.columns(2)
@@ -55,7 +56,9 @@ if study in SWEEPS:
                    "several are stored, number format.")
     if not clean.empty:
         st.caption("Fault-free accuracy per variant")
-        st.dataframe(clean.groupby("series", as_index=False)["accuracy"].mean(), hide_index=True)
+        t = clean.groupby("series", as_index=False)[["accuracy_sum", "accuracy_n"]].sum()
+        st.dataframe(t.assign(accuracy=t["accuracy_sum"] / t["accuracy_n"])[
+            ["series", "accuracy"]], hide_index=True)
 
 st.subheader("Layer x bit vulnerability")
 heat = vuln_all[(vuln_all["model"].astype(str) == str(model))

@@ -8,8 +8,9 @@ from app import _widgets as w
 from hwlab import figures, studies
 
 st.title("Key figures")
+counts = q.study_rows()
 drawn = [n for n in w.registered_studies()
-         if w.study_attribute(n, "figure") is not None and not q.study_results(n).empty]
+         if w.study_attribute(n, "figure") is not None and counts.get(n, 0) > 0]
 if not drawn:
     w.no_rows("figures", label="key-figure")
     st.stop()
@@ -17,7 +18,9 @@ own = [n for n in drawn if w.study_attribute(n, "page") == "figures"]  # no page
 c0, _ = st.columns([2, 3])
 name = w.select("study", drawn, "fig-study", own[0] if own else drawn[0], c0)
 study = studies.get_study(name)
-base = q.study_results(name)
+# a fault sweep is drawn from its points (the store's sums: same curves and intervals), any
+# other figure from the study's rows
+base = q.study_points(name) if study.figure is figures.fault_sweep else q.study_results(name)
 every_model = study.figure_models == "all"
 rows, model, dataset = w.model_dataset(base, "fig", models=not every_model)
 try:

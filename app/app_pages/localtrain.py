@@ -16,8 +16,8 @@ df = q.module_results("localtrain")
 if df.empty:
     w.no_rows("localtrain")
     st.stop()
-m = q.metrics()
-rows, model, dataset = w.model_dataset(m[m["module"] == "localtrain"], "localtrain")
+m = q.module_metrics("localtrain")  # this module's rows only, never the whole store
+rows, model, dataset = w.model_dataset(m, "localtrain")
 title = w.figure_title("localtrain.compare", model, dataset, rows["run_id"].unique())
 rows = rows[rows["train_memory_bytes"].notna()]
 if rows.empty:

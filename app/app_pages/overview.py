@@ -8,7 +8,6 @@ from app import _charts as charts
 from app import _frames as frames
 from app import _queries as q
 from app import _widgets as w
-from hwlab._figure_data import ber_rows
 
 MAX_POINTS = 5000  # beyond this the scatter shows the Pareto front plus a seeded sample
 
@@ -16,13 +15,12 @@ st.title("Overview")
 for name, err, sec in st.session_state.pop("start-report", []):
     (st.error if err else st.success)(f"{name}: {'failed: ' + err if err else 'done'} "
                                       f"({sec:.0f} s)")
-df = q.results()
-if df.empty:
+if q.row_count() == 0:
     w.empty_store_panel()
     st.stop()
 
 _, _, dataset = w.model_dataset(None, "ov", models=False, combos=q.metric_combinations())
-rows, clean, faulty = q.dataset_metrics(dataset)  # one front = one dataset
+clean, faulty = q.dataset_metrics(dataset)  # one front = one dataset; faulty: points
 metrics = frames.numeric_metrics(clean)
 if len(metrics) < 2:
     st.info(f"The fault-free rows of {dataset} have fewer than two metrics with values "
@@ -90,8 +88,7 @@ if picked:
 
 st.subheader("Reliability and efficiency")
 if faulty.empty:
-    m = q.metrics()
-    w.elsewhere(m[ber_rows(m)], "weight-fault rows (bit error rates)", None, dataset)
+    w.elsewhere(q.ber_points(), "weight-fault rows (bit error rates)", None, dataset)
 else:
     c1, c2 = st.columns(2)
     fms = sorted(faulty["fault_model"].astype(str).unique())

@@ -117,7 +117,6 @@ if len(done):
 
 last = st.session_state.get("rs-last-run")
 if last:
-    rows = q.results()
-    rows = rows[rows["run_id"] == last]
+    rows = q.run_rows(last)
     st.success(f"Run `{last}` finished with {len(rows):,} result rows; every page shows them now.")
     st.dataframe(rows.drop(columns=["run_id", "study"]), hide_index=True)

@@ -57,10 +57,11 @@ if ids:
         st.caption("config")
         st.json(q.run_config(run_id))
     with c2:
-        rows = q.results()
-        rows = rows[rows["run_id"] == run_id]
-        st.caption(f"{len(rows):,} result rows")
-        st.dataframe(rows.drop(columns=["run_id", "study"]).head(2000), hide_index=True)
+        n = int(runs.loc[runs["run_id"] == run_id, "n_results"].iloc[0])
+        rows = q.run_rows(run_id, limit=2000)  # the first page of the run's rows, read alone
+        st.caption(f"{n:,} result rows" + (f" (the first {len(rows):,} shown)"
+                                           if n > len(rows) else ""))
+        st.dataframe(rows.drop(columns=["run_id", "study"]), hide_index=True)
 
 st.subheader("Compare two runs")
 if len(runs) < 2:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+_RUN = re.compile(r"\d{8}T\d{6}-[0-9a-f]{6}")
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 PAGES = ("overview", "faults", "memory", "mitigation", "systolic", "spiking", "quantum",
          "localtrain", "figures", "runs", "run_study")
@@ -91,6 +93,8 @@ def diff(ref: dict, got: dict, rtol: float = 1e-9) -> list[str]:
     out = []
 
     def same(a, b):
+        if isinstance(a, str) and isinstance(b, str):  # run ids hold their start time
+            return _RUN.sub("RUN", a) == _RUN.sub("RUN", b)
         if isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
             return math.isclose(a, b, rel_tol=rtol, abs_tol=1e-12)
         if isinstance(b, float) and isinstance(a, int) and not isinstance(a, bool):
@@ -117,7 +121,7 @@ def diff(ref: dict, got: dict, rtol: float = 1e-9) -> list[str]:
     return out
 
 
-if __name__ == "__main__":  # python -m tests.app._snapshot OUT.json N_ROWS: store a reference
+if __name__ == "__main__":  # PYTHONPATH=. python tests/app/_snapshot.py OUT.json.gz N_ROWS: store a reference
     import gzip
     import os
     import logging

@@ -405,33 +405,47 @@ def test_foreign_store_is_refused_and_untouched(app_at, tmp_path, ui):
         "notes.sqlite"]
 
 
-def test_new_rows_show_up_and_only_their_run_is_read_again(app_at, tmp_path, monkeypatch, ui):
+def test_new_rows_show_up_and_no_page_reads_the_whole_store(app_at, tmp_path, monkeypatch, ui):
     from app._demo import seed_store
+    from hwlab import store as store_module
 
     path = tmp_path / "live.sqlite"
     store = Store(path)
-    ids = seed_store(store)
-    reads = []
-    original = Store.results
+    seed_store(store)
+    reads, tails = [], []
+    original, update = Store.results, store_module._update_sums
 
     def counting(self, study=None, run_id=None, module=None):
         reads.append(run_id)
         return original(self, study=study, run_id=run_id, module=module)
 
+    def counting_update(conn, columns):
+        tails.append(conn.execute("SELECT count(*) FROM results WHERE rowid > coalesce(("
+                                  "SELECT value FROM meta WHERE key = 'sums_rowid'), 0)"
+                                  ).fetchone()[0])
+        return update(conn, columns)
+
     monkeypatch.setattr(Store, "results", counting)
+    monkeypatch.setattr(store_module, "_update_sums", counting_update)
     at = app_at(path, "localtrain")
-    assert len(reads) == len(ids) and len(set(reads)) == len(ids)  # one read per run
+    for page in PAGES:
+        at.switch_page(f"app_pages/{page}.py").run()
+        assert not at.exception, page
+    assert reads == []  # pages ask for what they show; Store.results is for users
+    at.switch_page("app_pages/localtrain.py").run()
     n_before = len(ui.frame_with(charts_of(at)[0], "method", "mean"))
     run = store.open_run("localtrain.compare", {"extra": "run"})  # a study writing now
     store.add_results(run, [{"key": "k", "module": "localtrain", "method": "man",
                              "variant": "K=16", "model": "resnet20", "dataset": "mnist5k",
                              "accuracy": 0.8, "memory_bytes": 1_000_000}])
-    reads.clear()
+    tails.clear()
     at.run()  # no Reload: the store's files changed, so the cached queries are stale
     assert not at.exception
-    assert reads == [run]  # only the new run was read
     pts = ui.frame_with(charts_of(at)[0], "method", "variant", "mean")
     assert len(pts) == n_before + 1 and "K=16" in set(pts["variant"])
+    at.switch_page("app_pages/overview.py").run()
+    assert not at.exception
+    assert tails in ([], [1])  # the summary table adds only the new row, once
 
 
 def test_pages_leave_the_shared_cached_rows_unchanged(app_at, seeded_path, seeded_rows,
@@ -440,12 +454,16 @@ def test_pages_leave_the_shared_cached_rows_unchanged(app_at, seeded_path, seede
 
     at = app_at(seeded_path)
     monkeypatch.setenv("HWLAB_STORE", seeded_path)
-    before = q.results().copy(deep=True)  # the shared (not copied) frame every page reads
+    shared = {"clean": q.clean_metrics, "ber": q.ber_points,
+              "campaign": lambda: q.study_points("faultlab.campaign"),
+              "memory": lambda: q.study_results("faultlab.memory")}
+    before = {k: f().copy(deep=True) for k, f in shared.items()}  # shared, not copied, frames
     for page in PAGES[1:-1]:
         at.switch_page(f"app_pages/{page}.py").run()
         assert not at.exception, page
-    pd.testing.assert_frame_equal(q.results(), before)
-    assert len(before) == len(seeded_rows)
+    for k, f in shared.items():
+        pd.testing.assert_frame_equal(f(), before[k])
+    assert len(q.results()) == len(seeded_rows)
 
 
 def test_figures_are_titled_and_named_after_study_model_dataset_date(app_at, seeded_path):
