@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hwlab.errors import check
+from hwlab.errors import check, is_int
 
 __all__ = ["OWN_MODEL", "fake_results", "seed_store"]
 
@@ -286,7 +286,7 @@ def fake_runs(seed: int = 0, trials: int = 5) -> list[tuple[str, dict, list[dict
 def fake_results(n_rows: int | None = None, seed: int = 0, trials: int = 5) -> pd.DataFrame:
     """The rows of :func:`fake_runs` as one DataFrame (with ``study`` and ``run`` columns); with
     ``n_rows`` the float32 campaign gets more trials until the table has about that many."""
-    check(n_rows is None or (isinstance(n_rows, int) and n_rows > 0), "n_rows", "fake_results",
+    check(n_rows is None or is_int(n_rows, 1), "n_rows", "fake_results",
           "a positive int or None", n_rows)
     frames = []
     for i, (study, _config, rows) in enumerate(fake_runs(seed, trials)):

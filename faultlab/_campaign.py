@@ -86,8 +86,7 @@ def _check_args(model, fault_models, trials, seed, metrics, batch_size, margin, 
         check_number(margin, "margin", c, 0, 1 if resolved[0].proportion else None,
                      inclusive=(False, False), finite=False,
                      constraint="None or a number in (0, 1)")
-    check(isinstance(confidence, float) and 0 < confidence < 1, "confidence", c,
-          "a number in (0, 1)", confidence)
+    check_number(confidence, "confidence", c, 0, 1, inclusive=(False, False))
     check_bool(delayed_start, "delayed_start", c)
     if isinstance(executor, str):
         from hwlab.executors import parse_spec

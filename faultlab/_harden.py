@@ -292,8 +292,7 @@ def harden(model: nn.Module, data, rate: float, target: float = 0.01, trials: in
                               progress=progress, leaf_modules=leaf_modules)
     chain = plan_hardening(model, table, rate, costs, schemes)
     verified, clean = verify_plans(model, (x, y), chain, rate, trials, seed)
-    check(isinstance(confidence, float) and 0 < confidence < 1, "confidence", c,
-          "a number in (0, 1)", confidence)
+    confidence = check_number(confidence, "confidence", c, 0, 1, inclusive=(False, False))
     low = [mean_ci(a, confidence)[1] if trials > 1 else a[0] for a in verified.pop("_accs")]
     verified["ci_low"] = low
     verified["meets"] = verified.ci_low >= clean - target

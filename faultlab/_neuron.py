@@ -82,8 +82,7 @@ def neuron_faults(model: nn.Module, fault: NeuronFault, input_shape, batch_size:
     caller = "neuron_faults"
     check(isinstance(fault, NeuronFault), "fault", caller, "a NeuronFault", fault)
     shape = [int(s) for s in input_shape]
-    check(isinstance(batch_size, int) and batch_size >= 1, "batch_size", caller,
-          "an integer >= 1", batch_size)
+    batch_size = check_int(batch_size, "batch_size", caller, 1)
     types = [LAYER_TYPES[t] for t in fault.layer_types]
     root = logging.getLogger()
     handlers = list(root.handlers)

@@ -77,7 +77,7 @@ def assert_resilient(model, data, fault_model, min_accuracy: float | None = None
 
     from faultlab._campaign import campaign, point_key
     from faultlab._stats import DENOMINATORS, interval
-    from hwlab.errors import check
+    from hwlab.errors import check, check_int
     from hwlab.metrics import resolve_metrics
 
     (m,) = resolve_metrics((metric,), "assert_resilient")
@@ -98,8 +98,8 @@ def assert_resilient(model, data, fault_model, min_accuracy: float | None = None
     if rec is not None:
         trials = rec.trials if rec.trials is not None else trials
         seed = rec.seed if rec.seed is not None else seed
-    check(isinstance(trials, int) and trials >= 2, "trials", "assert_resilient",
-          "an integer >= 2 (an interval needs two trials)", trials)
+    trials = check_int(trials, "trials", "assert_resilient", 2,
+                       constraint="an integer >= 2 (an interval needs two trials)")
     df = campaign(model, data, [fault_model], trials=trials, seed=seed, clean=False,
                   confidence=confidence, metrics=(metric,), **campaign_kw)
     counts = None

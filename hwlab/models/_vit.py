@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwlab.errors import check, check_positive_int
+from hwlab.errors import check, check_int, check_positive_int
 from hwlab.models._registry import register_model
 
 
@@ -89,8 +89,7 @@ def vit_tiny(in_shape=(1, 28, 28), num_classes=10, dim=64, depth=4, heads=4, mlp
     side = min(in_shape[1:])
     if patch is None:
         patch = 4 if side >= 16 else 2 if side >= 4 else 1
-    check(isinstance(patch, int) and 1 <= patch <= side, "patch", "vit-tiny",
-          f"an integer in [1, {side}]", patch)
+    patch = check_int(patch, "patch", "vit-tiny", 1, side)
     layers: list[nn.Module] = [PatchEmbed(in_shape, dim, patch)]
     layers += [Block(dim, heads, mlp_ratio) for _ in range(depth)]
     layers += [nn.LayerNorm(dim), ClassToken(pool), nn.Linear(dim, num_classes)]
