@@ -179,10 +179,14 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, value: str = "accuracy"):
     that is constant in each run but differs between them (e.g. ``dtype`` float32 vs float16)
     is what the runs compare, so it labels the sides instead (``labels[col] = (a, b)``).
     ``both`` has the keys, ``VALUE A``, ``n A``, ``VALUE B``, ``n B`` and ``VALUE B - A``
-    (NaN where a point is in one run only). Nothing is averaged across keys.
+    (NaN where a point is in one run only). Nothing is averaged across keys. ``a`` and ``b``
+    are rows, or points with the sums of :meth:`hwlab.store.Store.aggregate` (``VALUE_sum``,
+    ``VALUE_n``: the same means and counts).
     """
+    sums = f"{value}_n" in a  # points of Store.aggregate: sums and counts per point
+
     def norm(d):
-        d = d[d[value].notna()]
+        d = d[d[f"{value}_n"] > 0] if sums else d[d[value].notna()]
         out = d.assign(**{c: d[c].astype("string").fillna("-") for c in COMPARE
                           if c not in ("fault_rate", "timesteps")})
         return out.assign(fault_rate=pd.to_numeric(d["fault_rate"]).fillna(-1.0),
@@ -198,7 +202,12 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, value: str = "accuracy"):
             keys.append(c)
     sides = []
     for d, s in ((a, "A"), (b, "B")):
-        g = d.groupby(keys)[value].agg(["mean", "size"]).reset_index()
+        if sums:
+            t = d.groupby(keys)[[f"{value}_sum", f"{value}_n"]].sum()
+            g = pd.DataFrame({"mean": t[f"{value}_sum"] / t[f"{value}_n"],
+                              "size": t[f"{value}_n"].astype("int64")}).reset_index()
+        else:
+            g = d.groupby(keys)[value].agg(["mean", "size"]).reset_index()
         sides.append(g.rename(columns={"mean": f"{value} {s}", "size": f"n {s}"}))
     both = sides[0].merge(sides[1], on=keys, how="outer")
     both[f"{value} B - A"] = both[f"{value} B"] - both[f"{value} A"]

@@ -308,16 +308,11 @@ def points(x: str, y: str) -> pd.DataFrame:
     return _points(path, stamp(path), x, y)
 
 
-POINT_KEYS = ["study", "run_id", "module", "method", "model", "dataset", "variant", "dtype",
-              "extra.dtype", "fault_model", "fault_rate"]
-
-
 @st.cache_resource(show_spinner=False, max_entries=32)
 def _study_points(path: str, file_stamp: tuple, study: str) -> pd.DataFrame:
-    agg = _store(path).aggregate(POINT_KEYS, ["accuracy"], lcm=["accuracy"], study=study)
-    agg = agg.assign(accuracy=agg["accuracy_sum"] / agg["accuracy_n"],
-                     extra=[None] * len(agg))
-    return _text(agg).reset_index(drop=True)
+    from hwlab._figure_data import study_points
+
+    return _text(study_points(_store(path), study)).reset_index(drop=True)
 
 
 def study_points(study: str) -> pd.DataFrame:
@@ -327,6 +322,60 @@ def study_points(study: str) -> pd.DataFrame:
     path = store_path()
     get_store()
     return _study_points(path, stamp(path), study)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _run_summary(path: str, file_stamp: tuple) -> pd.DataFrame:
+    from hwlab._figure_data import MIB, study_kinds
+
+    agg = _store(path).aggregate(["run_id", "study", "module", "model", "timesteps",
+                                  "extra.memory_kind"], ["memory_bytes"], aggregates=False)
+    _, memory_kind = study_kinds(agg["study"].unique())
+    fallback = agg["module"].astype("string").fillna("").map(
+        lambda m: "train_memory_bytes" if m == "localtrain" else "model_bytes")
+    kind = agg["extra.memory_kind"].astype("object")
+    kind = kind.where(kind.notna(), agg["study"].map(memory_kind).astype("object"))
+    kind = kind.where(kind.notna(), fallback.astype("object"))
+    peak = agg["memory_bytes_max"] / MIB
+    steps = agg["timesteps"].notna()
+    d = agg.assign(train_memory_bytes=peak.where(kind == "train_memory_bytes"),
+                   model_bytes=peak.where(kind == "model_bytes"),
+                   steps_sum=(agg["timesteps"] * agg["rows"]).where(steps),
+                   steps_n=agg["rows"].where(steps))
+    g = d.groupby("run_id")
+    return pd.DataFrame({
+        "peak training memory (MiB)": g["train_memory_bytes"].max(),
+        "weight storage (MiB)": g["model_bytes"].max(),
+        "mean steps": g["steps_sum"].sum(min_count=1) / g["steps_n"].sum(min_count=1),
+        "models": g["model"].agg(lambda s: ", ".join(sorted(s.dropna().astype(str).unique()))),
+    })
+
+
+def run_summary() -> pd.DataFrame:
+    """Per run (index run_id): peak training memory and weight storage (MiB, the metric
+    meanings of :func:`hwlab._figure_data.with_metrics`), mean time steps and its models, from
+    the store's sums (aggregate rows left out)."""
+    path = store_path()
+    get_store()
+    return _run_summary(path, stamp(path))
+
+
+COMPARE_KEYS = ["run_id", "module", "method", "model", "dataset", "variant", "dtype",
+                "fault_model", "fault_rate", "timesteps"]
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _run_points(path: str, file_stamp: tuple, run_id: str) -> pd.DataFrame:
+    agg = _store(path).aggregate(COMPARE_KEYS, ["accuracy"], run_id=run_id, aggregates=False)
+    return agg.assign(accuracy=agg["accuracy_sum"] / agg["accuracy_n"])
+
+
+def run_points(run_id: str) -> pd.DataFrame:
+    """One run's points (the columns of :data:`app._frames.COMPARE`) with accuracy sums and
+    counts (aggregate rows left out), for the run comparison."""
+    path = store_path()
+    get_store()
+    return _run_points(path, stamp(path), run_id)
 
 
 def study_rows() -> pd.Series:
@@ -410,6 +459,8 @@ def clear() -> None:
     _study_results.clear()
     _metrics.clear()
     _module_metrics.clear()
+    _run_summary.clear()
+    _run_points.clear()
     _metric_combinations.clear()
     _dataset_metrics.clear()
     _reliability.clear()

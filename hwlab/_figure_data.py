@@ -25,10 +25,10 @@ import pandas as pd
 from hwlab.errors import check, fail
 from hwlab.stats import PROPORTIONS, mean_ci, proportion_ci
 
-__all__ = ["METRICS", "PROPORTIONS", "Metric", "ber_rows",
+__all__ = ["METRICS", "POINT_KEYS", "PROPORTIONS", "Metric", "ber_rows",
            "clean_rows", "combinations", "extra_number", "is_aggregate", "is_oracle",
            "mean_ci_sums", "pick_combination", "proportion_ci", "proportion_ci_sums", "study_kinds",
-           "summarize", "summarize_sums", "with_metrics"]
+           "study_points", "summarize", "summarize_sums", "with_metrics"]
 
 MIN_BAND_TRIALS = 3  # fewer trials than this: the trials are drawn, not a band
 
@@ -315,6 +315,19 @@ def summarize_sums(agg: pd.DataFrame, by: list[str], value: str = "accuracy",
         rows.append({**dict(zip(by, keys)), "mean": mean, "lo": lo, "hi": hi, "n": int(m),
                      "band": m >= MIN_BAND_TRIALS})
     return pd.DataFrame(rows, columns=cols)
+
+
+POINT_KEYS = ("study", "run_id", "module", "method", "model", "dataset", "variant", "dtype",
+              "extra.dtype", "fault_model", "fault_rate")  # one point: a run's trials of one condition
+
+
+def study_points(store, study: str, value: str = "accuracy") -> pd.DataFrame:
+    """One row per point of ``study`` (:data:`POINT_KEYS`) with the sums of
+    :meth:`hwlab.store.Store.aggregate` for ``value`` (``value_n``, ``value_sum``, ... and
+    ``value_lcm``), ``rows`` and the mean ``value``: what a fault sweep draws (its curves and
+    intervals follow from the sums, :func:`summarize_sums`), without reading the rows."""
+    agg = store.aggregate(list(POINT_KEYS), [value], lcm=[value], study=study)
+    return agg.assign(**{value: agg[f"{value}_sum"] / agg[f"{value}_n"], "extra": None})
 
 
 def combinations(df: pd.DataFrame) -> pd.DataFrame:

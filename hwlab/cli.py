@@ -58,6 +58,14 @@ def _base_parser() -> _Parser:
     res.add_argument("--format", choices=("csv", "parquet"),
                      help="write this format (to --out, or CSV to stdout)")
     res.add_argument("--out", help="file to write (format from --format or the suffix)")
+    res.add_argument("--module", help="only this module's results (faultlab, spiking, ...)")
+    res.add_argument("--run", help="only this run's results (a run id)")
+    res.add_argument("--model", help="only this model's results")
+    res.add_argument("--dataset", help="only this dataset's results")
+    res.add_argument("--columns", help="comma-separated result columns to show (default all)")
+    res.add_argument("--by", help="comma-separated columns: print one line per group (rows, "
+                     "and count and mean of each metric) computed by the store")
+    res.add_argument("--limit", type=int, help="print at most this many rows")
     fig = sub.add_parser("figure", help="draw a study's key figure from the store (SVG/PDF/PNG)")
     fig.add_argument("study")
     fig.add_argument("--model", help="model of the rows drawn (default: the most rows)")
@@ -191,19 +199,46 @@ def _cmd_run(argv: list[str]) -> int:
 def _cmd_results(args) -> int:
     import pandas as pd
 
-    from hwlab.store import Store
+    from hwlab.store import METRIC_COLUMNS, Store
 
     store = Store(args.store)
+    filters = {"study": args.study, "module": args.module, "run_id": args.run,
+               "where": {k: v for k, v in (("model", args.model), ("dataset", args.dataset))
+                         if v is not None}}
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    check(args.limit is None or args.limit >= 0, "--limit", "hwlab results",
+          "a non-negative integer", args.limit)
     if args.out:
         out = Path(args.out)
         if args.format:
             out = out if out.suffix.lower() == f".{args.format}" else Path(f"{out}.{args.format}")
+        narrowed = any(v for k, v in filters.items() if k != "study") or columns
+        if narrowed:  # the selected rows and columns only
+            suffix = out.suffix.lower()
+            check(suffix in (".csv", ".parquet"), "--out", "hwlab results",
+                  "a file name ending in .csv or .parquet", str(out))
+            df = store.select(columns, limit=args.limit, **filters)
+            df.to_csv(out, index=False) if suffix == ".csv" else df.to_parquet(out, index=False)
+            print(f"wrote {len(df)} rows to {out}")
+            return 0
         path = store.export(out, study=args.study)
-        print(f"wrote {len(store.results(study=args.study))} rows to {path}")
+        print(f"wrote {store.count(study=args.study)} rows to {path}")
         return 0
-    df = store.results(study=args.study)
     if args.format == "parquet":
         raise _UsageError("hwlab results: error: --format parquet needs --out PATH")
+    if args.by:
+        by = [c.strip() for c in args.by.split(",") if c.strip()]
+        values = [c for c in (columns or METRIC_COLUMNS) if c not in by]
+        agg = store.aggregate(by, values, weight=None, **filters)
+        df = agg[[*by, "rows"]].copy()
+        for v in values:
+            if agg[f"{v}_n"].sum() > 0:
+                df[f"{v} n"] = agg[f"{v}_n"].astype("int64")
+                df[f"{v} mean"] = agg[f"{v}_sum"] / agg[f"{v}_n"]
+        df = df.sort_values(by, ignore_index=True).head(args.limit) if args.limit is not None \
+            else df.sort_values(by, ignore_index=True)
+    else:
+        df = store.select(columns, limit=args.limit, **filters)
     if args.format == "csv":
         df.to_csv(sys.stdout, index=False)
         return 0
@@ -211,7 +246,7 @@ def _cmd_results(args) -> int:
         print(f"no results in {store.path}" + (f" for study {args.study}" if args.study else ""))
         return 0
     with pd.option_context("display.width", 200, "display.max_columns", 30):
-        print(_readable(df).to_string(index=False))
+        print((df if args.by else _readable(df)).to_string(index=False))
     return 0
 
 
@@ -223,7 +258,16 @@ def _cmd_figure(args) -> int:
     check(out.is_dir() or out.suffix.lower() in figures.FORMATS, "--out", "hwlab figure",
           "a folder or a file name ending in .svg, .pdf or .png", args.out)
     store = Store(args.store)
-    chart, stem = figures.figure(store, args.study, model=args.model, dataset=args.dataset)
+    described = figures._study(args.study)
+    if described.figure is figures.fault_sweep and store.count(study=args.study) > 0:
+        # a fault sweep is drawn from the store's sums per point (same curves and intervals),
+        # so a million-row campaign is never read row by row
+        from hwlab._figure_data import study_points
+
+        chart, stem = figures.figure_rows(study_points(store, args.study), store.runs(),
+                                          args.study, args.model, args.dataset)
+    else:
+        chart, stem = figures.figure(store, args.study, model=args.model, dataset=args.dataset)
     path = figures.save(chart, out / f"{stem}.svg" if out.is_dir() else out)
     print(f"wrote {path}")
     return 0

@@ -499,7 +499,7 @@ class Store:
 
     def _sums_serve(self, by, values, weight, lcm, filters) -> bool:
         """Whether the summary table can answer this :meth:`aggregate` call."""
-        keys = set(_SUM_KEYS) | {"study", "extra.dtype"}
+        keys = set(_SUM_KEYS) | {"study"} | {f"extra.{k}" for k in _SUM_EXTRA}
         named = set(by) | set((filters.get("where") or {})) | set(filters.get("near") or {})
         return (named <= keys and set(values) <= set(_SUM_VALUES) and set(lcm) <= set(values)
                 and weight == "extra.n_samples" and filters.get("contains") is None)
@@ -546,7 +546,8 @@ class Store:
         extra names ``key``). Names are validated before they reach SQL, values are parameters.
 
         Speed: groups of the point columns (run, module, method, model, dataset, variant,
-        dtype, fault model and rate, time steps, ``extra.dtype``) over the built-in metrics
+        dtype, fault model and rate, time steps, ``extra.dtype``, ``extra.memory_kind``) over
+        the built-in metrics
         are read from a summary table (``result_sums``: the same sums per point, brought up to
         the newest row on each call, so a million rows cost a read of their few hundred
         points); anything else scans the rows.
@@ -664,14 +665,16 @@ class Store:
 
 # -- the summary table: sums per measured point, kept up to the newest result row ------------
 _SUM_KEYS = ("run_id", "module", "method", "model", "dataset", "variant", "dtype", "fault_model",
-             "fault_rate", "timesteps")  # plus extra_dtype (a campaign's format in extra)
+             "fault_rate", "timesteps")
+# extra fields that tell points apart: a campaign's number format, what memory_bytes means
+_SUM_EXTRA = ("dtype", "memory_kind")
 _SUM_VALUES = ("accuracy", "sdc", "critical_sdc", "top5", "loss", "latency_ms", "memory_bytes",
                "params")
 _LCM_LIMIT = 10**5  # hwlab._figure_data.implied_count's default limit
 _SUMS_ADD = ("n", "sum", "sumsq", "wn", "w", "wsum")  # added up when groups merge
 _SUMS_SCHEMA = ("CREATE TABLE IF NOT EXISTS result_sums ("
                 + ", ".join(f'"{c}" {_COLUMN_TYPES[c]}' for c in _SUM_KEYS)
-                + ", extra_dtype TEXT, rows INTEGER NOT NULL, "
+                + "".join(f", extra_{k} TEXT" for k in _SUM_EXTRA) + ", rows INTEGER NOT NULL, "
                 + ", ".join(f'"{v}_{k}" REAL' for v in _SUM_VALUES
                             for k in (*_SUMS_ADD, "min", "max", "lcm")) + ")")
 
@@ -715,8 +718,8 @@ def _update_sums(conn: sqlite3.Connection, columns: tuple) -> None:
     top = conn.execute("SELECT max(rowid) FROM results").fetchone()[0] or 0
     if top <= mark:
         return
-    keys = [*_SUM_KEYS, "extra_dtype"]
-    exprs = [f'"{c}"' for c in _SUM_KEYS] + [_extra_sql("extra", "dtype")]
+    keys = [*_SUM_KEYS, *(f"extra_{k}" for k in _SUM_EXTRA)]
+    exprs = [f'"{c}"' for c in _SUM_KEYS] + [_extra_sql("extra", k) for k in _SUM_EXTRA]
     w = _extra_sql("extra", "n_samples")
     parts = [*exprs, "count(*)"]
     for v in _SUM_VALUES:

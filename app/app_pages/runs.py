@@ -13,7 +13,6 @@ from app import _charts as charts
 from app import _frames as frames
 from app import _queries as q
 from app import _widgets as w
-from hwlab._figure_data import ber_rows, clean_rows
 
 st.title("Runs")
 runs = q.runs()
@@ -21,26 +20,23 @@ if runs.empty:
     st.info(f"No runs in `{q.store_path()}` yet. Start one on the **Run a study** page "
             "(or `hwlab run STUDY --quick`).")
     st.stop()
-res = q.metrics()
+clean = q.clean_metrics()  # fault-free rows; weight-fault points and per-run sums below
+ber_pts = q.ber_points()
 
 studies = sorted(runs["study"].unique())
 c1, c2 = st.columns([3, 1])
 pick = w.multiselect("studies", studies, "runs-studies", c1)
-rates = sorted(res.loc[ber_rows(res), "fault_rate"].unique())
+rates = sorted(ber_pts["fault_rate"].unique())
 ber = w.select("accuracy at BER", rates or [None], "runs-ber",
                1e-4 if 1e-4 in rates else (rates[len(rates) // 2] if rates else None), c2,
                format_func=lambda r: "-" if r is None else f"{r:.0e}")
-g = res.groupby("run_id")
+at = ber_pts[np.isclose(ber_pts["fault_rate"], ber or -1)].groupby("run_id")[
+    ["accuracy_sum", "accuracy_n"]].sum(min_count=1)
 summary = pd.DataFrame({
-    "best accuracy": res[clean_rows(res)].groupby("run_id")["accuracy"].max(),
-    f"accuracy at {ber:.0e}" if ber else "accuracy at BER": (
-        res[ber_rows(res) & np.isclose(res["fault_rate"], ber or -1)]
-        .groupby("run_id")["accuracy"].mean()),
-    "peak training memory (MiB)": g["train_memory_bytes"].max(),
-    "weight storage (MiB)": g["model_bytes"].max(),
-    "mean steps": g["timesteps"].mean(),
-    "models": g["model"].agg(lambda s: ", ".join(sorted(s.dropna().astype(str).unique()))),
-}).reset_index()
+    "best accuracy": clean.groupby("run_id")["accuracy"].max(),
+    f"accuracy at {ber:.0e}" if ber else "accuracy at BER": at["accuracy_sum"] / at["accuracy_n"],
+    **q.run_summary(),
+}).rename_axis("run_id").reset_index()
 shown = runs[runs["study"].isin(pick)].merge(summary, on="run_id", how="left")
 first = ["run_id", "study", "status", *summary.columns[1:], "n_results", "started"]
 st.dataframe(shown[first + [c for c in shown.columns if c not in first
@@ -84,7 +80,7 @@ else:
     diff["differs"] = diff["A"] != diff["B"]
     with st.expander("config (options that differ first)"):
         st.dataframe(diff.sort_values("differs", ascending=False), hide_index=True)
-    both, keys, labels = frames.compare_runs(res[res["run_id"] == a], res[res["run_id"] == b])
+    both, keys, labels = frames.compare_runs(q.run_points(a), q.run_points(b))
     tag = {s: " · ".join(str(v[i]) for v in labels.values()) for i, s in enumerate("AB")}
     side = {s: f"{s}: {r}" + (f" · {tag[s]}" if tag[s] else "") for s, r in (("A", a), ("B", b))}
     st.caption(f"Joined on {', '.join(keys)}; "
