@@ -5,8 +5,11 @@ format of ``--formats`` is made with :func:`faultlab.quantize` (``float32``: the
 evaluated on the test split under bit flips at each per-bit rate, ``trials`` maps per point, with
 the faults drawn over the chosen words (``--targets``): ``all`` stored words, the ``element``
 codes only, or the block ``scale`` codes only (block formats; the issue asks for element-fault and
-scale-fault campaigns separately plus the combined one). One plan of frozen trials on the one
-trial engine per format.
+scale-fault campaigns separately plus the combined one), or ``protected``: all words with the
+block scale words under a (72, 64) SEC-DED code (:func:`faultlab.protect_scales`, the counting
+model of faultlab's hardening plans, filtering the same maps as ``all``: a paired comparison;
+its check bits are counted in ``memory_bytes``). One plan
+of frozen trials on the one trial engine per format.
 
 Rows: one fault-free row per format (``fault_model`` none, rate 0) and one per (format, target,
 rate, trial): ``variant`` = the format, ``fault_model`` = ``bitflip-<target>``, ``memory_bytes`` =
@@ -27,7 +30,7 @@ __all__ = ["FORMATS_STUDY", "FormatsConfig", "FormatsStudy"]
 
 CHOICES = ("float32", "int8", "int4", "fp8_e4m3", "fp8_e5m2", "mxfp8_e4m3", "mxfp8_e5m2",
            "mxfp6_e2m3", "mxfp6_e3m2", "mxfp4", "mxint8", "nvfp4")  # = faultlab._formats.FORMATS
-TARGETS = ("all", "element", "scale")
+TARGETS = ("all", "element", "scale", "protected")
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,9 @@ class FormatsConfig(StudyConfig):
         ("float32", "int8", "fp8_e4m3", "mxfp8_e4m3", "mxfp6_e2m3", "mxfp4", "nvfp4"),
         "storage formats (faultlab.quantize; float32 = unquantised)", choices=CHOICES,
         nonempty=True)
-    targets: tuple[str, ...] = param(  # combined, then element and scale faults apart
-        TARGETS, "stored words the faults hit: all, element codes, block scale codes",
-        choices=TARGETS, nonempty=True)
+    targets: tuple[str, ...] = param(  # combined, element and scale faults apart, and protected
+        TARGETS, "stored words the faults hit: all, element codes, block scale codes, or all "
+        "with the scale words under SEC-DED (protected)", choices=TARGETS, nonempty=True)
     rates: tuple[float, ...] = param(  # from harmless to fatal for 4-bit blocks
         (1e-5, 1e-4, 1e-3, 1e-2), "per-bit fault rates (BER of the stored bits)", range=(0, 1),
         inclusive=(False, True), nonempty=True)
@@ -77,6 +80,7 @@ def _words(model, fmt: str) -> dict[str, tuple[str, ...] | None]:
     scales = tuple(n for n, s in info.items() if s.role == "scale")
     if scales:
         out["scale"] = scales
+        out["protected"] = None
     return out
 
 
@@ -90,7 +94,7 @@ class FormatsStudy(Study):
     figure_title = "accuracy vs BER per storage format (element / scale / all words)"
     memory_kind = "model_bytes"  # bytes of the stored weight words
     page = "figures"
-    quick_seconds = 19  # measured once (2 cores, load 5.6, zoo mlp cached)
+    quick_seconds = 38  # measured once (2 cores, load 8.5, zoo mlp cached)
     quick = types.MappingProxyType(
         {"model": "mlp", "dataset": "digits", "formats": ("float32", "int8", "mxfp4", "nvfp4"),
          "rates": (1e-4, 1e-3, 1e-2), "trials": 3, "eval_size": 300})
@@ -98,6 +102,7 @@ class FormatsStudy(Study):
     def run(self, config: FormatsConfig, store, progress=None, executor=None) -> str:
         from faultlab._engine import Trial, evaluation, runner
         from faultlab._faults import BitFlip
+        from faultlab._formats import protect_scales
         from faultlab._words import eligible_parameters
         from hwlab import data
 
@@ -110,19 +115,24 @@ class FormatsStudy(Study):
                 model = _model(c.model, c.dataset, c.seed, c.weights, fmt)
                 stored = sum(t.numel() * t.element_size()
                              for _, t in eligible_parameters(model, caller=f"study {self.name}"))
-                common = (("variant", fmt), ("memory_bytes", stored))
                 plan = {f"{fmt}|clean": Trial((), 0, c.seed, columns=(
-                    *common, ("fault_model", "none"), ("fault_rate", 0.0)))}
+                    ("variant", fmt), ("memory_bytes", stored), ("fault_model", "none"),
+                    ("fault_rate", 0.0)))}
                 for target, layers in _words(model, fmt).items():
                     if target not in c.targets:
                         continue
+                    guard = protect_scales(model) if target == "protected" else None
+                    extra_bytes = 0 if guard is None else round(guard.overhead * stored)
+                    paired = "all" if guard else target  # protected: the all-words maps, filtered
                     for rate in c.rates:
+                        fm = BitFlip(rate=rate) if guard is None else guard.fault_model(rate)
                         for t in range(c.trials):
                             plan[f"{fmt}|{target}|{rate!r}|trial={t}"] = Trial(
-                                (BitFlip(rate=rate),), t, c.seed, layers=layers,
-                                map_seed=derive_seed(c.seed, f"{fmt}|{target}|{rate!r}|{t}"),
+                                (fm,), t, c.seed, layers=layers,
+                                map_seed=derive_seed(c.seed, f"{fmt}|{paired}|{rate!r}|{t}"),
                                 fingerprint=True, extra=(("target", target),),
-                                columns=(*common, ("fault_model", f"bitflip-{target}"),
+                                columns=(("variant", fmt), ("memory_bytes", stored + extra_bytes),
+                                         ("fault_model", f"bitflip-{target}"),
                                          ("fault_rate", rate)))
                 if not set(plan) - set(store.done_keys(run_id)):
                     continue  # resumed: this format is done

@@ -480,3 +480,30 @@ def test_attention_projections_are_stored(batch_first):
     assert qo(x if batch_first else x.transpose(0, 1), k, v)[0].shape == (2, 5, 16)
     whole = fl.quantize(net, "mxfp4")
     assert "attn.in_proj_weight_scale" in fl.storage(whole)
+
+
+def _entries(m, sel):
+    return set(zip(m.param[sel].tolist(), m.index[sel].tolist(), m.bit[sel].tolist()))
+
+
+def test_protect_scales_removes_scale_faults_and_keeps_element_faults():
+    q = fl.quantize(_res_model(), "mxfp4")
+    info = fl.storage(q)
+    plan = fl.protect_scales(q, "secded")
+    assert {p for p, *_ in plan.protect} == {n for n, s in info.items() if s.role == "scale"}
+    scale_bits = sum(8 * q.get_parameter(n).numel() for n, s in info.items() if s.role == "scale")
+    all_bits = sum(8 * p.numel() for _, p in fl.eligible_parameters(q))
+    assert plan.overhead == pytest.approx(scale_bits * 0.125 / all_bits)
+    rate = 1e-3
+    kept = total = 0
+    for seed in range(20):
+        raw = fl.sample_faults(q, fl.BitFlip(rate=rate), seed=seed)
+        prot = fl.sample_faults(q, plan.fault_model(rate), seed=seed)
+        r_roles, p_roles = fl.fault_roles(q, raw), fl.fault_roles(q, prot)
+        assert _entries(prot, p_roles == "element") == _entries(raw, r_roles == "element")
+        kept += int((p_roles == "scale").sum())
+        total += int((r_roles == "scale").sum())
+    assert total > 0 and kept <= total * 0.1  # single errors per codeword are corrected
+    with pytest.raises(ValueError, match=r"model of protect_scales must be a faultlab.quantize "
+                                         r"model with block scale words"):
+        fl.protect_scales(fl.quantize(_res_model(), "int4"))

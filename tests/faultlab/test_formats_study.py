@@ -26,15 +26,23 @@ def test_rows_per_format_and_target(quick):
     assert got == {("float32", "none"), ("float32", "bitflip-all"), ("int4", "none"),
                    ("int4", "bitflip-all"), ("int4", "bitflip-element"), ("mxfp4", "none"),
                    ("mxfp4", "bitflip-all"), ("mxfp4", "bitflip-element"),
-                   ("mxfp4", "bitflip-scale")}
-    assert len(df) == 3 + 6 * 2 * 2
+                   ("mxfp4", "bitflip-scale"), ("mxfp4", "bitflip-protected")}
+    assert len(df) == 3 + 7 * 2 * 2
     clean = df[df.fault_model == "none"].set_index("variant")
     assert (clean.accuracy > 0.8).all()
     mem = clean.memory_bytes
     assert mem["int4"] < mem["mxfp4"] < mem["float32"] / 6  # 4-bit codes (+ scales) vs fp32
     faulty = df[df.fault_model != "none"]
     targets = {json.loads(e)["target"] for e in faulty.extra}
-    assert targets == {"all", "element", "scale"}
+    assert targets == {"all", "element", "scale", "protected"}
+    mx = faulty[faulty.variant == "mxfp4"].assign(
+        n=[json.loads(e)["n_faults"] for e in faulty[faulty.variant == "mxfp4"].extra])
+    per = mx.set_index(["fault_model", "fault_rate", "trial"]).n
+    for rate in (1e-3, 1e-1):  # protected maps are the all-words maps, filtered (paired)
+        for t in range(2):
+            assert per["bitflip-protected", rate, t] <= per["bitflip-all", rate, t]
+    prot = mx[mx.fault_model == "bitflip-protected"].memory_bytes.iloc[0]
+    assert mem["mxfp4"] < prot < mem["mxfp4"] * 1.01  # the scale words' check bits
     scale = faulty[faulty.fault_model == "bitflip-scale"]
     eligible = {json.loads(e)["eligible_bits"] for e in scale.extra}
     assert eligible == {8 * (mem["mxfp4"] - mem["int4"])}  # the scale bytes alone
