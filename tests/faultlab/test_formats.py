@@ -14,6 +14,7 @@ from torch import nn
 import faultlab as fl
 from faultlab import _formats as fmts
 from faultlab._formats import FORMATS, decode_elements, encode_elements
+from hwlab.models import create_model, list_models
 
 ml = pytest.importorskip("ml_dtypes")
 
@@ -507,3 +508,18 @@ def test_protect_scales_removes_scale_faults_and_keeps_element_faults():
     with pytest.raises(ValueError, match=r"model of protect_scales must be a faultlab.quantize "
                                          r"model with block scale words"):
         fl.protect_scales(fl.quantize(_res_model(), "int4"))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_zoo_model_quantizes(name):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = create_model(name, (1, 8, 8), 10).eval()
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    q = fl.quantize(model, "mxfp6_e2m3")
+    info = fl.storage(q)
+    assert info and all(q.get_parameter(n).dtype == torch.uint8 for n in info)
+    y = q(x)
+    with fl.inject(q, fl.BitFlip(rate=1e-3), seed=0):
+        assert q(x).shape == y.shape == model(x).shape
+    assert torch.equal(q(x), y)
