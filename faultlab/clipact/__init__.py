@@ -18,6 +18,7 @@ from faultlab.clipact._modules import (
     activation_sites,
     feeding_layers,
 )
+from faultlab.clipact._proact import HyReLU, proact
 from faultlab.clipact._profile import clip, profile, thresholds
 from faultlab.clipact._search import SearchConfig, ThresholdSearch, protect, search_thresholds
 
@@ -25,11 +26,13 @@ __all__ = [
     "MODES",
     "ClippedReLU",
     "FunctionalActivation",
+    "HyReLU",
     "SearchConfig",
     "ThresholdSearch",
     "activation_sites",
     "clip",
     "feeding_layers",
+    "proact",
     "profile",
     "protect",
     "search_thresholds",
