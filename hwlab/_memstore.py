@@ -149,3 +149,125 @@ class MemoryStore:
                 "finished", "n_results"]
         return pd.DataFrame([{"run_id": r, **v, "n_results": len(self._rows[r])}
                              for r, v in self._runs.items()], columns=cols)
+
+
+def _filtered(store, caller: str, study=None, run_id=None, module=None, where=None, clean=None,
+              ber=None, aggregates=True, near=None, contains=None):
+    """``store.results()`` rows that pass the filters of :meth:`hwlab.store.Store.aggregate`
+    (pandas: the same selections as the SQL ones), with ``extra.KEY`` readers."""
+    import numpy as np
+
+    from hwlab._figure_data import ber_rows, clean_rows, is_aggregate
+
+    df = store.results(study=study, run_id=run_id, module=module)
+    keep = np.ones(len(df), dtype=bool)
+    check(where is None or isinstance(where, dict), "where", caller,
+          "a dict of column -> value, None or a list of values", where)
+    for column, value in (where or {}).items():
+        col = _column(df, column, store.columns(), caller)
+        if value is None:
+            keep &= col.isna().to_numpy()
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            keep &= col.isin(list(value)).fillna(False).to_numpy(bool)
+        else:
+            keep &= (col == value).fillna(False).to_numpy(bool)
+    if clean is not None:
+        keep &= clean_rows(df).to_numpy(bool) == bool(clean)
+    if ber is not None:
+        keep &= ber_rows(df).fillna(False).to_numpy(bool) == bool(ber)
+    if not aggregates:
+        keep &= ~is_aggregate(df).fillna(False).to_numpy(bool)
+    for column, value in (near or {}).items():
+        col = _column(df, column, store.columns(), caller).astype("float64")
+        keep &= np.isclose(col, float(value))
+    if contains is not None:
+        keep &= df["extra"].astype("string").str.contains(f'"{contains}"', regex=False) \
+            .fillna(False).to_numpy(bool)
+    return df[keep].reset_index(drop=True)
+
+
+def _column(df, name, columns, caller):
+    """A result column, ``study`` or ``extra.KEY`` of ``df`` (names checked as the Store does)."""
+    from hwlab._figure_data import extra_number
+    from hwlab._rows import _IDENTIFIER
+
+    if isinstance(name, str) and name.startswith("extra."):
+        key = name[len("extra."):]
+        check(_IDENTIFIER.fullmatch(key) is not None, "column", caller,
+              "extra.KEY with KEY matching [a-z_][a-z0-9_]*", name)
+        parsed = [json.loads(e).get(key) if isinstance(e, str) and e.startswith("{") else None
+                  for e in df["extra"]]
+        import pandas as pd
+
+        out = pd.Series(parsed, index=df.index, dtype="object")
+        if all(v is None or isinstance(v, (int, float)) for v in parsed):
+            return extra_number(df, key) if len(df) else out.astype("float64")
+        return out
+    check(isinstance(name, str) and (name in columns or name == "study"), "column", caller,
+          f"one of {', '.join(columns)}, study or extra.KEY", name)
+    return df[name]
+
+
+def _aggregate(self, by=(), values=(), *, weight="extra.n_samples", lcm=(), **filters):
+    """:meth:`hwlab.store.Store.aggregate` on the rows in memory (pandas)."""
+    import pandas as pd
+
+    from hwlab.store import _values_lcm
+
+    caller = "Store.aggregate"
+    filters.pop("_rows", None)
+    df = _filtered(self, caller, **filters)
+    by, values, lcm = list(by), list(values), list(lcm)
+    cols = {c: _column(df, c, self.columns(), caller) for c in {*by, *values, *lcm}}
+    w = _column(df, weight, self.columns(), caller).astype("float64") if weight else None
+    frame = pd.DataFrame({c: s.to_numpy() for c, s in cols.items()}, index=df.index)
+    keys = [f"__{i}" for i in range(len(by))]
+    for k, c in zip(keys, by):
+        frame[k] = cols[c].astype("object").where(cols[c].notna(), "\x00null")
+    if not by:
+        frame["__all"] = 0
+        keys = ["__all"]
+    out = []
+    for _, g in frame.groupby(keys, sort=False, dropna=False):
+        row = {c: (None if pd.isna(g[c].iloc[0]) else g[c].iloc[0]) for c in by}
+        row["rows"] = len(g)
+        for v in values:
+            x = g[v].astype("float64")
+            has = x.notna()
+            row.update({f"{v}_n": float(has.sum()), f"{v}_sum": x.sum(min_count=1),
+                        f"{v}_sumsq": (x * x).sum(min_count=1), f"{v}_min": x.min(),
+                        f"{v}_max": x.max()})
+            if w is not None:
+                wg = w.loc[g.index]
+                both = has & wg.notna()
+                row.update({f"{v}_wn": float(both.sum()),
+                            f"{v}_w": wg[has].sum(min_count=1),
+                            f"{v}_wsum": (x * wg).sum(min_count=1)})
+        for v in lcm:
+            row[f"{v}_lcm"] = _values_lcm(sorted(set(g[v].dropna().tolist())))
+        out.append(row)
+    if not out and not by:
+        out = [{"rows": 0}]
+    return pd.DataFrame(out, columns=[*by, "rows"] + [c for c in (out[0] if out else {})
+                                                      if c not in by and c != "rows"])
+
+
+def _select(self, columns=None, *, limit=None, offset=0, **filters):
+    """:meth:`hwlab.store.Store.select` on the rows in memory."""
+    caller = "Store.select"
+    df = _filtered(self, caller, **filters)
+    wanted = [*self.columns(), "study"] if columns is None else list(columns)
+    out = df.assign(**{c: _column(df, c, self.columns(), caller) for c in wanted
+                       if c.startswith("extra.")})[wanted]
+    if limit is not None:
+        out = out.iloc[offset:offset + limit]
+    return out.reset_index(drop=True)
+
+
+def _count(self, **filters) -> int:
+    return len(_filtered(self, "Store.count", **filters))
+
+
+MemoryStore.aggregate = _aggregate
+MemoryStore.select = _select
+MemoryStore.count = _count

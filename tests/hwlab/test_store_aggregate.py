@@ -137,3 +137,28 @@ def test_summary_follows_every_write_batch(tmp_path):
             by, ignore_index=True)
         pd.testing.assert_frame_equal(fast, slow, check_exact=False, rtol=1e-12)
         assert store.count() == fast["rows"].sum() == len(store.results())
+
+
+def test_memory_store_aggregates_like_the_sqlite_store(seeded):
+    """Store.memory() has the same grouped reads (pandas), equal to the SQLite store's."""
+    from hwlab.store import MemoryStore
+
+    store, rows = seeded
+    mem = MemoryStore()
+    for (study, run_id), part in rows.groupby(["study", "run_id"], sort=False):
+        rid = mem.open_run(study, {"run": run_id})
+        recs = part.drop(columns=["study", "run_id"]).to_dict("records")
+        mem.add_results(rid, [{k: v for k, v in r.items() if not (
+            v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA)} for r in recs])
+    by = ["study", "dataset", "dtype", "fault_model", "fault_rate"]
+    for filters in ({}, {"clean": False, "aggregates": False}, {"ber": True},
+                    {"near": {"fault_rate": 1e-5}}, {"where": {"dataset": "digits"}}):
+        a = summarize_sums(store.aggregate(by, ["accuracy"], lcm=["accuracy"], **filters), by)
+        b = summarize_sums(mem.aggregate(by, ["accuracy"], lcm=["accuracy"], **filters), by)
+        assert len(a) == len(b), filters
+        for c in ("mean", "lo", "hi", "n"):
+            np.testing.assert_allclose(a[c].astype(float), b[c].astype(float), rtol=1e-9,
+                                       equal_nan=True)
+        assert mem.count(**filters) == store.count(**filters)
+    assert mem.select(["key"], study="faultlab.campaign", limit=5)["key"].tolist() == \
+        store.select(["key"], study="faultlab.campaign", limit=5)["key"].tolist()
