@@ -40,6 +40,7 @@ import torch
 from faultlab._faults import FaultModel
 from faultlab._mitigation_variants import BUILDERS, Built, deploy, load_split
 from hwlab import figures
+from hwlab.errors import check
 from hwlab.studies import Study, StudyConfig, derive_seed, param
 
 __all__ = [
@@ -55,7 +56,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 VARIANTS = ("unprotected", "rquant", "clipact-zero", "clipact-cap", "ranger", "clipping",
-            "randbet", "randbet-clipping", "secded", "harden")
+            "randbet", "randbet-clipping", "secded", "harden", "proact")
+# also on request: the weight-side defences of float32 storage (int8 already uses its whole range)
+FLOAT_VARIANTS = ("saturating", "scaled")
 DEFAULT_RATES = {"int8": (0.01, 0.02, 0.05, 0.1), "float32": (1e-5, 3e-5, 1e-4)}  # where the
 # normally trained model breaks (issue #16: int8 5-10 %, float32 1e-5..1e-4)
 
@@ -73,7 +76,8 @@ class MitigationConfig(StudyConfig):
                        choices=("int8", "float32"))
     scheme: str = param("symmetric", "int8 scheme of every variant but rquant",
                         choices=("symmetric", "asymmetric"))
-    variants: tuple[str, ...] = param(VARIANTS, "variants", choices=VARIANTS, nonempty=True)
+    variants: tuple[str, ...] = param(VARIANTS, "variants", choices=VARIANTS + FLOAT_VARIANTS,
+                                      nonempty=True)
     rates: tuple[float, ...] = param((), "per-bit error rates; () = the dtype's default",
                                      range=(0, 1), inclusive=(False, True))
     trials: int = param(10, "nested fault maps per rate (paired across variants)",
@@ -100,6 +104,14 @@ class MitigationConfig(StudyConfig):
                              range=(1, None))
     search_maps: int = param(6, "FT-ClipAct search maps per rate (paper ~20)", range=(1, None))
     search_rounds: int = param(2, "FT-ClipAct narrowing rounds (toolbox 4)", range=(1, None))
+    proact_epochs: int = param(  # the paper: up to 100 per setting, on a GPU
+        2, "ProAct epochs per site and weight decay", range=(1, None))
+    proact_decays: int = param(  # the toolbox sweeps 11 (4e-5 .. 4e-15)
+        3, "ProAct weight decays swept, from 4e-5 down", range=(1, 11))
+    saturation: str = param("tanh", "saturating weight function (variant saturating)",
+                            choices=("tanh", "arctan", "softsign"))
+    scale: float = param(  # a power of two keeps the scaling exact
+        16.0, "weight scale c of the scaled variant", range=(0, None), inclusive=(False, True))
     latency_repeats: int = param(10, "timed passes per latency measurement", range=(1, None))
     attack_seeds: int = param(  # the issue's >= 5 seeds: flips-to-chance varies with the batch
         5, "bit-flip attacks (PBS) per variant, one attack batch each; 0 = random faults only",
@@ -109,6 +121,12 @@ class MitigationConfig(StudyConfig):
 
     def resolved_rates(self) -> tuple[float, ...]:
         return self.rates or DEFAULT_RATES[self.dtype]
+
+    def __post_init__(self):
+        super().__post_init__()
+        bad = [v for v in self.variants if v in FLOAT_VARIANTS]
+        check(not bad or self.dtype == "float32", "variants", "study faultlab.mitigation",
+              "variants of the stored dtype (saturating and scaled need dtype float32)", bad)
 
 
 @dataclass(frozen=True)
@@ -340,7 +358,7 @@ def table(results) -> pd.DataFrame:  # noqa: F821 - pandas imported lazily
         out["pbs_flips_min"] = g.to_chance.min()
         out["pbs_flips_max"] = g.to_chance.max()
         out["pbs_reached"] = g.reached.sum().astype(str) + "/" + g.reached.size().astype(str)
-    order = [v for v in VARIANTS if v in out.index]
+    order = [v for v in VARIANTS + FLOAT_VARIANTS if v in out.index]
     return out.loc[order].reset_index()
 
 

@@ -133,6 +133,44 @@ def _harden(c, ctx):
                        "selection_clean": res.clean_accuracy, "pareto": pareto})
 
 
+def _proact(c, ctx):
+    from faultlab.clipact import HyReLU, proact
+    from faultlab.clipact._proact import WEIGHT_DECAYS
+
+    t0 = time.perf_counter()
+    model = proact(ctx["float"], ctx["select"], epochs=c.proact_epochs,
+                   weight_decays=WEIGHT_DECAYS[:c.proact_decays], seed=c.seed)
+    extra = sum(m.threshold.numel() for m in model.modules() if isinstance(m, HyReLU))
+    bits = sum(p.numel() * 32 for n, p in ctx["float"].named_parameters()
+               if not n.endswith("bias"))
+    return Built(deploy(c, model), memory_overhead=32 * extra / bits,
+                 seconds=time.perf_counter() - t0, info={"thresholds": int(extra)})
+
+
+def _weight_side(c, ctx, how):
+    from faultlab._weight_defences import saturate, scale_weights
+
+    if how == "scaled":
+        return Built(scale_weights(ctx["float"], c.scale), info={"c": c.scale})
+    model = saturate(ctx["float"], c.saturation)  # then fine-tuned, as the paper converts
+    model, sec = _train_from(c, model)
+    return Built(model, seconds=sec, info={"fn": c.saturation})
+
+
+def _train_from(c, net) -> tuple[nn.Module, float]:
+    """``net`` fine-tuned with the recipe for ``train_epochs`` epochs (not from scratch), at a
+    tenth of the recipe's step unless ``lr`` is given (it starts from trained weights)."""
+    from hwlab.train import fit
+    from hwlab.zoo import recipe_for
+
+    train = load_split(c.dataset, "train", c.seed, c.train_size or 10**9)
+    recipe = recipe_for(c.model, c.dataset)
+    cfg = dataclasses.replace(recipe.train_config("cpu"), epochs=c.train_epochs, seed=c.seed,
+                              lr=c.lr or recipe.lr / 10)
+    hist = fit(net, train, cfg)
+    return net.eval(), hist.seconds
+
+
 BUILDERS = {
     "unprotected": lambda c, ctx: Built(ctx["base"], seconds=ctx["zoo_seconds"]),
     "rquant": lambda c, ctx: Built(deploy(c, ctx["float"], "asymmetric") if c.dtype == "int8"
@@ -146,4 +184,7 @@ BUILDERS = {
     "secded": lambda c, ctx: Built(ctx["base"], fault=f"secded:{c.ecc_policy}",
                                    memory_overhead=8 / 64, info={"policy": c.ecc_policy}),
     "harden": _harden,
+    "proact": _proact,
+    "saturating": lambda c, ctx: _weight_side(c, ctx, "saturating"),
+    "scaled": lambda c, ctx: _weight_side(c, ctx, "scaled"),
 }

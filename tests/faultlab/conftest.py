@@ -56,6 +56,7 @@ def same_rows_as_reference():
         got = df.assign(**{k: extra.map(lambda e, k=k: e.get(k)) for k in ref.columns
                            if k not in df.columns})
         got = got.sort_values("key").reset_index(drop=True)
+        got = got[got.key.isin(set(ref.key))].reset_index(drop=True)  # variants added later
         assert got.key.tolist() == ref.key.tolist()
         for col in ref.columns:
             for key, want, have in zip(ref.key, ref[col], got[col]):

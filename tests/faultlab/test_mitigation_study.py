@@ -34,7 +34,7 @@ def test_every_variant_on_the_same_nested_maps(run, same_rows_as_reference):
     faulty["x"] = faulty.extra.map(json.loads)
     faulty["map"] = faulty.x.map(lambda e: e["map"])
     faulty["n_raw"] = faulty.x.map(lambda e: e["n_raw"])
-    plain = faulty[faulty.variant != "secded"]
+    plain = faulty[~faulty.variant.isin(("secded", "proact"))]  # proact: + its thresholds
     # Paired: at each (rate, trial) every bit-flip variant saw exactly the same raw map.
     assert (plain.groupby(["fault_rate", "trial"]).map.nunique() == 1).all()
     assert plain.groupby("trial").map.nunique().min() == 2  # a new map per rate ...
@@ -203,3 +203,20 @@ def test_every_int8_variant_under_the_bit_flip_attack_beside_random_faults(tmp_p
     assert np.isnan(t.loc["secded", "pbs_flips_median"])
     assert run_study("faultlab.mitigation", store=store, **over) == run_id  # resumed: nothing
     assert len(store.results(run_id=run_id)) == len(df)
+
+
+def test_float32_weight_side_defences_on_the_paired_maps(tmp_path):
+    """saturating (tanh of stored raw weights, fine-tuned) and scaled (c = 16) beside the
+    unprotected float32 model: the same rates and trials, the bound of tanh holds."""
+    store = Store(tmp_path / "f.sqlite")
+    over = {**TINY, "dtype": "float32", "rates": (1e-4, 1e-3),
+            "variants": ("unprotected", "saturating", "scaled")}
+    run_id = run_study("faultlab.mitigation", store=store, **over)
+    t = table(store.results(run_id=run_id)).set_index("variant")
+    assert list(t.index) == ["unprotected", "saturating", "scaled"]
+    assert t.loc["saturating", "clean"] >= t.loc["unprotected", "clean"] - 0.05  # fine-tuned
+    assert t.loc["scaled", "clean"] == pytest.approx(t.loc["unprotected", "clean"], abs=0.011)
+    assert t.loc["saturating", "acc@0.001"] > t.loc["unprotected", "acc@0.001"]
+    with pytest.raises(ValueError, match=r"variants of study faultlab.mitigation must be "
+                                         r"variants of the stored dtype"):
+        get_study("faultlab.mitigation").make_config(variants=("saturating",))
