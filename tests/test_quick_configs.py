@@ -78,6 +78,9 @@ OVERRIDES = {
     # level 0 trains from its own checkpoint key (the budget fields, levels excluded); the
     # quantum levels and the fault sweep are ~3/4 of the quick run (same level-0 rows)
     "quantum.creep": {"levels": (0,), "fault_trials": 0},
+    # the variants are built and attacked one after another from the same zoo model: only the
+    # unprotected one's clean row is read here (its build, maps and attacks stay in the run)
+    "faultlab.mitigation": {"variants": ("unprotected",)},
 }
 
 

@@ -62,3 +62,18 @@ def test_config_refuses_unknown_format():
     study = get_study("faultlab.formats")
     with pytest.raises(ValueError, match=r"formats of .* must be"):
         study.make_config(formats=("fp16",))
+
+
+def test_key_figure_from_the_studys_own_rows(quick, tmp_path, capsys):
+    """`hwlab figure faultlab.formats` on real rows (the demo store has none of this study)."""
+    import xml.etree.ElementTree as ET
+
+    from hwlab.cli import main
+
+    store, _ = quick
+    svg = tmp_path / "f.svg"
+    assert main(["figure", "faultlab.formats", "--store", str(store.path), "--out",
+                 str(svg)]) == 0
+    root = ET.parse(svg).getroot()  # raises on a malformed SVG
+    text = " ".join(t.text or "" for t in root.iter() if t.tag.endswith("text"))
+    assert "faultlab.formats" in text and f"wrote {svg}" in capsys.readouterr().out
