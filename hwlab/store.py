@@ -509,9 +509,11 @@ class Store:
         written (then :meth:`aggregate` reads the rows themselves)."""
         with self._connect() as conn:
             if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'result_sums'").fetchone():
-                top = conn.execute("SELECT max(rowid) FROM results").fetchone()[0] or 0
-                mark = conn.execute("SELECT value FROM meta WHERE key = 'sums_rowid'").fetchone()
-                if mark is not None and int(mark[0]) >= top:
+                top, n = conn.execute("SELECT max(rowid), count(*) FROM results").fetchone()
+                mark = dict(conn.execute("SELECT key, value FROM meta WHERE key IN "
+                                         "('sums_rowid', 'sums_rows')").fetchall())
+                if (mark.get("sums_rowid") is not None and int(mark["sums_rowid"]) >= (top or 0)
+                        and int(mark.get("sums_rows", -1)) == n):
                     return True
         try:
             with self._write() as conn:
@@ -708,15 +710,26 @@ def _sum_or_null(values):
 def _update_sums(conn: sqlite3.Connection, columns: tuple) -> None:
     """Add the result rows past the ``sums_rowid`` mark to ``result_sums`` (inside the caller's
     write transaction). Result rows are insert-only, so the rows past the mark are exactly the
-    ones not yet counted; a run's points are merged in Python and written back."""
+    ones not yet counted; a run's points are merged in Python and written back. ``sums_rows``
+    (the rows counted) guards the mark: if the rows up to it are no longer that many (a VACUUM
+    renumbered them, a tool deleted some), the table is rebuilt from every row."""
     import pandas as pd
 
     conn.execute(_SUMS_SCHEMA)
     conn.execute("CREATE INDEX IF NOT EXISTS result_sums_run ON result_sums (run_id)")
-    row = conn.execute("SELECT value FROM meta WHERE key = 'sums_rowid'").fetchone()
-    mark = int(row[0]) if row else 0
-    top = conn.execute("SELECT max(rowid) FROM results").fetchone()[0] or 0
+    meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('sums_rowid', "
+                             "'sums_rows')").fetchall())
+    mark = int(meta.get("sums_rowid", 0))
+    top, total = conn.execute("SELECT max(rowid), count(*) FROM results").fetchone()
+    top = top or 0
+    counted = conn.execute("SELECT count(*) FROM results WHERE rowid <= ?", (mark,)).fetchone()[0]
+    if counted != int(meta.get("sums_rows", 0)):  # rows renumbered (VACUUM) or removed: rebuild
+        log.info("rebuilding the summary table of the results")
+        conn.execute("DELETE FROM result_sums")
+        mark = 0
     if top <= mark:
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sums_rows', ?)",
+                     (str(total),))
         return
     keys = [*_SUM_KEYS, *(f"extra_{k}" for k in _SUM_EXTRA)]
     exprs = [f'"{c}"' for c in _SUM_KEYS] + [_extra_sql("extra", k) for k in _SUM_EXTRA]
@@ -757,3 +770,4 @@ def _update_sums(conn: sqlite3.Connection, columns: tuple) -> None:
     conn.executemany(f"INSERT INTO result_sums ({', '.join(chr(34) + c + chr(34) for c in names)}) "
                      f"VALUES ({', '.join('?' * len(names))})", records)
     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sums_rowid', ?)", (str(top),))
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sums_rows', ?)", (str(total),))

@@ -162,3 +162,26 @@ def test_memory_store_aggregates_like_the_sqlite_store(seeded):
         assert mem.count(**filters) == store.count(**filters)
     assert mem.select(["key"], study="faultlab.campaign", limit=5)["key"].tolist() == \
         store.select(["key"], study="faultlab.campaign", limit=5)["key"].tolist()
+
+
+def test_summary_rebuilds_when_rows_are_renumbered_or_removed(tmp_path):
+    import sqlite3
+
+    store = Store(tmp_path / "v.sqlite")
+    seed_store(store)
+    by = ["study", "fault_model", "fault_rate"]
+    before = store.aggregate(by, ["accuracy"])
+    conn = sqlite3.connect(store.path)
+    n = conn.execute("SELECT count(*) FROM results WHERE module = 'quantum'").fetchone()[0]
+    conn.execute("DELETE FROM results WHERE module = 'quantum'")  # another tool removes rows
+    conn.commit()
+    conn.execute("VACUUM")  # renumbers the rowids of a table without INTEGER PRIMARY KEY
+    conn.close()
+    after = store.aggregate(by, ["accuracy"])
+    assert after["rows"].sum() == before["rows"].sum() - n > 0
+    scan = store.aggregate(by, ["accuracy"], _rows=True)
+    key = lambda f: f.sort_values(by, ignore_index=True)  # noqa: E731
+    pd.testing.assert_frame_equal(key(after), key(scan), check_exact=False, rtol=1e-12)
+    run = store.open_run("late", {})
+    store.add_results(run, [{"key": "x", "accuracy": 0.5}])
+    assert store.count() == before["rows"].sum() - n + 1
