@@ -33,14 +33,14 @@ from typing import Any
 from hwlab._memstore import MemoryStore
 from hwlab._rows import (
     _BER_FAULTS,
-    _IDENTIFIER,
     _COLUMN_TYPES,
+    _IDENTIFIER,
     METRIC_COLUMNS,
     RESULT_COLUMNS,
     _check_column_names,
-    _identify,
     _expression,
     _extra_sql,
+    _identify,
     _row_values,
     _typed,
     _typed_some,
@@ -500,7 +500,7 @@ class Store:
     def _sums_serve(self, by, values, weight, lcm, filters) -> bool:
         """Whether the summary table can answer this :meth:`aggregate` call."""
         keys = set(_SUM_KEYS) | {"study"} | {f"extra.{k}" for k in _SUM_EXTRA}
-        named = set(by) | set((filters.get("where") or {})) | set(filters.get("near") or {})
+        named = set(by) | set(filters.get("where") or {}) | set(filters.get("near") or {})
         return (named <= keys and set(values) <= set(_SUM_VALUES) and set(lcm) <= set(values)
                 and weight == "extra.n_samples" and filters.get("contains") is None)
 

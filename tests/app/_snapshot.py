@@ -123,8 +123,8 @@ def diff(ref: dict, got: dict, rtol: float = 1e-9) -> list[str]:
 
 if __name__ == "__main__":  # PYTHONPATH=. python tests/app/_snapshot.py OUT.json.gz N_ROWS: store a reference
     import gzip
-    import os
     import logging
+    import os
     import sys
     import tempfile
 

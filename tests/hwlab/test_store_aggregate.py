@@ -6,8 +6,15 @@ import pandas as pd
 import pytest
 
 from app._demo import seed_store
-from hwlab._figure_data import (ber_rows, clean_rows, is_aggregate, mean_ci_sums,
-                                proportion_ci_sums, summarize, summarize_sums)
+from hwlab._figure_data import (
+    ber_rows,
+    clean_rows,
+    is_aggregate,
+    mean_ci_sums,
+    proportion_ci_sums,
+    summarize,
+    summarize_sums,
+)
 from hwlab.stats import mean_ci, proportion_ci
 from hwlab.store import Store
 
@@ -180,7 +187,7 @@ def test_summary_rebuilds_when_rows_are_renumbered_or_removed(tmp_path):
     after = store.aggregate(by, ["accuracy"])
     assert after["rows"].sum() == before["rows"].sum() - n > 0
     scan = store.aggregate(by, ["accuracy"], _rows=True)
-    key = lambda f: f.sort_values(by, ignore_index=True)  # noqa: E731
+    key = lambda f: f.sort_values(by, ignore_index=True)
     pd.testing.assert_frame_equal(key(after), key(scan), check_exact=False, rtol=1e-12)
     run = store.open_run("late", {})
     store.add_results(run, [{"key": "x", "accuracy": 0.5}])
