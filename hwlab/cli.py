@@ -229,7 +229,7 @@ def _cmd_results(args) -> int:
     if args.by:
         by = [c.strip() for c in args.by.split(",") if c.strip()]
         values = [c for c in (columns or METRIC_COLUMNS) if c not in by]
-        agg = store.aggregate(by, values, weight=None, **filters)
+        agg = store.aggregate(by, values, **filters)
         df = agg[[*by, "rows"]].copy()
         for v in values:
             if agg[f"{v}_n"].sum() > 0:
