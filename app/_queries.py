@@ -15,11 +15,11 @@ run's rows, a page of a run's rows. Nothing reads the whole store except the exp
 
 Caching: a query result is cached under the store path plus a *stamp* of the store's files (size
 and modification time of the SQLite file and its write-ahead log), so a page sees new rows as soon
-as a study writes them, and a page re-run over an unchanged store costs no SQL at all. The large
-row tables are ``st.cache_resource`` entries (shared, not copied: pickling 100,000 rows on every
-page run would cost more than the page), so callers treat every returned DataFrame as read-only
-and derive new frames (filters, ``assign``) instead of changing them in place; the small derived
-tables are ``st.cache_data`` entries (copied per caller).
+as a study writes them, and a page re-run over an unchanged store costs no SQL at all. Row tables
+and point tables that several pages share are ``st.cache_resource`` entries (shared, not copied),
+so callers treat every returned DataFrame as read-only and derive new frames (filters,
+``assign``) instead of changing them in place; the small derived tables are ``st.cache_data``
+entries (copied per caller).
 """
 
 from __future__ import annotations
@@ -35,22 +35,33 @@ import streamlit as st
 from hwlab.store import RESULT_COLUMNS, Store, default_store_path
 
 __all__ = [
+    "ber_points",
+    "clean_metrics",
     "clear",
+    "dataset_metrics",
     "empty_results",
     "export_bytes",
     "get_store",
+    "metric_combinations",
     "metrics",
     "module_extra",
+    "module_metrics",
     "module_results",
     "parse_extra",
     "points",
     "reliability",
     "results",
+    "row_count",
     "run_config",
+    "run_points",
+    "run_rows",
+    "run_summary",
     "runs",
     "stamp",
     "store_path",
+    "study_points",
     "study_results",
+    "study_rows",
     "thresholds",
     "with_run_field",
 ]
