@@ -24,7 +24,8 @@ from ._record import Recording, record
 from ._rules import dynamic_confidence_rule, get_rule
 from ._snn import SpikingNet, convert
 
-__all__ = ["METHODS", "PathResult", "best_fixed", "build_snn", "evaluate_path", "live_ms"]
+__all__ = ["METHODS", "PathResult", "ann_train_config", "best_fixed", "build_snn", "evaluate_path",
+           "live_ms"]
 
 log = logging.getLogger(__name__)
 METHODS = ("converted", "direct")
@@ -35,9 +36,7 @@ def build_snn(method: str, cfg, train: Split, val: Split | None = None) -> Spiki
     if method == "converted":
         ann = qcfs_ann(cfg.model, train.in_shape, train.num_classes, cfg.levels,
                        weights=getattr(cfg, "weights", "") or None)
-        tc = TrainConfig(epochs=cfg.ann_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                         seed=cfg.seed)
-        fit(ann, train, tc, val=val)
+        fit(ann, train, ann_train_config(cfg), val=val)
         return convert(ann.eval())
     net = direct_net(cfg.direct_model, train.in_shape, train.num_classes, encoding=cfg.direct_encoding,
                      threshold=cfg.direct_threshold)
@@ -45,6 +44,15 @@ def build_snn(method: str, cfg, train: Split, val: Split | None = None) -> Spiki
                      seed=cfg.seed)
     fit(DirectTask(net, steps=cfg.direct_steps, seed=cfg.seed), train, tc, val=val)
     return net.eval()
+
+
+def ann_train_config(cfg) -> TrainConfig:
+    """The QCFS ANN's recipe: ``cfg.ann_optimizer`` (SGD with momentum 0.9 in QCFS and in the
+    Dynamic Confidence code) with ``cfg.ann_weight_decay`` (5e-4 in both), cosine decay; a config
+    without those fields (``spiking.faults``) keeps Adam without weight decay."""
+    return TrainConfig(epochs=cfg.ann_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                       optimizer=getattr(cfg, "ann_optimizer", "adam"),
+                       weight_decay=getattr(cfg, "ann_weight_decay", 0.0), seed=cfg.seed)
 
 
 def qcfs_ann(model: str, in_shape, num_classes: int, levels: int, weights=None):

@@ -18,8 +18,9 @@ import faultlab as fl
 from hwlab import figures
 from hwlab.data import load
 from hwlab.meters import param_count
-from hwlab.seeds import derive_seed, seeded
+from hwlab.seeds import derive_seed, seeded, torch_threads
 from hwlab.studies import Study, StudyConfig, param, run_items
+from hwlab.train import OPTIMIZERS
 
 from ._live import run_live
 from ._pipeline import METHODS, PathResult, build_snn, evaluate_path, live_ms, rule_for, test_curve
@@ -64,8 +65,13 @@ class DynamicConfidenceConfig(StudyConfig):
                            range=(2, None))
     ann_epochs: int = param(8, "ANN training epochs (QCFS VGG-s: ~98% on mnist5k in 8)",
                             range=(1, None))
-    lr: float = param(1e-3, "Adam learning rate of the ANN", range=(0, None),
-                      inclusive=(False, True))
+    lr: float = param(  # QCFS trains from scratch with SGD at 0.1, cosine decay
+        0.1, "learning rate of the QCFS ANN", range=(0, None), inclusive=(False, True))
+    ann_optimizer: str = param(  # QCFS and the Dynamic Confidence code: SGD, momentum 0.9
+        "sgd", "optimizer of the QCFS ANN", choices=OPTIMIZERS)
+    ann_weight_decay: float = param(  # QCFS and the Dynamic Confidence code: 5e-4; without it
+        # the ANN leans on its exact 4-level grid and its SNN drifts away from it as T grows
+        5e-4, "weight decay of the QCFS ANN", range=(0, None))
     direct_epochs: int = param(8, "BPTT epochs (8 plateau on mnist5k)", range=(1, None))
     direct_steps: int = param(8, "steps unrolled while training directly", range=(1, None))
     direct_encoding: str = param("rate", "input code of the direct SNN", choices=ENCODINGS)
@@ -88,6 +94,10 @@ class DynamicConfidenceConfig(StudyConfig):
     latency_steps: tuple[int, ...] = param(  # plus T*, T_max
         (1, 2, 4, 8, 16, 32), "fixed T timed", range=(1, None))
     seed: int = param(0, "data split, training, rate code, fault maps", range=(0, None))
+    threads: int = param(  # float sums depend on the thread count: 1 = the same figures on
+        # every machine and on serial, process and Dask executors (whose workers use 1)
+        1, "torch threads for training, recording and timing (0 = leave as is)",
+        range=(0, None))
 
 
 @dataclass(frozen=True)
@@ -124,8 +134,10 @@ class DynamicConfidenceStudy(Study):
 
 
 def _method_item(item: MethodItem) -> list[dict]:
-    """All rows of one method (top-level: runs on any executor)."""
-    return _method_rows(item.config, item.method)
+    """All rows of one method (top-level: runs on any executor), with ``config.threads`` torch
+    threads (the caller's count is restored after)."""
+    with torch_threads(item.config.threads or None):
+        return _method_rows(item.config, item.method)
 
 
 def _method_rows(cfg, method: str) -> list[dict]:

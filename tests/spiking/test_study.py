@@ -10,6 +10,7 @@ import torch
 
 import spiking as sp
 from hwlab.data import load
+from hwlab.seeds import torch_threads
 from hwlab.store import Store
 from hwlab.studies import get_study, run_study
 from spiking._pipeline import build_snn
@@ -48,10 +49,10 @@ def test_threshold_reapplied_independently_gives_the_stored_row(study_run):
     extra = json.loads(row["extra"])
     assert extra["live_matches_offline"] is True and extra["constant"] == 30.0
     train, val, test = (load(cfg.dataset, s, seed=cfg.seed) for s in ("train", "val", "test"))
-    with torch.random.fork_rng(devices=[]):
+    with torch_threads(cfg.threads), torch.random.fork_rng(devices=[]):  # as the study runs
         torch.manual_seed(cfg.seed)
         net = build_snn("converted", cfg, train, val)
-    rec = sp.record(net, test, cfg.max_steps, batch_size=cfg.eval_batch, seed=cfg.seed)
+        rec = sp.record(net, test, cfg.max_steps, batch_size=cfg.eval_batch, seed=cfg.seed)
     again = sp.apply_rule(rec, "dynamic-confidence", extra["threshold"])
     assert again.accuracy == pytest.approx(row["accuracy"], abs=1e-12)
     assert again.mean_steps == pytest.approx(row["timesteps"], abs=1e-12)
