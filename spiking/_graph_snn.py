@@ -96,13 +96,12 @@ def _shape_nodes(gm: fx.GraphModule) -> set[fx.Node]:
     arithmetic on sizes is not a neural operation: it is the same at every time step."""
     shapes: set[fx.Node] = set()
     for n in gm.graph.nodes:
-        if n.op == "call_method" and n.target in ("size", "dim"):
-            shapes.add(n)
-        elif n.op == "call_function" and n.target is getattr and len(n.args) > 1 \
-                and n.args[1] in ("shape", "ndim"):
-            shapes.add(n)
-        elif n.op in ("call_function", "call_method") and n.all_input_nodes and all(
-                a in shapes for a in n.all_input_nodes):
+        size_call = n.op == "call_method" and n.target in ("size", "dim")
+        shape_attr = (n.op == "call_function" and n.target is getattr and len(n.args) > 1
+                      and n.args[1] in ("shape", "ndim"))
+        on_sizes = n.op in ("call_function", "call_method") and bool(n.all_input_nodes) and all(
+            a in shapes for a in n.all_input_nodes)
+        if size_call or shape_attr or on_sizes:
             shapes.add(n)
     return shapes
 

@@ -25,7 +25,6 @@ from hwlab.train import OPTIMIZERS
 from ._live import run_live
 from ._pipeline import METHODS, PathResult, build_snn, evaluate_path, live_ms, rule_for, test_curve
 from ._qcfs import ARCHITECTURES
-from ._record import record
 from ._rules import apply_rule, fixed_steps, oracle_any, oracle_stay
 from ._snn import ENCODINGS
 
@@ -207,23 +206,50 @@ def _live_check(net, test, rule, threshold, offline, cfg) -> bool:
 
 
 def _fault_rows(net, test, res: PathResult, cfg, base) -> list[dict]:
-    """Bit flips in the SNN weights: fixed T* vs Dynamic Confidence on the same faulty net."""
-    rows, cal = [], res.calibrations["dynamic-confidence"]
+    """Bit flips in the SNN weights: fixed T* vs Dynamic Confidence on the same faulty net.
+
+    One trial per (rate, map) on faultlab's one trial engine: the net runs as a
+    :class:`~spiking._readout.StepReadout` (a forward pass is a recording) and the metrics
+    apply T* and the calibrated rule; each trial gives the study's two rows."""
+    import json
+
+    from hwlab.store import Store
+
+    from ._readout import StepReadout, indexed, readout_metrics
+
+    cal = res.calibrations["dynamic-confidence"]
     rule = rule_for("dynamic-confidence", cfg)
+    readout = StepReadout(net, test.x.shape[1:], cfg.max_steps, cfg.seed, cfg.eval_batch).eval()
+    metrics = readout_metrics(cfg.max_steps, res.t_star, rule, cal.threshold)
+    ev = fl.evaluation(readout, (indexed(test.x), test.y), metrics, batch_size=cfg.eval_batch,
+                       delayed_start=False, full=False, caller="study spiking.dynamic-confidence")
+    plan = {}
     for rate in cfg.fault_rates:
         for k in range(cfg.trials):
             key = f"bitflip|{rate:g}|trial={k}"
-            with fl.inject(net, fl.BitFlip(rate=rate), seed=derive_seed(cfg.seed, key)) as fmap:
-                rec = record(net, test, cfg.max_steps, batch_size=cfg.eval_batch, seed=cfg.seed)
-            fixed, dc = fixed_steps(rec, res.t_star), apply_rule(rec, rule, cal.threshold)
-            common = {**base, "fault_model": "bitflip", "fault_rate": rate, "trial": k}
-            info = {"faults": len(fmap), "t_star": res.t_star}
-            rows.append({**common, "_key": f"{key}|fixed", "variant": f"fixed-T{res.t_star}",
-                         "accuracy": fixed.accuracy, "timesteps": float(res.t_star),
-                         "extra": info})
-            rows.append({**common, "_key": f"{key}|dc", "variant": "dynamic-confidence",
-                         "accuracy": dc.accuracy, "timesteps": dc.mean_steps,
-                         "extra": {**info, "threshold": cal.threshold}})
+            plan[key] = fl.Trial((fl.BitFlip(rate=rate),), k, cfg.seed,
+                                 map_seed=derive_seed(cfg.seed, key))
+    trials = Store.memory()
+    trials.ensure_columns([m.__name__ for m in metrics])
+    run_id = trials.open_run("spiking.faults-sweep", {})
+    was_training = net.training
+    try:
+        with fl.runner(ev) as run:
+            run.run(trials, run_id, plan)
+    finally:
+        net.train(was_training)
+    done = trials.results(run_id=run_id).set_index("key")
+    rows = []
+    for key, r in ((k, done.loc[k]) for k in plan):
+        common = {**base, "fault_model": "bitflip", "fault_rate": float(r.fault_rate),
+                  "trial": int(r.trial)}
+        info = {"faults": json.loads(r.extra)["n_faults"], "t_star": res.t_star}
+        rows.append({**common, "_key": f"{key}|fixed", "variant": f"fixed-T{res.t_star}",
+                     "accuracy": float(r.fixed_accuracy), "timesteps": float(res.t_star),
+                     "extra": info})
+        rows.append({**common, "_key": f"{key}|dc", "variant": "dynamic-confidence",
+                     "accuracy": float(r.rule_accuracy), "timesteps": float(r.rule_steps),
+                     "extra": {**info, "threshold": cal.threshold}})
     return rows
 
 
