@@ -42,6 +42,7 @@ _LAZY = {
     "harden": "faultlab._harden",
     "bit_flip_attack": "faultlab._attack",  # the worst case: progressive bit search
     "random_flips": "faultlab._attack",
+    "random_flip_accuracy": "faultlab._attack",
     "AttackResult": "faultlab._attack",
     "saturate": "faultlab._weight_defences",  # weight-side defences: what is stored changes
     "scale_weights": "faultlab._weight_defences",

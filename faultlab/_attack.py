@@ -37,7 +37,8 @@ from faultlab._faults import KINDS, FaultMap
 from faultlab._quant import _Int8Weight
 from hwlab.errors import check, check_int, check_number, fail
 
-__all__ = ["AttackResult", "attackable_layers", "bit_flip_attack", "random_flips"]
+__all__ = ["AttackResult", "attackable_layers", "bit_flip_attack", "random_flip_accuracy",
+           "random_flips"]
 
 # the value of bit i of a word: two's complement (symmetric int8) or unsigned (asymmetric int8)
 _BIT_VALUES = {True: torch.tensor([1, 2, 4, 8, 16, 32, 64, -128], dtype=torch.float32),
@@ -327,3 +328,14 @@ def random_flips(model: nn.Module, n: int, seed: int = 0, layers=None,
     return FaultMap(tuple(names), tuple(dtypes), np.asarray(p, np.int32),
                     np.asarray(i, np.int64), np.asarray(b, np.uint8),
                     np.full(len(chosen), _FLIP, np.int8), total, seed, {"attack": "random"})
+
+
+def random_flip_accuracy(model: nn.Module, n: int, data, seed: int = 0, layers=None,
+                         mode: str = "layer") -> float:
+    """Accuracy on ``data`` with ``n`` :func:`random_flips` injected (the model is restored):
+    the attack's baseline at the same number of flips."""
+    from faultlab._inject import inject
+    from hwlab.train import evaluate
+
+    with inject(model, random_flips(model, n, seed=seed, layers=layers, mode=mode)):
+        return evaluate(model, data)

@@ -246,9 +246,7 @@ def _attack_rows(c: MitigationConfig, built: dict, store, run_id, done, progress
 
 
 def _attacks(c, built, store, run_id, done, progress) -> None:
-    from faultlab._attack import bit_flip_attack, random_flips
-    from faultlab._inject import inject
-    from hwlab.train import evaluate
+    from faultlab._attack import bit_flip_attack, random_flip_accuracy
 
     select = load_split(c.dataset, "train", c.seed, c.select_size)
     test = load_split(c.dataset, "test", c.seed, c.eval_size)
@@ -265,8 +263,7 @@ def _attacks(c, built, store, run_id, done, progress) -> None:
                 continue
             res = bit_flip_attack(b.model, select, eval_data=test, flips=c.attack_flips,
                                   seed=derive_seed(c.seed, f"attack|{s}"))
-            with inject(b.model, random_flips(b.model, max(res.flips, 1), seed=s)):
-                random_acc = evaluate(b.model, test)
+            random_acc = random_flip_accuracy(b.model, max(res.flips, 1), test, seed=s)
             rows.append({"key": key, "module": "faultlab", "method": "mitigation",
                          "model": c.model, "dataset": c.dataset, "variant": v, "seed": c.seed,
                          "fault_model": "pbs", "trial": s,
