@@ -452,7 +452,9 @@ def test_attention_projections_are_stored(batch_first):
         net = nn.Sequential(nn.Linear(8, 16))
         net.attn = nn.MultiheadAttention(16, 4, batch_first=batch_first)
         odd = nn.MultiheadAttention(16, 2, kdim=6, vdim=5, batch_first=True)
-    x = torch.randn(2, 5, 16) if batch_first else torch.randn(5, 2, 16)
+    g = torch.Generator().manual_seed(1)  # not the global RNG: the bound must not depend on order
+    x = torch.randn(2, 5, 16, generator=g) if batch_first else torch.randn(5, 2, 16, generator=g)
+    bound = {"mxfp8_e4m3": 0.08, "nvfp4": 0.25, "int8": 0.02}  # 30 seeds: max 0.058, 0.17, 0.007
     for fmt in ("mxfp8_e4m3", "nvfp4", "int8"):
         q = fl.quantize(net.attn, fmt)
         names = [n for n, _ in fl.eligible_parameters(q)]
@@ -463,7 +465,7 @@ def test_attention_projections_are_stored(batch_first):
         ref = net.attn(x, x, x)[0]
         got = q(x, x, x)[0]
         assert got.shape == ref.shape
-        assert (got - ref).abs().max() < (0.2 if fmt == "nvfp4" else 0.05)
+        assert (got - ref).abs().max() < bound[fmt]
         # the same as torch's module with the decoded weights
         deq = nn.MultiheadAttention(16, 4, batch_first=batch_first).eval()
         with torch.no_grad():
