@@ -306,8 +306,13 @@ def fake_results(n_rows: int | None = None, seed: int = 0, trials: int = 5) -> p
 def seed_store(store, n_rows: int | None = None, seed: int = 0, trials: int = 5) -> list[str]:
     """Write :func:`fake_results` into ``store`` (one run per entry of :func:`fake_runs`,
     through ``Store.add_results``); returns the run ids."""
+    from hwlab._figure_data import study_kinds
+
     df = fake_results(n_rows, seed, trials)
     configs = [c for _, c, _ in fake_runs(seed, trials)]
+    latency, memory = study_kinds(df["study"].unique())  # as each study records them when run
+    for study in df["study"].unique():
+        store.set_study_kinds(study, latency.get(study), memory.get(study))
     run_ids = []
     for i, part in df.groupby("run", sort=True):
         study = part["study"].iloc[0]

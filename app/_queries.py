@@ -194,14 +194,17 @@ def study_results(study: str) -> pd.DataFrame:
 def _metrics(path: str, file_stamp: tuple) -> pd.DataFrame:
     from hwlab._figure_data import with_metrics
 
-    return with_metrics(_text(_store(path).select(aggregates=False)))
+    store = _store(path)
+    return with_metrics(_text(store.select(aggregates=False)), store.study_kinds())
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _module_metrics(path: str, file_stamp: tuple, module: str) -> pd.DataFrame:
     from hwlab._figure_data import with_metrics
 
-    return with_metrics(_text(_store(path).select(module=module, aggregates=False)))
+    store = _store(path)
+    return with_metrics(_text(store.select(module=module, aggregates=False)),
+                        store.study_kinds())
 
 
 def module_metrics(module: str) -> pd.DataFrame:
@@ -237,7 +240,8 @@ def metric_combinations() -> pd.DataFrame:
 def _clean_metrics(path: str, file_stamp: tuple) -> pd.DataFrame:
     from hwlab._figure_data import with_metrics
 
-    return with_metrics(_text(_store(path).select(clean=True, aggregates=False)))
+    store = _store(path)
+    return with_metrics(_text(store.select(clean=True, aggregates=False)), store.study_kinds())
 
 
 def clean_metrics() -> pd.DataFrame:
@@ -339,9 +343,10 @@ def study_points(study: str) -> pd.DataFrame:
 def _run_summary(path: str, file_stamp: tuple) -> pd.DataFrame:
     from hwlab._figure_data import MIB, study_kinds
 
-    agg = _store(path).aggregate(["run_id", "study", "module", "model", "timesteps",
-                                  "extra.memory_kind"], ["memory_bytes"], aggregates=False)
-    _, memory_kind = study_kinds(agg["study"].unique())
+    store = _store(path)
+    agg = store.aggregate(["run_id", "study", "module", "model", "timesteps",
+                           "extra.memory_kind"], ["memory_bytes"], aggregates=False)
+    _, memory_kind = study_kinds(agg["study"].unique(), store.study_kinds())
     fallback = agg["module"].astype("string").fillna("").map(
         lambda m: "train_memory_bytes" if m == "localtrain" else "model_bytes")
     kind = agg["extra.memory_kind"].astype("object")

@@ -109,14 +109,24 @@ def ber_rows(df: pd.DataFrame) -> pd.Series:
     return ber & (rate > 0)
 
 
-def study_kinds(names) -> tuple[dict[str, str], dict[str, str]]:
-    """``({study: latency kind}, {study: memory kind})`` of the registered studies among
-    ``names`` that say what their ``latency_ms`` / ``memory_bytes`` mean (``Study.latency_kind``
-    / ``memory_kind``); a study that is not installed here is left out (its rows fall back)."""
-    from hwlab.studies import find_study
-
+def study_kinds(names, known=None) -> tuple[dict[str, str], dict[str, str]]:
+    """``({study: latency kind}, {study: memory kind})`` of the studies among ``names`` that say
+    what their ``latency_ms`` / ``memory_bytes`` mean (``Study.latency_kind`` / ``memory_kind``).
+    ``known``: ``{study: (latency kind, memory kind)}`` as a store recorded them
+    (``Store.study_kinds``); only the other studies are looked up in the registry (which imports
+    them); a study that is not installed here is left out (its rows fall back)."""
     latency, memory = {}, {}
+    known = known or {}
     for name in names:
+        if str(name) in known:
+            lat, mem = known[str(name)]
+            if lat is not None:
+                latency[str(name)] = lat
+            if mem is not None:
+                memory[str(name)] = mem
+            continue
+        from hwlab.studies import find_study
+
         study = find_study(str(name))
         if study is not None and study.latency_kind is not None:
             latency[str(name)] = study.latency_kind
@@ -125,17 +135,19 @@ def study_kinds(names) -> tuple[dict[str, str], dict[str, str]]:
     return latency, memory
 
 
-def with_metrics(df: pd.DataFrame) -> pd.DataFrame:
+def with_metrics(df: pd.DataFrame, kinds=None) -> pd.DataFrame:
     """``df`` plus one column per :data:`METRICS` entry, each with one meaning (and unit).
 
     ``latency_ms`` goes to inference_ms / trial_ms / train_step_ms, ``memory_bytes`` to
     model_bytes / train_memory_bytes (in MiB), the protection overhead (``extra.memory_overhead``
     or ``extra.code_overhead``) to protection_overhead in percent. The input is not changed.
+    ``kinds``: what a store recorded of its studies (:func:`study_kinds`), so that reading rows
+    imports no study.
     """
     out = df.copy()
     study = out.get("study", pd.Series("", index=out.index)).astype("string").fillna("")
     module = out["module"].astype("string").fillna("")
-    latency_kind, memory_kind = study_kinds(study.unique())
+    latency_kind, memory_kind = study_kinds(study.unique(), kinds)
     lat_kind = study.map(latency_kind).astype("object")
     clean = clean_rows(out)
     fallback = np.where(module == "localtrain", "train_step_ms",

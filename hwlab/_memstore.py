@@ -103,6 +103,12 @@ class MemoryStore:
             return
         self._runs[run_id].update(status=state["status"], finished=state.get("finished"))
 
+    def set_study_kinds(self, study: str, latency_kind, memory_kind) -> None:
+        self.__dict__.setdefault("_kinds", {})[study] = (latency_kind, memory_kind)
+
+    def study_kinds(self) -> dict:
+        return dict(self.__dict__.get("_kinds", {}))
+
     def config(self, run_id: str) -> dict:
         self._check_run(run_id, "MemoryStore.config")
         return json.loads(self._runs[run_id]["config"])

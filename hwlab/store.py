@@ -330,6 +330,26 @@ class Store:
             )
         return run_id
 
+    def set_study_kinds(self, study: str, latency_kind: str | None,
+                        memory_kind: str | None) -> None:
+        """Record what ``study``'s ``latency_ms`` / ``memory_bytes`` mean (``Study`` does it when
+        it opens a run), so readers of the store need not import the study to know it."""
+        with self._write() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS study_kinds (study TEXT PRIMARY KEY, "
+                         "latency_kind TEXT, memory_kind TEXT)")
+            conn.execute("INSERT OR REPLACE INTO study_kinds VALUES (?, ?, ?)",
+                         (study, latency_kind, memory_kind))
+
+    def study_kinds(self) -> dict[str, tuple[str | None, str | None]]:
+        """``{study: (latency kind, memory kind)}`` recorded by :meth:`set_study_kinds`."""
+        with self._connect() as conn:
+            known = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND "
+                                 "name = 'study_kinds'").fetchone()
+            if known is None:  # a store written before the kinds were recorded
+                return {}
+            rows = conn.execute("SELECT study, latency_kind, memory_kind FROM study_kinds")
+            return {s: (lat, mem) for s, lat, mem in rows.fetchall()}
+
     def find_run(self, study: str, config: Any, fingerprint: str | None = None) -> str | None:
         """The id of the run ``open_run(study, config, fingerprint)`` would resume, or None."""
         _, fingerprint = _identify(study, config, fingerprint, "Store.find_run")

@@ -167,7 +167,10 @@ class Study:
 
     # -- running -----------------------------------------------------------------------------
     def open_run(self, store, config, fingerprint: str | None = None):
-        """Context manager: open (or resume) this study's run; see :func:`run_context`."""
+        """Context manager: open (or resume) this study's run; see :func:`run_context`. The
+        store also records what this study's latency / memory columns mean."""
+        if hasattr(store, "set_study_kinds"):
+            store.set_study_kinds(self.name, self.latency_kind, self.memory_kind)
         return run_context(store, self.name, config, fingerprint)
 
     def run(self, config, store, progress: Progress | None = None,
