@@ -47,4 +47,15 @@ w.show_chart(charts.fault_curves(curves, clean, facet=None), curves, "mitigation
 st.caption(charts.BAND_NOTE + ".")
 table = pts.rename(columns={"accuracy": f"accuracy at {ber:.0e}"})
 table["clean"] = table["clean"].round(4)
+attack = q.parse_extra(rows[rows["fault_model"] == "pbs"], ("flips_to_chance", "reached"))
+if len(attack):  # the worst case beside the random faults: bit-flip attacks per variant
+    worst = attack.groupby("variant").agg(
+        pbs_flips_median=("flips_to_chance", "median"), pbs_flips_min=("flips_to_chance", "min"),
+        pbs_flips_max=("flips_to_chance", "max"),
+        pbs_reached=("reached", lambda r: f"{int(r.sum())}/{len(r)}")).reset_index()
+    table = table.merge(worst, on="variant", how="left")
 st.dataframe(table.replace({np.nan: None}), hide_index=True)
+if len(attack):
+    st.caption("pbs_*: flips the progressive bit-flip attack needed to take the variant to chance "
+               "(median, min, max over the attacks that got there, and how many did within the "
+               "budget); a variant whose words a code protects is not attacked.")

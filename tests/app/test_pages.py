@@ -478,3 +478,36 @@ def test_figures_are_titled_and_named_after_study_model_dataset_date(app_at, see
     date = Store(seeded_path).runs()["started"].iloc[0][:10]
     assert main == f"faultlab.memory · lenet5 · mnist5k · run {date}"
     assert stem(main) == f"faultlab.memory_lenet5_mnist5k_{date}"  # the download's file name
+
+
+def test_mitigation_table_shows_the_attack_beside_the_random_faults(app_at, tmp_path):
+    """Both threats in one view: rows of the bit-flip attack give per-variant flips to chance."""
+    store = Store(tmp_path / "m.sqlite")
+    run_id = store.open_run("faultlab.mitigation", {"attack": True})
+    rows = []
+    for v, overhead, flips in (("unprotected", 0.0, (30, 40, 35)), ("clipping", 0.0, (None,)),
+                               ("secded", 0.125, ())):
+        rows.append({"key": f"clean|{v}", "module": "faultlab", "method": "mitigation",
+                     "model": "lenet5", "dataset": "mnist5k", "variant": v, "fault_rate": 0.0,
+                     "accuracy": 0.97, "extra": {"memory_overhead": overhead}})
+        for t in range(3):
+            rows.append({"key": f"{v}|0.05|trial={t}", "module": "faultlab",
+                         "method": "mitigation", "model": "lenet5", "dataset": "mnist5k",
+                         "variant": v, "fault_model": "bitflip", "fault_rate": 0.05,
+                         "trial": t, "accuracy": 0.8, "extra": {"n_samples": 500}})
+        for s, f in enumerate(flips):
+            rows.append({"key": f"attack|{v}|seed={s}", "module": "faultlab",
+                         "method": "mitigation", "model": "lenet5", "dataset": "mnist5k",
+                         "variant": v, "fault_model": "pbs", "trial": s, "accuracy": 0.1,
+                         "extra": {"flips": f or 60, "flips_to_chance": f,
+                                   "reached": f is not None}})
+    store.add_results(run_id, rows)
+    store.finish_run(run_id)
+    at = app_at(store.path, "mitigation")
+    assert not at.exception
+    table = at.dataframe[-1].value.set_index("variant")
+    assert table.loc["unprotected", "pbs_flips_median"] == 35
+    assert table.loc["unprotected", "pbs_flips_min"] == 30
+    assert table.loc["unprotected", "pbs_reached"] == "3/3"
+    assert table.loc["clipping", "pbs_reached"] == "0/1"
+    assert table["pbs_reached"].isna()["secded"]  # a code protects its words: not attacked
