@@ -258,6 +258,8 @@ class _Stored(nn.Module):
     frozen Parameter; block formats), ``NAME_tensor_scale`` (fp32 buffer; per-tensor and NVFP4).
     ``_codes`` maps each NAME to (fmt, float shape)."""
 
+    _hwlab_leaf = True  # hwlab.graph: one opaque call, as the int8 layers (not its table decode)
+
     def _register(self, name: str, w: torch.Tensor, fmt: str):
         f = FORMATS[fmt]
         w = w.detach()

@@ -525,3 +525,16 @@ def test_every_zoo_model_quantizes(name):
     with fl.inject(q, fl.BitFlip(rate=1e-3), seed=0):
         assert q(x).shape == y.shape == model(x).shape
     assert torch.equal(q(x), y)
+
+
+def test_stored_layers_are_graph_leaves():
+    """hwlab.graph sees a quantised layer as one call (like the int8 layers): cut points and
+    delayed start work on them, and the decode tables are never traced into the graph."""
+    import hwlab.graph as hg
+
+    torch.manual_seed(0)
+    q = fl.quantize(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)), "mxfp4")
+    g = hg.trace(q)
+    assert [n.op for n in g.module.graph.nodes] == ["placeholder", "call_module", "call_module",
+                                                    "call_module", "output"]
+    assert g.weight_layers == ["0", "2"] and len(g.cuts) == 2
