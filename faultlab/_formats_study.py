@@ -19,6 +19,7 @@ the bytes of the stored weight words (codes + scale codes; float32: the weights)
 
 from __future__ import annotations
 
+import copy
 import types
 from dataclasses import dataclass
 from functools import lru_cache
@@ -28,8 +29,9 @@ from hwlab.studies import Study, StudyConfig, derive_seed, param
 
 __all__ = ["FORMATS_STUDY", "FormatsConfig", "FormatsStudy"]
 
-CHOICES = ("float32", "int8", "int4", "fp8_e4m3", "fp8_e5m2", "mxfp8_e4m3", "mxfp8_e5m2",
-           "mxfp6_e2m3", "mxfp6_e3m2", "mxfp4", "mxint8", "nvfp4")  # = faultlab._formats.FORMATS
+CHOICES = ("float32", "bfloat16", "int8", "int4", "fp8_e4m3", "fp8_e5m2", "mxfp8_e4m3", "mxfp8_e5m2",
+           "mxfp6_e2m3", "mxfp6_e3m2", "mxfp4", "mxint8", "nvfp4")  # faultlab._formats.FORMATS
+# + the unquantised float32 reference and bfloat16 (the weights cast, as accelerators store them)
 TARGETS = ("all", "element", "scale", "protected")
 
 
@@ -61,11 +63,15 @@ class FormatsConfig(StudyConfig):
 @lru_cache(maxsize=16)
 def _model(name: str, dataset: str, seed: int, weights: str, fmt: str):
     """The stored model of one format (cached per process)."""
+    import torch
+
     from faultlab._formats import quantize
     from hwlab.zoo import pretrained
 
     base = pretrained(name, dataset, seed=seed, weights=weights or None).eval()
-    return base if fmt == "float32" else quantize(base, fmt).eval()
+    if fmt in ("float32", "bfloat16"):
+        return base if fmt == "float32" else copy.deepcopy(base).to(torch.bfloat16).eval()
+    return quantize(base, fmt).eval()
 
 
 def _words(model, fmt: str) -> dict[str, tuple[str, ...] | None]:
@@ -73,7 +79,7 @@ def _words(model, fmt: str) -> dict[str, tuple[str, ...] | None]:
     lacks (scale of a per-tensor format, element / scale of float32) is left out."""
     from faultlab._formats import storage
 
-    if fmt == "float32":
+    if fmt in ("float32", "bfloat16"):
         return {"all": None}
     info = storage(model)
     out = {"all": None, "element": tuple(n for n, s in info.items() if s.role == "element")}

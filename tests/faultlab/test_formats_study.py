@@ -77,3 +77,15 @@ def test_key_figure_from_the_studys_own_rows(quick, tmp_path, capsys):
     root = ET.parse(svg).getroot()  # raises on a malformed SVG
     text = " ".join(t.text or "" for t in root.iter() if t.tag.endswith("text"))
     assert "faultlab.formats" in text and f"wrote {svg}" in capsys.readouterr().out
+
+
+def test_bfloat16_is_a_format_of_the_study(tmp_path):
+    """bfloat16 weights (cast, as accelerators store them) beside float32, on the same rates."""
+    store = Store(tmp_path / "b.sqlite")
+    run_id = run_study("faultlab.formats", store=store, quick=True,
+                       formats=("float32", "bfloat16"), rates=(1e-2,), trials=2)
+    df = store.results(run_id=run_id).set_index("key")
+    assert df.loc["bfloat16|clean", "memory_bytes"] * 2 == df.loc["float32|clean",
+                                                                  "memory_bytes"]
+    assert abs(df.loc["bfloat16|clean", "accuracy"] - df.loc["float32|clean", "accuracy"]) < 0.02
+    assert set(df.fault_model) == {"none", "bitflip-all"}
