@@ -9,9 +9,9 @@ of one (fraction, trial) see the very same faulty PEs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 from hwlab import figures
+from hwlab.executors import share
 from hwlab.studies import Study, StudyConfig, derive_seed, param, run_items
 
 __all__ = ["SYSTOLIC_STUDY", "SystolicConfig", "SystolicItem", "SystolicStudy"]
@@ -71,7 +71,6 @@ class SystolicItem:
     seed: int
 
 
-@lru_cache(maxsize=4)
 def _setup(model: str, dataset: str, seed: int, eval_size: int):
     from hwlab import data, zoo
 
@@ -80,17 +79,18 @@ def _setup(model: str, dataset: str, seed: int, eval_size: int):
     return net, test.x[:eval_size], test.y[:eval_size]
 
 
-def _mitigated_row(item: SystolicItem) -> dict:
+def _mitigated_row(shared: tuple, item: SystolicItem) -> dict:
     """FAP / FAP+T on one PE map: a NEW model per map (pruned, or pruned and retrained), run
     fault-free: a model transform per trial, not an injection (the engine runs the
-    unmitigated trials)."""
+    unmitigated trials). ``shared``: the model and test data, sent to each worker once
+    (``hwlab.executors.share``)."""
     from dataclasses import replace
 
     from faultlab.systolic import FAP_T_CONFIG, fap, fap_masks, fap_t, sample_pe_faults
     from hwlab import data
     from hwlab.train import evaluate
 
-    net, x, y = _setup(item.model, item.dataset, item.seed, item.eval_size)
+    net, x, y = shared
     fault, seed = _pe_fault(item), _pe_seed(item)
     fmap = sample_pe_faults(fault, seed)
     masks = fap_masks(net, fmap)
@@ -142,8 +142,8 @@ class SystolicStudy(Study):
         defaults = {"module": "faultlab", "method": "systolic", "dataset": c.dataset,
                     "seed": c.seed}
         with self.open_run(store, config) as run_id:
-            rebuilt = {}  # FAP / FAP+T: a new model per map
             for model in c.models:
+                rebuilt = {}  # FAP / FAP+T: a new model per map
                 plan = {f"{model}|clean": Trial((), 0, c.seed, columns=(
                     ("method", "systolic"), ("variant", "clean"), ("fault_model", "none"),
                     ("latency_ms", None)), extra=(("clean", True),))}
@@ -173,8 +173,10 @@ class SystolicStudy(Study):
                                 caller=f"study {self.name}")
                 with runner(ev, executor) as run:
                     run.run(store, run_id, plan, progress, {**defaults, "model": model})
-            run_items(store, run_id, rebuilt, _mitigated_row, executor, progress,
-                      defaults=defaults)
+                if set(rebuilt) - set(store.done_keys(run_id)):
+                    with share(executor, (net, x, y)) as ref:  # once per worker
+                        run_items(store, run_id, rebuilt, _mitigated_row, executor, progress,
+                                  defaults=defaults, shared=ref)
         return run_id
 
 
