@@ -13,37 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
+from faultlab_inject_speed import big_mlp, timed  # the same model and timer (benchmarks/ is on
 from torch import nn
 
 import faultlab as fl
 
+# sys.path when a benchmark runs as a script)
+
 RESULTS = Path(__file__).resolve().parent / "results" / "faultlab_formats_inject.json"
 TARGET = 0.05  # #25: inject + restore at BER 1e-6 on a 10M-weight mxfp4 model / one copy
-
-
-def big_mlp() -> nn.Sequential:
-    g = torch.Generator().manual_seed(0)
-    m = nn.Sequential(nn.Flatten(), nn.Linear(3072, 2560), nn.ReLU(), nn.Linear(2560, 768),
-                      nn.ReLU(), nn.Linear(768, 10))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-    return m.eval()
-
-
-def timed(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def copy_time(model: nn.Module, repeats: int) -> float:
