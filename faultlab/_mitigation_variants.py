@@ -51,20 +51,22 @@ def deploy(c, model: nn.Module, scheme: str | None = None) -> nn.Module:
     return quantize_int8(model, scheme=scheme or c.scheme) if c.dtype == "int8" else model
 
 
-def _train(c, task_of) -> tuple[nn.Module, float]:
-    """A fresh ``c.model`` (any model spec) trained with the recipe: the zoo's for a zoo model,
-    hwlab's default :class:`~hwlab.zoo.Recipe` otherwise; ``c.lr`` > 0 replaces its step."""
+def _train(c, task_of, net=None, step: float = 1.0) -> tuple[nn.Module, float]:
+    """``net`` (default: a fresh ``c.model``, any model spec) trained ``train_epochs`` epochs with
+    the recipe (the zoo's for a zoo model, hwlab's default :class:`~hwlab.zoo.Recipe` otherwise)
+    at ``step`` times its learning rate; ``c.lr`` > 0 replaces the rate."""
     from hwlab.models import resolve
     from hwlab.train import fit
     from hwlab.zoo import recipe_for
 
     train = load_split(c.dataset, "train", c.seed, c.train_size or 10**9)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(c.seed)
-        net = resolve(c.model, in_shape=train.in_shape, num_classes=train.num_classes)
+    if net is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c.seed)
+            net = resolve(c.model, in_shape=train.in_shape, num_classes=train.num_classes)
     recipe = recipe_for(c.model, c.dataset)
     cfg = dataclasses.replace(recipe.train_config("cpu"), epochs=c.train_epochs, seed=c.seed,
-                              lr=c.lr or recipe.lr)
+                              lr=c.lr or recipe.lr * step)
     hist = fit(task_of(net), train, cfg)
     return net.eval(), hist.seconds
 
@@ -152,23 +154,9 @@ def _weight_side(c, ctx, how):
 
     if how == "scaled":
         return Built(scale_weights(ctx["float"], c.scale), info={"c": c.scale})
-    model = saturate(ctx["float"], c.saturation)  # then fine-tuned, as the paper converts
-    model, sec = _train_from(c, model)
+    # fine-tuned, as the paper converts: from trained weights, at a tenth of the recipe's step
+    model, sec = _train(c, lambda net: net, net=saturate(ctx["float"], c.saturation), step=0.1)
     return Built(model, seconds=sec, info={"fn": c.saturation})
-
-
-def _train_from(c, net) -> tuple[nn.Module, float]:
-    """``net`` fine-tuned with the recipe for ``train_epochs`` epochs (not from scratch), at a
-    tenth of the recipe's step unless ``lr`` is given (it starts from trained weights)."""
-    from hwlab.train import fit
-    from hwlab.zoo import recipe_for
-
-    train = load_split(c.dataset, "train", c.seed, c.train_size or 10**9)
-    recipe = recipe_for(c.model, c.dataset)
-    cfg = dataclasses.replace(recipe.train_config("cpu"), epochs=c.train_epochs, seed=c.seed,
-                              lr=c.lr or recipe.lr / 10)
-    hist = fit(net, train, cfg)
-    return net.eval(), hist.seconds
 
 
 BUILDERS = {
