@@ -5,11 +5,21 @@ Implements the framework of Wang et al. 2024, "Let the quantum creep in" (see do
     from quantum import creep_model, swap, QuantumConv2d, QuantumLinear
     model = creep_model((1, 28, 28))      # level 0: Conv-Conv-Linear, no activations
     hybrid = swap(model, 2)               # NEW model: both convs and the linear layer quantum
+    matched = control(hybrid)             # NEW model: each quantum layer -> same-size classical
+    noisy = with_noise(hybrid, Noise(depolarizing=0.01, shots=1000))  # density-matrix path
 """
 
+from quantum._control import (
+                              ControlConv2d,
+                              ControlLinear,
+                              control,
+                              control_layer,
+                              parameter_counts,
+)
 from quantum._conv import QuantumConv2d
 from quantum._linear import QuantumLinear, linear_qubits
 from quantum._models import DEFAULT_CHANNELS, DEFAULT_SIZE, Preprocess, creep_model
+from quantum._noise import Noise, with_noise
 from quantum._swap import (
                            ORDERS,
                            classical_parameters,
@@ -21,18 +31,25 @@ from quantum._swap import (
 )
 
 __all__ = [
+    "ControlConv2d",
+    "ControlLinear",
     "DEFAULT_CHANNELS",
     "DEFAULT_SIZE",
+    "Noise",
     "ORDERS",
     "Preprocess",
     "QuantumConv2d",
     "QuantumLinear",
     "classical_parameters",
+    "control",
+    "control_layer",
     "creep_model",
     "linear_qubits",
     "match_layers",
     "max_level",
+    "parameter_counts",
     "quantum_parameters",
     "swap",
     "swappable_layers",
+    "with_noise",
 ]

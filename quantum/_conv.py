@@ -44,6 +44,7 @@ from quantum._common import (
     qubits_for,
     su_matrices,
 )
+from quantum._noise import Noise, after_gate, before_measurement, sample_expectations
 
 __all__ = ["QuantumConv2d"]
 
@@ -73,6 +74,8 @@ class QuantumConv2d(LazyQNode, nn.Module):
         bias: add a trainable bias per output channel.
         device, diff_method: PennyLane device name and differentiation method of the state
             circuit (default ``default.qubit`` with ``backprop``).
+        noise: a :class:`quantum.Noise` (channels after the state's gate, readout flips, shots
+            in the tomography at inference) or None (noiseless); settable later as ``.noise``.
 
     Parameters: ``theta`` (out, in, 4**q - 1) real SU(2**q) coordinates, initialised N(0, 1) as
     in the official code; ``bias`` (out,), N(0, 1) likewise.
@@ -82,9 +85,12 @@ class QuantumConv2d(LazyQNode, nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride=1,
                  padding=0, bias: bool = True, device: str = DEFAULT_DEVICE,
-                 diff_method: str = DEFAULT_DIFF):
+                 diff_method: str = DEFAULT_DIFF, noise: Noise | None = None):
         super().__init__()
         caller = "QuantumConv2d"
+        check(noise is None or isinstance(noise, Noise), "noise", caller,
+              "None or a quantum.Noise", noise)
+        self.noise = noise
         self.in_channels = check_int(in_channels, "in_channels", caller, 1)
         self.out_channels = check_int(out_channels, "out_channels", caller, 1)
         self.kernel_size = check_int(kernel_size, "kernel_size", caller, 1, 2 ** 5)
@@ -132,6 +138,8 @@ class QuantumConv2d(LazyQNode, nn.Module):
         """
         o, i, g = self.theta.shape
         dim = 2 ** self.n_qubits
+        if self.noise is not None:
+            return self._noisy_density(o, i, dim)
         if self.diff_method == "backprop":
             psi = torch.as_tensor(self.qnode(self.theta.reshape(o * i, g)))  # S x D complex
             psi = psi.reshape(o * i, dim)
@@ -143,6 +151,24 @@ class QuantumConv2d(LazyQNode, nn.Module):
             eye = torch.eye(dim, dtype=c.dtype, device=c.device)
             rho = (eye + torch.einsum("sg,gab->sab", c, self._pauli_real.to(c.dtype))) / dim
         return rho.reshape(o, i, dim, dim)
+
+    def _noisy_density(self, o: int, i: int, dim: int) -> torch.Tensor:
+        """Re(rho) under ``self.noise``: the gate SU(theta)|0..0> as a density matrix, the
+        channels after it, readout flips; in eval mode with shots, rho re-estimated from shot
+        estimates of its 4**q - 1 Pauli expectations (batched over all O x I states)."""
+        n, noise = self.n_qubits, self.noise
+        u = su_matrices(self.theta.reshape(o * i, -1).double(), n)  # S x D x D
+        rho = u[:, :, :1] @ u[:, :, :1].conj().transpose(-1, -2)  # S x D x D: U|0><0|U^+
+        rho = before_measurement(after_gate(rho, noise, n), noise, n)
+        if noise.shots is not None and not self.training:
+            pauli = torch.from_numpy(pauli_basis_matrices(n)).to(rho.device)  # G x D x D
+            e = torch.einsum("sab,gba->sg", rho, pauli).real  # S x G: Tr(rho P)
+            e = sample_expectations(e, noise.shots)
+            eye = torch.eye(dim, dtype=e.dtype, device=e.device)
+            real = (eye + torch.einsum("sg,gab->sab", e, self._pauli_real.to(e.dtype))) / dim
+        else:
+            real = rho.real
+        return real.reshape(o, i, dim, dim)
 
     def kernel(self) -> torch.Tensor:
         """The exact classical kernel ``Re(rho)[:k, :k] / C_in``: O x I x k x k."""

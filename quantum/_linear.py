@@ -38,6 +38,7 @@ from quantum._common import (
     make_qnode,
     su_matrices,
 )
+from quantum._noise import Noise, after_gate, before_measurement, evolve, sample_probs
 
 __all__ = ["QuantumLinear", "linear_qubits"]
 
@@ -98,6 +99,9 @@ class QuantumLinear(LazyQNode, nn.Module):
         device, diff_method: PennyLane device name and differentiation method (default
             ``default.qubit`` with ``backprop``, the one that broadcasts the batch; adjoint and
             parameter-shift cannot differentiate the data gate's matrix).
+        noise: a :class:`quantum.Noise` (then the batch runs as density matrices in torch:
+            channels after every gate, readout flips, multinomial shots at inference) or None;
+            settable later as ``.noise``.
 
     Parameters: ``theta`` (reps, 4**n - 1) real, N(0, 1) as in the official code; ``bias``
     (out_features,), N(0, 1) likewise.
@@ -107,9 +111,12 @@ class QuantumLinear(LazyQNode, nn.Module):
 
     def __init__(self, in_features: int, out_features: int, n_qubits: int | None = None,
                  reps: int = DEFAULT_REPS, bias: bool = True, device: str = DEFAULT_DEVICE,
-                 diff_method: str = DEFAULT_DIFF):
+                 diff_method: str = DEFAULT_DIFF, noise: Noise | None = None):
         super().__init__()
         caller = "QuantumLinear"
+        check(noise is None or isinstance(noise, Noise), "noise", caller,
+              "None or a quantum.Noise", noise)
+        self.noise = noise
         self.in_features = check_int(in_features, "in_features", caller, 1)
         self.out_features = check_int(out_features, "out_features", caller, 1)
         need = linear_qubits(self.in_features, self.out_features)
@@ -161,11 +168,29 @@ class QuantumLinear(LazyQNode, nn.Module):
         self._check(x)
         lead = x.shape[:-1]
         gates = self.data_gates(x.reshape(-1, self.in_features))  # B x D x D
-        probs = torch.as_tensor(self.qnode(gates, self.theta))  # B x D (one broadcast circuit)
+        if self.noise is None:
+            probs = torch.as_tensor(self.qnode(gates, self.theta))  # B x D (one broadcast circuit)
+        else:
+            probs = self.noisy_probs(gates)  # B x D
         out = probs.reshape(-1, 2 ** self.n_qubits)[:, : self.out_features].to(x.dtype)  # B x out
         if self.bias is not None:
             out = out + self.bias.to(x.dtype)
         return out.reshape(*lead, self.out_features)
+
+    def noisy_probs(self, gates: torch.Tensor) -> torch.Tensor:
+        """The circuit's probabilities under ``self.noise`` for data gates B x D x D: the batch
+        as density matrices (one torch op per gate or channel); shots only in eval mode."""
+        n, dim, noise = self.n_qubits, 2 ** self.n_qubits, self.noise
+        su = su_matrices(self.theta.double(), n)  # R x D x D (differentiable in theta)
+        rho = torch.full((gates.shape[0], dim, dim), 1 / dim, dtype=gates.dtype,
+                         device=gates.device)  # |+><+|^n
+        for r in range(self.reps):
+            rho = after_gate(evolve(rho, gates), noise, n)
+            rho = after_gate(evolve(rho, su[r]), noise, n)
+        probs = torch.diagonal(before_measurement(rho, noise, n), dim1=-2, dim2=-1).real
+        if noise.shots is not None and not self.training:
+            probs = sample_probs(probs, noise.shots)
+        return probs  # B x D
 
     def forward_per_sample(self, x: torch.Tensor) -> torch.Tensor:
         """Same output, one circuit per sample (no broadcasting): the baseline of the benchmark."""
