@@ -8,11 +8,19 @@ backward), so the live total rises during a forward and falls during a backward.
 counted once per underlying storage, at the storage's full size, while any saved tensor refers to
 it; storages of parameters are excluded. tracemalloc cannot see torch allocations and process RSS
 is noise, so this is the deterministic figure: the same step gives the same bytes every time.
+
+``live_memory`` is the independent figure: a ``TorchDispatchMode`` sees every op output and counts
+each new storage until it is freed, so its peak covers what ``saved_tensors_hooks`` cannot see:
+transient outputs, gradients, optimizer temporaries and activations recomputed inside
+``torch.utils.checkpoint`` regions (whose own saved-tensor hooks hide them from the first meter).
+It is the CPU stand-in for ``torch.cuda.max_memory_allocated`` (no allocator rounding or
+workspace), the figure the local-learning papers report.
 """
 
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +29,8 @@ from torch import nn
 
 from hwlab.errors import check, check_positive_int
 
-__all__ = ["Latency", "MemoryReport", "latency", "model_bytes", "param_count", "training_memory"]
+__all__ = ["Latency", "LiveReport", "MemoryReport", "latency", "live_memory", "model_bytes",
+           "param_count", "training_memory"]
 
 
 @dataclass(frozen=True)
@@ -190,6 +199,73 @@ def _training_memory(step_fn, params, optimizer) -> MemoryReport:
                                    if isinstance(v, torch.Tensor))
     total = meter.peak + param_bytes + grad_bytes + opt_bytes
     return MemoryReport(meter.peak, param_bytes, grad_bytes, opt_bytes, total, meter.packed)
+
+
+@dataclass(frozen=True)
+class LiveReport:
+    """Bytes of storages created by ops during one call and alive at the same time."""
+
+    peak_bytes: int  # the largest live total during the call
+    end_bytes: int  # still alive when the call returned (e.g. new gradients, optimizer state)
+    ops: int  # how many ops ran
+
+
+class _LiveTensors:
+    """Live bytes of the storages that ops create (not views or in-place results), until freed."""
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten
+
+        meter = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                meter._seen(tree_flatten((args, kwargs))[0], tree_flatten(out)[0])
+                return out
+
+        self.mode = Mode()
+        self.live: dict = {}  # storage key -> bytes
+        self.current = self.peak = self.ops = 0
+
+    def _seen(self, inputs, outputs) -> None:
+        self.ops += 1
+        given = {_storage_key(t) for t in inputs if isinstance(t, torch.Tensor)}
+        for t in outputs:
+            if not isinstance(t, torch.Tensor):
+                continue
+            st = t.untyped_storage()
+            key = _storage_key(t)
+            if key in given or key in self.live or st.nbytes() == 0:
+                continue
+            self.live[key] = st.nbytes()
+            self.current += st.nbytes()
+            self.peak = max(self.peak, self.current)
+            weakref.finalize(st, self._free, key)  # the storage's Python object lives as long
+
+    def _free(self, key) -> None:
+        self.current -= self.live.pop(key, 0)
+
+
+def live_memory(step_fn) -> LiveReport:
+    """Run ``step_fn()`` once and report the peak bytes of op outputs alive at the same time.
+
+    Every op dispatched during the call (forward, backward, checkpoint recomputation, optimizer)
+    is seen; each output storage that is new (not an input's storage: views and in-place results
+    are not new) counts at its full size until it is freed. Tensors that existed before the call
+    (parameters, the input batch, optimizer state updated in place) are not counted: add
+    ``param_bytes`` and ``optimizer_bytes`` for a device-allocator-like total. Deterministic.
+    """
+    check(callable(step_fn), "step_fn", "live_memory", "a callable", type(step_fn).__name__)
+    return _live_memory(step_fn)
+
+
+def _live_memory(step_fn) -> LiveReport:
+    meter = _LiveTensors()
+    with meter.mode:
+        step_fn()
+    return LiveReport(meter.peak, meter.current, meter.ops)
 
 
 def model_bytes(model: nn.Module, buffers: bool = True) -> dict[str, int]:

@@ -161,13 +161,15 @@ class FeatRecon(_ReconClassify):
 
 def _registry():
     from localtrain._auglocal import AugLocal
+    from localtrain._checkpoint import Checkpoint
     from localtrain._man import MAN
+    from localtrain._sgr import SGR
 
-    return {"e2e": E2E, "dgl": DGL, "infopro": InfoPro, "man": MAN, "auglocal": AugLocal,
-            "featrecon": FeatRecon}
+    return {"e2e": E2E, "checkpoint": Checkpoint, "dgl": DGL, "infopro": InfoPro, "man": MAN,
+            "auglocal": AugLocal, "featrecon": FeatRecon, "sgr": SGR}
 
 
-RULES = ("e2e", "dgl", "infopro", "man", "auglocal", "featrecon")
+RULES = ("e2e", "checkpoint", "dgl", "infopro", "man", "auglocal", "featrecon", "sgr")
 
 
 def list_rules() -> list[str]:
@@ -185,7 +187,8 @@ def make_rule(name: str, model: nn.Module, K: int = 4, sample=None, **config) ->
     saved activations, auxiliary net included; "layers": equal unit counts), ``lr`` (for
     :meth:`LocalRule.step`). Rule options:
     ``lambda_rec``/``lambda_ce`` (infopro, man, featrecon), ``momentum`` (man), ``depth``/``tau``
-    (auglocal). The model is trained in place.
+    (auglocal), ``lam`` (sgr). ``checkpoint`` is E2E with the first K-1 modules under
+    ``torch.utils.checkpoint`` (exact gradients). The model is trained in place.
     """
     check_choice(name, RULES, "name", "make_rule")
     if sample is not None:

@@ -3,8 +3,11 @@
 For each model, each K (8 only where the model has enough units, i.e. the ResNets) and each rule,
 one result row: test accuracy after ``epochs`` of ``hwlab.train.fit`` (NULL when ``epochs=0``:
 memory and latency only), peak training memory of one step (``hwlab.meters.training_memory``:
-saved activations + parameter, gradient and optimizer bytes, auxiliary nets included), median
-latency of one training step, and the parameter count including auxiliary nets. E2E is one row per
+saved activations + parameter, gradient and optimizer bytes, auxiliary nets included; in
+``extra`` also the independent live-tensor peak, ``hwlab.meters.live_memory``, which sees inside
+checkpointed segments), median latency of one training step (the time per step: the price of the
+auxiliary nets, of recomputation for ``checkpoint`` and of the double backward for ``sgr``), and
+the parameter count including auxiliary nets. E2E is one row per
 model (variant ``K=1``). Rows are keyed ``model|rule|K=k`` so an interrupted run resumes.
 
 A local rule exists to save memory: after the run, every row whose peak training memory exceeds
@@ -97,7 +100,8 @@ def _item(item: CompareItem) -> dict:
         dev = rule.device  # fit moved the rule to CUDA when available
         m = measure_step(rule, train.x[:n].to(dev), train.y[:n].to(dev),
                          repeats=cfg.latency_repeats)
-    extra = {k: m[k] for k in ("saved_peak_bytes", "param_bytes", "grad_bytes", "optimizer_bytes")}
+    extra = {k: m[k] for k in ("saved_peak_bytes", "param_bytes", "grad_bytes", "optimizer_bytes",
+                               "live_peak_bytes", "live_memory_bytes")}
     extra.update(epochs=cfg.epochs, train_size=len(train), batch_size=n, balance=cfg.balance,
                  train_seconds=seconds, cuts=[list(b) for b in rule.partition.unit_bounds])
     dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
@@ -143,8 +147,9 @@ def warn_above_e2e(rows) -> list[str]:
 class CompareStudy(Study):
     name = "localtrain.compare"
     module = "localtrain"
-    description = ("Local learning (DGL, InfoPro, MAN, AugLocal, feature reconstruction) vs E2E: "
-                   "accuracy, peak training memory, step latency for K local modules.")
+    description = ("Local learning (DGL, InfoPro, MAN, AugLocal, feature reconstruction, SGR) vs "
+                   "E2E and gradient checkpointing: accuracy, peak training memory, time per "
+                   "training step for K local modules.")
     Config = CompareConfig
     figure = figures.training_memory  # key figure
     figure_title = "accuracy vs peak training memory per rule and K"

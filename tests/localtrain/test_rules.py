@@ -187,7 +187,7 @@ def test_aux_parameters_are_trained_and_counted():
 
 def test_make_rule_errors():
     model = _model()
-    with pytest.raises(ValueError, match="name of make_rule must be one of e2e, dgl, infopro"):
+    with pytest.raises(ValueError, match="name of make_rule must be one of e2e, checkpoint, dgl, infopro"):
         lt.make_rule("backprop", model)
     with pytest.raises(ValueError, match=r"option of make_rule\('dgl'\) must be one of"):
         lt.make_rule("dgl", model, momentum=0.9)

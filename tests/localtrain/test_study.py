@@ -37,6 +37,10 @@ def test_rows_memory_and_resume(tmp_path):
     extra = json.loads(man["extra"])
     assert extra["batch_size"] == 16 and extra["cuts"][-1][1] == 10
     assert extra["saved_peak_bytes"] < man["memory_bytes"]
+    # the live-tensor peak also sees transient outputs and gradients: above the saved peak
+    assert extra["live_peak_bytes"] > extra["saved_peak_bytes"]
+    assert extra["live_memory_bytes"] == (extra["live_peak_bytes"] + extra["param_bytes"]
+                                          + extra["optimizer_bytes"])
     assert all(v > 0 for v in df["latency_ms"])
     before = len(store.results(run_id=run_id))
     assert COMPARE_STUDY.run(config, store) == run_id  # resumed: nothing new to do
@@ -57,13 +61,14 @@ def test_bad_options():
                                          r"spec: a zoo name .*got 'resnet99'"):
         COMPARE_STUDY.items(COMPARE_STUDY.make_config(models=("resnet99",)))
     with pytest.raises(ValueError, match=r"rules of study localtrain.compare must be a non-empty "
-                                         r"tuple from e2e, dgl, infopro, man, auglocal, featrecon"):
+                                         r"tuple from e2e, checkpoint, dgl, infopro, man, "
+                                         r"auglocal, featrecon, sgr"):
         COMPARE_STUDY.items(COMPARE_STUDY.make_config(rules=("bp",)))
     with pytest.raises(ValueError, match=r"ks of study localtrain.compare must be a non-empty "
                                          r"tuple of integers >= 2, got \(1,\)"):
         COMPARE_STUDY.items(COMPARE_STUDY.make_config(ks=(1,)))
     quick = COMPARE_STUDY.make_config(quick=True)
-    assert len(COMPARE_STUDY.items(quick)) == 6  # resnet20: E2E + 5 rules at K=4
+    assert len(COMPARE_STUDY.items(quick)) == 8  # resnet20: E2E + 7 rules at K=4
 
 
 def test_a_rule_above_e2e_memory_is_logged_and_memory_balance_is_the_default(tmp_path, caplog):
