@@ -50,6 +50,13 @@ _LAZY = {
     "radar": "faultlab._radar",  # run-time checksums that flag (and zero) attacked groups
     "Radar": "faultlab._radar",
     "plan_hardening": "faultlab._harden",
+    "training": "faultlab._training",  # faults during training: wrap any hwlab.train Task
+    "FaultyTraining": "faultlab._training",
+    "TrainFault": "faultlab._train_sites",
+    "NonFinite": "faultlab._train_detect",
+    "LossSpike": "faultlab._train_detect",
+    "GradSpike": "faultlab._train_detect",
+    "MomentBound": "faultlab._train_detect",
 }
 # imported as faultlab.<name> on first use
 _SUBPACKAGES: tuple[str, ...] = ("clipact", "memory", "systolic")

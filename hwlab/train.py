@@ -113,6 +113,16 @@ class Task:
         """Forward, loss(es) and ``.backward()``; return the losses as floats."""
         raise NotImplementedError(f"{type(self).__name__} must implement backward(x, y)")
 
+    def update(self, optimizer: torch.optim.Optimizer, losses: dict[str, float]) -> dict:
+        """Apply the step's update after ``backward``; return the losses to record ({}: none).
+
+        The default is ``optimizer.step()`` (``fit`` has refused non-finite losses before). A
+        task that overrides it (``faultlab.training``: faults, detectors, recovery) sees the
+        non-finite losses itself; ``fit`` raises when the losses it returns are non-finite.
+        """
+        optimizer.step()
+        return losses
+
     def after_step(self) -> None:
         """Hook after ``optimizer.step()`` (e.g. an EMA update); no-op by default."""
 
@@ -299,18 +309,20 @@ def _run_epoch(task, opt, sched, x, y, cfg, epoch, drop_last, callbacks, state) 
     for xb, yb in source:
         opt.zero_grad(set_to_none=True)
         losses = task.backward(xb, yb)
-        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
-        if bad:
-            raise FloatingPointError(
-                f"training diverged at epoch {epoch} step {state.step}: losses {bad} "
-                f"(lr={cfg.lr}); the weights were not updated by this step")
-        opt.step()
+        own = type(task).update is not Task.update  # the task handles non-finite steps
+        if not own:
+            _check_finite(losses, epoch, state.step, cfg, "the weights were not updated by "
+                          "this step")
+        losses = task.update(opt, losses)
+        if own:
+            _check_finite(losses, epoch, state.step, cfg, f"{type(task).__name__}.update "
+                          "returned them")
         if sched is not None:
             sched.step()
         task.after_step()
         for k, v in losses.items():
             sums[k] = sums.get(k, 0.0) + v * len(yb)
-        seen += len(yb)
+        seen += len(yb) if losses else 0  # a step without losses (skipped) is not averaged
         state.step += 1
         state.losses = losses
         state.history.steps = state.step
@@ -320,6 +332,13 @@ def _run_epoch(task, opt, sched, x, y, cfg, epoch, drop_last, callbacks, state) 
         if state.stop:
             break
     state.history.losses.append({k: v / max(seen, 1) for k, v in sums.items()})
+
+
+def _check_finite(losses, epoch, step, cfg, what) -> None:
+    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+    if bad:
+        raise FloatingPointError(f"training diverged at epoch {epoch} step {step}: losses {bad} "
+                                 f"(lr={cfg.lr}); {what}")
 
 
 def _correct(task: Task, data, batch_size: int, caller: str) -> tuple[int, int]:
