@@ -9,6 +9,8 @@ Per (dataset, level) one ``method="creep-mean"`` row: the accuracy averaged over
 ``fault_dataset`` models of the first seed: ``method="creep-faults"``, ``fault_model="bitflip"``,
 ``fault_rate`` = bit error rate, ``trial``, ``extra.target`` = ``"quantum"`` (the SU gate
 coordinates ``theta``) or ``"classical"`` (the Conv2d / Linear weights), biases never hit.
+The parameter-matched control arm (``control-K``), the noise-aware arm (``noisy-K``), the paired
+``creep-paired-mean`` rows with the verdict and the ``creep-noise`` sweep: quantum._study_arms.
 
 Trained weights are cached next to the store (``<store dir>/quantum-creep/``, loaded with
 ``weights_only=True``) so the fault sweep, and a resumed run, never train a model twice.
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 
 _ORDERS = ("paper", "layer")  # quantum._swap.ORDERS (not imported here: it loads PennyLane)
 _SCHEDULES = ("cosine", "none")  # hwlab.train.SCHEDULES
+_NOISE_KINDS = ("depolarizing", "depolarizing2", "damping", "readout", "shots")  # _study_arms
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,8 @@ class CreepConfig(StudyConfig):
         nonempty=True)
     order: str = param(  # "paper" groups (convs, then linear); "layer": one layer per level
         "paper", "which layers a level swaps", choices=_ORDERS)
-    seeds: tuple[int, ...] = param(  # 3 runs per level (paper: 5); same seeds for every level
-        (0, 1, 2), "training seeds", range=(0, None), nonempty=True)
+    seeds: tuple[int, ...] = param(  # the paper's 5 runs; same seeds for every level and arm
+        (0, 1, 2, 3, 4), "training seeds", range=(0, None), nonempty=True)
     epochs: int = param(  # paper: 50 epochs of 60k images (15k steps); 15 x 80 steps fit a CPU
         15, "training epochs", range=(1, None))
     batch_size: int = param(  # paper: 200; 4k images need smaller batches for enough steps
@@ -71,6 +74,21 @@ class CreepConfig(StudyConfig):
     fault_rates: tuple[float, ...] = param(  # bit error rates of the parameters
         (1e-6, 1e-5, 1e-4), "per-bit flip rates", range=(0, 1), inclusive=(False, True))
     fault_trials: int = param(3, "fault maps per (level, target, rate)", range=(0, None))
+    controls: bool = param(  # Freinberger & Moser 2026: hybrids must beat a same-size model
+        True, "also train the parameter-matched classical control of every level > 0")
+    noise_aware: float = param(  # a mid level of the sweep below; 0 turns the arm off
+        0.01, "depolarizing p (1 and 2 qubit) of the noise-aware training arm (0 = none)",
+        range=(0, 1))
+    noise_dataset: str = param(  # the cheaper set: noisy inference is 2-5x the noiseless
+        "digits", "dataset of the device-noise sweep", kind="dataset")
+    noise_kinds: tuple[str, ...] = param(  # every channel of quantum.Noise, one at a time
+        ("depolarizing", "depolarizing2", "damping", "readout", "shots"),
+        "noise kinds of the sweep (empty: no sweep)", choices=_NOISE_KINDS)
+    noise_levels: tuple[float, ...] = param(  # the noise note's grid, one decade apart
+        (1e-3, 1e-2, 1e-1), "channel probabilities of the sweep", range=(0, 1),
+        inclusive=(False, True))
+    noise_shots: tuple[int, ...] = param(  # from near-exact to a few shots per expectation
+        (1000, 100, 10), "shots of the sweep's finite-shot kind", range=(1, None))
 
     def __post_init__(self):
         super().__post_init__()
@@ -93,19 +111,24 @@ class TrainItem:
     test_limit: int
     latency_batch: int
     latency_repeats: int
+    arm: str = "hybrid"  # "hybrid", "control" or "noisy" (quantum._study_arms.ARMS)
 
 
 def _budget(config: CreepConfig) -> dict:
     """The config fields that decide a trained model (the checkpoint key)."""
     keys = ("epochs", "batch_size", "lr", "schedule", "channels", "size", "reps", "train_limit",
-            "order")
+            "order", "noise_aware")
     return {k: getattr(config, k) for k in keys}
 
 
-def _checkpoint(root: str, budget: dict, dataset: str, level: int, seed: int) -> Path:
-    digest = hashlib.sha256(json.dumps(budget, sort_keys=True).encode()).hexdigest()[:12]
+def _checkpoint(root: str, budget: dict, dataset: str, level: int, seed: int,
+                arm: str = "hybrid") -> Path:
+    # noise_aware decides only the noisy arm: the other arms keep their checkpoints
+    key = {k: v for k, v in budget.items() if arm == "noisy" or k != "noise_aware"}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset)
-    return Path(root) / f"creep-{safe}-level{level}-s{seed}-{digest}.pt"
+    tag = "level" if arm == "hybrid" else arm
+    return Path(root) / f"creep-{safe}-{tag}{level}-s{seed}-{digest}.pt"
 
 
 def _data(dataset: str, split: str, limit: int, seed: int = 0):
@@ -115,29 +138,40 @@ def _data(dataset: str, split: str, limit: int, seed: int = 0):
     return data.subset(limit, seed=seed) if limit else data
 
 
-def _build(budget: dict, in_shape, num_classes: int, level: int, seed: int):
+def _build(budget: dict, in_shape, num_classes: int, level: int, seed: int,
+           arm: str = "hybrid"):
+    from quantum._control import control
     from quantum._models import creep_model
+    from quantum._noise import with_noise
+    from quantum._study_arms import training_noise
     from quantum._swap import swap
 
     with seeded(seed):  # local: the global RNG state is restored on exit
         base = creep_model(in_shape, num_classes, channels=tuple(budget["channels"]),
                            size=budget["size"], reps=budget["reps"])
-        return swap(base, level, order=budget["order"], reps=budget["reps"])
+        hybrid = swap(base, level, order=budget["order"], reps=budget["reps"])
+        if arm == "control":  # the hybrid's classical layers as drawn, controls fresh
+            return control(hybrid)
+        noise = training_noise(arm, budget)
+        return hybrid if noise is None else with_noise(hybrid, noise)
 
 
-def _trained(budget: dict, root: str, dataset: str, level: int, seed: int):
-    """The trained model (from the cache or trained now) and its training record."""
+def _trained(budget: dict, root: str, dataset: str, level: int, seed: int,
+             arm: str = "hybrid"):
+    """The trained model (from the cache or trained now) and its training record; a noisy
+    arm's model is returned noiseless (its weights, trained under noise)."""
     import torch
 
     from hwlab.train import TrainConfig, evaluate, fit
+    from quantum._noise import with_noise
 
     train = _data(dataset, "train", budget["train_limit"], seed)
-    model = _build(budget, train.in_shape, train.num_classes, level, seed)
-    path = _checkpoint(root, budget, dataset, level, seed)
+    model = _build(budget, train.in_shape, train.num_classes, level, seed, arm)
+    path = _checkpoint(root, budget, dataset, level, seed, arm)
     meta = path.with_suffix(".json")
     if path.exists() and meta.exists():
         model.load_state_dict(torch.load(path, weights_only=True))
-        return model.eval(), json.loads(meta.read_text())
+        return with_noise(model, None).eval(), json.loads(meta.read_text())
     cfg = TrainConfig(epochs=budget["epochs"], batch_size=budget["batch_size"], lr=budget["lr"],
                       schedule=budget["schedule"], seed=seed, device="cpu")
     val = _data(dataset, "val", 0)
@@ -150,7 +184,7 @@ def _trained(budget: dict, root: str, dataset: str, level: int, seed: int):
     torch.save(model.state_dict(), tmp)
     tmp.replace(path)
     meta.write_text(json.dumps(record))
-    return model.eval(), record
+    return with_noise(model, None).eval(), record
 
 
 def _train_row(item: TrainItem) -> dict:
@@ -159,12 +193,13 @@ def _train_row(item: TrainItem) -> dict:
 
     from hwlab import meters
     from hwlab.train import evaluate
+    from quantum._study_arms import variant
     from quantum._swap import classical_parameters, quantum_parameters
 
     budget, dataset, level, seed = dict(item.budget), item.dataset, item.level, item.seed
     lat_batch = item.latency_batch
     with torch_threads(1):  # comparable timings on a shared CPU
-        model, record = _trained(budget, item.root, dataset, level, seed)
+        model, record = _trained(budget, item.root, dataset, level, seed, item.arm)
         test = _data(dataset, "test", item.test_limit)
         acc = evaluate(model, test)
         with torch.no_grad():
@@ -176,11 +211,11 @@ def _train_row(item: TrainItem) -> dict:
     n_lat = min(lat_batch, len(test))
     return {
         "module": "quantum", "method": "creep", "model": "creep-cnn", "dataset": dataset,
-        "variant": f"level-{level}", "seed": seed, "accuracy": acc,
+        "variant": variant(item.arm, level), "seed": seed, "accuracy": acc,
         "latency_ms": timing.median_ms / n_lat, "params": meters.param_count(model),
         "memory_bytes": int(sum(meters.model_bytes(model).values())),
-        "extra": {**record, "level": level, "quantum_params": n_q, "classical_weights": n_c,
-                  "qubits": qubits, "latency_batch": n_lat, "latency_iqr_ms": timing.iqr_ms,
+        "extra": {**record, "level": level, "arm": item.arm, "quantum_params": n_q,
+                  "classical_weights": n_c, "qubits": qubits, "latency_batch": n_lat, "latency_iqr_ms": timing.iqr_ms,
                   "test_size": len(test), **budget},
     }
 
@@ -213,20 +248,24 @@ def _fault_plans(config: CreepConfig, budget: tuple, root: str):
 
 
 def _mean_rows(store, run_id: str, config: CreepConfig) -> list[dict]:
-    """One row per (dataset, level): accuracy averaged over the seeds (once all are stored)."""
+    """One row per (dataset, level, arm): accuracy averaged over the seeds (once all are
+    stored)."""
+    from quantum._study_arms import arms, variant
+
     df = store.results(run_id=run_id)
     df = df[df["method"] == "creep"]
     rows = []
+    names = [variant(a, lv) for lv in config.levels for a in arms(config) if lv or a == "hybrid"]
     for dataset in config.datasets:
-        for level in config.levels:
-            part = df[(df["dataset"] == dataset) & (df["variant"] == f"level-{level}")]
+        for name in names:
+            part = df[(df["dataset"] == dataset) & (df["variant"] == name)]
             if len(part) < len(config.seeds):
                 continue
             accs = [float(a) for a in part.sort_values("seed")["accuracy"]]
             rows.append({
-                "key": f"mean|{dataset}|level-{level}", "module": "quantum",
+                "key": f"mean|{dataset}|{name}", "module": "quantum",
                 "method": "creep-mean", "model": "creep-cnn", "dataset": dataset,
-                "variant": f"level-{level}", "accuracy": statistics.fmean(accs),
+                "variant": name, "accuracy": statistics.fmean(accs),
                 "latency_ms": float(part["latency_ms"].median()),
                 "params": int(part["params"].iloc[0]),
                 "extra": {"std": statistics.stdev(accs) if len(accs) > 1 else None,
@@ -241,7 +280,8 @@ class CreepStudy(Study):
     module = "quantum"
     description = ("Let the quantum creep in: train the Conv-Conv-Linear model with 0, 1, 2 "
                    "layer groups swapped for PennyLane quantum layers (same budget and seeds); "
-                   "accuracy, params, latency; bit flips on quantum vs classical parameters.")
+                   "accuracy, params, latency; paired against parameter-matched classical controls; "
+                   "bit flips; accuracy under device noise and finite shots.")
     Config = CreepConfig
     figure = figures.quantum_levels  # key figure
     figure_title = "accuracy per quantum level"
@@ -253,24 +293,31 @@ class CreepStudy(Study):
     # to leave its bias-dominated start (val curves of the full run); a few minutes on 2 cores.
     quick = {"seeds": (0,), "epochs": 4, "batch_size": 20, "train_limit": 1000,  # noqa: RUF012
              "test_limit": 300, "fault_rates": (1e-5, 1e-4), "fault_trials": 2,
-             "latency_repeats": 3}
+             "latency_repeats": 3, "noise_aware": 0.0, "noise_kinds": ("depolarizing", "shots"),
+             "noise_levels": (0.1,), "noise_shots": (100,)}
 
     def run(self, config: CreepConfig, store, progress=None, executor=None) -> str:
+        from quantum._study_arms import arms, noise_items, noise_row, paired_rows, variant
+
         budget = tuple(sorted(_budget(config).items()))
         root = str(Path(store.path).parent / "quantum-creep")
         train_items = {
-            f"train|{d}|level-{lv}|seed={s}":
+            f"train|{d}|{variant(a, lv)}|seed={s}":
                 TrainItem(budget, root, d, lv, s, config.test_limit, config.latency_batch,
-                          config.latency_repeats)
-            for d in config.datasets for lv in config.levels for s in config.seeds}
+                          config.latency_repeats, a)
+            for d in config.datasets for lv in config.levels for a in arms(config)
+            for s in config.seeds if lv > 0 or a == "hybrid"}
         sweep = bool(config.fault_dataset in config.datasets and config.fault_trials
                      and config.fault_rates)
         with self.open_run(store, config) as run_id:
             log.info("quantum.creep: %d training items", len(train_items))
             run_items(store, run_id, train_items, _train_row, executor, progress)
-            store.add_results(run_id, _mean_rows(store, run_id, config))
+            store.add_results(run_id, _mean_rows(store, run_id, config)
+                              + paired_rows(store, run_id, config))
             if sweep:
                 _fault_sweep(config, budget, root, store, run_id, progress, executor)
+            run_items(store, run_id, noise_items(config, budget, root), noise_row, executor,
+                      progress)
         return run_id
 
 

@@ -31,7 +31,7 @@ def _pl_channels(noise: q.Noise, wires) -> None:
         qml.AmplitudeDamping(noise.damping, wires=w)
     p = noise.depolarizing2
     kraus = [math.sqrt(1 - p) * _DEP2[0]] + [math.sqrt(p / 15) * k for k in _DEP2[1:]]
-    for a, b in zip(wires[:-1], wires[1:]):
+    for a, b in itertools.pairwise(wires):
         qml.QubitChannel(kraus, wires=[a, b])
 
 

@@ -16,13 +16,16 @@ from quantum._study import CREEP_STUDY
 TINY = {"datasets": ("synthetic",), "levels": (0, 2), "seeds": (0, 1), "epochs": 1,
         "batch_size": 64, "reps": 2, "channels": (2, 2), "train_limit": 128, "test_limit": 64,
         "latency_batch": 8, "latency_repeats": 1, "fault_dataset": "synthetic",
-        "fault_rates": (1e-3,), "fault_trials": 2}
+        "fault_rates": (1e-3,), "fault_trials": 2, "controls": False, "noise_aware": 0.0,
+        "noise_kinds": ()}
 
 
 def test_study_is_registered():
     assert get_study("quantum.creep") is CREEP_STUDY
     cfg = CREEP_STUDY.make_config(quick=True)
     assert cfg.seeds == (0,) and cfg.epochs == 4 and cfg.levels == (0, 1, 2)
+    full = CREEP_STUDY.make_config()
+    assert len(full.seeds) >= 5 and full.controls and full.noise_aware > 0
 
 
 def test_study_rows_and_resume(tmp_path):
@@ -68,3 +71,66 @@ def test_study_validation():
         CREEP_STUDY.run(CREEP_STUDY.make_config(levels=(3,)), store=None)
     with pytest.raises(ValueError, match="option of study quantum.creep must be one of"):
         CREEP_STUDY.make_config(nope=3)
+
+
+ARMS = {**TINY, "levels": (0, 2), "fault_trials": 0, "controls": True, "noise_aware": 0.05,
+        "noise_dataset": "synthetic",
+        "noise_kinds": ("depolarizing", "shots"), "noise_levels": (0.5,), "noise_shots": (10,)}
+
+
+def test_study_control_and_noise_arms_are_paired_per_seed(tmp_path):
+    from scipy import stats
+
+    store = Store(tmp_path / "s.sqlite")
+    run_id = CREEP_STUDY.run(CREEP_STUDY.make_config(**ARMS), store)
+    df = store.results(run_id=run_id)
+    df["extra"] = [json.loads(e) if isinstance(e, str) else e for e in df["extra"]]
+    train = df[df["method"] == "creep"]
+    assert sorted(train["variant"]) == sorted(
+        ["level-0", "level-2", "control-2", "noisy-2"] * 2)
+    by = {(r.variant, r.seed): r for r in train.itertuples()}
+    for s in (0, 1):  # same size: the control's count is the hybrid's (within 1 %)
+        hyb, ctl = by[("level-2", s)], by[("control-2", s)]
+        assert abs(ctl.params - hyb.params) <= 0.01 * hyb.params
+        assert ctl.extra["quantum_params"] == 0 and hyb.extra["quantum_params"] > 0
+    paired = df[df["method"] == "creep-paired-mean"]
+    assert len(paired) == 1
+    extra = paired.iloc[0]["extra"]
+    diffs = [100 * (by[("level-2", s)].accuracy - by[("control-2", s)].accuracy) for s in (0, 1)]
+    got = extra["hybrid_minus_control"]
+    assert got["diffs"] == pytest.approx(diffs, abs=1e-9)
+    half = stats.t.ppf(0.975, 1) * stats.tstd(diffs) / math.sqrt(2)
+    if half > 0:
+        assert (got["lo"], got["hi"]) == pytest.approx(
+            (sum(diffs) / 2 - half, sum(diffs) / 2 + half), abs=1e-9)
+    base = [100 * (by[("level-2", s)].accuracy - by[("level-0", s)].accuracy) for s in (0, 1)]
+    assert extra["hybrid_minus_level0"]["diffs"] == pytest.approx(base, abs=1e-9)
+    assert extra["verdict"].startswith("synthetic: the paper's trend (level 2 above level 0)")
+    assert "parameter-matched classical control" in extra["verdict"]
+    noise = df[df["method"] == "creep-noise"]
+    # hybrid and noise-aware arm x level 2 x 2 seeds x (depolarizing 0.5, 10 shots)
+    assert len(noise) == 8 and set(noise["variant"]) == {"level-2", "noisy-2"}
+    assert sorted(set(zip(noise["fault_model"], noise["fault_rate"]))) == [
+        ("depolarizing", 0.5), ("shots", 0.1)]
+    assert noise["accuracy"].between(0, 1).all()
+    means = df[df["method"] == "creep-mean"]
+    assert set(means["variant"]) == {"level-0", "level-2", "control-2", "noisy-2"}
+
+
+def test_verdict_words_follow_the_paired_intervals():
+    from quantum._study_arms import verdict
+
+    def row(level, d_ctl, d_base):
+        def d(v):
+            return {"diffs": [], "mean": sum(v) / 2, "lo": min(v), "hi": max(v), "n": 5}
+        return {"dataset": "mnist5k", "extra": {"level": level, "hybrid_minus_control": d(d_ctl),
+                                                 "hybrid_minus_level0": d(d_base)}}
+
+    text = verdict([row(2, (-3.0, -1.0), (-1.0, 2.0)), row(1, (0.5, 1.5), (1.0, 2.0))])
+    assert text == (
+        "mnist5k: the paper's trend (level 2 above level 0) does not hold (no significant "
+        "rise): +0.50 points, 95% CI [-1.00, +2.00], 5 seeds; at level 1 the hybrid beats its "
+        "parameter-matched classical control (+1.00 points, 95% CI [+0.50, +1.50], 5 seeds); "
+        "at level 2 the hybrid loses to its parameter-matched classical control (-2.00 points, "
+        "95% CI [-3.00, -1.00], 5 seeds).")
+    assert verdict([]) == ""
