@@ -59,41 +59,32 @@ class Noise:
         return any((self.depolarizing, self.depolarizing2, self.damping, self.readout))
 
 
-def _front(rho: torch.Tensor, wires: tuple[int, ...], n: int):
-    """``rho`` (B x 2**n x 2**n) as B x d x M x d x M with ``wires`` first, and the inverse."""
-    b, k = rho.shape[0], len(wires)
-    rest = [w for w in range(n) if w not in wires]
-    order = [*wires, *rest]
-    perm = [0, *(1 + w for w in order), *(1 + n + w for w in order)]
-    t = rho.reshape(b, *[2] * (2 * n)).permute(perm)
-    d, m = 2 ** k, 2 ** (n - k)
-    inv = [perm.index(i) for i in range(len(perm))]
-
-    def back(u: torch.Tensor) -> torch.Tensor:
-        return u.reshape(b, *[2] * (2 * n)).permute(inv).reshape(rho.shape)
-
-    return t.reshape(b, d, m, d, m), back
+def _view(rho: torch.Tensor, wire: int, k: int, n: int) -> torch.Tensor:
+    """``rho`` (B x 2**n x 2**n) viewed as B x L x d x R x L x d x R with the ``k`` contiguous
+    wires ``wire .. wire+k-1`` as the d = 2**k axes (a view: no copy, no permutation)."""
+    left, right = 2 ** wire, 2 ** (n - wire - k)
+    return rho.reshape(rho.shape[0], left, 2 ** k, right, left, 2 ** k, right)
 
 
-def depolarize(rho: torch.Tensor, wires: tuple[int, ...], p: float, n: int) -> torch.Tensor:
-    """Depolarizing channel on ``wires`` (d = 2**len(wires)) with PennyLane's convention:
-    rho -> (1 - p d^2/(d^2-1)) rho + p d^2/(d^2-1) Tr_wires(rho) x I/d."""
+def depolarize(rho: torch.Tensor, wire: int, k: int, p: float, n: int) -> torch.Tensor:
+    """Depolarizing channel on the ``k`` contiguous wires from ``wire`` (d = 2**k), PennyLane's
+    convention: rho -> (1 - p d^2/(d^2-1)) rho + p d^2/(d^2-1) Tr_wires(rho) x I/d."""
     if p == 0:
         return rho
-    t, back = _front(rho, wires, n)
-    d = t.shape[1]
+    t = _view(rho, wire, k, n)
+    d = t.shape[2]
     lam = p * d * d / (d * d - 1)
-    reduced = torch.einsum("bimin->bmn", t)  # B x M x M
-    eye = torch.eye(d, dtype=rho.dtype, device=rho.device) / d
-    mixed = eye[None, :, None, :, None] * reduced[:, None, :, None, :]
-    return back((1 - lam) * t + lam * mixed)
+    reduced = t.diagonal(dim1=2, dim2=5).sum(-1)  # B x L x R x L x R: Tr_wires
+    eye = torch.eye(d, dtype=rho.dtype, device=rho.device)[:, None, None, :, None] * (lam / d)
+    out = torch.addcmul((1 - lam) * t, eye, reduced[:, :, None, :, :, None, :])
+    return out.reshape(rho.shape)
 
 
 def kraus1(rho: torch.Tensor, wire: int, kraus: torch.Tensor, n: int) -> torch.Tensor:
     """sum_i K_i rho K_i^+ on one wire; ``kraus`` is K x 2 x 2."""
-    t, back = _front(rho, (wire,), n)
+    t = _view(rho, wire, 1, n)
     k = kraus.to(rho.dtype)
-    return back(torch.einsum("kij,bjmln,kpl->bimpn", k, t, k.conj()))
+    return torch.einsum("kij,bxjyulz,kpl->bxiyupz", k, t, k.conj()).reshape(rho.shape)
 
 
 def damping_kraus(gamma: float) -> torch.Tensor:
@@ -117,12 +108,12 @@ def bit_flip(rho: torch.Tensor, wire: int, p: float, n: int) -> torch.Tensor:
 def after_gate(rho: torch.Tensor, noise: Noise, n: int) -> torch.Tensor:
     """The channels that follow every gate, on every wire (and neighbouring pair)."""
     for w in range(n):
-        rho = depolarize(rho, (w,), noise.depolarizing, n)
+        rho = depolarize(rho, w, 1, noise.depolarizing, n)
         if noise.damping:
             rho = kraus1(rho, w, damping_kraus(noise.damping), n)
     if n >= 2:
         for w in range(n - 1):
-            rho = depolarize(rho, (w, w + 1), noise.depolarizing2, n)
+            rho = depolarize(rho, w, 2, noise.depolarizing2, n)
     return rho
 
 
