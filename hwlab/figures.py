@@ -58,7 +58,7 @@ from hwlab._figure_data import (
 from hwlab.errors import check, fail
 
 __all__ = ["BAND_NOTE", "fault_curves", "fault_sweep", "figure", "figure_rows", "figure_studies",
-           "heatmap", "mitigation_pareto", "model_storage", "neuron_sweep", "pareto_chart",
+           "heatmap", "mitigation_pareto", "outcome_shares", "model_storage", "neuron_sweep", "pareto_chart",
            "quantum_levels", "save", "series_label", "spiking_steps", "stem", "systolic_sweep",
            "time_steps", "title_for", "training_memory", "vulnerability_heatmap"]
 
@@ -95,6 +95,28 @@ def systolic_sweep(df):
 def neuron_sweep(df):
     """Accuracy vs fraction of faulty neurons per exit rule, a panel per neuron fault."""
     return _sweep(df, "fraction of faulty neurons", series=df["variant"].astype(str))
+
+
+OUTCOMES = ("masked", "recovered", "drift", "degraded", "nan")  # faultlab.training's classes
+
+
+def outcome_shares(df):
+    """Share of runs per outcome class vs fault rate, a panel per recovery policy
+    (faultlab.training: masked / recovered / drift / degraded / nan)."""
+    d = df.assign(outcome=extra_text(df, "outcome"))
+    d = d[~clean_rows(d) & d["outcome"].isin(OUTCOMES)]
+    runs = d.groupby(["variant", "fault_model", "fault_rate", "outcome"], as_index=False).size()
+    total = runs.groupby(["variant", "fault_model", "fault_rate"])["size"].transform("sum")
+    runs = runs.assign(share=runs["size"] / total, rate=runs["fault_rate"].map("{:g}".format))
+    return alt.Chart(runs).mark_bar().encode(
+        x=alt.X("rate:O", title="fault rate (per bit and step)",
+                sort=sorted(runs["rate"].unique(), key=float)),
+        y=alt.Y("share:Q", stack="normalize", title="share of runs"),
+        color=alt.Color("outcome:N", sort=list(OUTCOMES), scale=alt.Scale(scheme=SCHEME)),
+        tooltip=["variant", "fault_model", "rate", "outcome", "size",
+                 alt.Tooltip("share:Q", format=".2f")],
+    ).properties(width=160, height=200).facet(column=alt.Column("variant:N", title="policy"),
+                                              row=alt.Row("fault_model:N", title=None))
 
 
 def extra_text(df, key):

@@ -57,6 +57,9 @@ BASELINE = {
     # the fault-free row of every storage format (mlp / digits: float32 0.978, int8 0.978,
     # mxfp4 0.961, nvfp4 0.972)
     "faultlab.formats": lambda df, cfg: _rows(df, df["fault_model"] == "none"),
+    # the fault-free training run every faulty run is classified against (mlp / digits, 2
+    # epochs: see the comment in faultlab/_training_study.py's quick config)
+    "faultlab.training": lambda df, cfg: _rows(df, df["key"] == "clean"),
     # every cell stores the fault-free accuracy it is read against (mlp / digits: 0.980)
     "faultlab.vulnerability": lambda df, cfg: [
         (r.key, r.dataset, json.loads(r.extra)["clean_accuracy"]) for r in df.head(1).itertuples()],
@@ -81,6 +84,8 @@ OVERRIDES = {
     # the variants are built and attacked one after another from the same zoo model: only the
     # unprotected one's clean row is read here (its build, maps and attacks stay in the run)
     "faultlab.mitigation": {"variants": ("unprotected",)},
+    # the reference trains first, from the run's seed; the faulty runs after it are not read
+    "faultlab.training": {"rates": (1e-6,), "trials": 1, "policies": ("none",)},
 }
 
 
