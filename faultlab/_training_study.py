@@ -71,6 +71,8 @@ class TrainingConfig(StudyConfig):
     threshold: float = param(  # ISCA'23 artifact: masked if within about 2 % of fault-free
         0.02, "accuracy drop that counts as degraded", range=(0, 1))
     eval_size: int = param(500, "test images per evaluation", range=(1, None))
+    threads: int = param(  # small models train fastest on one thread; results do not change
+        1, "torch threads per training run", range=(1, None))
     seed: int = param(0, "initial weights, shuffling and fault maps", range=(0, None))
 
 
@@ -86,6 +88,7 @@ class TrainingItem:
     checkpoint_every: int
     threshold: float
     eval_size: int
+    threads: int
     seed: int
 
 
@@ -120,12 +123,16 @@ def _train(item, faults, policy, shared):
                     checkpoint_every=item.checkpoint_every, seed=derive_seed(
                         item.seed, f"{item.target}|{item.rate!r}|{item.trial}"),
                     **({} if detectors is None else {"detectors": detectors}))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(item.threads)
     start = time.perf_counter()
     try:
         hist = fit(task, train, cfg)
         loss, diverged = hist.losses[-1].get("loss"), False
     except FloatingPointError:
         loss, diverged = float("nan"), True
+    finally:
+        torch.set_num_threads(threads)
     return net, task, time.perf_counter() - start, loss, diverged
 
 
@@ -191,7 +198,7 @@ class TrainingStudy(Study):
         c = config
         base = dict(model=c.model, dataset=c.dataset, epochs=c.epochs,
                     checkpoint_every=c.checkpoint_every, threshold=c.threshold,
-                    eval_size=c.eval_size, seed=c.seed)
+                    eval_size=c.eval_size, threads=c.threads, seed=c.seed)
         train, test = _data(c.dataset, c.seed, c.eval_size)
         defaults = {"module": "faultlab", "method": "training", "dataset": c.dataset,
                     "seed": c.seed}
