@@ -43,20 +43,25 @@ def _check_batch(x, y, caller: str, num_classes: int | None,
     """Validate one batch; returns (x, y) with y as int64 (integer labels are widened)."""
     x, y = _tensor(x, "x", caller), _tensor(y, "y", caller)
     check(x.dim() >= 2, "data", caller, "inputs x of shape N x ...", tuple(x.shape))
-    check(y.dim() == 1 and len(y) == len(x), "data", caller,
-          "labels y: a 1-d tensor as long as x", (tuple(x.shape), tuple(y.shape)))
+    seq = y.dim() == 2  # token sequences: x and y are N x T ids (y = next token)
+    check((y.dim() == 1 and len(y) == len(x)) or (seq and y.shape == x.shape), "data", caller,
+          "labels y: a 1-d tensor as long as x (or, for token sequences, N x T like x)",
+          (tuple(x.shape), tuple(y.shape)))
     if in_shape is not None:
         check(tuple(x.shape[1:]) == in_shape, "data", caller,
               f"batches of one sample shape {in_shape}", tuple(x.shape[1:]))
-    check(x.is_floating_point(), "data", caller,
-          "floating-point inputs x (convert images to float in [0, 1])", str(x.dtype))
+    check(x.is_floating_point() or (seq and not x.is_complex() and x.dtype != torch.bool),
+          "data", caller, "floating-point inputs x (convert images to float in [0, 1]; "
+          "integer token ids only with N x T targets)", str(x.dtype))
     check(not y.is_floating_point() and not y.is_complex() and y.dtype != torch.bool, "data",
           caller, "integer class labels y (int64)", str(y.dtype))
     if y.dtype != torch.int64:
         y = y.to(torch.int64)
     if len(y):
-        check(bool(torch.isfinite(x).all()), "data", caller, "finite inputs x (no NaN or inf)",
-              f"{int((~torch.isfinite(x)).sum())} non-finite values in a batch of {len(x)}")
+        if x.is_floating_point():
+            check(bool(torch.isfinite(x).all()), "data", caller,
+                  "finite inputs x (no NaN or inf)",
+                  f"{int((~torch.isfinite(x)).sum())} non-finite values in a batch of {len(x)}")
         lo, hi = int(y.min()), int(y.max())
         top = "" if num_classes is None else f", {num_classes})"
         ok = lo >= 0 and (num_classes is None or hi < num_classes)
@@ -72,8 +77,9 @@ def _check_num_classes(num_classes, caller: str) -> None:
 
 def _is_split(data) -> bool:
     from hwlab.data._split import Split
+    from hwlab.data._text import TextSplit
 
-    return isinstance(data, Split)
+    return isinstance(data, (Split, TextSplit))
 
 
 def _is_pair(data) -> bool:

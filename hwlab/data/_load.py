@@ -7,6 +7,7 @@ import torch
 
 from hwlab.data import _builtin, _files, _images
 from hwlab.data._split import SPLITS, Split, _split_indices
+from hwlab.data._text import TextSplit, load_text
 from hwlab.errors import (
     check,
     check_choice,
@@ -17,27 +18,34 @@ from hwlab.errors import (
     is_int,
 )
 
-DATASETS = ("digits", "mnist5k", "synthetic")
-FILE_KINDS = ("mnist-idx", "cifar10", "npz", "imagefolder")
+DATASETS = ("digits", "mnist5k", "synthetic", "pydoc")
+FILE_KINDS = ("mnist-idx", "cifar10", "npz", "imagefolder", "text")
 FRACTIONS = (0.8, 0.1, 0.1)  # train / val / test of a dataset without its own test set
 VAL_FRACTION = 0.1  # val share of the train part when the dataset ships its own test set
 _ALLOWED = ("one of digits, mnist5k, synthetic, 'mnist-idx:DIR', 'cifar10:DIR', 'npz:FILE', "
-            "'imagefolder:DIR'")
+            "'imagefolder:DIR', pydoc, 'text:FILE'")
 
 
-def load(name: str, split: str = "train", seed: int = 0, **kw) -> Split:
+def load(name: str, split: str = "train", seed: int = 0, **kw) -> Split | TextSplit:
     """Load one split of a dataset as float32 images in [0, 1] and int64 labels.
 
     Names: ``digits`` (1x8x8, 1,797), ``mnist5k`` (1x28x28, 4,000/500/500), ``synthetic`` (kw:
     ``shape=(1, 8, 8)``, ``n=512``, ``num_classes=4``, ``noise=0.5``), ``mnist-idx:DIR``,
     ``cifar10:DIR`` (binary batches), ``npz:FILE``, ``imagefolder:DIR`` (class subfolders of
-    images; options ``?size=HxW&mode=L|RGB`` or kw ``size``, ``mode``). Splits are stratified, disjoint and
+    images; options ``?size=HxW&mode=L|RGB`` or kw ``size``, ``mode``). Text: ``pydoc`` and
+    ``text:FILE`` (UTF-8) give a character-level :class:`~hwlab.data.TextSplit` (kw ``block=64``,
+    contiguous 90/5/5 % cut, ``seed`` unused; see :mod:`hwlab.data._text`). Image splits are stratified, disjoint and
     deterministic for ``seed``: 80/10/10 % per class, or, for files with their own test set, that
     test set plus a 90/10 % train/val cut of their train part.
     """
     check(isinstance(name, str), "name", "load", _ALLOWED, name)
     check_choice(split, SPLITS, "split", "load")
     seed = check_int(seed, "seed", "load", 0)
+    if name == "pydoc" or name.startswith("text:"):
+        check(set(kw) <= {"block"}, "keyword arguments", "load", "only block for text",
+              sorted(kw))
+        check(name == "pydoc" or len(name) > 5, "name", "load", _ALLOWED, name)
+        return load_text(name, split, **kw)
     raw = _raw(name, kw)
     if len(raw.y) == 0:
         raise fail("name", "load", "a dataset with at least one sample", f"{name} (empty)")
@@ -72,9 +80,10 @@ def check_dataset(name, param: str = "dataset", caller: str = "load") -> str:
     from pathlib import Path
 
     path = Path(arg.partition("?")[0] if kind == "imagefolder" else arg).expanduser()
-    ok = path.is_file() if kind == "npz" else path.is_dir()
-    check(ok, param, caller, f"'{kind}:{'FILE' if kind == 'npz' else 'DIR'}' naming an existing "
-          f"{'file' if kind == 'npz' else 'folder'}", name)
+    is_file = kind in ("npz", "text")
+    ok = path.is_file() if is_file else path.is_dir()
+    check(ok, param, caller, f"'{kind}:{'FILE' if is_file else 'DIR'}' naming an existing "
+          f"{'file' if is_file else 'folder'}", name)
     return name
 
 
