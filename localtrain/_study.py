@@ -61,6 +61,11 @@ class CompareConfig(StudyConfig):
     latency_repeats: int = param(5, "timed training steps per row (median)", range=(1, None))
     seed: int = param(  # same initial weights, shuffling and subset for every rule
         0, "seed of weights, shuffling and subset", range=(0, None))
+    paper_models: tuple[str, ...] = param(  # off by default: ResNet-110 at batch 1024 needs GBs
+        (), "models also measured at the papers' setting (3x32x32, synthetic batch; memory and "
+        "time only)", choices=("resnet32", "resnet110"))
+    paper_batches: tuple[int, ...] = param(  # InfoPro Table 3 trains at 1024; 128 is common
+        (128, 1024), "batches of the papers' setting", range=(1, None), nonempty=True)
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,25 @@ class CompareItem:
     model: str
     rule: str
     k: int
+    batch: int = 0  # > 0: memory at the papers' setting (3x32x32 synthetic batch of this size)
+
+
+def _paper_item(item: CompareItem) -> dict:
+    """One row at the papers' setting: memory (both meters) and time of one step, no accuracy."""
+    from localtrain._paper import paper_memory_row
+
+    cfg = item.config
+    r = paper_memory_row(item.model, item.rule, item.k, item.batch, balance=cfg.balance,
+                         repeats=cfg.latency_repeats, seed=cfg.seed)
+    extra = {k: r[k] for k in ("saved_peak_bytes", "param_bytes", "grad_bytes", "optimizer_bytes",
+                               "live_peak_bytes", "live_memory_bytes", "cuts", "paper_ratio",
+                               "paper_source")}
+    extra.update(epochs=0, batch_size=item.batch, balance=cfg.balance)
+    return {"module": "localtrain", "method": item.rule, "model": item.model,
+            "dataset": "synthetic-3x32x32", "variant": f"K={r['K']} b={item.batch}",
+            "dtype": "float32", "seed": cfg.seed, "accuracy": None,
+            "memory_bytes": r["memory_bytes"], "latency_ms": r["latency_ms"],
+            "params": r["params"], "extra": extra}
 
 
 def _item(item: CompareItem) -> dict:
@@ -82,6 +106,8 @@ def _item(item: CompareItem) -> dict:
     from localtrain._rules import make_rule
 
     cfg = item.config
+    if item.batch:
+        return _paper_item(item)
     train = load(cfg.dataset, "train", seed=cfg.seed)
     test = load(cfg.dataset, "test", seed=cfg.seed)
     if cfg.train_size:
@@ -123,10 +149,13 @@ def warn_above_e2e(rows) -> list[str]:
     """Log a warning for every row whose ``memory_bytes`` exceeds the E2E row of its model.
 
     ``rows``: result rows of one run (a DataFrame with ``method``, ``model``, ``variant``,
-    ``memory_bytes``). Returns the warnings (also logged).
+    ``memory_bytes``; rows of the papers' setting, variant ``K=k b=B``, are read against the E2E
+    row of the same model and batch). Returns the warnings (also logged).
     """
     out = []
-    for model, group in rows.groupby("model", sort=False):
+    setting = rows["variant"].astype(str).str.extract(r"(b=\d+)", expand=False).fillna("")
+    keys = [rows["model"], setting] + ([rows["dataset"]] if "dataset" in rows else [])
+    for (model, *_), group in rows.groupby(keys, sort=False):
         base = group.loc[group["method"] == "e2e", "memory_bytes"]
         if base.empty or not (base.iloc[0] > 0):
             continue
@@ -177,6 +206,14 @@ class CompareStudy(Study):
                 ks = (1,) if rule == "e2e" else tuple(k for k in config.ks if k <= units)
                 for k in ks:
                     out[f"{model}|{rule}|K={k}"] = CompareItem(config, model, rule, k)
+        for model in config.paper_models:  # resnet32: 16 units, resnet110: 55
+            units = 16 if model == "resnet32" else 55
+            for batch in config.paper_batches:
+                for rule in config.rules:
+                    ks = (1,) if rule == "e2e" else tuple(k for k in config.ks if k <= units)
+                    for k in ks:
+                        out[f"{model}|{rule}|K={k}|3x32x32|b={batch}"] = CompareItem(
+                            config, model, rule, k, batch)
         return out
 
     def run(self, config, store, progress=None, executor=None) -> str:

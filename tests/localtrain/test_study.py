@@ -100,3 +100,34 @@ def test_a_rule_above_e2e_memory_is_logged_and_memory_balance_is_the_default(tmp
     torch.manual_seed(0)
     rule = lt.make_rule("infopro", create_model("vgg-s", (1, 8, 8), 4), K=2, in_shape=(1, 8, 8))
     assert rule.balance == "memory"  # the public default of a memory-saving rule
+
+
+def test_papers_setting_rows_are_read_against_their_own_e2e(tmp_path):
+    from localtrain._paper import paper_ratio
+
+    opts = {**OPTS, "rules": ("e2e", "checkpoint"), "ks": (4,), "epochs": 0,
+            "paper_models": ("resnet32",), "paper_batches": (4,)}
+    config = COMPARE_STUDY.make_config(**opts)
+    keys = list(COMPARE_STUDY.items(config))
+    assert "resnet32|checkpoint|K=4|3x32x32|b=4" in keys and "resnet32|e2e|K=1|3x32x32|b=4" in keys
+    store = Store(tmp_path / "s.sqlite")
+    df = store.results(run_id=COMPARE_STUDY.run(config, store)).set_index("key")
+    paper = df[df["dataset"] == "synthetic-3x32x32"]
+    assert len(paper) == 2 and paper["accuracy"].isna().all()
+    assert set(paper["variant"]) == {"K=1 b=4", "K=4 b=4"}
+    extra = {k: json.loads(v) for k, v in paper["extra"].items()}
+    e2e, ck = extra["resnet32|e2e|K=1|3x32x32|b=4"], extra["resnet32|checkpoint|K=4|3x32x32|b=4"]
+    assert e2e["batch_size"] == 4 and ck["live_memory_bytes"] < e2e["live_memory_bytes"]
+    # a published ratio only where a paper measured this setting (ResNet-110, batch 1024)
+    assert ck["paper_ratio"] is None
+    assert paper_ratio("resnet110", 1024, "infopro", 4)[0] == 0.374
+
+
+def test_paper_memory_row_errors():
+    from localtrain._paper import paper_memory_row
+
+    with pytest.raises(ValueError, match=r"model of paper_memory_row must be one of resnet32, "
+                                         r"resnet110, got 'resnet50'"):
+        paper_memory_row("resnet50", "e2e", 1, 8)
+    with pytest.raises(ValueError, match=r"batch of paper_memory_row must be .*got 0"):
+        paper_memory_row("resnet32", "e2e", 1, 0)
