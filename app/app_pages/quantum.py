@@ -1,5 +1,6 @@
-"""Quantum: the swap levels side by side (accuracy, parameters, latency, training time) and the
-fault sweep on quantum vs classical parameters (``quantum.creep`` rows)."""
+"""Quantum: the swap levels side by side (accuracy, parameters, latency, training time) with
+their parameter-matched classical controls, the paired verdict, accuracy under device noise per
+level, and the fault sweep on quantum vs classical parameters (``quantum.creep`` rows)."""
 
 import altair as alt
 import pandas as pd
@@ -18,7 +19,8 @@ if df.empty:
     st.stop()
 rows, model, dataset = w.model_dataset(df, "quantum")
 title = w.figure_title("quantum.creep", model, dataset, rows["run_id"].unique())
-levels = rows[clean_rows(rows) & rows["variant"].astype(str).str.startswith("level-")
+ARMS = ("level-", "control-", "noisy-")  # hybrid, parameter-matched control, noise-aware
+levels = rows[clean_rows(rows) & rows["variant"].astype(str).str.startswith(ARMS)
               & ~is_aggregate(rows)]
 if levels.empty:
     w.elsewhere(df[~is_aggregate(df) & clean_rows(df)], "per-seed swap-level rows", model,
@@ -41,14 +43,53 @@ st.subheader("Levels side by side")
 summary = pd.concat(tables, ignore_index=True)
 grid = alt.vconcat(*(alt.hconcat(*panels[i:i + 2]) for i in range(0, len(panels), 2)))
 w.show_chart(grid, summary, "quantum levels", key="quantum-levels", title=title)
-st.caption("Level N: the first N swappable layers replaced by PennyLane quantum layers. "
+st.caption("Level N: the first N swappable layers replaced by PennyLane quantum layers; "
+           "control-N: each of those quantum layers replaced by a classical layer with the same "
+           "inputs, outputs and parameter count; noisy-N: level N trained under depolarizing "
+           "noise. "
            f"Bars: mean over {int(summary['n'].max())} seed(s); whiskers: 95% interval "
            "(proportion interval for accuracy) where there are >= 3 seeds; circles: the seeds "
            "themselves where there are fewer. Rows averaged by the study (`creep-mean`) are "
            "not drawn next to the seeds they average.")
 st.dataframe(summary.pivot_table(index="variant", columns="metric", values="mean"))
 
-faulty = rows[~clean_rows(rows) & rows["accuracy"].notna()]
+paired = rows[rows["method"] == "creep-paired-mean"]
+if not paired.empty:
+    st.subheader("Quantum vs its parameter-matched classical control")
+    ex = q.parse_extra(paired, ("hybrid_minus_control", "hybrid_minus_level0", "control_mean",
+                                "verdict")).reindex(paired.index)
+
+    def _cell(d):
+        if not isinstance(d, dict) or not d.get("n"):
+            return "-"
+        return f"{d['mean']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}] (n={d['n']})"
+
+    st.dataframe(pd.DataFrame({
+        "level": paired["variant"], "hybrid accuracy": paired["accuracy"],
+        "control accuracy": ex["control_mean"],
+        "hybrid - control (points, 95% CI)": ex["hybrid_minus_control"].map(_cell),
+        "hybrid - level 0 (points, 95% CI)": ex["hybrid_minus_level0"].map(_cell)}),
+        hide_index=True)
+    for text in ex["verdict"].dropna().unique():
+        st.markdown(f"**Verdict.** {text}")
+
+noisy = rows[(rows["method"] == "creep-noise") & rows["accuracy"].notna()]
+if not noisy.empty:
+    st.subheader("Accuracy under device noise, per level")
+    noisy = noisy.assign(series=noisy["variant"].astype(str))
+    ref = levels[levels["variant"].isin(noisy["series"].unique())].assign(
+        series=lambda d: d["variant"].astype(str))
+    w.show_chart(charts.fault_curves(noisy, ref, x_title="noise level (probability; 1/shots)"),
+                 noisy, "quantum accuracy vs noise", key="quantum-noise",
+                 title=f"{title} · device noise")
+    st.caption("Each trained model evaluated under one noise kind at a time (panel): "
+               "depolarizing (1 qubit, every wire) and depolarizing2 (2 qubit, neighbouring "
+               "pairs) and amplitude damping after every gate, readout bit flips before the "
+               "measurement, finite shots (x = 1/shots). level-N: trained noiseless; noisy-N: "
+               "trained under depolarizing noise. Dashed: the noiseless accuracy. "
+               + charts.BAND_NOTE + ".")
+
+faulty = rows[(rows["method"] == "creep-faults") & rows["accuracy"].notna()]
 if not faulty.empty:
     st.subheader("Fault sweep: quantum vs classical parameters")
     target = q.parse_extra(faulty, ("target",))["target"].reindex(faulty.index)
