@@ -153,3 +153,18 @@ def compare_chart(both: pd.DataFrame, x: str, color: str = "side",
         return chart.facet(column=alt.Column(f"{facet}:N"), data=both)
     return alt.layer(alt.Chart(both).mark_line(point=True).encode(**enc)).properties(
         width=600, height=300)
+
+
+def format_bytes_chart(points: pd.DataFrame, rate: float) -> alt.LayerChart:
+    """Mean accuracy at one BER against stored bytes, one point per format with its interval
+    (``points``: variant, memory_bytes, accuracy, lo, hi, trials, fault_free)."""
+    x = alt.X("memory_bytes:Q", title="stored weight bytes", scale=alt.Scale(type="log"))
+    y = alt.Y("accuracy:Q", title=f"accuracy at BER {rate:.0e}", scale=alt.Scale(domain=[0, 1]))
+    tips = [alt.Tooltip("variant:N", title="format"), alt.Tooltip("memory_bytes:Q", format=",d"),
+            alt.Tooltip("accuracy:Q", format=".4f"), alt.Tooltip("fault_free:Q", format=".4f"),
+            "trials"]
+    base = alt.Chart(points).encode(x=x, color=alt.Color("variant:N", title="format",
+                                                         scale=SCHEME), tooltip=tips)
+    return alt.layer(base.mark_rule().encode(y=alt.Y("lo:Q", title=None), y2="hi:Q"),
+                     base.mark_point(filled=True, size=110).encode(y=y),
+                     base.mark_text(dy=-12).encode(y=y, text="variant:N")).properties(height=360)

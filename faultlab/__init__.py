@@ -57,6 +57,7 @@ _LAZY = {
     "LossSpike": "faultlab._train_detect",
     "GradSpike": "faultlab._train_detect",
     "MomentBound": "faultlab._train_detect",
+    "outcome_table": "faultlab._training_study",  # outcome shares with Wilson intervals
 }
 # imported as faultlab.<name> on first use
 _SUBPACKAGES: tuple[str, ...] = ("clipact", "memory", "systolic")

@@ -99,7 +99,7 @@ class FormatsStudy(Study):
     figure = figures.fault_sweep  # series = format, a panel per target
     figure_title = "accuracy vs BER per storage format (element / scale / all words)"
     memory_kind = "model_bytes"  # bytes of the stored weight words
-    page = "figures"
+    page = "formats"
     quick_seconds = 38  # measured once (2 cores, load 8.5, zoo mlp cached)
     quick = types.MappingProxyType(
         {"model": "mlp", "dataset": "digits", "formats": ("float32", "int8", "mxfp4", "nvfp4"),

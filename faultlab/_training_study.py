@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from hwlab import figures
 from hwlab.studies import Study, StudyConfig, derive_seed, param, run_items
 
-__all__ = ["OUTCOMES", "TRAINING_STUDY", "TrainingConfig", "TrainingStudy", "outcome"]
+__all__ = ["OUTCOMES", "TRAINING_STUDY", "TrainingConfig", "TrainingStudy", "outcome",
+           "outcome_table"]
 
 OUTCOMES = ("masked", "recovered", "drift", "degraded", "nan")
 _TARGETS = ("weights", "gradients", "exp_avg", "exp_avg_sq")  # rate-based targets of the study
@@ -47,6 +48,35 @@ def outcome(identical: bool, finite: bool, detected: bool, acted: bool, accuracy
     if detected and acted:
         return "recovered"
     return "masked" if identical and not detected else "drift"
+
+
+def outcome_table(rows, confidence: float = 0.95):
+    """Per (fault_model, fault_rate, policy): runs, the share of each outcome class with its
+    Wilson interval (``<class>``, ``<class>_lo``, ``<class>_hi``), the median detection latency
+    in steps and the mean milliseconds per step, from ``faultlab.training`` result rows."""
+    import json
+
+    import pandas as pd
+
+    from hwlab.stats import proportion_ci
+
+    d = rows[rows["fault_rate"] > 0].copy()
+    extra = [json.loads(e) if isinstance(e, str) else (e or {}) for e in d["extra"]]
+    d["outcome"] = [e.get("outcome") for e in extra]
+    d["latency_steps"] = [e.get("latency_steps") for e in extra]
+    out = []
+    for (fm, rate, policy), g in d.groupby(["fault_model", "fault_rate", "variant"], sort=True):
+        rec = {"fault_model": fm, "fault_rate": rate, "policy": policy, "runs": len(g)}
+        for cls in OUTCOMES:
+            p, lo, hi = proportion_ci([float((g["outcome"] == cls).mean())], [len(g)],
+                                      confidence)
+            rec.update({cls: p, f"{cls}_lo": lo, f"{cls}_hi": hi})
+        lat = pd.to_numeric(g["latency_steps"], errors="coerce").dropna()
+        rec["latency_steps_median"] = float(lat.median()) if len(lat) else None
+        rec["accuracy_mean"] = float(g["accuracy"].mean())
+        rec["ms_per_step"] = float(g["latency_ms"].mean())
+        out.append(rec)
+    return pd.DataFrame(out)
 
 
 @dataclass(frozen=True)
@@ -186,7 +216,7 @@ class TrainingStudy(Study):
     figure = figures.outcome_shares  # outcome shares vs BER, a panel per policy
     figure_title = "outcome shares vs BER per recovery policy"
     latency_kind = "train_step_ms"
-    page = "figures"
+    page = "training"
     quick = types.MappingProxyType(  # mlp / digits, 2 epochs: the reference at 0.90 (1: 0.74)
         {"model": "mlp", "dataset": "digits", "rates": (1e-6, 1e-5), "trials": 2,
          "policies": ("none", "rollback"), "epochs": 2, "eval_size": 300})
