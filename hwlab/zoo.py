@@ -252,3 +252,9 @@ def _load_entry(model, recipe, key, pt, meta) -> ZooEntry:
         raise _corrupt(pt, f"{type(exc).__name__}: {exc}") from None
     return ZooEntry(net.eval(), info["test_accuracy"], info["val_accuracy"], info["seconds"], pt,
                     recipe, key, info)
+
+
+# The language model's zoo entry (char-gpt on pydoc or text:FILE): hwlab._zoo_lm.
+from hwlab._zoo_lm import LMEntry, LMRecipe, lm_entry, lm_loss  # noqa: E402
+
+__all__ += ["LMEntry", "LMRecipe", "lm_entry", "lm_loss"]

@@ -11,10 +11,12 @@ transformer block is one child) with ``nn.ReLU`` (``nn.GELU`` in the ViT) module
 ``mobilenetv2`` and ``densenet`` are written like researchers' code (functional ``F.relu``,
 residual adds, ``ReLU6``, ``torch.cat``) and are not Sequential: packages see every model
 through ``hwlab.graph``.
-Models from ``resolve`` can be any ``nn.Module``.
+Models from ``resolve`` can be any ``nn.Module``. The language model ``char-gpt``
+(:func:`char_gpt`, token ids in, B x T x vocab logits out) is not in the image registry.
 """
 
 from hwlab.models import _mlp_cnn, _researcher, _resnet, _vit  # noqa: F401  (register the built-in models)
+from hwlab.models._gpt import CharGPT, KVCache, char_gpt
 from hwlab.models._registry import create_model, list_models, register_model
 from hwlab.models._spec import (
     ENTRY_POINT_GROUP,
@@ -26,5 +28,5 @@ from hwlab.models._spec import (
     spec_digest,
 )
 
-__all__ = ["ENTRY_POINT_GROUP", "check_fits", "check_spec", "create_model", "list_models",
+__all__ = ["ENTRY_POINT_GROUP", "CharGPT", "KVCache", "char_gpt", "check_fits", "check_spec", "create_model", "list_models",
            "load_weights", "model_names", "register_model", "resolve", "spec_digest"]
