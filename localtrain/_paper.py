@@ -17,7 +17,8 @@ from torch import nn
 from hwlab.errors import check, check_choice, check_int
 from hwlab.seeds import seeded
 
-__all__ = ["PAPER_MODELS", "PAPER_RATIOS", "paper_memory_row", "paper_ratio", "resnet110"]
+__all__ = ["PAPER_MODELS", "PAPER_RATIOS", "paper_memory_row", "paper_ratio", "phase_parts",
+           "resnet110"]
 
 PAPER_SHAPE = (3, 32, 32)  # CIFAR-10
 
@@ -90,3 +91,65 @@ def paper_memory_row(model: str, rule: str, K: int, batch: int, x=None, y=None,
     del task, net
     gc.collect()
     return row
+
+
+class _LabelledSaved:
+    """Bytes saved for backward per label (each storage once, parameters excluded)."""
+
+    def __init__(self, exclude):
+        self.exclude, self.seen, self.bytes, self.label = exclude, set(), {}, "module"
+
+    def pack(self, t):
+        st = t.untyped_storage()
+        key = st.data_ptr()
+        if key not in self.exclude and key not in self.seen:
+            self.seen.add(key)
+            self.bytes[self.label] = self.bytes.get(self.label, 0) + st.nbytes()
+        return t
+
+
+def phase_parts(rule, x: torch.Tensor, y: torch.Tensor) -> list[dict[str, int]]:
+    """What each local module keeps alive for its backward, split by part, on the batch ``x``.
+
+    For every module k: ``module`` (its own layers), then one entry per child of its auxiliary
+    net (MAN: ``ema``, ``lb``, ``decoder``, ``head``; InfoPro: ``decoder``, ``head``; the last
+    module: ``module`` only, its classifier included). The sum of a module's parts is what is
+    alive at the end of its forward: the step's peak is the largest sum (plus, for the rules that
+    train in one pass, nothing is freed before the end). Bytes of storages saved for backward,
+    each once, parameters excluded; runs forward passes only (no update).
+    """
+    import torch.nn.functional as F
+
+    check(hasattr(rule, "modules_") and hasattr(rule, "local_loss"), "rule", "phase_parts",
+          "a localtrain rule (make_rule)", type(rule).__name__)
+    meter = _LabelledSaved({p.untyped_storage().data_ptr() for p in rule.memory_parameters()})
+    hooks = []
+    for k in range(rule.K - 1):
+        aux = rule.net["aux"][k]
+        for name, child in aux.named_children():
+            def pre(_m, _a, name=name):
+                meter.label = name
+
+            def post(_m, _a, _o):
+                meter.label = "aux"
+
+            hooks += [child.register_forward_pre_hook(pre), child.register_forward_hook(post)]
+    out_parts = []
+    try:
+        h = x
+        for k, module in enumerate(rule.modules_):
+            meter.bytes, meter.seen, meter.label = {}, set(), "module"
+            inp = h.detach()
+            with torch.autograd.graph.saved_tensors_hooks(meter.pack, lambda t: t):
+                out = module(inp)
+                if k == rule.K - 1:
+                    F.cross_entropy(out, y)
+                else:
+                    rule.local_loss(k, out, inp, x, y)
+            out_parts.append(dict(meter.bytes))
+            h = out.detach()
+            del out
+    finally:
+        for hk in hooks:
+            hk.remove()
+    return out_parts

@@ -1,7 +1,9 @@
 """Local learning: accuracy vs peak training memory (MiB) per rule across K, with E2E as the
-reference and the chance level marked (``localtrain.compare`` rows)."""
+reference and the chance level marked, and one table with memory, time per training step and
+accuracy of every rule against E2E (``localtrain.compare`` rows)."""
 
 import altair as alt
+import pandas as pd
 import streamlit as st
 
 from app import _charts as charts
@@ -25,7 +27,9 @@ if rows.empty:
                 dataset)
     st.stop()
 keys = ["method", "variant"]
-mem = rows.groupby(keys)["train_memory_bytes"].mean().rename("memory_mib").reset_index()
+step = rows["train_step_ms"] if "train_step_ms" in rows else rows["train_memory_bytes"] * float("nan")
+mem = (rows.assign(step_ms=step).groupby(keys)
+       .agg(memory_mib=("train_memory_bytes", "mean"), step_ms=("step_ms", "mean")).reset_index())
 pts = mem.merge(frames.summarize(rows, keys), on=keys, how="left")  # accuracy NaN: not measured
 pts["K"] = pts["variant"].astype(str).str.extract(r"K=(\d+)", expand=False).astype(float)
 is_e2e = pts["method"].astype(str).str.lower() == "e2e"
@@ -36,6 +40,7 @@ rules = pts[~is_e2e].copy()
 if not ref.empty:
     rules["memory_vs_e2e"] = rules["memory_mib"] / float(ref["memory_mib"].iloc[0])
     rules["accuracy_vs_e2e"] = rules["mean"] - float(ref["mean"].iloc[0])
+    rules["step_vs_e2e"] = rules["step_ms"] / float(ref["step_ms"].iloc[0])
 if chance is not None:
     rules["at_chance"] = rules["mean"] <= chance + 0.02
 
@@ -50,6 +55,7 @@ if not measured.empty:
               alt.Chart(measured).mark_point(filled=True, size=110).encode(
                   x=x, y=y, color=color, shape=alt.Shape("variant:N", title="K"),
                   tooltip=["method", "variant", alt.Tooltip("memory_mib:Q", format=".2f"),
+                           alt.Tooltip("step_ms:Q", title="ms per step", format=".1f"),
                            alt.Tooltip("mean:Q", format=".4f"), "n"])]
     if not ref.empty and ref["mean"].notna().all():
         layers.append(alt.Chart(ref).mark_rule(color="black", strokeDash=[6, 3]).encode(y="mean:Q"))
@@ -84,5 +90,17 @@ else:
         bars = alt.layer(bars, alt.Chart(ref).mark_rule(strokeDash=[6, 3]).encode(
             x="memory_mib:Q"))
     w.show_chart(bars, pts, "training memory", key="localtrain-memory", title=title)
-st.dataframe(rules.drop(columns=["band"], errors="ignore").sort_values(["method", "K"]),
+st.subheader("Memory, time per step and accuracy")
+table = pd.concat([ref.assign(memory_vs_e2e=1.0, step_vs_e2e=1.0, accuracy_vs_e2e=0.0), rules])
+first = ["method", "variant", "K", "memory_mib", "memory_vs_e2e", "step_ms", "step_vs_e2e", "mean",
+         "accuracy_vs_e2e"]
+table = table.drop(columns=["band"], errors="ignore")
+table = table[[c for c in first if c in table] + [c for c in table if c not in first]]
+st.dataframe(table.sort_values(["K", "method"]).rename(columns={"mean": "accuracy"}),
              hide_index=True)
+st.caption("memory_mib: peak training memory of one step (saved activations + parameters, "
+           "gradients and optimizer state; hwlab.meters.training_memory). step_ms: median wall "
+           "clock of one full training step at the same batch: the price of the auxiliary nets, "
+           "of recomputation (checkpoint) and of SGR's double backward. The checkpoint rule's "
+           "memory_mib misses its recomputed activations: read extra.live_memory_bytes, the "
+           "live-tensor peak, for it (docs/localtrain.md).")

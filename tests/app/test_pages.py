@@ -292,15 +292,21 @@ def test_localtrain_memory_only_rows(app_at, tmp_path, ui):
     run = store.open_run("localtrain.compare", {"epochs": 0})
     store.add_results(run, [{"key": f"{r}|K={k}", "module": "localtrain", "method": r,
                              "variant": f"K={k}", "model": "resnet20", "dataset": "mnist5k",
-                             "memory_bytes": m}
-                            for r, k, m in (("e2e", 1, 4 * 2**20), ("man", 4, 2 * 2**20),
-                                            ("dgl", 4, 1.5 * 2**20))])
+                             "memory_bytes": m, "latency_ms": t}
+                            for r, k, m, t in (("e2e", 1, 4 * 2**20, 10.0),
+                                               ("man", 4, 2 * 2**20, 16.0),
+                                               ("dgl", 4, 1.5 * 2**20, 12.5))])
     at = app_at(store.path, "localtrain")
     assert not at.exception
     assert "have no accuracy" in ui.texts(at)
     bars = ui.frame_with(charts_of(at)[0], "label", "memory_mib")
     assert sorted(bars["memory_mib"]) == [1.5, 2.0, 4.0]
-    assert at.dataframe[0].value["memory_vs_e2e"].tolist() == [0.375, 0.5]
+    table = at.dataframe[0].value  # memory, time per step and accuracy on one view, E2E first
+    assert table["method"].tolist() == ["e2e", "dgl", "man"]
+    assert table["memory_vs_e2e"].tolist() == [1.0, 0.375, 0.5]
+    assert table["step_ms"].tolist() == [10.0, 12.5, 16.0]
+    assert table["step_vs_e2e"].tolist() == [1.0, 1.25, 1.6]
+    assert table["accuracy"].isna().all()
 
 
 @pytest.mark.parametrize("page", ["faults", "memory", "mitigation", "systolic", "spiking",
