@@ -143,11 +143,24 @@ def _filter(plan: Plan, fmap: FaultMap, rate: float, seed: int) -> FaultMap:
                     fmap.bit[keep], fmap.kind[keep], fmap.eligible_bits, fmap.seed)
 
 
-def _layer_params(model: nn.Module) -> dict[str, tuple[str, int, str]]:
-    """{layer (module name): (parameter name, elements, dtype name)} of the eligible weights."""
+def _layer_params(model: nn.Module) -> dict[str, tuple[str, int, str, dict]]:
+    """{table entry: (parameter name, words, dtype name, protectable fields)} of the eligible
+    weights: an entry is a layer (module name), or one stored-code parameter of a
+    :func:`faultlab.quantize` model (element codes and scale codes apart, as in
+    :func:`faultlab.vulnerability`), so a plan can protect a layer's scale words alone."""
+    from faultlab._format_fields import code_fields
+    from faultlab._formats import storage
+
+    stored = storage(model)
     out = {}
     for pname, t in eligible_parameters(model, caller="plan_hardening"):
-        out[layer_of(pname)] = (pname, t.numel(), _DTYPE_NAMES[t.dtype])
+        dtype = _DTYPE_NAMES[t.dtype]
+        if pname in stored:
+            out[pname] = (pname, t.numel(), dtype, code_fields(stored[pname]))
+        else:
+            check(dtype in FIELDS, "model", "plan_hardening", "weights stored as "
+                  f"{', '.join(FIELDS)} or as faultlab.quantize codes", f"{pname} ({dtype})")
+            out[layer_of(pname)] = (pname, t.numel(), dtype, FIELDS[dtype])
     return out
 
 
@@ -187,11 +200,11 @@ def plan_hardening(model: nn.Module, table: pd.DataFrame, rate: float, costs=Non
         expected = layers[r.layer][1] * rate  # faults at this bit of this layer at `rate`
         cap = float(getattr(r, "clean_accuracy", 1.0))
         drop[(r.layer, int(r.bit))] = min(per_fault * expected, cap)
-    total_bits = sum(n * WORDS_BITS[d] for _, n, d in layers.values())
+    total_bits = sum(n * WORDS_BITS[d] for _, n, d, _ in layers.values())
     options = []  # per layer: (field name, bits, scheme) ordered weakest -> strongest
     order = sorted(schemes, key=lambda s: costs[s])
-    for layer, (_, _, dtype) in layers.items():
-        fields = sorted(FIELDS[dtype].items(), key=lambda kv: len(kv[1]))
+    for layer, (_, _, _, layer_fields) in layers.items():
+        fields = sorted(layer_fields.items(), key=lambda kv: len(kv[1]))
         options.append([(f, bits, s) for f, bits in fields for s in order])
     state = {layer: None for layer in layers}
 
