@@ -22,7 +22,7 @@ _LAZY = {
     "fault_roles": "faultlab._formats",
     "storage": "faultlab._formats",
     "fault_sites": "faultlab._formats",
-    "protect_scales": "faultlab._formats",
+    "protect_scales": "faultlab._format_protect",
     "campaign": "faultlab._campaign",
     "Trial": "faultlab._engine",  # the one trial engine: a study's plan is {key: Trial}
     "Evaluation": "faultlab._engine",

@@ -108,7 +108,7 @@ class FormatsStudy(Study):
     def run(self, config: FormatsConfig, store, progress=None, executor=None) -> str:
         from faultlab._engine import Trial, evaluation, runner
         from faultlab._faults import BitFlip
-        from faultlab._formats import protect_scales
+        from faultlab._format_protect import protect_scales
         from faultlab._words import eligible_parameters
         from hwlab import data
 
