@@ -110,9 +110,25 @@ class FaultyTraining(Task):
         self.steps = 0  # global step counter (the next step's index)
         self._ready = False
 
-    # -- the inner task's interface ---------------------------------------------------------
+    # -- the inner task's interface (delegated: a rule may override any of them, e.g. keep an
+    # EMA copy in eval mode or train a subset of its parameters) ------------------------------
     def modules(self):
         return self.task.modules()
+
+    def parameters(self):
+        return self.task.parameters()
+
+    def train(self, mode: bool = True):
+        self.task.train(mode)
+        return self
+
+    def to(self, device):
+        self.task.to(device)
+        return self
+
+    @property
+    def device(self):
+        return self.task.device
 
     def predict(self, x):
         return self.task.predict(x)

@@ -219,3 +219,32 @@ def test_detectors_against_a_reference_zscore():
     assert fired[:-1] == [None] * 40
     assert fl.MomentBound().check("post", {"moment_max": 25.0}, None) == 25.0
     assert fl.MomentBound().check("post", {"moment_max": 19.0}, None) is None
+
+
+def test_a_local_learning_rule_with_an_ema_trains_under_faults_unchanged(base, train):
+    """MAN (local heads + an EMA copy updated in after_step): a gradient fault caught and rolled
+    back gives the fault-free weights of every module the rule trains."""
+    from localtrain import make_rule
+
+    torch.set_num_threads(1)
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=3e-3)
+
+    torch.manual_seed(1)
+    two_blocks = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                               nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8),
+                               nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
+
+    def run(faults, policy="none"):
+        model = copy.deepcopy(two_blocks)
+        torch.manual_seed(2)  # the heads and the bias block are drawn from torch's RNG
+        rule = make_rule("man", model, K=2, in_shape=(1, 8, 8))
+        fit(fl.training(rule, faults, policy=policy, checkpoint_every=4) if faults else rule,
+            train, cfg)
+        return [t.detach().clone() for m in rule.modules() for t in m.state_dict().values()]
+
+    clean = run(())
+    fault = fl.TrainFault("gradients", fl.BitFlip(count=1, bits=MSB), steps=(15,))
+    recovered = run([fault], "rollback")
+    faulty = run([fault])
+    assert all(torch.equal(a, b) for a, b in zip(clean, recovered))
+    assert not all(torch.equal(a, b) for a, b in zip(clean, faulty))
