@@ -183,3 +183,61 @@ def test_errors():
         training_memory(lambda: None, optimizer="adam")
     with pytest.raises(ValueError, match=r"model of model_bytes must be an nn.Module"):
         model_bytes({})
+
+
+def test_live_memory_counts_new_storages_until_freed():
+    from hwlab.meters import live_memory
+
+    base = torch.ones(100)
+
+    def step():
+        a = torch.empty(1000)  # 4,000 bytes
+        b = base * 2  # 400 bytes: a new storage
+        v = b.view(10, 10)  # a view: nothing new
+        v.add_(1)  # in place: nothing new
+        c = torch.empty(2000)  # 8,000 bytes: peak 12,400 with a and b alive
+        del a
+        d = torch.empty(500)  # 2,000 bytes, after a was freed
+        step.keep = (b, c, d)
+
+    r = live_memory(step)
+    assert r.peak_bytes == 12_400
+    assert r.end_bytes == 400 + 8_000 + 2_000
+    del step.keep
+
+
+def test_live_memory_sees_checkpoint_recomputation_the_saved_meter_cannot():
+    from torch.utils.checkpoint import checkpoint
+
+    from hwlab.meters import live_memory
+
+    torch.manual_seed(0)
+    net = nn.Sequential(*[nn.Sequential(nn.Linear(64, 64), nn.Tanh()) for _ in range(6)])
+    x = torch.rand(512, 64)  # activations (128 KiB each) outweigh the gradients
+
+    def plain():
+        net.zero_grad(set_to_none=True)
+        net(x).sum().backward()
+
+    def ckpt():
+        net.zero_grad(set_to_none=True)
+        h = checkpoint(net[:2], x, use_reentrant=False)
+        h = checkpoint(net[2:4], h, use_reentrant=False)
+        net[4:](h).sum().backward()
+
+    saved = {f.__name__: training_memory(f, params=[net]).saved_peak_bytes for f in (plain, ckpt)}
+    live = {f.__name__: live_memory(f).peak_bytes for f in (plain, ckpt)}
+    act = 512 * 64 * 4  # one activation
+    # the saved meter sees the input, the 2 segment outputs and the last 2 blocks' outputs
+    # (plain: the input and 6 block outputs)
+    assert saved["ckpt"] == 5 * act and saved["plain"] == 7 * act
+    # the live meter also sees the recomputed blocks (and the gradients flowing back)
+    assert live["ckpt"] > saved["ckpt"] + act
+    assert live["ckpt"] < live["plain"]
+
+
+def test_live_memory_rejects_a_non_callable():
+    from hwlab.meters import live_memory
+
+    with pytest.raises(ValueError, match="step_fn of live_memory must be a callable, got 'int'"):
+        live_memory(3)
