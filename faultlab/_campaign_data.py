@@ -43,20 +43,22 @@ class CampaignData:
     """The evaluation data: in-memory batches (views, cast once) or a re-iterable stream."""
 
     def __init__(self, data, batch_size: int, caller: str, model: nn.Module):
-        from hwlab.data import Split, iter_batches
+        from hwlab.data import Split, TextSplit, iter_batches
 
         self.caller, self.batch_size = caller, int(batch_size)
         self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
         self.dtype = input_dtype(model)
-        self.name = data.name or None if isinstance(data, Split) else None
-        in_memory = isinstance(data, Split) or (
+        self.name = data.name or None if isinstance(data, (Split, TextSplit)) else None
+        if isinstance(data, TextSplit):  # the corpus hash in every row's dataset column:
+            self.name = f"{data.name}@{data.sha256[:12]}"  # two texts never aggregate together
+        in_memory = isinstance(data, (Split, TextSplit)) or (
             isinstance(data, (tuple, list)) and len(data) == 2
             and all(hasattr(t, "shape") for t in data))
         self.stream = None if in_memory else data
         self.memory = None
         if in_memory:
             x, y = next(iter_batches(data, 2**62, caller))  # validated once, as one view
-            x = x.to(device=self.device, dtype=self.dtype)
+            x = self._cast(x)
             y = y.to(self.device)
             self.memory = [(x[i:i + batch_size], y[i:i + batch_size])  # views
                            for i in range(0, len(y), batch_size)]
@@ -84,11 +86,18 @@ class CampaignData:
                 ok = i < len(self.checksums) and self.checksums[i] == got
                 check(ok, "data", self.caller, "an iterable that yields the same batches on "
                       "every pass (each trial reads it again)", f"a different batch {i}")
-            yield x.to(device=self.device, dtype=self.dtype), y
+            yield self._cast(x), y
+
+    def _cast(self, x: torch.Tensor) -> torch.Tensor:
+        """Images to the model's device and input dtype; token ids (integers) keep theirs."""
+        if x.is_floating_point():
+            return x.to(device=self.device, dtype=self.dtype)
+        return x.to(self.device)
 
 
 def _checksum(y: torch.Tensor) -> tuple:
     """Cheap order-sensitive label checksum (catches a shuffling or changing stream)."""
+    y = y.reshape(-1)  # B, or B x T targets of a sequence model
     w = torch.arange(1, len(y) + 1, device=y.device)
     return len(y), int(y.sum()), int((y * w).sum())
 
@@ -129,12 +138,14 @@ def prepare(model: nn.Module, data: CampaignData, metrics, cache_bytes: int,
                                f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
                                f"inputs of shape {tuple(x.shape)}") from exc
                 rows = x.shape[0] if full else min(2, x.shape[0])
-                ok = isinstance(logits, torch.Tensor) and logits.dim() == 2 \
-                    and logits.shape[0] == rows
-                check(ok, "model", caller, f"a classifier returning logits of shape "
-                      f"{rows} x classes for inputs of shape {(rows, *x.shape[1:])}",
+                seq = y.dim() == 2  # token sequences: B x T x vocab logits per position
+                ok = isinstance(logits, torch.Tensor) and logits.dim() == 2 + seq \
+                    and tuple(logits.shape[:1 + seq]) == (rows, *y.shape[1:])
+                check(ok, "model", caller, (f"a language model returning logits of shape {rows} "
+                      f"x {y.shape[1]} x vocab" if seq else f"a classifier returning logits of "
+                      f"shape {rows} x classes") + f" for inputs of shape {(rows, *x.shape[1:])}",
                       f"{what} returning {_shape(logits)}")
-                classes, in_shape = logits.shape[1], tuple(x.shape[1:])
+                classes, in_shape = logits.shape[-1], tuple(x.shape[1:])
             elif full:
                 logits = model(x)
             seconds += time.perf_counter() - t0
@@ -150,7 +161,7 @@ def prepare(model: nn.Module, data: CampaignData, metrics, cache_bytes: int,
             sums.append(_checksum(y))
             n += len(y)
             if keep_logits or keep_top1:
-                item = logits if keep_logits else logits.argmax(dim=1).to(torch.int32)
+                item = logits if keep_logits else logits.argmax(dim=-1).to(torch.int32)
                 kept += item.numel() * item.element_size()
                 (logits_list if keep_logits else top1_list).append(item)
                 if kept > cache_bytes:  # too large: every trial recomputes them per batch

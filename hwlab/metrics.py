@@ -22,6 +22,14 @@ Built-in metrics (each a result column of the store; all but ``loss`` are propor
     mean cross-entropy ``-log softmax(logits)[y]`` in nats (``inf`` / NaN when a fault makes the
     logits overflow: reported as it is).
 
+Sequence models: logits ``B x T x V`` with targets ``B x T`` (the next token at every position)
+are scored per token: every position is one sample (accuracy = next-token top-1, sdc = share of
+positions whose top-1 changes, loss = the sum of token NLLs over the token count, in nats; bits
+per character are ``loss / ln 2``); a user metric gets the B x T x V logits and is weighted by
+the B windows. Generation
+under greedy decoding is scored by :func:`generation_metrics` (first divergent position, exact
+match, non-finite rate).
+
 A user metric is any callable ``metric(logits, y, clean_logits) -> float``; its column name is
 its ``__name__`` (or give ``(name, fn)``). It is called once per batch and the campaign value is
 the mean of the batch values weighted by batch size, which is exact for a per-sample mean (an
@@ -41,7 +49,8 @@ import torch
 
 from hwlab.errors import check, fail, is_number
 
-__all__ = ["BUILTIN_METRICS", "Metric", "MetricAccumulator", "metric_values", "resolve_metrics"]
+__all__ = ["BUILTIN_METRICS", "GENERATION_METRICS", "Metric", "MetricAccumulator",
+           "generation_metrics", "metric_values", "resolve_metrics"]
 
 BUILTIN_METRICS = ("accuracy", "sdc", "critical_sdc", "top5", "loss")
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # a store column name (hwlab.store.ensure_columns)
@@ -126,7 +135,15 @@ class MetricAccumulator:
     def update(self, logits: torch.Tensor, y: torch.Tensor, clean_logits: torch.Tensor | None
                = None, clean_top1: torch.Tensor | None = None) -> None:
         """Add one batch: ``logits`` B x C, ``y`` B, fault-free ``clean_logits`` (B x C) or
-        ``clean_top1`` (B; enough for sdc / critical_sdc)."""
+        ``clean_top1`` (B; enough for sdc / critical_sdc). Sequence logits B x T x V with
+        ``y`` B x T count every position as one sample."""
+        seq = (logits, y, clean_logits) if logits.dim() == 3 else None  # for user metrics
+        if logits.dim() == 3:  # B x T x V: one sample per position
+            logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+            if clean_logits is not None:
+                clean_logits = clean_logits.reshape(-1, clean_logits.shape[-1])
+            if clean_top1 is not None:
+                clean_top1 = clean_top1.reshape(-1)
         pred = logits.argmax(dim=1)  # B
         n = int(y.shape[0])
         if clean_top1 is None and clean_logits is not None:
@@ -152,14 +169,15 @@ class MetricAccumulator:
                 ce = torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum")
                 self.sums[name] += float(ce)
                 self.counts[name] += n
-            else:
-                value = m.fn(logits, y, clean_logits)
+            else:  # a sequence model's user metric sees B x T x V, weighted by B windows
+                value = m.fn(*seq) if seq is not None else m.fn(logits, y, clean_logits)
+                weight = n if seq is None else int(seq[1].shape[0])
                 if isinstance(value, torch.Tensor) and value.numel() == 1:
                     value = value.item()
                 check(is_number(value, finite=False, nan=True), f"metric {name!r}",
                       "MetricAccumulator.update", "a callable returning one number", value)
-                self.sums[name] += float(value) * n
-                self.counts[name] += n
+                self.sums[name] += float(value) * weight
+                self.counts[name] += weight
 
     def result(self) -> dict[str, float]:
         """``{name: value}``; a metric with an empty denominator is NaN."""
@@ -175,10 +193,11 @@ def metric_values(logits: torch.Tensor, y: torch.Tensor, clean_logits: torch.Ten
                   metrics=BUILTIN_METRICS, caller: str = "metric_values") -> dict[str, float]:
     """The metrics of one set of logits (N x C) against labels and fault-free logits."""
     resolved = resolve_metrics(metrics, caller)
-    check(isinstance(logits, torch.Tensor) and logits.dim() == 2, "logits", caller,
-          "a 2-d tensor N x classes", getattr(logits, "shape", type(logits).__name__))
-    check(isinstance(y, torch.Tensor) and y.shape == (logits.shape[0],), "y", caller,
-          f"a 1-d tensor of length {logits.shape[0]}", getattr(y, "shape", type(y).__name__))
+    check(isinstance(logits, torch.Tensor) and logits.dim() in (2, 3), "logits", caller,
+          "a 2-d tensor N x classes (or B x T x vocab for a sequence model)",
+          getattr(logits, "shape", type(logits).__name__))
+    check(isinstance(y, torch.Tensor) and y.shape == logits.shape[:-1], "y", caller,
+          f"a tensor of shape {tuple(logits.shape[:-1])}", getattr(y, "shape", type(y).__name__))
     needs = any(m.needs_clean_logits or m.needs_clean_top1 for m in resolved)
     if needs and (clean_logits is None or clean_logits.shape != logits.shape):
         raise fail("clean_logits", caller, f"a tensor of shape {tuple(logits.shape)} for "
@@ -186,3 +205,39 @@ def metric_values(logits: torch.Tensor, y: torch.Tensor, clean_logits: torch.Ten
     acc = MetricAccumulator(resolved)
     acc.update(logits, y.long(), clean_logits)
     return acc.result()
+
+
+GENERATION_METRICS = ("exact_match", "first_divergence", "diverged_by", "nonfinite")
+
+
+def generation_metrics(tokens: torch.Tensor, clean_tokens: torch.Tensor,
+                       logits: torch.Tensor | None = None) -> dict[str, float]:
+    """Greedy generations (``B x L`` token ids) scored against the fault-free continuations.
+
+    ``exact_match``: share of the B continuations equal to the fault-free one in all L tokens.
+    ``first_divergence``: mean over the B prompts of the first differing position (0-based;
+    L when the continuation matches, so a later divergence scores higher). ``diverged_by``:
+    share of prompts whose first divergence is within the first L / 4 generated tokens (the
+    early steps LLMFI finds most vulnerable). ``nonfinite``: share of prompts with a NaN or
+    inf logit at any step (``logits`` B x L x V; NaN when not given) - check it before
+    trusting the tokens: the argmax of a NaN row is arbitrary.
+    """
+    check(isinstance(tokens, torch.Tensor) and tokens.dim() == 2, "tokens",
+          "generation_metrics", "a B x L tensor of token ids",
+          getattr(tokens, "shape", type(tokens).__name__))
+    check(isinstance(clean_tokens, torch.Tensor) and clean_tokens.shape == tokens.shape,
+          "clean_tokens", "generation_metrics", f"a tensor of shape {tuple(tokens.shape)}",
+          getattr(clean_tokens, "shape", type(clean_tokens).__name__))
+    b, length = tokens.shape
+    differ = tokens != clean_tokens  # B x L
+    first = torch.where(differ.any(1), differ.int().argmax(1), torch.full((b,), length))  # B
+    nonfinite = math.nan
+    if logits is not None:
+        check(isinstance(logits, torch.Tensor) and logits.shape[:2] == tokens.shape, "logits",
+              "generation_metrics", f"None or a tensor of shape {tuple(tokens.shape)} x V",
+              getattr(logits, "shape", type(logits).__name__))
+        nonfinite = float((~torch.isfinite(logits)).flatten(1).any(1).float().mean())
+    return {"exact_match": float((first == length).float().mean()),
+            "first_divergence": float(first.float().mean()),
+            "diverged_by": float((first < max(1, length // 4)).float().mean()),
+            "nonfinite": nonfinite}
