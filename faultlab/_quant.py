@@ -29,7 +29,8 @@ from torch import nn
 
 from hwlab.errors import check, check_choice
 
-__all__ = ["GRANULARITIES", "ROUNDINGS", "SCHEMES", "Int8Conv2d", "Int8Linear", "quantize_int8"]
+__all__ = ["GRANULARITIES", "ROUNDINGS", "SCHEMES", "Int8Conv2d", "Int8Linear",
+           "Int8MultiheadAttention", "quantize_int8"]
 
 QMAX = 127  # symmetric int8 range [-127, 127]; -128 is never produced by rounding (a fault may)
 SCHEMES = ("symmetric", "asymmetric")
@@ -134,6 +135,66 @@ class Int8Conv2d(_Int8Weight):
                 f"{self._scheme_repr()}")
 
 
+class Int8MultiheadAttention(nn.Module):
+    """``nn.MultiheadAttention`` with int8 projection weights (the same schemes as Int8Linear).
+
+    The packed ``in_proj_weight`` (or ``q_proj_weight`` / ``k_proj_weight`` / ``v_proj_weight``
+    when key / value dimensions differ) is an int8 Parameter under torch's own name, with its
+    ``<name>_scale`` (and ``<name>_offset``) buffer; ``out_proj`` is an :class:`Int8Linear`.
+    Biases and ``bias_k`` / ``bias_v`` stay float. The forward is
+    ``F.multi_head_attention_forward`` on the dequantised weights with the source's options.
+    """
+
+    _hwlab_leaf = True
+
+    def __init__(self, source: nn.MultiheadAttention, scheme: str = "symmetric",
+                 granularity: str = "tensor", rounding: str = "nearest"):
+        super().__init__()
+        for a in ("embed_dim", "kdim", "vdim", "_qkv_same_embed_dim", "num_heads", "dropout",
+                  "batch_first", "head_dim", "add_zero_attn"):
+            setattr(self, a, getattr(source, a))
+        self.scheme = scheme
+        self.names = ("in_proj_weight",) if source._qkv_same_embed_dim else (
+            "q_proj_weight", "k_proj_weight", "v_proj_weight")
+        for n in self.names:
+            q, scale, offset = _quantize(getattr(source, n), scheme, granularity, rounding)
+            setattr(self, n, nn.Parameter(q, requires_grad=False))
+            self.register_buffer(f"{n}_scale", scale.float())
+            if offset is not None:
+                self.register_buffer(f"{n}_offset", offset.float())
+        for n in ("in_proj_bias", "bias_k", "bias_v"):
+            t = getattr(source, n)
+            setattr(self, n, None if t is None else nn.Parameter(t.detach().clone()))
+        self.out_proj = Int8Linear(source.out_proj, scheme, granularity, rounding)
+
+    def _deq(self, name: str, dtype) -> torch.Tensor:
+        return _dequantize(getattr(self, name), getattr(self, f"{name}_scale"),
+                           getattr(self, f"{name}_offset", None), dtype)
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
+                attn_mask=None, average_attn_weights=True, is_causal=False):
+        batched = query.dim() == 3
+        if self.batch_first and batched:
+            query, key, value = (x.transpose(1, 0) for x in (query, key, value))
+        dt = query.dtype
+        proj = ({"in_proj_weight": self._deq("in_proj_weight", dt)} if self._qkv_same_embed_dim
+                else {"in_proj_weight": None, "use_separate_proj_weight": True,
+                      **{n: self._deq(n, dt) for n in self.names}})
+        in_w = proj.pop("in_proj_weight")
+        out, weights = F.multi_head_attention_forward(
+            query, key, value, self.embed_dim, self.num_heads, in_w, self.in_proj_bias,
+            self.bias_k, self.bias_v, self.add_zero_attn, self.dropout,
+            self.out_proj.dequantized(dt), self.out_proj.bias, training=self.training,
+            key_padding_mask=key_padding_mask, need_weights=need_weights, attn_mask=attn_mask,
+            average_attn_weights=average_attn_weights, is_causal=is_causal, **proj)
+        if self.batch_first and batched:
+            out = out.transpose(1, 0)
+        return out, weights
+
+    def extra_repr(self):
+        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, int8 {self.scheme}"
+
+
 def quantizable(module: nn.Module) -> bool:
     """True for the layers ``quantize_int8`` converts (exactly nn.Linear / zero-padded nn.Conv2d)."""
     if type(module) is nn.Linear:
@@ -146,10 +207,16 @@ def _convert(module: nn.Module, opts: tuple, memo: dict) -> int:
     """Replace quantisable children in place; a module used twice is converted once (memo by id)."""
     done = 0
     for name, child in list(module._modules.items()):  # named_children() skips repeated modules
-        if child is None or isinstance(child, nn.MultiheadAttention):
-            continue  # its out_proj weight is read directly by F.multi_head_attention_forward
+        if child is None:
+            continue
         if id(child) in memo:
             setattr(module, name, memo[id(child)])
+        elif type(child) is nn.MultiheadAttention:  # every projection, out_proj included
+            new = Int8MultiheadAttention(child, *opts)
+            new.train(child.training)
+            memo[id(child)] = new
+            setattr(module, name, new)
+            done += 1
         elif quantizable(child):
             new = (Int8Linear if type(child) is nn.Linear else Int8Conv2d)(child, *opts)
             new.train(child.training)
@@ -180,8 +247,10 @@ def quantize_int8(model: nn.Module, *, scheme: str = "symmetric", granularity: s
     ``Parameter`` named ``weight`` (so ``sample_faults`` / ``inject`` see them like any other
     weight, under the float model's parameter names) and are dequantised on every forward; biases
     stay float. Linear / Conv2d layers anywhere in the module tree are converted (a layer shared by
-    two attributes stays shared); layers inside ``nn.MultiheadAttention`` and Conv2d with string or
-    non-zero padding modes are left in float. The copy keeps the input's train/eval mode. A model
+    two attributes stays shared); an ``nn.MultiheadAttention`` becomes an
+    :class:`Int8MultiheadAttention` (in / q / k / v and out projections int8; hand-written
+    attention built from ``nn.Linear`` is converted like any Linear); Conv2d with string or
+    non-zero padding modes is left in float. The copy keeps the input's train/eval mode. A model
     with float64 (or other non-float32/16/bfloat16) parameters or buffers is an error.
     """
     caller = "quantize_int8"
@@ -193,6 +262,8 @@ def quantize_int8(model: nn.Module, *, scheme: str = "symmetric", granularity: s
     _check_float_model(model, caller)
     opts = (scheme, granularity, rounding)
     with torch.no_grad():
+        if type(model) is nn.MultiheadAttention:
+            return Int8MultiheadAttention(model, *opts).train(model.training)
         if quantizable(model):  # the model is itself one Linear / Conv2d
             return (Int8Linear if type(model) is nn.Linear else Int8Conv2d)(model, *opts).train(
                 model.training)
