@@ -3,6 +3,7 @@
 >>> from hwlab.models import char_gpt, KVCache
 >>> net = char_gpt(vocab_size=103)                 # 4 layers, 4 heads, d = 128, block 64: 808,960
 >>> logits = net(idx)                                # idx B x T int64 -> B x T x vocab
+>>> cache = net.new_cache(B); net.step(prompt, cache); net.step(next_ids, cache)
 >>> tokens, step_logits = net.generate(prompt, 32)  # greedy, through the KV cache
 
 Karpathy's nanoGPT ``model.py`` (MIT) with its CPU recipe's size: token + learned position
@@ -82,7 +83,8 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(k, v, layer)  # B x H x S x hd, S = positions so far
         s = k.shape[2]
-        mask = self.mask[s - t:s, :s]  # T x S: query i (position s - t + i) sees keys <= it
+        # T x S: query i (position s - t + i) sees keys <= it (torch.narrow: fx-traceable)
+        mask = torch.narrow(torch.narrow(self.mask, 0, s - t, t), 1, 0, s)
         if self.manual:
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hd))  # B x H x T x S
             att = self.logits(att.masked_fill(~mask, float("-inf")))
@@ -134,12 +136,20 @@ class CharGPT(nn.Module):
                     else 0.02
                 nn.init.normal_(p, 0.0, std)
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        t = idx.shape[1]
-        start = 0 if cache is None else cache.get_seq_length()
-        check(start + t <= self.block, "tokens", "CharGPT", f"cached + new positions <= block = "
-              f"{self.block} (learned positions)", start + t)
-        pos = torch.arange(start, start + t, device=idx.device)
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Logits (B x T x vocab) of every position of ``idx`` (B x T ids, T <= block)."""
+        return self._run(idx, None, 0)
+
+    def step(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Logits of the new positions ``idx`` (B x T) after those already in ``cache`` (which
+        is updated): prefill with the prompt, then one token per decode step."""
+        start, t = cache.get_seq_length(), idx.shape[1]
+        check(start + t <= self.block, "tokens", "CharGPT.step", "cached + new positions <= "
+              f"block = {self.block} (learned positions)", start + t)
+        return self._run(idx, cache, start)
+
+    def _run(self, idx, cache, start: int) -> torch.Tensor:
+        pos = torch.arange(start, start + idx.shape[1], device=idx.device)
         x = self.wte(idx) + self.wpe(pos)  # B x T x d
         for i, blk in enumerate(self.blocks):
             x = blk(x, cache, i)
@@ -173,7 +183,7 @@ class CharGPT(nn.Module):
             cache = self.new_cache(prompt.shape[0])
         out, logits, inp, ctx = [], [], prompt, prompt
         for _ in range(steps):
-            step = self(inp, cache)[:, -1] if use_cache else self(ctx)[:, -1]  # B x vocab
+            step = (self.step(inp, cache) if use_cache else self(ctx))[:, -1]  # B x vocab
             nxt = step.argmax(dim=-1, keepdim=True)  # B x 1
             out.append(nxt)
             logits.append(step)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import faultlab as fl
-import faultlab.lm as lm
+from faultlab import lm
 from hwlab.data import load
 from hwlab.models import char_gpt
 

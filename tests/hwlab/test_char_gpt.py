@@ -61,10 +61,10 @@ def test_cache_bounds_and_errors():
     cache = net.new_cache(2)
     assert isinstance(cache, KVCache) and cache.keys[0].shape == (2, 1, 8, 4)
     with torch.no_grad():
-        net(torch.zeros(2, 6, dtype=torch.long), cache)
+        net.step(torch.zeros(2, 6, dtype=torch.long), cache)
         assert cache.get_seq_length() == 6
         with pytest.raises(HwlabError, match="block = 8"):
-            net(torch.zeros(2, 3, dtype=torch.long), cache)
+            net.step(torch.zeros(2, 3, dtype=torch.long), cache)
     with pytest.raises(HwlabError, match="prompt length \\+ steps - 1 <= block = 8"):
         net.generate(torch.zeros(1, 4, dtype=torch.long), 6)
     with pytest.raises(HwlabError, match="token ids"):
