@@ -9,8 +9,10 @@ See docs/faultlab-lm.md.
 """
 
 from faultlab.lm._acts import ActFault, act_faults, lm_sites
+from faultlab.lm._decode import greedy, load_hf, logits_only
 from faultlab.lm._kv import KVFault, draw_kv_faults, kv_faults
 from faultlab.lm._metrics import LM_METRICS, first_divergence, nonfinite
 
 __all__ = ["LM_METRICS", "ActFault", "KVFault", "act_faults", "draw_kv_faults",
-           "first_divergence", "kv_faults", "lm_sites", "nonfinite"]
+           "first_divergence", "greedy", "kv_faults", "lm_sites", "load_hf", "logits_only",
+           "nonfinite"]
