@@ -51,7 +51,7 @@ class AttackResult:
     """What :func:`bit_flip_attack` found: the flips and how the model fell."""
 
     fmap: FaultMap  # the bits that differ from the clean model at the end (replayable)
-    history: pd.DataFrame  # iteration, layer, n_b, flips, hamming, loss, accuracy
+    history: pd.DataFrame  # iteration, layer, n_b, flips, hamming, loss, accuracy (+ physical)
     clean_accuracy: float  # of the evaluation data before any flip
     target_accuracy: float  # the stop criterion
     reached: bool  # accuracy <= target_accuracy within the budget
@@ -66,6 +66,22 @@ class AttackResult:
         """Flips when the accuracy first reached the target (None: never within the budget)."""
         hit = self.history[self.history.accuracy <= self.target_accuracy]
         return int(hit.flips.iloc[0]) if len(hit) else None
+
+    @property
+    def physical_to_target(self) -> int | None:
+        """ECC-aware attack: physical flips when the accuracy first reached the target."""
+        hit = self.history[self.history.accuracy <= self.target_accuracy]
+        if "physical" not in hit or not len(hit):
+            return None
+        return int(hit.physical.iloc[0])
+
+    @property
+    def physical_flips(self) -> int | None:
+        """ECC-aware attack (``ecc="secded"``): the physical flips, check bits included, that
+        make the decoder return the attacked data (None for a plain attack)."""
+        if "physical" not in self.history or not len(self.history):
+            return None if "physical" not in self.history else 0
+        return int(self.history.physical.iloc[-1])
 
 
 def attackable_layers(model: nn.Module, layers=None,
@@ -92,7 +108,7 @@ def attackable_layers(model: nn.Module, layers=None,
 def bit_flip_attack(model: nn.Module, data, *, flips: int = 30, target_accuracy=None,
                     k_top: int | None = None, attack_size: int = 128, eval_data=None,
                     layers=None, max_bits_per_layer: int = 8, seed: int = 0,
-                    progress=None) -> AttackResult:
+                    ecc: str | None = None, progress=None) -> AttackResult:
     """Progressive bit search on the int8 weights of ``model`` (see the module doc).
 
     ``data``: where the attack batch comes from (a Split, an ``(x, y)`` pair, ...): its first
@@ -102,6 +118,11 @@ def bit_flip_attack(model: nn.Module, data, *, flips: int = 30, target_accuracy=
     ten classes) or after ``flips`` committed flips. ``k_top``: weights per layer whose bits are
     candidates (None: all, the CIFAR setting; the ImageNet script uses 10). ``layers``: int8
     module names to attack (default all). ``model`` is not changed.
+
+    ``ecc="secded"``: the weights sit in Hsiao (72, 64) SEC-DED memory and the attacker must beat
+    the code (:mod:`faultlab._attack_ecc`): each data flip costs the physical flips (data + check
+    bits) that make the decoder return it silently, flips are ranked by loss increase per
+    physical flip, and ``history.physical`` / ``physical_flips`` count them.
     """
     c = "bit_flip_attack"
     check(isinstance(model, nn.Module), "model", c, "a torch.nn.Module", type(model).__name__)
@@ -111,6 +132,7 @@ def bit_flip_attack(model: nn.Module, data, *, flips: int = 30, target_accuracy=
     if k_top is not None:
         k_top = check_int(k_top, "k_top", c, minimum=1)
     seed = check_int(seed, "seed", c, minimum=0)
+    check(ecc in (None, "secded"), "ecc", c, "None or 'secded'", ecc)
     targets = attackable_layers(model, layers)
     x_att, y_att = _attack_batch(model, data, attack_size, seed, c)
     from hwlab.data import as_xy
@@ -125,8 +147,13 @@ def bit_flip_attack(model: nn.Module, data, *, flips: int = 30, target_accuracy=
     was_training = model.training
     model.eval()
     try:
+        cost = None
+        if ecc is not None:
+            from faultlab._attack_ecc import EccCost
+
+            cost = EccCost(targets)
         return _search(model, targets, names, clean, x_att, y_att, x_ev, y_ev, flips,
-                       target_accuracy, k_top, max_bits, progress)
+                       target_accuracy, k_top, max_bits, progress, cost)
     finally:
         with torch.no_grad():
             for n in names:
@@ -135,7 +162,7 @@ def bit_flip_attack(model: nn.Module, data, *, flips: int = 30, target_accuracy=
 
 
 def _search(model, targets, names, clean, x_att, y_att, x_ev, y_ev, budget, target, k_top,
-            max_bits, progress) -> AttackResult:
+            max_bits, progress, cost=None) -> AttackResult:
     clean_acc = _accuracy(model, x_ev, y_ev)
     loss = _loss(model, x_att, y_att)
     rows, done, it = [], 0, 0
@@ -144,22 +171,26 @@ def _search(model, targets, names, clean, x_att, y_att, x_ev, y_ev, budget, targ
         grads = _grads(model, targets, x_att, y_att)
         best = None
         for n_b in range(1, max_bits + 1):
-            best = _cross_layer(model, targets, names, grads, k_top, n_b, x_att, y_att)
+            best = _cross_layer(model, targets, names, grads, k_top, n_b, x_att, y_att,
+                                loss, cost)
             if best is not None and best[0] > loss:
                 break
         if best is None or best[0] <= loss:
             break  # no flip of up to max_bits bits in any layer raises the loss
         new_loss, name, flat, bits = best
         _xor(targets[name].weight, flat, bits)
+        if cost is not None:
+            cost.commit(name, flat.numpy(), bits.numpy())
         loss, done, it = new_loss, done + len(flat), it + 1
         accuracy = _accuracy(model, x_ev, y_ev)
         rows.append({"iteration": it, "layer": name[:-7], "n_b": len(flat), "flips": done,
-                     "hamming": _hamming(targets, clean), "loss": loss, "accuracy": accuracy})
+                     "hamming": _hamming(targets, clean), "loss": loss, "accuracy": accuracy,
+                     **({} if cost is None else {"physical": cost.total})})
         if progress is not None:
             progress(done, budget, f"flip {done}: accuracy {accuracy:.3f}")
     fmap = _diff_map(model, targets, clean)
-    history = pd.DataFrame(rows, columns=["iteration", "layer", "n_b", "flips", "hamming",
-                                          "loss", "accuracy"])
+    columns = ["iteration", "layer", "n_b", "flips", "hamming", "loss", "accuracy"]
+    history = pd.DataFrame(rows, columns=columns + ([] if cost is None else ["physical"]))
     return AttackResult(fmap, history, clean_acc, float(target), accuracy <= target)
 
 
@@ -217,9 +248,11 @@ def _grads(model, targets, x, y) -> dict[str, torch.Tensor]:
     return {n: (g * targets[n].scale).reshape(-1) for n, g in zip(floats, grads)}
 
 
-def _candidates(q: torch.Tensor, g: torch.Tensor, k_top, n_b, signed: bool = True):
+def _candidates(q: torch.Tensor, g: torch.Tensor, k_top, n_b, signed: bool = True,
+                cost=None):
     """(flat indices, bits) of the ``n_b`` flips of one layer with the largest first-order loss
-    increase among its ``k_top`` weights of largest ``|g|`` (None: no flip raises the loss)."""
+    increase among its ``k_top`` weights of largest ``|g|`` (None: no flip raises the loss);
+    ``cost(top) -> k x 8`` physical flips per candidate: ranked by increase per physical flip."""
     flat_q = q.reshape(-1)
     k = flat_q.numel() if k_top is None else min(k_top, flat_q.numel())
     top = torch.topk(g.abs(), k).indices  # k
@@ -229,6 +262,8 @@ def _candidates(q: torch.Tensor, g: torch.Tensor, k_top, n_b, signed: bool = Tru
     delta = torch.where(bits == 0, value, -value)  # k x 8: the word's change of each flip
     gain = g[top][:, None] * delta  # first-order loss change
     gain = torch.where(gain > 0, gain, torch.zeros(()))
+    if cost is not None:
+        gain = gain / cost(top).clamp(min=1).to(gain.dtype)
     n = min(n_b, int((gain > 0).sum()))
     if n < n_b:
         return None
@@ -236,13 +271,15 @@ def _candidates(q: torch.Tensor, g: torch.Tensor, k_top, n_b, signed: bool = Tru
     return top[best // 8], (best % 8).to(torch.int64)
 
 
-def _cross_layer(model, targets, names, grads, k_top, n_b, x, y):
-    """(loss, layer, flat indices, bits) of the layer whose candidate flips raise the loss most."""
-    best = None
+def _cross_layer(model, targets, names, grads, k_top, n_b, x, y, loss0=0.0, cost=None):
+    """(loss, layer, flat indices, bits) of the layer whose candidate flips raise the loss most
+    (ECC-aware: most per physical flip)."""
+    best, best_score = None, None
     for name in names:
         w = targets[name].weight
+        grid = None if cost is None else (lambda top, n=name: cost.marginal_grid(n, top))
         cand = _candidates(w.detach(), grads[name], k_top, n_b,
-                           signed=targets[name].scheme == "symmetric")
+                           signed=targets[name].scheme == "symmetric", cost=grid)
         if cand is None:
             continue
         flat, bits = cand
@@ -251,8 +288,12 @@ def _cross_layer(model, targets, names, grads, k_top, n_b, x, y):
             loss = _loss(model, x, y)
         finally:
             _xor(w, flat, bits)  # XOR twice: the layer is clean again
-        if not math.isnan(loss) and (best is None or loss > best[0]):
-            best = (loss, name, flat, bits)
+        if math.isnan(loss):
+            continue
+        score = loss if cost is None else (loss - loss0) / max(
+            cost.cost_of(name, flat.numpy(), bits.numpy()), 1)
+        if best is None or score > best_score:
+            best, best_score = (loss, name, flat, bits), score
     return best
 
 

@@ -235,8 +235,10 @@ def _attack_rows(c: MitigationConfig, built: dict, store, run_id, done, progress
     """The worst case beside the random faults: per variant and attack seed, the progressive
     bit search (faultlab.bit_flip_attack) on the variant's int8 words to chance (1 / classes +
     1 point on the test split) within ``attack_flips``, and the same number of random flips
-    (layer-uniform, the paper's baseline). Variants whose words a code protects (secded, the
-    hardening plan) need an attacker that beats the code: not modelled, no row."""
+    (layer-uniform, the paper's baseline). ``secded``: the ECC-aware attacker
+    (``ecc="secded"``), whose flips-to-chance count the physical flips (check bits included)
+    that make the decoder return its data, against the same number of random physical flips in
+    that memory. The hardening plan (a mix of codes per field) has no attacker model: no row."""
     from hwlab.seeds import torch_threads
 
     if not c.attack_seeds:
@@ -252,9 +254,10 @@ def _attacks(c, built, store, run_id, done, progress) -> None:
     test = load_split(c.dataset, "test", c.seed, c.eval_size)
     for v in c.variants:
         b = built[v]
-        if b.fault != "bitflip" or b.plan is not None or c.dtype != "int8":
-            log.info("mitigation: no bit-flip attack on %s (its words are protected by a code "
-                     "or are not int8)", v)
+        ecc = "secded" if b.fault.startswith("secded") else None
+        if (b.fault != "bitflip" and ecc is None) or b.plan is not None or c.dtype != "int8":
+            log.info("mitigation: no bit-flip attack on %s (no attacker model for its "
+                     "protection, or its words are not int8)", v)
             continue
         rows = []
         for s in range(c.attack_seeds):
@@ -262,14 +265,18 @@ def _attacks(c, built, store, run_id, done, progress) -> None:
             if key in done:
                 continue
             res = bit_flip_attack(b.model, select, eval_data=test, flips=c.attack_flips,
-                                  seed=derive_seed(c.seed, f"attack|{s}"))
-            random_acc = random_flip_accuracy(b.model, max(res.flips, 1), test, seed=s)
+                                  seed=derive_seed(c.seed, f"attack|{s}"), ecc=ecc)
+            paid = res.flips if ecc is None else res.physical_flips
+            random_acc = (random_flip_accuracy(b.model, max(paid, 1), test, seed=s)
+                          if ecc is None else _random_ecc_accuracy(b, max(paid, 1), test, s))
             rows.append({"key": key, "module": "faultlab", "method": "mitigation",
                          "model": c.model, "dataset": c.dataset, "variant": v, "seed": c.seed,
-                         "fault_model": "pbs", "trial": s,
+                         "fault_model": "pbs" if ecc is None else "pbs-ecc-aware", "trial": s,
                          "accuracy": float(res.history.accuracy.iloc[-1]) if res.flips
                          else res.clean_accuracy,
-                         "extra": {"flips": res.flips, "flips_to_chance": res.flips_to_target,
+                         "extra": {"flips": paid, "data_flips": res.flips,
+                                   "flips_to_chance": (res.flips_to_target if ecc is None
+                                                       else res.physical_to_target),
                                    "reached": res.reached, "budget": c.attack_flips,
                                    "target_accuracy": res.target_accuracy,
                                    "random_same_flips_accuracy": random_acc,
@@ -277,6 +284,19 @@ def _attacks(c, built, store, run_id, done, progress) -> None:
             if progress is not None:
                 progress(s + 1, c.attack_seeds, f"attack {v}: {res.flips} flips")
         store.add_results(run_id, rows)
+
+
+def _random_ecc_accuracy(b, n: int, test, seed: int) -> float:
+    """Accuracy with ``n`` random physical flips (data and check bits) in the variant's SEC-DED
+    memory: the baseline of the ECC-aware attack at the same number of flips."""
+    from faultlab._faults import BitFlip
+    from faultlab._inject import inject
+    from faultlab.memory import ECC
+    from hwlab.train import evaluate
+
+    fault = ECC("secded72_64", BitFlip(count=n), policy=b.fault.split(":")[1])
+    with inject(b.model, fault, seed=seed):
+        return evaluate(b.model, test)
 
 
 def _build_all(c: MitigationConfig, store, run_id, progress):
