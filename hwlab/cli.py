@@ -178,8 +178,9 @@ def _cmd_run(argv: list[str]) -> int:
     args = vars(parser.parse_args(_join_negative_values(argv[1:], parser)))
     verbose, quick = args.pop("verbose"), args.pop("quick")
     store_path, executor = args.pop("store"), args.pop("executor")
-    if verbose:
-        logging.getLogger("hwlab").setLevel(logging.INFO)
+    if verbose:  # hwlab's progress and the study's own package (e.g. quantum's verdict)
+        for name in {"hwlab", study.module} - {""}:
+            logging.getLogger(name).setLevel(logging.INFO)
     study.make_config(quick=quick, **args)  # bad options fail here, before any work
     parse_spec(executor)
     store = Store(store_path)

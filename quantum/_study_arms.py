@@ -94,7 +94,7 @@ def paired_rows(store, run_id: str, config) -> list[dict]:
         for r in mine:
             r["extra"]["verdict"] = text
         if text:
-            log.info("quantum.creep verdict, %s: %s", dataset, text)
+            log.info("quantum.creep verdict: %s", text)
     return rows
 
 
