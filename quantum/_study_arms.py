@@ -63,7 +63,8 @@ def _paired(a: dict, b: dict) -> dict:
     seeds = sorted(set(a) & set(b))
     diffs = [100 * (a[s] - b[s]) for s in seeds]  # points
     mean, lo, hi = mean_ci(diffs) if diffs else (math.nan,) * 3
-    return {"diffs": diffs, "mean": mean, "lo": lo, "hi": hi, "n": len(seeds)}
+    return {"diffs": diffs, "mean": mean, "lo": lo, "hi": hi, "n": len(seeds),
+            "higher": sum(d > 0 for d in diffs)}  # seeds where the hybrid is ahead
 
 
 def paired_rows(store, run_id: str, config) -> list[dict]:
@@ -105,7 +106,9 @@ def _word(d: dict, up: str, down: str, same: str) -> str:
 
 
 def _fmt(d: dict) -> str:
-    return f"{d['mean']:+.2f} points, 95% CI [{d['lo']:+.2f}, {d['hi']:+.2f}], {d['n']} seeds"
+    ahead = f", hybrid ahead in {d['higher']} of them" if "higher" in d else ""
+    return (f"{d['mean']:+.2f} points, 95% CI [{d['lo']:+.2f}, {d['hi']:+.2f}], {d['n']} seeds"
+            + ahead)
 
 
 def verdict(rows: list[dict]) -> str:

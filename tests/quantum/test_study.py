@@ -99,6 +99,7 @@ def test_study_control_and_noise_arms_are_paired_per_seed(tmp_path):
     diffs = [100 * (by[("level-2", s)].accuracy - by[("control-2", s)].accuracy) for s in (0, 1)]
     got = extra["hybrid_minus_control"]
     assert got["diffs"] == pytest.approx(diffs, abs=1e-9)
+    assert got["higher"] == sum(d > 0 for d in diffs)
     half = stats.t.ppf(0.975, 1) * stats.tstd(diffs) / math.sqrt(2)
     if half > 0:
         assert (got["lo"], got["hi"]) == pytest.approx(
