@@ -58,7 +58,7 @@ from hwlab._figure_data import (
 from hwlab.errors import check, fail
 
 __all__ = ["BAND_NOTE", "fault_curves", "fault_sweep", "figure", "figure_rows", "figure_studies",
-           "heatmap", "mitigation_pareto", "outcome_shares", "model_storage", "neuron_sweep", "pareto_chart",
+           "heatmap", "lm_pvf_heatmap", "lm_sweep", "mitigation_pareto", "outcome_shares", "model_storage", "neuron_sweep", "pareto_chart",
            "quantum_levels", "save", "series_label", "spiking_steps", "stem", "systolic_sweep",
            "time_steps", "title_for", "training_memory", "vulnerability_heatmap"]
 
@@ -95,6 +95,29 @@ def systolic_sweep(df):
 def neuron_sweep(df):
     """Accuracy vs fraction of faulty neurons per exit rule, a panel per neuron fault."""
     return _sweep(df, "fraction of faulty neurons", series=df["variant"].astype(str))
+
+
+def lm_sweep(df):
+    """SDC (share of next-character predictions whose top-1 changes) vs per-bit fault rate, a
+    series per fault site and stage (faultlab.lm: weights, kv-prefill, kv-decode, act-...)."""
+    d = df[df["variant"].astype(str) != "pvf"]
+    d = d.assign(series=d["variant"].astype(str))
+    clean = d[clean_rows(d) & d["sdc"].notna()]
+    faulty = d[~clean_rows(d) & d["sdc"].notna()]
+    return fault_curves(faulty, clean, facet=None, value="sdc")
+
+
+def lm_pvf_heatmap(df):
+    """PVF (share of single-bit flips changing any top-1) per component x bit field
+    (faultlab.lm's pvf rows)."""
+    d = _extra(df[df["variant"].astype(str) == "pvf"], "component", "field", "pvf", "pvf_low",
+               "pvf_high")
+    return alt.Chart(d[["component", "field", "pvf", "pvf_low", "pvf_high"]]).mark_rect().encode(
+        x=alt.X("field:N", title="bit field", sort=["sign", "exponent", "mantissa"]),
+        y=alt.Y("component:N", sort=None, title=None),
+        color=alt.Color("pvf:Q", title="PVF", scale=alt.Scale(scheme="reds", domain=[0, 1])),
+        tooltip=["component", "field", alt.Tooltip("pvf:Q", format=".3f"),
+                 alt.Tooltip("pvf_low:Q", format=".3f"), alt.Tooltip("pvf_high:Q", format=".3f")])
 
 
 OUTCOMES = ("masked", "recovered", "drift", "degraded", "nan")  # faultlab.training's classes

@@ -60,6 +60,9 @@ BASELINE = {
     # the fault-free training run every faulty run is classified against (mlp / digits, 2
     # epochs: see the comment in faultlab/_training_study.py's quick config)
     "faultlab.training": lambda df, cfg: _rows(df, df["key"] == "clean"),
+    # the fault-free char-gpt's next-character accuracy (2 x 64, 200 iterations, pydoc: 0.361
+    # on 8 val windows; chance 1/103)
+    "faultlab.lm": lambda df, cfg: _rows(df, df["fault_model"] == "none"),
     # every cell stores the fault-free accuracy it is read against (mlp / digits: 0.980)
     "faultlab.vulnerability": lambda df, cfg: [
         (r.key, r.dataset, json.loads(r.extra)["clean_accuracy"]) for r in df.head(1).itertuples()],
@@ -84,6 +87,8 @@ OVERRIDES = {
     # the variants are built and attacked one after another from the same zoo model: only the
     # unprotected one's clean row is read here (its build, maps and attacks stay in the run)
     "faultlab.mitigation": {"variants": ("unprotected",)},
+    # the fault-free pass is measured before any trial: one site and trial keep the run short
+    "faultlab.lm": {"sites": ("weights",), "rates": (1e-5,), "trials": 1},
     # the reference trains first, from the run's seed; the faulty runs after it are not read
     "faultlab.training": {"rates": (1e-6,), "trials": 1, "policies": ("none",)},
 }

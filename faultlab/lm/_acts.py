@@ -68,13 +68,18 @@ def _flip(out: torch.Tensor, faults, counter: int) -> torch.Tensor:
     words = out.view(_INT[out.element_size()])
     nbits = 8 * out.element_size()
     for f in faults:
-        if f.rate is not None:
-            g = torch.Generator().manual_seed(f.seed * 1_000_003 + counter)
-            hit = torch.rand((*out.shape, nbits), generator=g) < f.rate  # ... x bits
-            shifts = torch.arange(nbits, dtype=torch.int64)
-            mask = (hit.to(torch.int64) << shifts).sum(-1)
-            mask = torch.where(mask >= 2 ** (nbits - 1), mask - 2 ** nbits, mask)
-            words ^= mask.to(words.dtype)
+        if f.rate is not None:  # n ~ Binomial(bits, rate) distinct-or-not bits, drawn at once
+            g = torch.Generator().manual_seed((f.seed * 1_000_003 + counter) % 2**63)
+            total = out.numel() * nbits
+            n = int(torch.binomial(torch.tensor(float(total)), torch.tensor(float(f.rate)),
+                                   generator=g))
+            if n:
+                pair = torch.unique(torch.randint(total, (n,), generator=g))
+                word, bit = pair // nbits, pair % nbits
+                mask = torch.zeros(out.numel(), dtype=torch.int64).index_add_(
+                    0, word, torch.bitwise_left_shift(torch.ones_like(bit), bit))
+                mask = torch.where(mask >= 2 ** (nbits - 1), mask - 2 ** nbits, mask)
+                words ^= mask.to(words.dtype).view(out.shape)
             continue
         check(f.bit < nbits and len(f.index) <= out.dim(), "faults", "act_faults",
               f"an index into {tuple(out.shape)} and a bit below {nbits}", f)

@@ -1,0 +1,66 @@
+"""The faultlab.lm study: rows per site and stage, the corpus hash in every row, resume, figures,
+the PVF table (also on vit-tiny, with its fused qkv split into q, k, v)."""
+
+import json
+
+import pytest
+import torch
+
+from faultlab.lm._pvf import FIELDS, pvf_table, vit_components
+from faultlab.lm._study import LM_STUDY, SITES
+from hwlab import figures
+from hwlab.data import load
+from hwlab.store import Store
+
+TINY = {"iters": 30, "n_layer": 1, "d": 16, "rates": (1e-3,), "trials": 1, "windows": 4, "prompt": 40,
+        "pvf_trials": 2}
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HWLAB_HOME", str(tmp_path))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_study_rows_hash_resume_and_figures(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    cfg = LM_STUDY.make_config(**TINY)
+    run = LM_STUDY.run(cfg, store)
+    df = store.results(run_id=run)
+    sweep = df[df.variant != "pvf"]
+    assert sorted(sweep.variant.unique()) == sorted([*SITES, "fault-free"])
+    assert len(sweep) == 1 + len(SITES) and len(df) == len(sweep) + 9 * 3  # PVF: 9 components x 3 fields
+    sha = load("pydoc", "val").sha256
+    extras = [json.loads(e) for e in sweep.extra]
+    assert all(e["text_sha256"] == sha for e in extras)
+    clean = sweep[sweep.fault_model == "none"].iloc[0]
+    e = json.loads(clean.extra)
+    assert clean.sdc == 0 and e["gen_exact_match"] == 1 and e["first_divergence"] == 64
+    assert e["bpc"] == pytest.approx(clean.loss / 0.6931471805599453)
+    stages = {v: json.loads(x)["stage"] for v, x in zip(sweep.variant, sweep.extra)}
+    assert stages["kv-prefill"] == "prefill" and stages["act-decode"] == "decode"
+    assert LM_STUDY.run(cfg, store) == run and len(store.results(run_id=run)) == len(df)
+    assert figures.lm_sweep(df).to_dict() and figures.lm_pvf_heatmap(df).to_dict()
+    chart, stem = figures.figure(store, "faultlab.lm")
+    assert "faultlab.lm" in stem and chart.to_dict()
+
+
+def test_pvf_on_vit_tiny_flips_exactly_and_restores():
+    from hwlab.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("vit-tiny", in_shape=(1, 8, 8), num_classes=10).eval()
+    comps = vit_components(net)
+    assert comps["q"][0][1] == slice(0, 64) and comps["head"] == [("7.weight", None)]
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    rows = pvf_table(net, lambda: net(x), {c: comps[c] for c in ("q", "norm")}, trials=6, seed=0)
+    assert [(r["component"], r["field"]) for r in rows] == [
+        (c, f) for c in ("q", "norm") for f in FIELDS]
+    assert all(r["pvf_low"] <= r["pvf"] <= r["pvf_high"] for r in rows)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
