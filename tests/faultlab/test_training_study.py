@@ -22,7 +22,7 @@ def test_outcome_classes_follow_the_reference():
 
 
 @pytest.fixture(scope="module")
-def rows(tmp_path_factory):
+def stored(tmp_path_factory):
     store = Store(tmp_path_factory.mktemp("training") / "s.sqlite")
     study = get_study("faultlab.training")
     cfg = study.make_config(model="mlp", dataset="digits", targets=("exp_avg",),
@@ -32,7 +32,12 @@ def rows(tmp_path_factory):
     again = study.run(cfg, store)  # resumed: nothing new
     df = store.results(run_id=run_id)
     assert again == run_id and len(store.results(run_id=run_id)) == len(df)
-    return df
+    return store, df
+
+
+@pytest.fixture(scope="module")
+def rows(stored):
+    return stored[1]
 
 
 def test_rows_one_reference_and_one_per_trial_and_policy(rows):
@@ -49,3 +54,19 @@ def test_rows_one_reference_and_one_per_trial_and_policy(rows):
     for t in (0, 1):
         assert by[(t, "none")]["first_fault"] == by[(t, "recompute")]["first_fault"]
     assert all(r.latency_ms > 0 for r in rows.itertuples())
+
+
+def test_key_figure_from_the_studys_own_rows(stored, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from hwlab.cli import main
+
+    store, df = stored
+    svg = tmp_path / "f.svg"
+    assert main(["figure", "faultlab.training", "--store", str(store.path), "--out",
+                 str(svg)]) == 0
+    texts = " ".join(t.text or "" for t in ET.parse(svg).getroot().iter()
+                     if t.tag.endswith("text"))
+    assert "faultlab.training" in texts and "share of runs" in texts
+    outcomes = {json.loads(e)["outcome"] for e in df[df["key"] != "clean"]["extra"]}
+    assert all(o in texts for o in outcomes)  # the legend names every class that occurred
