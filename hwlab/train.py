@@ -350,9 +350,9 @@ def _correct(task: Task, data, batch_size: int, caller: str) -> tuple[int, int]:
     try:
         with torch.no_grad():
             for xb, yb in iter_batches(data, batch_size, caller):
-                pred = task.predict(xb.to(device)).argmax(dim=1).cpu()  # B
+                pred = task.predict(xb.to(device)).argmax(dim=-1).cpu()  # B (or B x T tokens)
                 correct += int((pred == yb.cpu()).sum())
-                total += len(yb)
+                total += yb.numel()
     finally:
         for m, mode in zip(task.modules(), modes):
             m.train(mode)

@@ -63,3 +63,16 @@ def test_user_metric_sees_windows_and_builtins_keep_tokens():
     acc.update(logits, torch.zeros(2, 3, dtype=torch.long), clean_logits=logits)
     assert seen == [(2, 3, 4)]
     assert acc.denominators() == {"accuracy": 6, "windows": 2, "sdc": 6}
+
+
+def test_train_evaluate_scores_every_position_of_a_language_model():
+    from hwlab.data import load
+    from hwlab.models import char_gpt
+    from hwlab.train import evaluate
+
+    torch.manual_seed(0)
+    net = char_gpt(vocab_size=103, block=16, n_layer=1, n_head=1, d=8).eval()
+    val = load("pydoc", "val", block=16).subset(5)
+    with torch.no_grad():
+        ref = (net(val.x).argmax(-1) == val.y).double().mean()
+    assert evaluate(net, val, batch_size=2) == pytest.approx(float(ref))
