@@ -306,7 +306,8 @@ class CreepStudy(Study):
                 TrainItem(budget, root, d, lv, s, config.test_limit, config.latency_batch,
                           config.latency_repeats, a)
             for d in config.datasets for lv in config.levels for a in arms(config)
-            for s in config.seeds if lv > 0 or a == "hybrid"}
+            for s in config.seeds if (lv > 0 or a == "hybrid")
+            and (a != "noisy" or d == config.noise_dataset)}  # noise-aware: for the sweep
         sweep = bool(config.fault_dataset in config.datasets and config.fault_trials
                      and config.fault_rates)
         with self.open_run(store, config) as run_id:

@@ -4,7 +4,8 @@ Arms of one (dataset, level, seed): ``hybrid`` (variant ``level-K``: the first K
 quantum), ``control`` (``control-K``: every quantum layer of the hybrid replaced by its
 parameter-matched classical control, :func:`quantum.control`; same seed, data order and
 recipe), ``noisy`` (``noisy-K``: the hybrid trained under depolarizing noise, one and two qubit,
-p = ``noise_aware``). Level 0 is classical in every arm, so only its hybrid is trained.
+p = ``noise_aware``; only on ``noise_dataset``, for the sweep). Level 0 is classical in every
+arm, so only its hybrid is trained.
 
 Rows added to the study's:
 * ``method="creep-paired-mean"`` per (dataset, level > 0): ``accuracy`` = hybrid mean; ``extra``

@@ -135,3 +135,11 @@ def test_verdict_words_follow_the_paired_intervals():
         "at level 2 the hybrid loses to its parameter-matched classical control (-2.00 points, "
         "95% CI [-3.00, -1.00], 5 seeds).")
     assert verdict([]) == ""
+
+
+def test_noise_aware_arm_and_sweep_only_on_the_noise_dataset(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    cfg = CREEP_STUDY.make_config(**{**ARMS, "seeds": (0,), "noise_dataset": "digits"})
+    df = store.results(run_id=CREEP_STUDY.run(cfg, store))
+    assert sorted(df[df["method"] == "creep"]["variant"]) == ["control-2", "level-0", "level-2"]
+    assert not (df["method"] == "creep-noise").any()
