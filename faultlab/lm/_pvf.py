@@ -9,6 +9,7 @@ or a logit is NaN / inf. Each flip is written into the stored word and XOR-ed ba
 forward pass (bit-exact). Components of char-gpt: embedding/head (tied), positions, q, k, v, o,
 mlp-up, mlp-down, norm; of vit-tiny: patch, positions, q, k, v (row slices of the fused qkv
 weight), o, mlp-up, mlp-down, norm, head. Biases are not faulted (as in faultlab.campaign).
+Each cell draws from its own seed (``derive_seed(seed, "pvf|<component>|<field>")``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import re
 import torch
 
 from hwlab.errors import check, check_int, check_positive_int
+from hwlab.seeds import derive_seed
 from hwlab.stats import proportion_ci
 
 __all__ = ["FIELDS", "char_gpt_components", "pvf_rows", "pvf_table", "vit_components"]
@@ -73,7 +75,6 @@ def pvf_table(model, forward, components, trials: int = 100, seed: int = 0) -> l
     params = dict(model.named_parameters())
     clean = forward()
     top = clean.argmax(-1)
-    g = torch.Generator().manual_seed(seed)
     rows = []
     for comp, parts in components.items():
         views = []
@@ -86,7 +87,8 @@ def pvf_table(model, forward, components, trials: int = 100, seed: int = 0) -> l
         if not len(views) or int(sizes.sum()) == 0:
             continue
         bounds = torch.cumsum(sizes, 0)
-        for field, bits in FIELDS.items():
+        for field, bits in FIELDS.items():  # each cell its own draws (independent cells)
+            g = torch.Generator().manual_seed(derive_seed(seed, f"pvf|{comp}|{field}") % 2**63)
             picks = torch.randint(int(bounds[-1]), (trials,), generator=g)
             which = torch.randint(len(bits), (trials,), generator=g)
             bad, sdc = 0, 0.0
