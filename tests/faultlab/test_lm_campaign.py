@@ -23,12 +23,21 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def test_char_gpt_campaign_rows_and_delayed_start():
+def test_char_gpt_campaign_rows_and_delayed_start(tmp_path):
+    from hwlab.store import Store
+
     torch.manual_seed(0)
     net = char_gpt(n_layer=2, n_head=2, d=32, block=16).eval()
     val = load("pydoc", "val", block=16).subset(8)
     points = [fl.BitFlip(count=1, bits=(30,)), fl.BitFlip(rate=3e-5)]
-    rows = fl.campaign(net, val, points, trials=3, metrics=lm.LM_METRICS, batch_size=4)
+    store = Store(tmp_path / "c.sqlite")
+    rows = fl.campaign(net, val, points, trials=3, metrics=lm.LM_METRICS, batch_size=4,
+                       store=store)
+    stored = store.results(study="faultlab.campaign").set_index("key")
+    assert len(stored) == 7  # the store keeps the user metrics' columns too
+    for col in ("sdc", "loss", "first_divergence", "nonfinite"):
+        got = stored.loc[rows.key, col].to_numpy()
+        assert ((got == rows[col].to_numpy()) | (rows[col].isna().to_numpy())).all(), col
     full = fl.campaign(net, val, points, trials=3, metrics=lm.LM_METRICS, batch_size=4,
                        delayed_start=False)
     assert rows[COLS].equals(full[COLS])  # the prefix cache changes nothing but latency
