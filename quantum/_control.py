@@ -20,7 +20,9 @@ copied, so a study trains both arms with one recipe and one seed.
   a one-hidden-layer tanh MLP ``W2 tanh(W1 x + b1) + b2`` with as many hidden units as the budget
   pays for; the remainder goes to one more hidden unit that sees only the first ``j`` inputs, so
   the count is exact whenever the remainder can pay that unit's ``out + 2`` minimum.
-  Initialised as ``nn.Linear`` layers.
+  Initialised as ``nn.Linear`` layers. ``linear="skip"`` adds a full linear map ``W0 x`` beside
+  the MLP (paid from the same budget), so the control contains the plain ``nn.Linear`` the hybrid
+  replaced: a stronger control where the MLP alone is a narrow bottleneck (800 -> 13 -> 10).
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwlab.errors import check, check_bool, check_int
+from hwlab.errors import check, check_bool, check_choice, check_int
 from quantum._common import qubits_for
 from quantum._conv import QuantumConv2d
 from quantum._linear import QuantumLinear
 
-__all__ = ["ControlConv2d", "ControlLinear", "control", "control_layer", "parameter_counts"]
+__all__ = ["CONTROL_LINEAR", "ControlConv2d", "ControlLinear", "control", "control_layer",
+           "parameter_counts"]
 
 
 def _uniform(shape, bound: float) -> torch.Tensor:
@@ -89,15 +92,19 @@ class ControlConv2d(nn.Module):
 class ControlLinear(nn.Module):
     """``W2 tanh(W1 x + b1) + b2`` (in_features -> out_features) with ``n_params`` trainable
     parameters: ``m`` full hidden units plus, when the remainder pays for it, one hidden unit
-    that reads only the first ``j`` inputs."""
+    that reads only the first ``j`` inputs. ``skip=True`` adds ``W0 x`` (out x in, from the
+    same budget)."""
 
-    def __init__(self, in_features: int, out_features: int, n_params: int, bias: bool = True):
+    def __init__(self, in_features: int, out_features: int, n_params: int, bias: bool = True,
+                 skip: bool = False):
         super().__init__()
         caller = "ControlLinear"
         self.in_features = check_int(in_features, "in_features", caller, 1)
         self.out_features = check_int(out_features, "out_features", caller, 1)
         check_bool(bias, "bias", caller)
-        fixed, unit = out_features if bias else 0, in_features + 1 + out_features
+        check_bool(skip, "skip", caller)
+        fixed = (out_features if bias else 0) + (in_features * out_features if skip else 0)
+        unit = in_features + 1 + out_features
         least = fixed + min(unit, out_features + 2)
         n_params = check_int(n_params, "n_params", caller, minimum=least)
         full, rest = divmod(n_params - fixed, unit)
@@ -110,6 +117,7 @@ class ControlLinear(nn.Module):
         self.b1 = nn.Parameter(_uniform((hidden,), b1))  # h
         self.w2 = nn.Parameter(_uniform((out_features, hidden), b2))  # out x h
         self.bias = nn.Parameter(_uniform((out_features,), b2)) if bias else None  # out
+        self.skip = nn.Parameter(_uniform((out_features, in_features), b1)) if skip else None
 
     @property
     def hidden(self) -> int:
@@ -117,7 +125,8 @@ class ControlLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"hidden={self.hidden} (last reads {self.partial or self.in_features} inputs)")
+                f"hidden={self.hidden} (last reads {self.partial or self.in_features} inputs), "
+                f"skip={self.skip is not None}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check(isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[-1] == self.in_features,
@@ -126,38 +135,46 @@ class ControlLinear(nn.Module):
         z = x @ self.w1.T  # ... x m
         if self.w1_partial is not None:
             z = torch.cat([z, x[..., : self.partial] @ self.w1_partial[:, None]], dim=-1)
-        return F.linear(torch.tanh(z + self.b1), self.w2, self.bias)  # ... x out
+        out = F.linear(torch.tanh(z + self.b1), self.w2, self.bias)  # ... x out
+        return out if self.skip is None else out + x @ self.skip.T
 
 
 def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def control_layer(layer: nn.Module) -> nn.Module:
+CONTROL_LINEAR = ("mlp", "skip")  # ControlLinear without / with the linear map beside it
+
+
+def control_layer(layer: nn.Module, linear: str = "mlp") -> nn.Module:
     """The parameter-matched classical control of one quantum layer (freshly initialised, on
-    the layer's device, in its train/eval mode)."""
+    the layer's device, in its train/eval mode); ``linear`` picks the ``QuantumLinear``
+    control: ``"mlp"`` or ``"skip"`` (MLP plus a linear map, see :class:`ControlLinear`)."""
+    check_choice(linear, CONTROL_LINEAR, "linear", "control_layer")
     if isinstance(layer, QuantumConv2d):
         new = ControlConv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
                             layer.stride, layer.padding, bias=layer.bias is not None)
     elif isinstance(layer, QuantumLinear):
         new = ControlLinear(layer.in_features, layer.out_features, _count(layer),
-                            bias=layer.bias is not None)
+                            bias=layer.bias is not None, skip=linear == "skip")
     else:
         raise TypeError(f"layer of control_layer must be a QuantumConv2d or QuantumLinear, "
                         f"got {type(layer).__name__}")
     return new.to(layer.theta.device).train(layer.training)
 
 
-def control(model: nn.Module) -> nn.Module:
-    """A NEW model with every quantum layer of ``model`` replaced by its control; every other
-    parameter, buffer and the mode are copied (``model`` is untouched)."""
+def control(model: nn.Module, linear: str = "mlp") -> nn.Module:
+    """A NEW model with every quantum layer of ``model`` replaced by its control (``linear``:
+    as in :func:`control_layer`); every other parameter, buffer and the mode are copied
+    (``model`` is untouched)."""
     check(isinstance(model, nn.Module), "model", "control", "an nn.Module", type(model).__name__)
+    check_choice(linear, CONTROL_LINEAR, "linear", "control")
     new = copy.deepcopy(model)
     names = [n for n, m in new.named_modules() if isinstance(m, (QuantumConv2d, QuantumLinear))]
     for name in names:
         parent, _, leaf = name.rpartition(".")
         holder = new.get_submodule(parent) if parent else new
-        setattr(holder, leaf, control_layer(new.get_submodule(name)))
+        setattr(holder, leaf, control_layer(new.get_submodule(name), linear))
     return new
 
 

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 _ORDERS = ("paper", "layer")  # quantum._swap.ORDERS (not imported here: it loads PennyLane)
 _SCHEDULES = ("cosine", "none")  # hwlab.train.SCHEDULES
+_CONTROL_LINEAR = ("mlp", "skip")  # quantum._control.CONTROL_LINEAR
 _NOISE_KINDS = ("depolarizing", "depolarizing2", "damping", "readout", "shots")  # _study_arms
 
 
@@ -76,6 +77,8 @@ class CreepConfig(StudyConfig):
     fault_trials: int = param(3, "fault maps per (level, target, rate)", range=(0, None))
     controls: bool = param(  # Freinberger & Moser 2026: hybrids must beat a same-size model
         True, "also train the parameter-matched classical control of every level > 0")
+    control_linear: str = param(  # "mlp": a tanh MLP alone; "skip": plus the plain linear map
+        "mlp", "control of the quantum linear layer", choices=_CONTROL_LINEAR)
     noise_aware: float = param(  # a mid level of the sweep below; 0 turns the arm off
         0.01, "depolarizing p (1 and 2 qubit) of the noise-aware training arm (0 = none)",
         range=(0, 1))
@@ -117,14 +120,14 @@ class TrainItem:
 def _budget(config: CreepConfig) -> dict:
     """The config fields that decide a trained model (the checkpoint key)."""
     keys = ("epochs", "batch_size", "lr", "schedule", "channels", "size", "reps", "train_limit",
-            "order", "noise_aware")
+            "order", "noise_aware", "control_linear")
     return {k: getattr(config, k) for k in keys}
 
 
 def _checkpoint(root: str, budget: dict, dataset: str, level: int, seed: int,
                 arm: str = "hybrid") -> Path:
-    # noise_aware decides only the noisy arm: the other arms keep their checkpoints
-    key = {k: v for k, v in budget.items() if arm == "noisy" or k != "noise_aware"}
+    only = {"noise_aware": "noisy", "control_linear": "control"}  # keys deciding one arm only
+    key = {k: v for k, v in budget.items() if only.get(k, arm) == arm}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset)
     tag = "level" if arm == "hybrid" else arm
@@ -151,7 +154,7 @@ def _build(budget: dict, in_shape, num_classes: int, level: int, seed: int,
                            size=budget["size"], reps=budget["reps"])
         hybrid = swap(base, level, order=budget["order"], reps=budget["reps"])
         if arm == "control":  # the hybrid's classical layers as drawn, controls fresh
-            return control(hybrid)
+            return control(hybrid, budget["control_linear"])
         noise = training_noise(arm, budget)
         return hybrid if noise is None else with_noise(hybrid, noise)
 

@@ -98,6 +98,26 @@ def test_control_linear_equals_an_explicit_masked_mlp():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.parameters())
 
 
+def test_control_linear_skip_adds_the_plain_linear_map_from_the_same_budget():
+    torch.manual_seed(4)
+    hybrid = q.creep_model((1, 8, 8), level=2)
+    matched = q.control(hybrid, linear="skip")
+    nq, nc = q.parameter_counts(hybrid, matched)["4"]
+    assert nq == nc == 2560  # 1,290 for W0 x + b, the rest 9 full hidden units and one of 8 inputs
+    layer = matched[4].double()
+    assert layer.skip.shape == (10, 128) and layer.hidden == 10 and layer.partial == 8
+    x = torch.randn(3, 128, dtype=torch.float64)
+    w1 = torch.zeros(10, 128, dtype=torch.float64)
+    w1[:9], w1[9, :8] = layer.w1.detach(), layer.w1_partial.detach()
+    ref = (torch.tanh(x @ w1.T + layer.b1.detach()) @ layer.w2.detach().T
+           + layer.bias.detach() + x @ layer.skip.detach().T)
+    assert (layer(x) - ref).abs().max().item() < 1e-12
+    with pytest.raises(HwlabError, match=r"linear of control must be one of mlp, skip"):
+        q.control(hybrid, linear="wide")
+    with pytest.raises(HwlabError, match=r"n_params of ControlLinear must be .*>= 142"):
+        q.ControlLinear(12, 10, n_params=140, skip=True)  # W0 120 + b 10 + one 12-unit
+
+
 def test_control_errors():
     with pytest.raises(TypeError, match="layer of control_layer must be a QuantumConv2d or "
                                         "QuantumLinear, got Linear"):
