@@ -167,7 +167,12 @@ class LMStudy(Study):
          "windows": 8})
 
     def run(self, config: LMConfig, store, progress=None, executor=None) -> str:
+        from hwlab.errors import check
+
         c = config
+        check(c.act_step < 64 - c.prompt or "act-decode" not in c.sites, "act_step",
+              f"study {self.name}", f"a decode step below 64 - prompt = {64 - c.prompt} (the "
+              "generation's last decode step)", c.act_step)
         setup = (c.dataset, c.seed, c.iters, c.n_layer, c.d, c.windows, c.prompt)
         items = {"clean": _Item(setup, "none", 0.0, 0, c.seed, c.act_step)}
         for site in c.sites:

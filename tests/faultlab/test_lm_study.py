@@ -64,3 +64,12 @@ def test_pvf_on_vit_tiny_flips_exactly_and_restores():
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
 
 
+
+
+def test_act_step_must_fall_inside_the_generation(tmp_path):
+    from hwlab.errors import HwlabError
+
+    with pytest.raises(HwlabError, match="act_step of study faultlab.lm must be a decode step "
+                       "below 64 - prompt = 14"):
+        LM_STUDY.run(LM_STUDY.make_config(**{**TINY, "prompt": 50, "act_step": 20}),
+                     Store(tmp_path / "s.sqlite"))
