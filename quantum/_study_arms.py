@@ -100,16 +100,19 @@ def paired_rows(store, run_id: str, config) -> list[dict]:
     return rows
 
 
+def _judged(d: dict) -> bool:
+    return d["n"] >= 2 and not math.isnan(d["lo"])
+
+
 def _word(d: dict, up: str, down: str, same: str) -> str:
-    if d["n"] < 2 or math.isnan(d["lo"]):
-        return "cannot be judged (fewer than 2 paired seeds)"
     return up if d["lo"] > 0 else down if d["hi"] < 0 else same
 
 
 def _fmt(d: dict) -> str:
-    ahead = f", hybrid ahead in {d['higher']} of them" if "higher" in d else ""
-    return (f"{d['mean']:+.2f} points, 95% CI [{d['lo']:+.2f}, {d['hi']:+.2f}], {d['n']} seeds"
-            + ahead)
+    seeds = f"{d['n']} seed" + ("s" if d["n"] != 1 else "")
+    ci = f"95% CI [{d['lo']:+.2f}, {d['hi']:+.2f}], " if _judged(d) else ""
+    ahead = f", hybrid ahead in {d['higher']}" if "higher" in d else ""
+    return f"{d['mean']:+.2f} points, {ci}{seeds}{ahead}"
 
 
 def verdict(rows: list[dict]) -> str:
@@ -119,19 +122,24 @@ def verdict(rows: list[dict]) -> str:
         return ""
     rows = sorted(rows, key=lambda r: r["extra"]["level"])
     top = rows[-1]["extra"]
-    parts = []
+    parts, unjudged = [], "cannot be judged with fewer than 2 paired seeds"
     trend = top["hybrid_minus_level0"]
     if trend["n"]:
-        word = _word(trend, "holds", "does not hold (accuracy falls)",
-                     "does not hold (no significant rise)")
+        word = (_word(trend, "holds", "does not hold (accuracy falls)",
+                      "does not hold (no significant rise)") if _judged(trend) else unjudged)
         parts.append(f"the paper's trend (level {top['level']} above level 0) {word}: "
                      f"{_fmt(trend)}")
     for r in rows:
-        d = r["extra"]["hybrid_minus_control"]
-        if d["n"]:
+        d, level = r["extra"]["hybrid_minus_control"], r["extra"]["level"]
+        if not d["n"]:
+            continue
+        if _judged(d):
             word = _word(d, "beats", "loses to", "does not differ from")
-            parts.append(f"at level {r['extra']['level']} the hybrid {word} its parameter-"
-                         f"matched classical control ({_fmt(d)})")
+            parts.append(f"at level {level} the hybrid {word} its parameter-matched classical "
+                         f"control ({_fmt(d)})")
+        else:
+            parts.append(f"at level {level} hybrid vs its parameter-matched classical control "
+                         f"{unjudged} ({_fmt(d)})")
     return f"{rows[0]['dataset']}: " + "; ".join(parts) + "."
 
 

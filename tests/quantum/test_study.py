@@ -135,6 +135,14 @@ def test_verdict_words_follow_the_paired_intervals():
         "at level 2 the hybrid loses to its parameter-matched classical control (-2.00 points, "
         "95% CI [-3.00, -1.00], 5 seeds).")
     assert verdict([]) == ""
+    one = row(1, (2.0, 2.0), (1.0, 1.0))
+    for k in ("hybrid_minus_control", "hybrid_minus_level0"):
+        one["extra"][k].update(n=1, lo=math.nan, hi=math.nan, higher=1)
+    assert verdict([one]) == (
+        "mnist5k: the paper's trend (level 1 above level 0) cannot be judged with fewer than 2 "
+        "paired seeds: +1.00 points, 1 seed, hybrid ahead in 1; at level 1 hybrid vs its "
+        "parameter-matched classical control cannot be judged with fewer than 2 paired seeds "
+        "(+2.00 points, 1 seed, hybrid ahead in 1).")
 
 
 def test_noise_aware_arm_and_sweep_only_on_the_noise_dataset(tmp_path):
