@@ -57,3 +57,23 @@ def test_int8_campaign_and_assert_resilient_on_sdc(net_val):
     with pytest.raises(AssertionError, match="sdc"):
         fl.assert_resilient(net, val, fl.BitFlip(count=3, bits=(30,)), trials=3, metric="sdc",
                             max_value=0.01, batch_size=8)
+
+
+def test_storage_formats_and_a_bfloat16_kv_cache(net_val):
+    from faultlab import lm
+
+    net, val = net_val
+    rows = fl.campaign(fl.quantize(net, "mxfp4"), val, [fl.BitFlip(rate=1e-3)], trials=2,
+                       metrics=lm.LM_METRICS, batch_size=8)
+    assert rows.sdc.iloc[0] == 0 and rows.sdc.iloc[1:].gt(0).all()
+    import copy
+
+    b = copy.deepcopy(net).to(torch.bfloat16)
+    assert b.new_cache(1).keys[0].dtype == torch.bfloat16
+    p = val.x[:3, :6]
+    _, clean = b.generate(p, 8)
+    with lm.kv_faults(b, [lm.KVFault(0, 8, 1, 2, 14)]):  # bf16 exponent MSB of position 8
+        _, f = b.generate(p, 8)
+    step = (f != clean).flatten(2).any(2).any(0)  # step s decodes position 5 + s
+    assert not step[:3].any() and step[3:].all()
+    assert torch.equal(b.generate(p, 8)[1], clean)
