@@ -28,6 +28,7 @@ copied, so a study trains both arms with one recipe and one seed.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 
 import torch
@@ -38,6 +39,8 @@ from hwlab.errors import check, check_bool, check_choice, check_int
 from quantum._common import qubits_for
 from quantum._conv import QuantumConv2d
 from quantum._linear import QuantumLinear
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CONTROL_LINEAR", "ControlConv2d", "ControlLinear", "control", "control_layer",
            "parameter_counts"]
@@ -149,14 +152,19 @@ CONTROL_LINEAR = ("mlp", "skip")  # ControlLinear without / with the linear map 
 def control_layer(layer: nn.Module, linear: str = "mlp") -> nn.Module:
     """The parameter-matched classical control of one quantum layer (freshly initialised, on
     the layer's device, in its train/eval mode); ``linear`` picks the ``QuantumLinear``
-    control: ``"mlp"`` or ``"skip"`` (MLP plus a linear map, see :class:`ControlLinear`)."""
+    control: ``"mlp"`` or ``"skip"`` (MLP plus a linear map, see :class:`ControlLinear`; the
+    MLP alone where the layer's parameters cannot pay for the map and one hidden unit)."""
     check_choice(linear, CONTROL_LINEAR, "linear", "control_layer")
     if isinstance(layer, QuantumConv2d):
         new = ControlConv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
                             layer.stride, layer.padding, bias=layer.bias is not None)
     elif isinstance(layer, QuantumLinear):
-        new = ControlLinear(layer.in_features, layer.out_features, _count(layer),
-                            bias=layer.bias is not None, skip=linear == "skip")
+        n, cols, rows = _count(layer), layer.in_features, layer.out_features
+        skip = linear == "skip" and n >= rows * cols + rows * (layer.bias is not None) + rows + 2
+        if linear == "skip" and not skip:  # the budget does not pay for W0 and one hidden unit
+            log.info("control_layer: %d parameters cannot hold a %dx%d linear map and a hidden "
+                     "unit: the MLP control alone", n, rows, cols)
+        new = ControlLinear(cols, rows, n, bias=layer.bias is not None, skip=skip)
     else:
         raise TypeError(f"layer of control_layer must be a QuantumConv2d or QuantumLinear, "
                         f"got {type(layer).__name__}")

@@ -77,8 +77,8 @@ class CreepConfig(StudyConfig):
     fault_trials: int = param(3, "fault maps per (level, target, rate)", range=(0, None))
     controls: bool = param(  # Freinberger & Moser 2026: hybrids must beat a same-size model
         True, "also train the parameter-matched classical control of every level > 0")
-    control_linear: str = param(  # "mlp": a tanh MLP alone; "skip": plus the plain linear map
-        "mlp", "control of the quantum linear layer", choices=_CONTROL_LINEAR)
+    control_linear: str = param(  # "skip": MLP + the linear map, never weaker than level 0's
+        "skip", "control of the quantum linear layer", choices=_CONTROL_LINEAR)
     noise_aware: float = param(  # a mid level of the sweep below; 0 turns the arm off
         0.01, "depolarizing p (1 and 2 qubit) of the noise-aware training arm (0 = none)",
         range=(0, 1))

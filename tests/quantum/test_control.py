@@ -112,6 +112,9 @@ def test_control_linear_skip_adds_the_plain_linear_map_from_the_same_budget():
     ref = (torch.tanh(x @ w1.T + layer.b1.detach()) @ layer.w2.detach().T
            + layer.bias.detach() + x @ layer.skip.detach().T)
     assert (layer(x) - ref).abs().max().item() < 1e-12
+    small = q.QuantumLinear(32, 4, reps=2)  # 2 * 63 + 4 = 130 < 32 * 4 + 4 + 6: MLP alone
+    assert q.control_layer(small, "skip").skip is None
+    assert sum(p.numel() for p in q.control_layer(small, "skip").parameters()) == 130
     with pytest.raises(HwlabError, match=r"linear of control must be one of mlp, skip"):
         q.control(hybrid, linear="wide")
     with pytest.raises(HwlabError, match=r"n_params of ControlLinear must be .*>= 142"):
