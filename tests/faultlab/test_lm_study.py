@@ -16,19 +16,37 @@ TINY = {"iters": 30, "n_layer": 1, "d": 16, "rates": (1e-3,), "trials": 1, "wind
         "pvf_trials": 2}
 
 
-@pytest.fixture(autouse=True)
-def _home(tmp_path, monkeypatch):
-    monkeypatch.setenv("HWLAB_HOME", str(tmp_path))
+@pytest.fixture
+def _threads():
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
 
 
-def test_study_rows_hash_resume_and_figures(tmp_path):
-    store = Store(tmp_path / "s.sqlite")
-    cfg = LM_STUDY.make_config(**TINY)
-    run = LM_STUDY.run(cfg, store)
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory):
+    """One tiny run of the study (its own HWLAB_HOME), shared by the tests that read it."""
+    import os
+
+    home = tmp_path_factory.mktemp("lmhome")
+    old, os.environ["HWLAB_HOME"] = os.environ.get("HWLAB_HOME"), str(home)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        store = Store(home / "s.sqlite")
+        cfg = LM_STUDY.make_config(**TINY)
+        yield store, cfg, LM_STUDY.run(cfg, store)
+    finally:
+        torch.set_num_threads(n)
+        if old is None:
+            os.environ.pop("HWLAB_HOME", None)
+        else:
+            os.environ["HWLAB_HOME"] = old
+
+
+def test_study_rows_hash_resume_and_figures(lm_run):
+    store, cfg, run = lm_run
     df = store.results(run_id=run)
     sweep = df[df.variant != "pvf"]
     assert sorted(sweep.variant.unique()) == sorted([*SITES, "fault-free"])
@@ -48,7 +66,21 @@ def test_study_rows_hash_resume_and_figures(tmp_path):
     assert "faultlab.lm" in stem and chart.to_dict()
 
 
-def test_pvf_on_vit_tiny_flips_exactly_and_restores():
+def test_key_figure_from_the_studys_own_rows(lm_run, tmp_path, capsys):
+    import xml.etree.ElementTree as ET
+
+    from hwlab.cli import main
+
+    store, _, _ = lm_run
+    svg, pdf = tmp_path / "f.svg", tmp_path / "f.pdf"
+    assert main(["figure", "faultlab.lm", "--store", str(store.path), "--out", str(svg)]) == 0
+    assert main(["figure", "faultlab.lm", "--store", str(store.path), "--out", str(pdf)]) == 0
+    text = " ".join(t.text or "" for t in ET.parse(svg).getroot().iter() if t.tag.endswith("text"))
+    assert "faultlab.lm · char-gpt · pydoc" in text and "kv-prefill" in text
+    assert pdf.read_bytes()[:5] == b"%PDF-" and f"wrote {pdf}" in capsys.readouterr().out
+
+
+def test_pvf_on_vit_tiny_flips_exactly_and_restores(_threads):
     from hwlab.models import create_model
 
     torch.manual_seed(0)

@@ -17,7 +17,9 @@ from hwlab.store import Store
 OWN_ROWS = {"faultlab.formats": "tests/faultlab/test_formats_study.py::"
                                 "test_key_figure_from_the_studys_own_rows",
             "faultlab.training": "tests/faultlab/test_training_study.py::"
-                                 "test_key_figure_from_the_studys_own_rows"}
+                                 "test_key_figure_from_the_studys_own_rows",
+            "faultlab.lm": "tests/faultlab/test_lm_study.py::"
+                           "test_key_figure_from_the_studys_own_rows"}
 STUDIES = [s for s in figures.figure_studies() if s not in OWN_ROWS]  # from the registry
 
 
