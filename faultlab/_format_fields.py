@@ -41,7 +41,7 @@ def stored_bit_field(stored: Stored, bit: int) -> str:
     if width == 6:
         return "mixed"
     b = bit % width
-    sign, exp, mant = _LAYOUT[code]
+    sign, exp, _mant = _LAYOUT[code]
     name = ("sign" if b == sign else "exponent" if b in exp else
             "mantissa" if exp else "magnitude")
     return f"scale {name}" if stored.role == "scale" else name

@@ -226,9 +226,9 @@ class TrainingStudy(Study):
         from hwlab.train import evaluate
 
         c = config
-        base = dict(model=c.model, dataset=c.dataset, epochs=c.epochs,
-                    checkpoint_every=c.checkpoint_every, threshold=c.threshold,
-                    eval_size=c.eval_size, threads=c.threads, seed=c.seed)
+        base = {"model": c.model, "dataset": c.dataset, "epochs": c.epochs,
+                "checkpoint_every": c.checkpoint_every, "threshold": c.threshold,
+                "eval_size": c.eval_size, "threads": c.threads, "seed": c.seed}
         train, test = _data(c.dataset, c.seed, c.eval_size)
         defaults = {"module": "faultlab", "method": "training", "dataset": c.dataset,
                     "seed": c.seed}

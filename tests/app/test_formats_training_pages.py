@@ -16,17 +16,17 @@ def _formats_rows():
     rng = np.random.default_rng(0)
     rows = []
     for fmt, nbytes in FORMATS.items():
-        rows.append(dict(key=f"{fmt}|clean", variant=fmt, fault_model="none", fault_rate=0.0,
-                         trial=0, accuracy=0.97, memory_bytes=nbytes, model="lenet5"))
+        rows.append({"key": f"{fmt}|clean", "variant": fmt, "fault_model": "none", "fault_rate": 0.0,
+                         "trial": 0, "accuracy": 0.97, "memory_bytes": nbytes, "model": "lenet5"})
         for target in ("all", "scale"):
             for rate in (1e-4, 1e-3, 1e-2):
                 for t in range(3):
-                    rows.append(dict(
-                        key=f"{fmt}|{target}|{rate!r}|trial={t}", variant=fmt,
-                        fault_model=f"bitflip-{target}", fault_rate=rate, trial=t,
-                        memory_bytes=nbytes, model="lenet5",
-                        accuracy=float(np.clip(0.97 - rate * 40 * rng.random(), 0, 1)),
-                        extra={"target": target}))
+                    rows.append({
+                        "key": f"{fmt}|{target}|{rate!r}|trial={t}", "variant": fmt,
+                        "fault_model": f"bitflip-{target}", "fault_rate": rate, "trial": t,
+                        "memory_bytes": nbytes, "model": "lenet5",
+                        "accuracy": float(np.clip(0.97 - rate * 40 * rng.random(), 0, 1)),
+                        "extra": {"target": target}})
     return rows
 
 
@@ -35,17 +35,17 @@ OUTCOMES = ("masked", "drift", "recovered", "degraded", "nan")
 
 def _training_rows():
     rng = np.random.default_rng(1)
-    rows = [dict(key="clean", variant="clean", fault_model="none", fault_rate=0.0, trial=0,
-                 accuracy=0.95, latency_ms=20.0, model="lenet5",
-                 extra={"outcome": "reference", "steps": 64})]
+    rows = [{"key": "clean", "variant": "clean", "fault_model": "none", "fault_rate": 0.0, "trial": 0,
+                 "accuracy": 0.95, "latency_ms": 20.0, "model": "lenet5",
+                 "extra": {"outcome": "reference", "steps": 64}}]
     for rate in (1e-7, 1e-6):
         for policy in ("none", "rollback"):
             for t in range(6):
                 cls = OUTCOMES[int(rng.integers(0, len(OUTCOMES)))]
-                rows.append(dict(key=f"gradients|{rate!r}|trial={t}|{policy}", variant=policy,
-                                 fault_model="bitflip-gradients", fault_rate=rate, trial=t,
-                                 accuracy=0.9, latency_ms=21.0 + t, model="lenet5",
-                                 extra={"outcome": cls, "latency_steps": t}))
+                rows.append({"key": f"gradients|{rate!r}|trial={t}|{policy}", "variant": policy,
+                                 "fault_model": "bitflip-gradients", "fault_rate": rate, "trial": t,
+                                 "accuracy": 0.9, "latency_ms": 21.0 + t, "model": "lenet5",
+                                 "extra": {"outcome": cls, "latency_steps": t}})
     return rows
 
 
@@ -74,7 +74,7 @@ def test_formats_page_curves_and_bytes_at_one_ber(app_at, formats_store, ui):
     path, df = formats_store
     at = app_at(path, "formats")
     assert not at.exception
-    curves, points = at.get("vega_lite_chart")
+    _curves, points = at.get("vega_lite_chart")
     data = ui.frame_with(points, "variant", "memory_bytes", "accuracy", "lo", "hi")
     at_rate = df[(df["fault_model"] == "bitflip-all") & (df["fault_rate"] == 1e-3)]
     expect = at_rate.groupby("variant")["accuracy"].mean()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from faultlab._mitigation_study import VARIANTS, table
@@ -179,8 +178,8 @@ def test_the_cli_runs_the_study_on_a_users_residual_model_and_weights(tmp_path, 
 
 
 def test_every_int8_variant_under_the_bit_flip_attack_beside_random_faults(tmp_path):
-    """Both threats in one table: PBS flips to chance per variant and attack seed (a variant
-    whose words a code protects is not attacked), the same number of random flips."""
+    """Both threats in one table: PBS flips to chance per variant and attack seed (SEC-DED:
+    the ECC-aware attacker, counted in physical flips), the same number of random flips."""
     store = Store(tmp_path / "a.sqlite")
     over = {**TINY, "variants": ("unprotected", "clipping", "ranger", "secded"),
             "attack_seeds": 2, "attack_flips": 40, "eval_size": 200}
@@ -188,19 +187,26 @@ def test_every_int8_variant_under_the_bit_flip_attack_beside_random_faults(tmp_p
     df = store.results(run_id=run_id)
     attack = df[df.key.str.startswith("attack|")]
     assert sorted(attack.key) == [f"attack|{v}|seed={s}" for v in ("clipping", "ranger",
-                                                                     "unprotected")
-                                  for s in (0, 1)]  # secded: a code protects its words
-    assert set(attack.fault_model) == {"pbs"} and attack.fault_rate.isna().all()
+                                                                     "secded", "unprotected")
+                                  for s in (0, 1)]
+    assert set(attack[attack.variant != "secded"].fault_model) == {"pbs"}
+    assert set(attack[attack.variant == "secded"].fault_model) == {"pbs-ecc-aware"}
+    assert attack.fault_rate.isna().all()
     ex = attack.extra.map(json.loads)
+    for e in ex[attack.variant == "secded"]:  # each data flip costs >= 1 physical flip ...
+        assert e["flips"] >= max(e["data_flips"], 3) and e["data_flips"] <= 40
+        if e["reached"]:  # ... and chance is counted in physical flips
+            assert e["flips_to_chance"] >= 3
     unprot = attack[attack.variant == "unprotected"]
     assert all(json.loads(e)["reached"] for e in unprot.extra)  # lenet5 int8 falls to chance
     assert (unprot.accuracy <= 0.11).all()
     assert all(e["random_same_flips_accuracy"] > 0.9 for e in ex[attack.variant == "unprotected"])
-    assert all(e["flips"] <= 40 for e in ex)  # the budget holds for the weaker variants too
+    assert all(e["data_flips"] <= 40 for e in ex)  # the budget holds for every variant
     t = table(df).set_index("variant")
     assert t.loc["unprotected", "pbs_flips_median"] <= 40
     assert t.loc["unprotected", "pbs_reached"] == "2/2"
-    assert np.isnan(t.loc["secded", "pbs_flips_median"])
+    secded = [e for e in ex[attack.variant == "secded"]]
+    assert t.loc["secded", "pbs_reached"] == f"{sum(e['reached'] for e in secded)}/2"
     assert run_study("faultlab.mitigation", store=store, **over) == run_id  # resumed: nothing
     assert len(store.results(run_id=run_id)) == len(df)
 
