@@ -58,9 +58,10 @@ from hwlab._figure_data import (
 from hwlab.errors import check, fail
 
 __all__ = ["BAND_NOTE", "fault_curves", "fault_sweep", "figure", "figure_rows", "figure_studies",
-           "heatmap", "lm_pvf_heatmap", "lm_sweep", "mitigation_pareto", "outcome_shares", "model_storage", "neuron_sweep", "pareto_chart",
-           "quantum_levels", "save", "series_label", "spiking_steps", "stem", "systolic_sweep",
-           "time_steps", "title_for", "training_memory", "vulnerability_heatmap"]
+           "heatmap", "lm_pvf_heatmap", "lm_sweep", "mitigation_pareto", "model_storage",
+           "neuron_sweep", "outcome_shares", "pareto_chart", "quantum_levels", "save",
+           "series_label", "spiking_steps", "stem", "systolic_sweep", "time_steps", "title_for",
+           "training_memory", "vulnerability_heatmap"]
 
 FORMATS = (".svg", ".pdf", ".png")
 
