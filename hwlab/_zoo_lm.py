@@ -129,6 +129,7 @@ def lm_entry(model: str = "char-gpt", dataset: str = "pydoc", seed: int = 0,
     recipe = LMRecipe() if recipe is None else recipe
     check(isinstance(recipe, LMRecipe), "recipe", "lm_entry", "an LMRecipe or None",
           type(recipe).__name__)
+    _check_recipe(recipe)
     sha = load(dataset, "val", block=recipe.block).sha256
     key = hashlib.sha256(json.dumps({"recipe": dataclasses.asdict(recipe), "seed": seed,
                                      "text_sha256": sha}, sort_keys=True).encode()).hexdigest()[:16]
@@ -150,6 +151,21 @@ def lm_entry(model: str = "char-gpt", dataset: str = "pydoc", seed: int = 0,
             meta.write_text(json.dumps(info, indent=1))
             log.info("char-gpt %s: val loss %.4f nats/char in %.0f s", pt.name, val_loss, seconds)
     return _load(pt, meta, recipe)
+
+
+def _check_recipe(r: LMRecipe) -> None:
+    """Bad numbers fail before any training, naming the field."""
+    from hwlab.errors import check_number, check_positive_int
+
+    c = "LMRecipe"
+    for name in ("iters", "batch_size", "n_layer", "n_head", "d", "block"):
+        check_positive_int(getattr(r, name), name, c)
+    check_int(r.warmup, "warmup", c, 0)
+    check(r.d % r.n_head == 0, "d", c, f"a multiple of n_head = {r.n_head}", r.d)
+    for name in ("lr", "min_lr", "grad_clip"):
+        check_number(getattr(r, name), name, c, 0, inclusive=(False, True))
+    check_number(r.weight_decay, "weight_decay", c, 0)
+    check_number(r.beta2, "beta2", c, 0, 1, inclusive=(True, False))
 
 
 def _load(pt, meta, recipe: LMRecipe) -> LMEntry:

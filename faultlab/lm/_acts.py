@@ -81,8 +81,10 @@ def _flip(out: torch.Tensor, faults, counter: int) -> torch.Tensor:
                 mask = torch.where(mask >= 2 ** (nbits - 1), mask - 2 ** nbits, mask)
                 words ^= mask.to(words.dtype).view(out.shape)
             continue
-        check(f.bit < nbits and len(f.index) <= out.dim(), "faults", "act_faults",
-              f"an index into {tuple(out.shape)} and a bit below {nbits}", f)
+        dims = out.shape[out.dim() - len(f.index):] if len(f.index) <= out.dim() else ()
+        ok = len(dims) == len(f.index) and all(-d <= i < d for i, d in zip(f.index, dims))
+        check(ok and f.bit < nbits, "faults", "act_faults", f"an index into the last dims of "
+              f"{tuple(out.shape)} (output of {f.site}) and a bit below {nbits}", f)
         idx = (Ellipsis, *f.index)
         m = 1 << f.bit
         m = m - 2 ** nbits if m >= 2 ** (nbits - 1) else m

@@ -194,6 +194,12 @@ def kv_faults(target, faults):
           "a list of KVFault", faults[:3])
     inj = _Injector(faults)
     patched = None
+    if hasattr(target, "n_layer") and hasattr(target, "block"):  # a CharGPT: check up front
+        bad = [f for f in faults if f.layer >= target.n_layer or f.pos >= target.block
+               or f.head >= target.n_head or f.elem >= target.d // target.n_head]
+        check(not bad, "faults", "kv_faults", f"entries of the model's cache (layer < "
+              f"{target.n_layer}, pos < {target.block}, head < {target.n_head}, elem < "
+              f"{target.d // target.n_head})", bad[:3])
     if hasattr(target, "new_cache") and not hasattr(target, "update"):
         make = target.new_cache
 

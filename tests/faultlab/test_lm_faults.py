@@ -139,3 +139,20 @@ def test_activation_faults_are_transient_and_reach_through_the_cache():
     with pytest.raises(HwlabError, match="sites among the model's modules"), \
             lm.act_faults(net, [lm.ActFault("blocks.9.mlp.gelu", 0, (0,))]):
         pass
+
+
+def test_faults_outside_the_model_are_refused():
+    net = _net()
+    prompt = torch.zeros(1, 4, dtype=torch.long)
+    with pytest.raises(HwlabError, match="layer < 2, pos < 32, head < 2, elem < 8"), \
+            lm.kv_faults(net, [lm.KVFault(layer=2, pos=1)]):
+        pass
+    with pytest.raises(HwlabError, match=r"last dims of \(1, 4, 64\) \(output of blocks.0.mlp"), \
+            lm.act_faults(net, [lm.ActFault("blocks.0.mlp.gelu", 0, (9, 0))]):
+        net.generate(prompt, 2)
+    from hwlab.zoo import LMRecipe, lm_entry
+
+    with pytest.raises(HwlabError, match="iters of LMRecipe must be an integer >= 1, got 0"):
+        lm_entry(recipe=LMRecipe(iters=0))
+    with pytest.raises(HwlabError, match="beta2 of LMRecipe"):
+        lm_entry(recipe=LMRecipe(beta2=1.0))
