@@ -169,7 +169,7 @@ class FaultyTraining(Task):
             self._ckpts = [*self._ckpts[-1:], (step, [t.detach().clone() for t in self._state],
                                                None)]
             self._pending_opt = True  # the optimizer state is read in update (fit's optimizer)
-        self._steplog[step] = (x, y, torch.get_rng_state(), None)
+        self._steplog[step] = (x, y, _rng_state(x), None)
         self._inject(step, ("weights",))
         hooks = self._hook_activations(step)
         try:
@@ -265,7 +265,7 @@ class FaultyTraining(Task):
         current = [g["lr"] for g in optimizer.param_groups]
         for g, lr in zip(optimizer.param_groups, lrs):
             g["lr"] = lr
-        torch.set_rng_state(rng)
+        _set_rng_state(x, rng)
         optimizer.zero_grad(set_to_none=True)
         self._reassert(step)  # stuck cells are there in the re-run too
         losses = self.task.backward(x, y)
@@ -375,6 +375,20 @@ def _all_finite(tensors, norm: float) -> bool:
     import math
 
     return math.isfinite(norm) or all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def _rng_state(x):
+    """torch's CPU RNG state, and the device's when the batch lives on CUDA (dropout draws
+    there): what a replay needs to run the step's randomness again."""
+    cuda = torch.cuda.get_rng_state(x.device) if getattr(x, "is_cuda", False) else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(x, state) -> None:
+    cpu, cuda = state
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda, x.device)
 
 
 class _Frozen:
