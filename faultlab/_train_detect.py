@@ -28,7 +28,8 @@ import torch
 
 from hwlab.errors import check_int, check_number
 
-__all__ = ["DEFAULT_DETECTORS", "GradSpike", "LossSpike", "MomentBound", "NonFinite", "norm_of"]
+__all__ = ["DEFAULT_DETECTORS", "Frozen", "GradSpike", "LossSpike", "MomentBound", "NonFinite",
+           "norm_of", "step_stats"]
 
 
 def norm_of(tensors) -> float:
@@ -140,3 +141,41 @@ class MomentBound:
 
 
 DEFAULT_DETECTORS = (NonFinite(), LossSpike(), GradSpike(), MomentBound())
+
+
+def step_stats(phase: str, losses: dict, params: list, optimizer) -> dict:
+    """What the detectors of ``phase`` read: the loss (sum of the step's losses), and ``pre``
+    the gradients' norm and finiteness, ``post`` the weights' and Adam's max |m|."""
+    stats = {"loss": float(sum(losses.values())) if losses else 0.0}
+    with torch.no_grad():
+        if phase == "pre":
+            grads = [p.grad for p in params if p.grad is not None]
+            stats["grad_norm"] = norm_of(grads)
+            stats["grad_finite"] = _all_finite(grads, stats["grad_norm"])
+        else:
+            stats["weight_norm"] = norm_of(params)
+            stats["weight_finite"] = _all_finite(params, stats["weight_norm"])
+            ms = [optimizer.state[p]["exp_avg"] for p in params
+                  if "exp_avg" in optimizer.state.get(p, {})]
+            if ms:
+                stats["moment_max"] = float(torch.stack(
+                    torch._foreach_norm(ms, float("inf"))).max())
+    return stats
+
+
+def _all_finite(tensors, norm: float) -> bool:
+    """No NaN / Inf in ``tensors`` (checked element-wise only when their norm is not finite: a
+    finite value of 1e20 squares past float32's range)."""
+    return math.isfinite(norm) or all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+class Frozen:
+    """A detector's state read-only: a re-check must not add the re-run step to its history."""
+
+    def __init__(self, state):
+        self._s = state
+
+    def __getattr__(self, name):
+        if name == "accept":
+            return lambda v: None
+        return getattr(self._s, name)

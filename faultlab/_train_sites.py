@@ -25,7 +25,8 @@ from torch import nn
 from faultlab._faults import FAULT_MODELS, FaultMap
 from hwlab.errors import check, check_bool, check_choice, check_int, fail, is_int
 
-__all__ = ["STATE_TARGETS", "TARGETS", "TrainFault", "stored_as", "target_tensors"]
+__all__ = ["STATE_TARGETS", "TARGETS", "TrainFault", "opt_state", "output_holder", "rng_state",
+           "set_rng_state", "stored_as", "target_tensors"]
 
 # Optimizer state kept per parameter by torch's optimizers (Adam / AdamW: exp_avg = first moment
 # m, exp_avg_sq = second moment v, step = the step count t; SGD: momentum_buffer).
@@ -154,3 +155,23 @@ def output_holder(layer: str, out: torch.Tensor) -> nn.Module:
         node = child
     node.register_parameter("out", nn.Parameter(out.data, requires_grad=False))
     return root
+
+
+def opt_state(optimizer) -> dict:
+    """A copy of every parameter's optimizer state (tensors cloned): a checkpoint's half."""
+    return {p: {k: v.detach().clone() if isinstance(v, torch.Tensor) else v
+                for k, v in s.items()} for p, s in optimizer.state.items()}
+
+
+def rng_state(x):
+    """torch's CPU RNG state, and the device's when the batch lives on CUDA (dropout draws
+    there): what a replay needs to run the step's randomness again."""
+    cuda = torch.cuda.get_rng_state(x.device) if getattr(x, "is_cuda", False) else None
+    return torch.get_rng_state(), cuda
+
+
+def set_rng_state(x, state) -> None:
+    cpu, cuda = state
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda, x.device)

@@ -36,8 +36,16 @@ from torch import nn
 from faultlab._faults import FaultMap
 from faultlab._inject import apply_fault_map
 from faultlab._sample import _sample_faults
-from faultlab._train_detect import DEFAULT_DETECTORS, norm_of
-from faultlab._train_sites import TrainFault, output_holder, stored_as, target_tensors
+from faultlab._train_detect import DEFAULT_DETECTORS, Frozen, step_stats
+from faultlab._train_sites import (
+    TrainFault,
+    opt_state,
+    output_holder,
+    rng_state,
+    set_rng_state,
+    stored_as,
+    target_tensors,
+)
 from faultlab._words import eligible_parameters
 from hwlab.errors import check, check_choice, check_int, fail
 from hwlab.seeds import derive_seed
@@ -169,7 +177,7 @@ class FaultyTraining(Task):
             self._ckpts = [*self._ckpts[-1:], (step, [t.detach().clone() for t in self._state],
                                                None)]
             self._pending_opt = True  # the optimizer state is read in update (fit's optimizer)
-        self._steplog[step] = (x, y, _rng_state(x), None)
+        self._steplog[step] = (x, y, rng_state(x), None)
         self._inject(step, ("weights",))
         hooks = self._hook_activations(step)
         try:
@@ -182,7 +190,7 @@ class FaultyTraining(Task):
         step = self.steps
         if self._ckpts and getattr(self, "_pending_opt", False):
             c_step, tensors, _ = self._ckpts[-1]
-            self._ckpts[-1] = (c_step, tensors, _opt_state(optimizer))
+            self._ckpts[-1] = (c_step, tensors, opt_state(optimizer))
             self._pending_opt = False
         x, y, rng, _ = self._steplog[step]
         self._steplog[step] = (x, y, rng, [g["lr"] for g in optimizer.param_groups])
@@ -216,22 +224,9 @@ class FaultyTraining(Task):
         wanted = [(d, s) for d, s in zip(self.detectors, self._dstate) if phase in d.phases]
         if not wanted:
             return None
-        stats = {"loss": float(sum(losses.values())) if losses else 0.0}
-        with torch.no_grad():
-            if phase == "pre":
-                grads = [p.grad for p in self._params if p.grad is not None]
-                stats["grad_norm"] = norm_of(grads)
-                stats["grad_finite"] = _all_finite(grads, stats["grad_norm"])
-            else:
-                stats["weight_norm"] = norm_of(self._params)
-                stats["weight_finite"] = _all_finite(self._params, stats["weight_norm"])
-                ms = [self._opt.state[p]["exp_avg"] for p in self._params
-                      if "exp_avg" in self._opt.state.get(p, {})]
-                if ms:
-                    stats["moment_max"] = float(torch.stack(
-                        torch._foreach_norm(ms, float("inf"))).max())
+        stats = step_stats(phase, losses, self._params, self._opt)
         for d, s in wanted:
-            v = d.check(phase, stats, s if update_history else _Frozen(s))
+            v = d.check(phase, stats, s if update_history else Frozen(s))
             if v is not None:
                 return phase, d.name, float(v)
         return None
@@ -265,7 +260,7 @@ class FaultyTraining(Task):
         current = [g["lr"] for g in optimizer.param_groups]
         for g, lr in zip(optimizer.param_groups, lrs):
             g["lr"] = lr
-        _set_rng_state(x, rng)
+        set_rng_state(x, rng)
         optimizer.zero_grad(set_to_none=True)
         self._reassert(step)  # stuck cells are there in the re-run too
         losses = self.task.backward(x, y)
@@ -367,42 +362,3 @@ class FaultyTraining(Task):
                 self.log.append(Injection(step, "activations", fmap))
             return out
         return hook
-
-
-def _all_finite(tensors, norm: float) -> bool:
-    """No NaN / Inf in ``tensors`` (checked element-wise only when their norm is not finite: a
-    finite value of 1e20 squares past float32's range)."""
-    import math
-
-    return math.isfinite(norm) or all(bool(torch.isfinite(t).all()) for t in tensors)
-
-
-def _rng_state(x):
-    """torch's CPU RNG state, and the device's when the batch lives on CUDA (dropout draws
-    there): what a replay needs to run the step's randomness again."""
-    cuda = torch.cuda.get_rng_state(x.device) if getattr(x, "is_cuda", False) else None
-    return torch.get_rng_state(), cuda
-
-
-def _set_rng_state(x, state) -> None:
-    cpu, cuda = state
-    torch.set_rng_state(cpu)
-    if cuda is not None:
-        torch.cuda.set_rng_state(cuda, x.device)
-
-
-class _Frozen:
-    """A detector's state read-only: a re-check must not add the re-run step to its history."""
-
-    def __init__(self, state):
-        self._s = state
-
-    def __getattr__(self, name):
-        if name == "accept":
-            return lambda v: None
-        return getattr(self._s, name)
-
-
-def _opt_state(optimizer) -> dict:
-    return {p: {k: v.detach().clone() if isinstance(v, torch.Tensor) else v
-                for k, v in s.items()} for p, s in optimizer.state.items()}
