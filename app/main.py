@@ -22,6 +22,7 @@ PAGES = {
         st.Page("app_pages/systolic.py", title="Systolic array", icon=":material/grid_on:"),
         st.Page("app_pages/formats.py", title="Number formats", icon=":material/data_array:"),
         st.Page("app_pages/training.py", title="Training faults", icon=":material/model_training:"),
+        st.Page("app_pages/lm.py", title="Language models", icon=":material/text_fields:"),
         st.Page("app_pages/spiking.py", title="Spiking", icon=":material/timeline:"),
         st.Page("app_pages/quantum.py", title="Quantum", icon=":material/blur_on:"),
         st.Page("app_pages/localtrain.py", title="Local learning", icon=":material/layers:"),

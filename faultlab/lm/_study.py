@@ -160,7 +160,7 @@ class LMStudy(Study):
     figure = figures.lm_sweep  # SDC vs BER, a series per site and stage
     figure_title = "share of next-character predictions changed (SDC) vs BER per site and stage"
     latency_kind = "trial_ms"  # teacher-forced + generation pass of one trial
-    page = "figures"
+    page = "lm"
     quick_seconds = 20  # measured once: 19.6 s (2 cores under load, char-gpt 2 x 64 trained)
     quick = types.MappingProxyType(
         {"iters": 200, "n_layer": 2, "d": 64, "rates": (1e-5, 1e-3), "trials": 2,
