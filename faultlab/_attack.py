@@ -86,13 +86,16 @@ class AttackResult:
 
 def attackable_layers(model: nn.Module, layers=None,
                       caller: str = "bit_flip_attack") -> dict[str, nn.Module]:
-    """``{weight parameter name: module}`` of the int8 layers of ``model``
-    (``faultlab.quantize_int8``, any scheme and granularity), in module order, restricted to
-    ``layers`` (module names)."""
+    """``{weight parameter name: module}`` of the integer-coded layers of ``model``
+    (``faultlab.quantize_int8``, any scheme and granularity; ``faultlab.quantize`` int8, int4,
+    mxint8), in module order, restricted to ``layers`` (module names)."""
+    from faultlab._attack_formats import is_attackable
+
     found = {f"{n}.weight" if n else "weight": m for n, m in model.named_modules()
-             if isinstance(m, _Int8Weight)}
-    check(len(found) > 0, "model", caller, "a model with int8 weights "
-          "(faultlab.quantize_int8(model))", type(model).__name__)
+             if isinstance(m, _Int8Weight) or is_attackable(m)}
+    check(len(found) > 0, "model", caller, "a model with integer weight codes "
+          "(faultlab.quantize_int8(model) or faultlab.quantize(model, 'int8' | 'int4' | "
+          "'mxint8'))", type(model).__name__)
     if layers is None:
         return found
     names = [layers] if isinstance(layers, str) else list(layers)
@@ -109,7 +112,8 @@ def bit_flip_attack(model: nn.Module, data, *, flips: int = 30, target_accuracy=
                     k_top: int | None = None, attack_size: int = 128, eval_data=None,
                     layers=None, max_bits_per_layer: int = 8, seed: int = 0,
                     ecc: str | None = None, progress=None) -> AttackResult:
-    """Progressive bit search on the int8 weights of ``model`` (see the module doc).
+    """Progressive bit search on the integer weight codes of ``model`` (see the module doc;
+    ``faultlab.quantize`` int8 / int4 / mxint8 element codes: :mod:`faultlab._attack_formats`).
 
     ``data``: where the attack batch comes from (a Split, an ``(x, y)`` pair, ...): its first
     ``attack_size`` samples after a seeded shuffle, labelled with the clean model's predictions.
@@ -245,7 +249,8 @@ def _grads(model, targets, x, y) -> dict[str, torch.Tensor]:
     finally:
         for m in targets.values():
             m.__dict__.pop("dequantized", None)
-    return {n: (g * targets[n].scale).reshape(-1) for n, g in zip(floats, grads)}
+    return {n: (g * targets[n].scale).reshape(-1) if isinstance(targets[n], _Int8Weight)
+            else g for n, g in zip(floats, grads)}  # quantize() layers: dL/dW (_attack_formats)
 
 
 def _candidates(q: torch.Tensor, g: torch.Tensor, k_top, n_b, signed: bool = True,
@@ -278,8 +283,13 @@ def _cross_layer(model, targets, names, grads, k_top, n_b, x, y, loss0=0.0, cost
     for name in names:
         w = targets[name].weight
         grid = None if cost is None else (lambda top, n=name: cost.marginal_grid(n, top))
-        cand = _candidates(w.detach(), grads[name], k_top, n_b,
-                           signed=targets[name].scheme == "symmetric", cost=grid)
+        if isinstance(targets[name], _Int8Weight):
+            cand = _candidates(w.detach(), grads[name], k_top, n_b,
+                               signed=targets[name].scheme == "symmetric", cost=grid)
+        else:
+            from faultlab._attack_formats import stored_candidates
+
+            cand = stored_candidates(targets[name], grads[name], k_top, n_b, grid)
         if cand is None:
             continue
         flat, bits = cand

@@ -115,6 +115,10 @@ def radar(model: nn.Module, group: int = 8, seed: int = 0, layers=None) -> Radar
     group = check_int(group, "group", c, minimum=1)
     seed = check_int(seed, "seed", c, minimum=0)
     targets = attackable_layers(model, layers, c)
+    from faultlab._quant import _Int8Weight
+
+    check(all(isinstance(m, _Int8Weight) for m in targets.values()), "model", c,
+          "a model with faultlab.quantize_int8 layers (signed words)", type(model).__name__)
     rng = np.random.default_rng([seed, 0x726164])  # "rad": the secret's own stream
     names, perms, keys, golden = [], [], [], []
     for n, m in targets.items():
