@@ -49,6 +49,7 @@ _LAZY = {
     "WeightTransformed": "faultlab._weight_defences",
     "radar": "faultlab._radar",  # run-time checksums that flag (and zero) attacked groups
     "Radar": "faultlab._radar",
+    "radar_attack": "faultlab._radar_attack",  # the adaptive attacker: PBS that keeps signatures
     "plan_hardening": "faultlab._harden",
     "training": "faultlab._training",  # faults during training: wrap any hwlab.train Task
     "FaultyTraining": "faultlab._training",
