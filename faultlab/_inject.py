@@ -19,7 +19,6 @@ injections restore in reverse order.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,10 +26,11 @@ import torch
 from torch import nn
 
 from faultlab import _kernels
-from faultlab._faults import FAULT_MODELS, KINDS, FaultMap
+from faultlab._faults import FAULT_MODELS, KINDS, BitFlip, FaultMap, StuckAt
+from faultlab._plain import sampler
 from faultlab._sample import _sample_faults
 from faultlab._words import ModelViews, model_views
-from hwlab.errors import check, fail
+from hwlab.errors import check, check_int, fail
 
 __all__ = ["apply_fault_map", "inject", "restore"]
 
@@ -66,7 +66,24 @@ class _Indexed:
     changed: int
 
     def restore(self) -> None:
-        self.tensor.detach().view(self.saved.dtype)[self.where] = self.saved
+        with torch.no_grad():
+            self.tensor.detach().view(self.saved.dtype)[self.where] = self.saved
+
+
+class _Drawn:
+    """Restore record of a map drawn and applied in one call (:func:`faultlab._kernels.draw_inject`):
+    ``rec`` holds the slot, word index and old value of each of the ``m`` touched words."""
+
+    __slots__ = ("changed", "m", "rec", "views")
+
+    def __init__(self, views: ModelViews, rec: np.ndarray, m: int, changed: int):
+        self.views = views  # keeps the memory alive
+        self.rec = rec
+        self.m = m
+        self.changed = changed
+
+    def restore(self) -> None:
+        _kernels.restore_rec(self.views.tab, self.rec, self.m)
 
 
 def _bad_entry(views, fmap, slots, status, k, caller):
@@ -176,7 +193,6 @@ def apply_fault_map(model: nn.Module, fmap: FaultMap, caller: str = "apply_fault
     return touched
 
 
-@contextmanager
 def inject(model: nn.Module, fault_model_or_map, seed: int = 0, layers=None,
            include_bias: bool = False, include_norm: bool = False):
     """Apply faults to ``model`` in place for the ``with`` block and yield the :class:`FaultMap`.
@@ -187,23 +203,57 @@ def inject(model: nn.Module, fault_model_or_map, seed: int = 0, layers=None,
     it in, stuck-at-0 clears it (AND-NOT); only the faulty words are saved and rewritten, so the cost
     grows with the number of faults, not with the model. On exit, also after an exception, every
     parameter is bit-identical to before. Nested injections restore in reverse order.
+
+    Nothing happens before the ``with`` block is entered (then the arguments are checked, the map
+    drawn and applied). A symmetric BitFlip / StuckAt on a CPU model is drawn and applied in one
+    kernel call (the same map as :func:`sample_faults`).
     """
-    caller = "inject"
-    check(isinstance(model, nn.Module), "model", caller, "a torch.nn.Module",
-          type(model).__name__)
-    views = model_views(model)  # checked once, for the draw and the injection
-    if isinstance(fault_model_or_map, FaultMap):
-        check(layers is None, "layers", caller, "None when a FaultMap is given", layers)
-        fmap = fault_model_or_map
-    elif isinstance(fault_model_or_map, FAULT_MODELS):
-        fmap = _sample_faults(model, fault_model_or_map, seed, layers, include_bias, include_norm,
-                              caller, views)
-    else:
-        raise fail("fault_model_or_map", caller, "a BitFlip, StuckAt or FaultMap",
-                   fault_model_or_map)
-    touched = apply_fault_map(model, fmap, caller, views)
-    try:
-        yield fmap
-    finally:
-        with torch.no_grad():
-            restore(touched)
+    return _Injection(model, fault_model_or_map, seed, layers, include_bias, include_norm)
+
+
+class _Injection:
+    """The context manager of :func:`inject` (one use)."""
+
+    __slots__ = ("args", "touched")
+
+    def __init__(self, *args):
+        self.args = args
+        self.touched = None
+
+    def __enter__(self) -> FaultMap:
+        check(self.args is not None, "inject", "inject", "a context entered once",
+              "a second with-block")
+        model, fault_model_or_map, seed, layers, include_bias, include_norm = self.args
+        self.args = None
+        caller = "inject"
+        check(isinstance(model, nn.Module), "model", caller, "a torch.nn.Module",
+              type(model).__name__)
+        views = model_views(model)  # checked once, for the draw and the injection
+        if isinstance(fault_model_or_map, FaultMap):
+            check(layers is None, "layers", caller, "None when a FaultMap is given", layers)
+            fmap = fault_model_or_map
+        elif isinstance(fault_model_or_map, (BitFlip, StuckAt)) \
+                and not fault_model_or_map.asymmetric:  # the plain draw, applied in the same call
+            if type(seed) is not int or seed < 0:  # the common case needs no conversion
+                seed = check_int(seed, "seed", caller, 0)
+            fmap, status, rec, m, changed = sampler(
+                model, fault_model_or_map, layers, include_bias, include_norm, caller,
+                views).draw_inject(fault_model_or_map, seed, caller, views, _OPS)
+            if status == 0:
+                self.touched = [_Drawn(views, rec, m, changed)]
+                return fmap
+        elif isinstance(fault_model_or_map, FAULT_MODELS):
+            fmap = _sample_faults(model, fault_model_or_map, seed, layers, include_bias,
+                                  include_norm, caller, views)
+        else:
+            raise fail("fault_model_or_map", caller, "a BitFlip, StuckAt or FaultMap",
+                       fault_model_or_map)
+        self.touched = apply_fault_map(model, fmap, caller, views)
+        return fmap
+
+    def __exit__(self, *exc) -> bool:
+        touched, self.touched = self.touched, None
+        if touched:
+            for rec in reversed(touched):  # restore(touched)
+                rec.restore()
+        return False

@@ -23,9 +23,11 @@ __all__ = [
     "bernoulli_positions",
     "distinct_positions",
     "draw_bits",
+    "draw_inject",
     "group_words",
     "inject_map",
     "inject_words",
+    "restore_rec",
     "restore_words",
     "restore_words_at",
     "seed_state",
@@ -361,3 +363,37 @@ def inject_map(addr, width, numel, fast, slots, ops, param, index, bit, kind, ws
         op[k] = ops[kind[k]]
     m, changed = inject_words(addr, width, slot, index, bit, op, wslot, windex, saved)
     return 0, 0, m, changed
+
+
+# -- draw and inject in one call ------------------------------------------------------------------
+# ``tab`` packs a model's per-slot facts as rows of one int64 array (fewer arguments to unbox per
+# call): 0 base address, 1 word width, 2 number of elements, 3 fast (1: reached by address).
+
+
+@njit(cache=True)
+def draw_inject(total, rate, count, seed, state, ends, per_word, table, kind, tab, slots, ops):
+    """:func:`draw_bits`, then :func:`inject_map` of the drawn entries, in one call.
+
+    The map's entries are ``(param, index, bit, kinds)`` (``kinds``: ``kind`` everywhere, int8).
+    ``rec`` (uint64, 3 rows: slot, word index, saved word) is the restore record of
+    :func:`restore_rec`. Returns ``(param, index, bit, kinds, rec, status, k, m, changed)`` with
+    ``status``, ``k``, ``m``, ``changed`` of :func:`inject_map` (nothing is written unless
+    ``status`` is 0).
+    """
+    param, index, bit = draw_bits(total, rate, count, seed, state, ends, per_word, table)
+    n = param.shape[0]
+    kinds = np.empty(n, np.int8)
+    kinds[:] = kind
+    rec = np.empty((3, n), np.uint64)
+    status, k, m, changed = inject_map(tab[0], tab[1], tab[2], tab[3], slots, ops, param, index,
+                                       bit, kinds, rec[0], rec[1], rec[2])
+    return param, index, bit, kinds, rec, status, k, m, changed
+
+
+@njit(cache=True)
+def restore_rec(tab, rec, m):
+    """Write the ``m`` saved words of ``rec`` back (last saved first): the undo of
+    :func:`draw_inject` (as :func:`restore_words_at`)."""
+    for k in range(m - 1, -1, -1):
+        s = np.int64(rec[0, k])
+        _store(tab[0, s], tab[1, s], np.int64(rec[1, k]), rec[2, k])

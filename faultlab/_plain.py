@@ -48,6 +48,7 @@ class Sampler:
         self.total = int(self.ends[-1])
         self.names = tuple(n for n, _ in chosen)
         self.dtypes = tuple(_DTYPE_NAMES[t.dtype] for _, t in chosen)
+        self.slots = None  # slot of each chosen parameter in the model's views (draw_inject)
 
     def draw(self, fault_model, seed: int, caller: str) -> FaultMap:
         """The map of ``fault_model`` (its rate or count) for ``seed`` (an integer >= 0).
@@ -71,6 +72,58 @@ class Sampler:
         return FaultMap(names=self.names, dtypes=self.dtypes, param=param, index=index, bit=bit,
                         kind=kind, eligible_bits=self.total, seed=seed)
 
+    def draw_inject(self, fault_model, seed: int, caller: str, views, ops):
+        """:meth:`draw` and the in-place injection of the map into the model of ``views`` in ONE
+        kernel call (:func:`faultlab._kernels.draw_inject`): ``(fmap, status, rec, m, changed)``.
+
+        The same map as :meth:`draw` (same kernel, same seeding). ``status`` 0: the map is applied
+        and ``rec`` / ``m`` restore it (:func:`faultlab._kernels.restore_rec`); any other status
+        (a parameter the one-call path cannot reach, e.g. on CUDA): nothing was written and the
+        caller applies ``fmap`` itself. ``views``: the model's ``ModelViews`` (whose cache holds
+        this sampler); ``ops``: kind code -> kernel operation (faultlab._inject).
+        """
+        if fault_model.rate is not None:
+            rate, count = float(fault_model.rate), 0
+        else:
+            check(fault_model.count <= self.total, "count", caller,
+                  f"at most the {self.total} eligible bits of the chosen parameters",
+                  fault_model.count)
+            rate, count = -1.0, int(fault_model.count)
+        slots = self.slots
+        if slots is None:
+            slots = self.slots = views.slots(self, caller)  # names / dtypes, as of a FaultMap
+        if seed < 2**63:  # an int64 for the kernel (converted to uint64 inside, as np.uint64)
+            key, state = seed, -1
+        else:
+            key, state = np.uint64(0 if seed >= 2**64 else seed), \
+                (seed32(seed) if seed >= 2**64 else -1)
+        param, index, bit, kind, rec, status, _, m, changed = _kernels.draw_inject(
+            self.total, rate, count, key, state, self.ends, self.per_word, self.table,
+            KINDS.index(fault_model.kind), views.tab, slots, ops)
+        fmap = _fault_map(self.names, self.dtypes, param, index, bit, kind, self.total, seed)
+        return fmap, status, rec, m, changed
+
+
+def _fault_map(names, dtypes, param, index, bit, kind, eligible_bits, seed) -> FaultMap:
+    """``FaultMap(names=..., ..., seed=seed)`` without the frozen dataclass's ``__init__`` (one
+    ``object.__setattr__`` per field): the same fields in the same order, ``extra`` None."""
+    if not _PLAIN_MAP:
+        return FaultMap(names=names, dtypes=dtypes, param=param, index=index, bit=bit, kind=kind,
+                        eligible_bits=eligible_bits, seed=seed)
+    fmap = _new_map(FaultMap)
+    fmap.__dict__.update(names=names, dtypes=dtypes, param=param, index=index, bit=bit,
+                         kind=kind, eligible_bits=eligible_bits, seed=seed, extra=None)
+    return fmap
+
+
+_new_map = object.__new__
+# The shortcut is exact while FaultMap is a plain dataclass with these fields and no
+# __post_init__ / __slots__ (checked here once; otherwise the constructor is used).
+_PLAIN_MAP = (not hasattr(FaultMap, "__post_init__") and not hasattr(FaultMap, "__slots__")
+              and tuple(FaultMap.__dataclass_fields__) == (
+                  "names", "dtypes", "param", "index", "bit", "kind", "eligible_bits", "seed",
+                  "extra"))
+
 
 def sampler(model, fault_model, layers=None, include_bias=False, include_norm=False,
             caller="sample_faults", views=None) -> Sampler:
@@ -81,14 +134,15 @@ def sampler(model, fault_model, layers=None, include_bias=False, include_norm=Fa
     if isinstance(layers, (list, tuple)):
         layers = tuple(layers)
     key = ("sampler", fault_model.bits, layers, bool(include_bias), bool(include_norm))
+    cache = (views or model_views(model)).cache
     try:
-        hash(key)
+        found = cache.get(key)  # one hash of the key
     except TypeError:  # an unhashable layers entry: refused by eligible_parameters, uncached
         return Sampler(model, fault_model, layers, include_bias, include_norm, caller)
-    cache = (views or model_views(model)).cache
-    if key not in cache:
-        cache[key] = Sampler(model, fault_model, layers, include_bias, include_norm, caller)
-    return cache[key]
+    if found is None:
+        found = cache[key] = Sampler(model, fault_model, layers, include_bias, include_norm,
+                                     caller)
+    return found
 
 
 def draw_plain(model, fault_model, seed, layers, include_bias, include_norm, caller,

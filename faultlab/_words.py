@@ -116,7 +116,8 @@ def _signature(modules) -> list | None:
 
     A flat walk over the module list taken when the views were built (weak references; None once
     one is gone): replacing a submodule or a parameter changes an identity, re-assigning
-    ``param.data`` (or moving it) changes a pointer.
+    ``param.data`` (or moving it) changes a pointer. (The reference form of
+    :meth:`ModelViews.current`'s check, which compares the same facts more cheaply.)
     """
     mods = [r() for r in modules]
     if any(m is None for m in mods):
@@ -125,6 +126,23 @@ def _signature(modules) -> list | None:
         [p.data_ptr() if p is not None else id(p) for m in mods
          for p in m._parameters.values()] + \
         [id(p) for m in mods for p in m._parameters.values()]
+
+
+_data_ptr = torch.Tensor.data_ptr
+
+
+def _members(modules) -> list | None:
+    """Every child module and parameter (None included) of the live ``modules`` (weak
+    references), module by module in dict order; None once one of the modules is gone."""
+    out: list = []
+    add = out.extend
+    for r in modules:
+        m = r()
+        if m is None:
+            return None
+        add(m._modules.values())
+        add(m._parameters.values())
+    return out
 
 
 class ModelViews:
@@ -145,7 +163,13 @@ class ModelViews:
         self.params = [p for _, p in named]
         self.slot_of = {n: i for i, n in enumerate(self.names)}
         self.keep = [p.detach() for p in self.params]
-        self.signature = _signature(self.modules)
+        # The staleness check of current(): the identities of every child module and parameter
+        # (module by module), and the data pointers of the parameters among them. The parameters
+        # are held (self.params / self.keep), so an equal identity is the same parameter object.
+        members = _members(self.modules)
+        self._ids = list(map(id, members))
+        self._held = [p for p in members if isinstance(p, torch.Tensor)]
+        self._ptrs = list(map(_data_ptr, self._held))
         self.width = np.array([WORDS[p.dtype][0] if p.dtype in WORDS else 0 for p in self.params],
                               dtype=np.int64)
         self.numel = np.array([p.numel() for p in self.params], dtype=np.int64)
@@ -154,12 +178,26 @@ class ModelViews:
         self.addr = np.array([k.data_ptr() if f else 0 for k, f in zip(self.keep, self.fast)],
                              dtype=np.int64)
         self.fast8 = self.fast.astype(np.uint8)
+        # addr / width / numel / fast as the rows of one array (faultlab._kernels.draw_inject)
+        self.tab = np.stack([self.addr, self.width, self.numel, self.fast.astype(np.int64)])
         self._plans: dict[tuple, np.ndarray] = {}
         self.cache: dict = {}
 
     def current(self, model: nn.Module) -> bool:
         """True while ``model``'s parameters are still the ones these views were built from."""
-        return self.modules[0]() is model and _signature(self.modules) == self.signature
+        refs = self.modules
+        if refs[0]() is not model:
+            return False
+        members: list = []  # _members(refs), inlined: this runs on every inject
+        add = members.extend
+        for r in refs:
+            m = r()
+            if m is None:
+                return False
+            add(m._modules.values())
+            add(m._parameters.values())
+        return list(map(id, members)) == self._ids and \
+            list(map(_data_ptr, self._held)) == self._ptrs
 
     def slots(self, fmap, caller: str) -> np.ndarray:
         """Slot of each of ``fmap.names`` (a :class:`~faultlab.FaultMap`; validated once per
