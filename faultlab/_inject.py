@@ -38,6 +38,7 @@ __all__ = ["apply_fault_map", "inject", "restore"]
 _OP_OF_KIND = {"flip": _kernels.OP_XOR, "stuck1": _kernels.OP_OR, "stuck0": _kernels.OP_CLEAR}
 _OPS = np.array([_OP_OF_KIND.get(k, -1) for k in KINDS], dtype=np.int8)
 _TORCH_WORD = {32: torch.int32, 16: torch.int16, 8: torch.int8}
+_restore_rec = _kernels.restore_rec
 
 
 @dataclass
@@ -68,22 +69,6 @@ class _Indexed:
     def restore(self) -> None:
         with torch.no_grad():
             self.tensor.detach().view(self.saved.dtype)[self.where] = self.saved
-
-
-class _Drawn:
-    """Restore record of a map drawn and applied in one call (:func:`faultlab._kernels.draw_inject`):
-    ``rec`` holds the slot, word index and old value of each of the ``m`` touched words."""
-
-    __slots__ = ("changed", "m", "rec", "views")
-
-    def __init__(self, views: ModelViews, rec: np.ndarray, m: int, changed: int):
-        self.views = views  # keeps the memory alive
-        self.rec = rec
-        self.m = m
-        self.changed = changed
-
-    def restore(self) -> None:
-        _kernels.restore_rec(self.views.tab, self.rec, self.m)
 
 
 def _bad_entry(views, fmap, slots, status, k, caller):
@@ -212,13 +197,15 @@ def inject(model: nn.Module, fault_model_or_map, seed: int = 0, layers=None,
 
 
 class _Injection:
-    """The context manager of :func:`inject` (one use)."""
+    """The context manager of :func:`inject` (one use). ``drawn``: (views, rec, m) of a map drawn
+    and applied in one kernel call (undone by :func:`faultlab._kernels.restore_rec`); ``touched``:
+    the records of :func:`apply_fault_map` otherwise."""
 
-    __slots__ = ("args", "touched")
+    __slots__ = ("args", "drawn", "touched")
 
     def __init__(self, *args):
         self.args = args
-        self.touched = None
+        self.drawn = self.touched = None
 
     def __enter__(self) -> FaultMap:
         check(self.args is not None, "inject", "inject", "a context entered once",
@@ -236,11 +223,11 @@ class _Injection:
                 and not fault_model_or_map.asymmetric:  # the plain draw, applied in the same call
             if type(seed) is not int or seed < 0:  # the common case needs no conversion
                 seed = check_int(seed, "seed", caller, 0)
-            fmap, status, rec, m, changed = sampler(
+            fmap, status, rec, m, _ = sampler(
                 model, fault_model_or_map, layers, include_bias, include_norm, caller,
                 views).draw_inject(fault_model_or_map, seed, caller, views, _OPS)
             if status == 0:
-                self.touched = [_Drawn(views, rec, m, changed)]
+                self.drawn = (views, rec, m)  # the views keep the memory alive
                 return fmap
         elif isinstance(fault_model_or_map, FAULT_MODELS):
             fmap = _sample_faults(model, fault_model_or_map, seed, layers, include_bias,
@@ -252,6 +239,11 @@ class _Injection:
         return fmap
 
     def __exit__(self, *exc) -> bool:
+        drawn = self.drawn
+        if drawn is not None:
+            self.drawn = None
+            _restore_rec(drawn[0].tab, drawn[1], drawn[2])
+            return False
         touched, self.touched = self.touched, None
         if touched:
             for rec in reversed(touched):  # restore(touched)

@@ -97,10 +97,16 @@ class Sampler:
         else:
             key, state = np.uint64(0 if seed >= 2**64 else seed), \
                 (seed32(seed) if seed >= 2**64 else -1)
-        param, index, bit, kind, rec, status, _, m, changed = _kernels.draw_inject(
-            self.total, rate, count, key, state, self.ends, self.per_word, self.table,
+        total = self.total
+        param, index, bit, kind, rec, status, _, m, changed = _draw_inject(
+            total, rate, count, key, state, self.ends, self.per_word, self.table,
             KINDS.index(fault_model.kind), views.tab, slots, ops)
-        fmap = _fault_map(self.names, self.dtypes, param, index, bit, kind, self.total, seed)
+        if _PLAIN_MAP:  # _fault_map, inlined
+            fmap = _new_map(FaultMap)
+            fmap.__dict__.update(names=self.names, dtypes=self.dtypes, param=param, index=index,
+                                 bit=bit, kind=kind, eligible_bits=total, seed=seed, extra=None)
+        else:
+            fmap = _fault_map(self.names, self.dtypes, param, index, bit, kind, total, seed)
         return fmap, status, rec, m, changed
 
 
@@ -117,6 +123,7 @@ def _fault_map(names, dtypes, param, index, bit, kind, eligible_bits, seed) -> F
 
 
 _new_map = object.__new__
+_draw_inject = _kernels.draw_inject
 # The shortcut is exact while FaultMap is a plain dataclass with these fields and no
 # __post_init__ / __slots__ (checked here once; otherwise the constructor is used).
 _PLAIN_MAP = (not hasattr(FaultMap, "__post_init__") and not hasattr(FaultMap, "__slots__")
