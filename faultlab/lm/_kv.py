@@ -22,6 +22,7 @@ propagation, not its storage; drop the cache to forget it.)
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -107,6 +108,13 @@ class _Injector:
     def __init__(self, faults):
         self.faults = list(faults)
         self.caches = []  # (cache, {(layer, which): last stored tensor}, applied records)
+        # (layer, which) -> (sorted positions, faults in that order): an update finds the
+        # faults of its new positions by bisection, not by scanning every fault
+        buckets: dict = {}
+        for f in self.faults:
+            buckets.setdefault((f.layer, f.which), []).append(f)
+        self.buckets = {k: ([f.pos for f in v], v) for k, v in
+                        ((k, sorted(v, key=lambda f: f.pos)) for k, v in buckets.items())}
 
     def wrap(self, cache):
         check(callable(getattr(cache, "update", None)), "target", "kv_faults",
@@ -128,52 +136,34 @@ class _Injector:
         return cache
 
     def _apply(self, t, layer, which, start, stop, applied):
-        hits = [f for f in self.faults if f.layer == layer and f.which == which
-                and start <= f.pos < stop]
+        bucket = self.buckets.get((layer, which))
+        if bucket is None:
+            return
+        positions, faults = bucket
+        hits = faults[bisect_left(positions, start):bisect_left(positions, stop)]
         if not hits:
             return
-        b_all = torch.arange(t.shape[0])
-        rows = []
-        for f in hits:
-            bs = b_all if f.batch is None else torch.tensor([f.batch])
-            check(f.head < t.shape[1] and f.elem < t.shape[3] and (bs < t.shape[0]).all(), "faults",
-                  "kv_faults", f"entries inside the cache (B x H x S x hd = {tuple(t.shape)})", f)
-            for b in bs.tolist():
-                rows.append((b, f.head, f.pos, f.elem, f.bit))
-        idx = torch.tensor(rows, dtype=torch.long)  # n x 5
-        words = t.view(_INT[t.element_size()])  # the stored bits
+        words = t.view(_INT[t.element_size()])  # the stored bits, in the cache's own storage
         nbits = 8 * t.element_size()
-        check(int(idx[:, 4].max()) < nbits, "faults", "kv_faults",
-              f"bits below {nbits} for a {t.dtype} cache", int(idx[:, 4].max()))
-        key = ((idx[:, 0] * t.shape[1] + idx[:, 1]) * t.shape[2] + idx[:, 2]) * t.shape[3] + idx[:, 3]
-        pair, counts = torch.unique(key * 64 + idx[:, 4], return_counts=True)
-        pair = pair[counts % 2 == 1]  # the same bit twice flips back
-        word, bit = pair // 64, pair % 64
-        uniq, inv = torch.unique(word, return_inverse=True)
-        ones = torch.ones_like(bit)
-        mask = torch.zeros(len(uniq), dtype=torch.int64).index_add_(
-            0, inv, torch.bitwise_left_shift(ones, bit))  # distinct bits: the sum is the OR
-        mask = torch.where(mask >= 2 ** (nbits - 1), mask - 2 ** nbits, mask)  # two's complement
-        pos = _unravel(uniq, t.shape)  # (b, h, p, e) index tensors
-        old = words[pos]
-        applied.append((layer, which, pos, old))
-        words[pos] = old ^ mask.to(words.dtype)  # in place: the cache's own storage
+        for f in hits:  # a handful per stored position: plain views, no index tensors
+            check(f.head < t.shape[1] and f.elem < t.shape[3] and
+                  (f.batch is None or f.batch < t.shape[0]), "faults", "kv_faults",
+                  f"entries inside the cache (B x H x S x hd = {tuple(t.shape)})", f)
+            check(f.bit < nbits, "faults", "kv_faults", f"bits below {nbits} for a {t.dtype} "
+                  "cache", f.bit)
+            mask = 1 << f.bit
+            mask = mask - (1 << nbits) if mask >= 1 << (nbits - 1) else mask  # two's complement
+            idx = (slice(None) if f.batch is None else f.batch, f.head, f.pos, f.elem)
+            applied.append((layer, which, idx, words[idx].clone()))
+            words[idx] ^= mask  # the same bit twice flips back, as in memory
 
     def restore(self):
         for cache, last, applied in reversed(self.caches):
             del cache.update  # the class's method again
-            for layer, which, pos, old in reversed(applied):
+            for layer, which, idx, old in reversed(applied):
                 t = last.get((layer, which))
-                if t is not None and int(pos[2].max()) < t.shape[2]:
-                    t.view(_INT[t.element_size()])[pos] = old
-
-
-def _unravel(flat: torch.Tensor, shape) -> tuple:
-    out = []
-    for d in reversed(shape):
-        out.append(flat % d)
-        flat = flat // d
-    return tuple(reversed(out))
+                if t is not None and idx[2] < t.shape[2]:
+                    t.view(_INT[t.element_size()])[idx] = old
 
 
 def _seen(cache, layer: int) -> int:
