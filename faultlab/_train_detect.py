@@ -33,10 +33,15 @@ __all__ = ["DEFAULT_DETECTORS", "Frozen", "GradSpike", "LossSpike", "MomentBound
 
 
 def norm_of(tensors) -> float:
-    """The L2 norm of all ``tensors`` together, accumulated in float64 (a finite float32 of
-    1e35 squares past float32's range; inf / nan when an element is)."""
+    """The L2 norm of all ``tensors`` together; inf / nan when an element is. One fused pass in
+    the tensors' dtype, again in float64 only when that is not finite (a finite float32 of 1e35
+    squares past float32's range)."""
     if not tensors:
         return 0.0
+    norms = [n.float() for n in torch._foreach_norm(tensors)]  # bf16 / fp16 tensors: as fp32
+    total = float(torch.linalg.vector_norm(torch.stack(norms)))
+    if math.isfinite(total):
+        return total
     norms = torch._foreach_norm(tensors, 2, dtype=torch.float64)  # one per tensor
     return float(torch.linalg.vector_norm(torch.stack(norms)))
 

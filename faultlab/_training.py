@@ -177,7 +177,8 @@ class FaultyTraining(Task):
             self._ckpts = [*self._ckpts[-1:], (step, [t.detach().clone() for t in self._state],
                                                None)]
             self._pending_opt = True  # the optimizer state is read in update (fit's optimizer)
-        self._steplog[step] = (x, y, rng_state(x), None)
+        if self.policy != "none":  # what a replay needs; nothing is replayed without a policy
+            self._steplog[step] = (x, y, rng_state(x), None)
         self._inject(step, ("weights",))
         hooks = self._hook_activations(step)
         try:
@@ -192,8 +193,9 @@ class FaultyTraining(Task):
             c_step, tensors, _ = self._ckpts[-1]
             self._ckpts[-1] = (c_step, tensors, opt_state(optimizer))
             self._pending_opt = False
-        x, y, rng, _ = self._steplog[step]
-        self._steplog[step] = (x, y, rng, [g["lr"] for g in optimizer.param_groups])
+        if step in self._steplog:
+            x, y, rng, _ = self._steplog[step]
+            self._steplog[step] = (x, y, rng, [g["lr"] for g in optimizer.param_groups])
         self._opt = optimizer
         self._inject(step, ("gradients", "exp_avg", "exp_avg_sq", "step", "momentum_buffer"))
         losses = self._guarded_step(step, optimizer, losses)
@@ -291,6 +293,8 @@ class FaultyTraining(Task):
 
     # -- injection ----------------------------------------------------------------------------
     def _inject(self, step, targets):
+        if not self.faults:
+            return
         for k, f in enumerate(self.faults):
             if f.target not in targets or not f.applies(step):
                 continue
