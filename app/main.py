@@ -33,7 +33,7 @@ PAGES = {
         st.Page("app_pages/run_study.py", title="Run a study", icon=":material/play_arrow:"),
     ],
 }
-page = st.navigation(PAGES)
+page = st.navigation(PAGES, expanded=True)  # 16 pages: none hidden behind "View more"
 
 with st.sidebar:
     st.caption(f"Store: `{q.store_path()}`")

@@ -24,6 +24,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 # sidebar label -> number of charts the page draws over the seeded store
 PAGES = {"Overview": 2, "Faults": 3, "Memory": 4, "Mitigation": 2, "Systolic array": 1,
+         "Number formats": 0, "Training faults": 0, "Language models": 0,  # no demo rows: a note
          "Spiking": 2, "Quantum": 2, "Local learning": 1, "Runs": 1, "Run a study": 1}
 
 pytestmark = [
