@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from faultlab._quant import _check_float_model, quantizable
+from faultlab._quant import _check_float_model, quantizable, stored_mha_forward
 from hwlab.errors import check, check_choice
 
 __all__ = ["FORMATS", "Format", "QuantizedConv2d", "QuantizedLinear", "QuantizedMultiheadAttention",
@@ -353,26 +353,8 @@ class QuantizedMultiheadAttention(_Stored):
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
                 attn_mask=None, average_attn_weights=True, is_causal=False):
-        batched = query.dim() == 3
-        if self.batch_first and batched:
-            query, key, value = (x.transpose(1, 0) for x in (query, key, value))
-        dt = query.dtype
-        if self._qkv_same_embed_dim:
-            proj = {"in_proj_weight": self._decoded("in_proj_weight", dt)}
-        else:
-            proj = {"in_proj_weight": None, "use_separate_proj_weight": True,
-                    **{n: self._decoded(n, dt)
-                       for n in ("q_proj_weight", "k_proj_weight", "v_proj_weight")}}
-        in_w = proj.pop("in_proj_weight")
-        out, weights = F.multi_head_attention_forward(
-            query, key, value, self.embed_dim, self.num_heads, in_w, self.in_proj_bias,
-            self.bias_k, self.bias_v, self.add_zero_attn, self.dropout,
-            self.out_proj.dequantized(dt), self.out_proj.bias, training=self.training,
-            key_padding_mask=key_padding_mask, need_weights=need_weights, attn_mask=attn_mask,
-            average_attn_weights=average_attn_weights, is_causal=is_causal, **proj)
-        if self.batch_first and batched:
-            out = out.transpose(1, 0)
-        return out, weights
+        return stored_mha_forward(self, self._decoded, query, key, value, key_padding_mask,
+                                  need_weights, attn_mask, average_attn_weights, is_causal)
 
     def extra_repr(self):
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, {self.fmt}"

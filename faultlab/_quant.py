@@ -173,26 +173,38 @@ class Int8MultiheadAttention(nn.Module):
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
                 attn_mask=None, average_attn_weights=True, is_causal=False):
-        batched = query.dim() == 3
-        if self.batch_first and batched:
-            query, key, value = (x.transpose(1, 0) for x in (query, key, value))
-        dt = query.dtype
-        proj = ({"in_proj_weight": self._deq("in_proj_weight", dt)} if self._qkv_same_embed_dim
-                else {"in_proj_weight": None, "use_separate_proj_weight": True,
-                      **{n: self._deq(n, dt) for n in self.names}})
-        in_w = proj.pop("in_proj_weight")
-        out, weights = F.multi_head_attention_forward(
-            query, key, value, self.embed_dim, self.num_heads, in_w, self.in_proj_bias,
-            self.bias_k, self.bias_v, self.add_zero_attn, self.dropout,
-            self.out_proj.dequantized(dt), self.out_proj.bias, training=self.training,
-            key_padding_mask=key_padding_mask, need_weights=need_weights, attn_mask=attn_mask,
-            average_attn_weights=average_attn_weights, is_causal=is_causal, **proj)
-        if self.batch_first and batched:
-            out = out.transpose(1, 0)
-        return out, weights
+        return stored_mha_forward(self, self._deq, query, key, value, key_padding_mask,
+                                  need_weights, attn_mask, average_attn_weights, is_causal)
 
     def extra_repr(self):
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, int8 {self.scheme}"
+
+
+def stored_mha_forward(m, weight, query, key, value, key_padding_mask=None, need_weights=True,
+                       attn_mask=None, average_attn_weights=True, is_causal=False):
+    """``nn.MultiheadAttention``'s forward on stored weights (int8 here, the formats of
+    ``faultlab.quantize``): ``weight(name, dtype)`` decodes a projection weight of ``m``
+    (``in_proj_weight``, or ``q/k/v_proj_weight`` when key / value dimensions differ);
+    ``m.out_proj.dequantized(dtype)`` the output projection."""
+    batched = query.dim() == 3
+    if m.batch_first and batched:
+        query, key, value = (x.transpose(1, 0) for x in (query, key, value))
+    dt = query.dtype
+    if m._qkv_same_embed_dim:
+        in_w, proj = weight("in_proj_weight", dt), {}
+    else:
+        in_w, proj = None, {"use_separate_proj_weight": True,
+                            **{n: weight(n, dt) for n in ("q_proj_weight", "k_proj_weight",
+                                                           "v_proj_weight")}}
+    out, weights = F.multi_head_attention_forward(
+        query, key, value, m.embed_dim, m.num_heads, in_w, m.in_proj_bias, m.bias_k, m.bias_v,
+        m.add_zero_attn, m.dropout, m.out_proj.dequantized(dt), m.out_proj.bias,
+        training=m.training, key_padding_mask=key_padding_mask, need_weights=need_weights,
+        attn_mask=attn_mask, average_attn_weights=average_attn_weights, is_causal=is_causal,
+        **proj)
+    if m.batch_first and batched:
+        out = out.transpose(1, 0)
+    return out, weights
 
 
 def quantizable(module: nn.Module) -> bool:
