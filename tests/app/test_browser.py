@@ -135,8 +135,12 @@ def test_downloads_and_click_to_run(server, tmp_path):
         chart = page.locator('[data-testid="stVegaLiteChart"]').first
         chart.locator("svg, canvas").first.wait_for(timeout=30_000)
         chart.hover()
+        png_button = page.locator('button[aria-label="Download as PNG"]').first
+        png_button.wait_for(timeout=30_000)
         with page.expect_download(timeout=30_000) as dl:
-            page.locator('button[aria-label="Download as PNG"]').first.click()
+            # the toolbar floats over the chart: a pointer click can land on the chart's svg
+            # (seen under CI load), so the click event goes to the button itself
+            png_button.dispatch_event("click")
         png = tmp_path / "chart.png"
         dl.value.save_as(png)
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
