@@ -363,7 +363,7 @@ def random_flips(model: nn.Module, n: int, seed: int = 0, layers=None,
         from faultlab._sample import sample_faults
 
         return sample_faults(model, BitFlip(count=n), seed=seed,
-                             layers=[k[:-7] for k in targets])
+                             layers=list(targets))  # the weight codes, never a block's scale
     names = [p for p, _ in model.named_parameters()]
     rng = np.random.default_rng([seed, 0x706273])  # "pbs": the baseline's own stream
     chosen: set = set()

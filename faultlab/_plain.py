@@ -50,6 +50,16 @@ class Sampler:
         self.dtypes = tuple(_DTYPE_NAMES[t.dtype] for _, t in chosen)
         self.slots = None  # slot of each chosen parameter in the model's views (draw_inject)
 
+    def _rate_count(self, fault_model, caller: str) -> tuple[float, int]:
+        """The kernels' (rate, count): (rate, 0) for a rate, (-1, count) for a count that the
+        chosen parameters' eligible bits can hold."""
+        if fault_model.rate is not None:
+            return float(fault_model.rate), 0
+        check(fault_model.count <= self.total, "count", caller,
+              f"at most the {self.total} eligible bits of the chosen parameters",
+              fault_model.count)
+        return -1.0, int(fault_model.count)
+
     def draw(self, fault_model, seed: int, caller: str) -> FaultMap:
         """The map of ``fault_model`` (its rate or count) for ``seed`` (an integer >= 0).
 
@@ -57,13 +67,7 @@ class Sampler:
         ``SeedSequence(seed).generate_state(1)[0]`` (:func:`~faultlab._words.seed32`; in the
         kernel for seeds below 2**64).
         """
-        if fault_model.rate is not None:
-            rate, count = float(fault_model.rate), 0
-        else:
-            check(fault_model.count <= self.total, "count", caller,
-                  f"at most the {self.total} eligible bits of the chosen parameters",
-                  fault_model.count)
-            rate, count = -1.0, int(fault_model.count)
+        rate, count = self._rate_count(fault_model, caller)
         big = seed >= 2**64
         param, index, bit = _kernels.draw_bits(
             self.total, rate, count, np.uint64(0 if big else seed),
@@ -82,13 +86,7 @@ class Sampler:
         caller applies ``fmap`` itself. ``views``: the model's ``ModelViews`` (whose cache holds
         this sampler); ``ops``: kind code -> kernel operation (faultlab._inject).
         """
-        if fault_model.rate is not None:
-            rate, count = float(fault_model.rate), 0
-        else:
-            check(fault_model.count <= self.total, "count", caller,
-                  f"at most the {self.total} eligible bits of the chosen parameters",
-                  fault_model.count)
-            rate, count = -1.0, int(fault_model.count)
+        rate, count = self._rate_count(fault_model, caller)
         slots = self.slots
         if slots is None:
             slots = self.slots = views.slots(self, caller)  # names / dtypes, as of a FaultMap

@@ -164,6 +164,7 @@ class FaultyTraining(Task):
         self._dstate = [d.state() for d in self.detectors]
         self._stuck: dict[int, FaultMap] = {}  # persistent spec -> its map
         self._ckpts: list[tuple] = []  # (step, tensors, optimizer state), oldest first
+        self._pending_opt = False  # a checkpoint taken in backward awaits the optimizer state
         self._steplog: dict[int, tuple] = {}  # step -> (x, y, rng, lrs)
         self._ready = True
 
@@ -189,7 +190,7 @@ class FaultyTraining(Task):
 
     def update(self, optimizer, losses):
         step = self.steps
-        if self._ckpts and getattr(self, "_pending_opt", False):
+        if self._pending_opt:
             c_step, tensors, _ = self._ckpts[-1]
             self._ckpts[-1] = (c_step, tensors, opt_state(optimizer))
             self._pending_opt = False

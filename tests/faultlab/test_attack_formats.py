@@ -134,6 +134,16 @@ def test_attack_raises_the_loss_every_step_and_replays_over_the_uint8_words(fmt)
     assert fl.random_flips(q, 20, seed=1) == base
 
 
+def test_bit_uniform_baseline_draws_element_codes_only():
+    """mode="bit" on mxint8: 400 flips over the element codes, none in a block's scale byte
+    (the scales are not attacked, so the baseline must not hit them either)."""
+    q = _model("mxint8")
+    assert {n for n, _ in q.named_parameters()} >= {"conv.weight_scale", "fc.weight_scale"}
+    m = fl.random_flips(q, 400, seed=2, mode="bit")
+    assert len(m) == 400 and {m.names[p] for p in m.param} == {"conv.weight", "fc.weight"}
+    assert m.eligible_bits == 8 * (q.conv.weight.numel() + q.fc.weight.numel())
+
+
 def test_formats_without_integer_codes_and_radar_are_refused():
     torch.manual_seed(0)
     with pytest.raises(ValueError, match=r"model of bit_flip_attack must be a model with integer "

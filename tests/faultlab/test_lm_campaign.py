@@ -15,14 +15,6 @@ COLS = ["fault_model", "fault_rate", "trial", "accuracy", "sdc", "loss", "first_
         "nonfinite"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_char_gpt_campaign_rows_and_delayed_start(tmp_path):
     from hwlab.store import Store
 

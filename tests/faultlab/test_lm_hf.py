@@ -11,14 +11,6 @@ from hwlab.metrics import generation_metrics, metric_values
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model(kind):
     torch.manual_seed(0)
     if kind == "gpt2":

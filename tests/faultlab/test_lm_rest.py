@@ -13,12 +13,9 @@ from hwlab.models import char_gpt
 
 @pytest.fixture(scope="module")
 def net_val():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     net = char_gpt(n_layer=1, n_head=2, d=32, block=16).eval()
-    yield net, load("pydoc", "val", block=16).subset(8)
-    torch.set_num_threads(n)
+    return net, load("pydoc", "val", block=16).subset(8)
 
 
 def test_memory_models_and_ecc(net_val):

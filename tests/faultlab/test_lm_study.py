@@ -16,14 +16,6 @@ TINY = {"iters": 30, "n_layer": 1, "d": 16, "rates": (1e-3,), "trials": 1, "wind
         "pvf_trials": 2}
 
 
-@pytest.fixture
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory):
     """One tiny run of the study (its own HWLAB_HOME), shared by the tests that read it."""
@@ -31,14 +23,11 @@ def lm_run(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("lmhome")
     old, os.environ["HWLAB_HOME"] = os.environ.get("HWLAB_HOME"), str(home)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
         store = Store(home / "s.sqlite")
         cfg = LM_STUDY.make_config(**TINY)
         yield store, cfg, LM_STUDY.run(cfg, store)
     finally:
-        torch.set_num_threads(n)
         if old is None:
             os.environ.pop("HWLAB_HOME", None)
         else:
@@ -80,7 +69,7 @@ def test_key_figure_from_the_studys_own_rows(lm_run, tmp_path, capsys):
     assert pdf.read_bytes()[:5] == b"%PDF-" and f"wrote {pdf}" in capsys.readouterr().out
 
 
-def test_pvf_on_vit_tiny_flips_exactly_and_restores(_threads):
+def test_pvf_on_vit_tiny_flips_exactly_and_restores():
     from hwlab.models import create_model
 
     torch.manual_seed(0)

@@ -45,7 +45,6 @@ def base():
 
 
 def _fit(base, train, faults=(), config=CFG, wrap=True, **kw):
-    torch.set_num_threads(1)
     model = copy.deepcopy(base)
     task = fl.training(model, faults, **kw) if wrap else model
     fit(task, train, config)
@@ -63,7 +62,6 @@ def clean(base, train):
 
 
 def test_fault_free_wrapped_training_is_bit_identical_to_fit(base, train, clean):
-    torch.set_num_threads(1)
     plain, wrapped = copy.deepcopy(base), copy.deepcopy(base)
     opts = {}
 
@@ -226,7 +224,6 @@ def test_a_local_learning_rule_with_an_ema_trains_under_faults_unchanged(base, t
     back gives the fault-free weights of every module the rule trains."""
     from localtrain import make_rule
 
-    torch.set_num_threads(1)
     cfg = TrainConfig(epochs=1, batch_size=64, lr=3e-3)
 
     torch.manual_seed(1)
@@ -260,7 +257,6 @@ def test_a_language_model_trains_under_faults_through_the_one_loop():
     from hwlab.models import char_gpt
     from hwlab.train import ClassificationTask
 
-    torch.set_num_threads(1)
     text = "the quick brown fox jumps over the lazy dog; " * 40
     path = __import__("pathlib").Path(__import__("tempfile").mkdtemp()) / "t.txt"
     path.write_text(text)

@@ -9,14 +9,6 @@ from hwlab.errors import HwlabError
 from hwlab.models import KVCache, char_gpt
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_default_size_is_nanogpt_cpu_recipe():
     torch.manual_seed(0)
     net = char_gpt()
