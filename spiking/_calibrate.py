@@ -1,9 +1,15 @@
 """Threshold calibration on held-out data along the accuracy-vs-mean-steps (Pareto) curve.
 
 The Dynamic Confidence paper picks the threshold from the accuracy-latency curve on held-out
-data. We state the choice exactly: among candidate thresholds, take the one with the fewest mean
-steps whose accuracy is at least (best fixed-T accuracy on the same data - ``tolerance``). If no
-threshold gets there, take the most accurate one (and say so in ``met``).
+data. We state the choice exactly, in one of two modes (both on the calibration data only):
+
+* ``budget=None`` (tolerance mode): among candidate thresholds, the one with the fewest mean
+  steps whose accuracy is at least (best fixed-T accuracy - ``tolerance``). If no threshold gets
+  there, the most accurate one (and ``met=False``).
+* ``budget=b`` (latency-budget mode): ``T_ref`` = the fewest fixed steps whose accuracy is at
+  least (best fixed-T accuracy - ``tolerance``); the most accurate threshold whose mean steps are
+  <= ``b * T_ref`` (ties: the fewest steps). If none fits (``b * T_ref < 1``), the cheapest
+  threshold (and ``met=False``).
 """
 
 from __future__ import annotations
@@ -76,28 +82,51 @@ class Calibration:
     mean_steps: float
     reference_accuracy: float  # best fixed-T accuracy on the calibration recording
     tolerance: float
-    met: bool  # whether some threshold reached reference - tolerance
+    met: bool  # tolerance mode: some threshold reached reference - tolerance; budget mode: some
+    # threshold fits the budget
     curve: pd.DataFrame  # threshold, accuracy, mean_steps, pareto
+    budget: float | None = None  # None: tolerance mode
+    reference_steps: int = 0  # T_ref: the fewest fixed steps within tolerance of the reference
+
+
+def _reference_steps(rec: Recording, reference: float, tolerance: float) -> int:
+    """The fewest fixed steps whose accuracy is >= ``reference - tolerance``."""
+    ok = rec.accuracy_curve() >= reference - tolerance - 1e-12
+    return int(ok.nonzero()[0, 0]) + 1
 
 
 def calibrate(rec: Recording, rule, tolerance: float = 0.002, thresholds=None,
-              num: int = 256) -> Calibration:
+              num: int = 256, budget: float | None = None) -> Calibration:
     """Choose the threshold of ``rule`` on ``rec`` (a validation recording).
 
-    ``tolerance`` is in accuracy units (0.002 = 0.2 points, one sample of 500).
+    ``tolerance`` is in accuracy units (0.002 = 0.2 points, one sample of 500). ``budget``
+    (``None`` or a number in (0, 1]) switches to latency-budget mode: the most accurate
+    threshold whose mean steps are <= ``budget`` x the fewest fixed steps within ``tolerance``
+    of the best fixed-T accuracy (see the module docstring).
     """
     check(isinstance(rec, Recording), "rec", "calibrate", "a Recording", type(rec).__name__)
     check(isinstance(tolerance, (int, float)) and 0 <= tolerance < 1, "tolerance", "calibrate",
           "a number in [0, 1)", tolerance)
+    check(budget is None or (isinstance(budget, (int, float)) and not isinstance(budget, bool)
+                             and 0 < budget <= 1), "budget", "calibrate",
+          "None or a number in (0, 1]", budget)
     check_positive_int(num, "num", "calibrate", minimum=2)
     r = get_rule(rule)
     th = candidate_thresholds(rec, r, num) if thresholds is None else thresholds
     curve = sweep(rec, r, th)
     curve["pareto"] = pareto_front(curve)
     reference = float(rec.accuracy_curve().max())
-    ok = curve[curve["accuracy"] >= reference - tolerance - 1e-12]
-    met = len(ok) > 0
-    pool = ok if met else curve[curve["accuracy"] == curve["accuracy"].max()]
+    t_ref = _reference_steps(rec, reference, tolerance)
+    if budget is None:
+        ok = curve[curve["accuracy"] >= reference - tolerance - 1e-12]
+        met = len(ok) > 0
+        pool = ok if met else curve[curve["accuracy"] == curve["accuracy"].max()]
+    else:
+        fits = curve[curve["mean_steps"] <= budget * t_ref + 1e-12]
+        met = len(fits) > 0
+        pool = (fits[fits["accuracy"] == fits["accuracy"].max()] if met
+                else curve[curve["mean_steps"] == curve["mean_steps"].min()])
     best = pool.sort_values(["mean_steps", "accuracy"], ascending=[True, False]).iloc[0]
     return Calibration(r.name, float(best["threshold"]), float(best["accuracy"]),
-                       float(best["mean_steps"]), reference, float(tolerance), met, curve)
+                       float(best["mean_steps"]), reference, float(tolerance), met, curve,
+                       None if budget is None else float(budget), t_ref)

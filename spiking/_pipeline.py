@@ -24,8 +24,8 @@ from ._record import Recording, record
 from ._rules import dynamic_confidence_rule, get_rule
 from ._snn import SpikingNet, convert
 
-__all__ = ["METHODS", "PathResult", "ann_train_config", "best_fixed", "build_snn", "evaluate_path",
-           "live_ms"]
+__all__ = ["METHODS", "PathResult", "ann_train_config", "best_fixed", "build_snn",
+           "calibration_budget", "evaluate_path", "live_ms"]
 
 log = logging.getLogger(__name__)
 METHODS = ("converted", "direct")
@@ -95,9 +95,17 @@ def evaluate_path(net: SpikingNet, val: Split, test: Split, cfg) -> PathResult:
     rv = record(net, val, cfg.max_steps, batch_size=cfg.eval_batch, seed=cfg.seed)
     rt = record(net, test, cfg.max_steps, batch_size=cfg.eval_batch, seed=cfg.seed)
     a_star, t_star = best_fixed(rt)
-    cals = {name: calibrate(rv, rule_for(name, cfg), tolerance=cfg.tolerance)
+    cals = {name: calibrate(rv, rule_for(name, cfg), tolerance=cfg.tolerance,
+                            budget=calibration_budget(cfg))
             for name in ("dynamic-confidence", "entropy", "margin")}
     return PathResult(rv, rt, a_star, t_star, cals)
+
+
+def calibration_budget(cfg) -> float | None:
+    """``calibrate``'s ``budget`` from a config: ``cfg.budget`` when ``cfg.calibration`` is
+    'budget'; ``None`` (tolerance mode) otherwise and for configs without the field
+    (``spiking.faults`` keeps its documented figures)."""
+    return cfg.budget if getattr(cfg, "calibration", "tolerance") == "budget" else None
 
 
 def rule_for(name: str, cfg):

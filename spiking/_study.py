@@ -85,6 +85,23 @@ class DynamicConfidenceConfig(StudyConfig):
                             range=(0, None), inclusive=(False, True))
     tolerance: float = param(  # val acc >= best fixed-T val acc - 0.2 points
         0.002, "calibration tolerance (accuracy)", range=(0, 1))
+    calibration: str = param(  # 'tolerance' (the cheapest threshold within tolerance of the best
+        # fixed T on val) chases the last val image: the cheapest point that reaches the bar is
+        # the one val happens to favour, and 500 val images saturate at another step than 500
+        # test images (issue 22: 0.6 points short on test at 0.43 T*). 'budget' fixes what a user
+        # deploys against, a latency, and takes the most accurate val point within it (mean
+        # steps per threshold vary little between splits, accuracy at the bar does not), so the
+        # rules are compared at equal latency. Neither meets the issue's target reliably over
+        # training seeds (docs/spiking.md: 1 / 6 vs 2 / 6 on test, 23 % vs 19 % on val halves)
+        "budget", "calibration mode: 'budget' = the most accurate threshold whose val mean steps "
+        "are <= budget x T_ref (the fewest fixed T within tolerance of val's best); 'tolerance' "
+        "= the cheapest threshold within tolerance of val's best fixed T",
+        choices=("budget", "tolerance"))
+    budget: float = param(  # half the fixed-T steps: the paper's demo runs 0.43 of its fixed T,
+        # its average speed-up is 40 %; 0.5 keeps a margin below the issue's 0.6 T* for T*
+        # itself moving between val and test
+        0.5, "latency budget of calibration='budget', a fraction of T_ref",
+        range=(0, 1), inclusive=(False, True))
     fault_rates: tuple[float, ...] = param(
         (1e-6, 1e-5), "per-bit flip rates of the fault sweep", range=(0, 1))
     trials: int = param(2, "fault maps per rate (each re-records the test set)",
@@ -172,6 +189,8 @@ def _clean_rows(net, test, res: PathResult, cfg, base) -> list[dict]:
         live = _live_check(net, test, rule, cal.threshold, e, cfg)
         ms = live_ms(net, test.x, rule, cal.threshold, cfg.max_steps, cfg)
         extra = {"threshold": cal.threshold, "tolerance": cfg.tolerance,
+                 "calibration": cfg.calibration, "budget": cal.budget,
+                 "val_reference_steps": cal.reference_steps,
                  "val_accuracy": cal.accuracy, "val_mean_steps": cal.mean_steps,
                  "val_reference_accuracy": cal.reference_accuracy, "calibration_met": cal.met,
                  "a_star": res.a_star, "t_star": res.t_star,
