@@ -135,6 +135,18 @@ def figure_title(study: str, model, dataset, run_ids) -> str:
                      _dates(runs, pd.DataFrame({"run_id": list(run_ids)})))
 
 
+def study_page(study: str, page: str, key: str, studies: tuple[str, ...] | None = None):
+    """The opening of a study page: ``study``'s rows, the model / dataset boxes (``key``) and the
+    charts' title; ``(df, rows, model, dataset, title)`` with ``df`` every row of the study. With
+    no rows in the store it says so (:func:`no_rows` for ``page``) and stops the page."""
+    df = q.study_results(study)
+    if df.empty:
+        no_rows(page, studies=studies)
+        st.stop()
+    rows, model, dataset = model_dataset(df, key)
+    return df, rows, model, dataset, figure_title(study, model, dataset, rows["run_id"].unique())
+
+
 def no_rows(page: str, what: str = "results", studies: tuple[str, ...] | None = None,
             label: str | None = None) -> None:
     """Say plainly that a page has no rows in the store yet, and which studies write them (the

@@ -6,7 +6,6 @@ import pandas as pd
 import streamlit as st
 
 from app import _charts as charts
-from app import _queries as q
 from app import _widgets as w
 from hwlab._figure_data import clean_rows
 from hwlab.stats import proportion_ci
@@ -14,12 +13,7 @@ from hwlab.stats import proportion_ci
 STUDY = "faultlab.formats"
 
 st.title("Number formats")
-df = q.study_results(STUDY)
-if df.empty:
-    w.no_rows("formats", studies=(STUDY,))
-    st.stop()
-rows, model, dataset = w.model_dataset(df, "fmt")
-title = w.figure_title(STUDY, model, dataset, rows["run_id"].unique())
+df, rows, model, dataset, title = w.study_page(STUDY, "formats", "fmt", studies=(STUDY,))
 clean = rows[clean_rows(rows)].assign(series=lambda d: d["variant"].astype(str))
 faulty = rows[~clean_rows(rows)].assign(series=lambda d: d["variant"].astype(str))
 if faulty.empty:

@@ -8,7 +8,6 @@ import pandas as pd
 import streamlit as st
 
 from app import _charts as charts
-from app import _queries as q
 from app import _widgets as w
 from hwlab._figure_data import clean_rows, extra_number
 from hwlab.figures import lm_pvf_heatmap, lm_sweep
@@ -17,12 +16,7 @@ STUDY = "faultlab.lm"
 GEN = ("gen_exact_match", "gen_first_divergence", "gen_nonfinite", "bpc")
 
 st.title("Language models")
-df = q.study_results(STUDY)
-if df.empty:
-    w.no_rows("lm", studies=(STUDY,))
-    st.stop()
-rows, model, dataset = w.model_dataset(df, "lm")
-title = w.figure_title(STUDY, model, dataset, rows["run_id"].unique())
+df, rows, model, dataset, title = w.study_page(STUDY, "lm", "lm", studies=(STUDY,))
 pvf = rows[rows["variant"].astype(str) == "pvf"]
 sweep = rows[rows["variant"].astype(str) != "pvf"]
 faulty = sweep[~clean_rows(sweep)]

@@ -6,7 +6,6 @@ import pandas as pd
 import streamlit as st
 
 from app import _charts as charts
-from app import _queries as q
 from app import _widgets as w
 from hwlab._figure_data import clean_rows, extra_number
 
@@ -14,12 +13,7 @@ STUDY = "faultlab.memory"
 WORDS = ("corrected_words", "detected_words", "miscorrected_words", "silent_words")
 
 st.title("Memory")
-df = q.study_results(STUDY)
-if df.empty:
-    w.no_rows("memory")
-    st.stop()
-rows, model, dataset = w.model_dataset(df, "mem")
-title = w.figure_title(STUDY, model, dataset, rows["run_id"].unique())
+df, rows, model, dataset, title = w.study_page(STUDY, "memory", "mem")
 volt = extra_number(rows, "voltage")
 sweep = rows[volt.isna()]
 clean = sweep[clean_rows(sweep)].assign(series=lambda d: d["variant"].astype(str))

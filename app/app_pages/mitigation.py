@@ -13,12 +13,7 @@ from hwlab.figures import front, mitigation_points
 STUDY = "faultlab.mitigation"
 
 st.title("Mitigation")
-df = q.study_results(STUDY)
-if df.empty:
-    w.no_rows("mitigation")
-    st.stop()
-rows, model, dataset = w.model_dataset(df, "mit")
-title = w.figure_title(STUDY, model, dataset, rows["run_id"].unique())
+df, rows, model, dataset, title = w.study_page(STUDY, "mitigation", "mit")
 faulty = rows[~clean_rows(rows)]
 if faulty.empty:
     w.elsewhere(df[~clean_rows(df)], "faulty mitigation rows", model, dataset)

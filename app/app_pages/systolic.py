@@ -4,7 +4,6 @@
 import streamlit as st
 
 from app import _charts as charts
-from app import _queries as q
 from app import _widgets as w
 from hwlab._figure_data import clean_rows
 from hwlab.figures import extra_text
@@ -12,12 +11,7 @@ from hwlab.figures import extra_text
 STUDY = "faultlab.systolic"
 
 st.title("Systolic array")
-df = q.study_results(STUDY)
-if df.empty:
-    w.no_rows("systolic")
-    st.stop()
-rows, model, dataset = w.model_dataset(df, "sys")
-title = w.figure_title(STUDY, model, dataset, rows["run_id"].unique())
+df, rows, model, dataset, title = w.study_page(STUDY, "systolic", "sys")
 rows = rows.assign(dataflow=extra_text(rows, "dataflow"))
 clean = rows[clean_rows(rows)].assign(series="fault-free")
 faulty = rows[~clean_rows(rows)].assign(series=lambda d: d["variant"].astype(str))

@@ -5,7 +5,6 @@ and recovery policy, with Wilson intervals, detection latency and the cost per s
 import streamlit as st
 
 import faultlab as fl
-from app import _queries as q
 from app import _widgets as w
 from hwlab._figure_data import clean_rows
 from hwlab.figures import outcome_shares
@@ -13,12 +12,7 @@ from hwlab.figures import outcome_shares
 STUDY = "faultlab.training"
 
 st.title("Training faults")
-df = q.study_results(STUDY)
-if df.empty:
-    w.no_rows("training", studies=(STUDY,))
-    st.stop()
-rows, model, dataset = w.model_dataset(df, "trn")
-title = w.figure_title(STUDY, model, dataset, rows["run_id"].unique())
+df, rows, model, dataset, title = w.study_page(STUDY, "training", "trn", studies=(STUDY,))
 faulty = rows[~clean_rows(rows)]
 if faulty.empty:
     w.elsewhere(df[~clean_rows(df)], "runs under faults", model, dataset)
