@@ -111,23 +111,6 @@ def eligible_parameters(model: nn.Module, layers=None, include_bias: bool = Fals
 _VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _signature(modules) -> list | None:
-    """Identities of every child module and parameter of ``modules`` plus the data pointers.
-
-    A flat walk over the module list taken when the views were built (weak references; None once
-    one is gone): replacing a submodule or a parameter changes an identity, re-assigning
-    ``param.data`` (or moving it) changes a pointer. (The reference form of
-    :meth:`ModelViews.current`'s check, which compares the same facts more cheaply.)
-    """
-    mods = [r() for r in modules]
-    if any(m is None for m in mods):
-        return None
-    return [id(m._modules.get(k)) for m in mods for k in m._modules] + \
-        [p.data_ptr() if p is not None else id(p) for m in mods
-         for p in m._parameters.values()] + \
-        [id(p) for m in mods for p in m._parameters.values()]
-
-
 _data_ptr = torch.Tensor.data_ptr
 
 
@@ -188,14 +171,9 @@ class ModelViews:
         refs = self.modules
         if refs[0]() is not model:
             return False
-        members: list = []  # _members(refs), inlined: this runs on every inject
-        add = members.extend
-        for r in refs:
-            m = r()
-            if m is None:
-                return False
-            add(m._modules.values())
-            add(m._parameters.values())
+        members = _members(refs)
+        if members is None:
+            return False
         return list(map(id, members)) == self._ids and \
             list(map(_data_ptr, self._held)) == self._ptrs
 

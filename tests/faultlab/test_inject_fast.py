@@ -1,6 +1,6 @@
 """inject's one-call path (draw + apply in one kernel) gives the maps and weights of the two-step
 path, restores bit-exactly, and the cheaper staleness check of the model views still sees every
-change that the full walk (faultlab._words._signature) sees."""
+change that the full walk (_signature below, written independently) sees."""
 
 from __future__ import annotations
 
@@ -12,7 +12,19 @@ import faultlab as fl
 from faultlab._faults import FaultMap
 from faultlab._inject import apply_fault_map, restore
 from faultlab._plain import _fault_map
-from faultlab._words import _signature, model_views
+from faultlab._words import model_views
+
+
+def _signature(modules) -> list | None:
+    """The reference staleness check: identities of every child module and parameter of the
+    weakly referenced ``modules`` plus the parameters' data pointers (None once one is gone)."""
+    mods = [r() for r in modules]
+    if any(m is None for m in mods):
+        return None
+    return [id(m._modules.get(k)) for m in mods for k in m._modules] + \
+        [p.data_ptr() if p is not None else id(p) for m in mods
+         for p in m._parameters.values()] + \
+        [id(p) for m in mods for p in m._parameters.values()]
 
 
 def _model():
